@@ -1,0 +1,195 @@
+//! Builds the whole server from a [`Config`] and runs it until shutdown.
+//! Tests build the very same [`App`] on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::accounts::sqlite::SqliteAccountStore;
+use crate::accounts::{AccountStore, Kind};
+use crate::cluster::local::LocalState;
+use crate::config::Config;
+use crate::realtime::{self, Hub};
+use crate::store::sqlite::SqliteMessageStore;
+use crate::store::MessageStore;
+
+/// Why the server could not start; each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("config error: data_dir: {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("config error: {key}: cannot listen on {addr}: {reason}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
+    Admin(String),
+}
+
+/// A running server.
+pub struct App {
+    hub: Arc<Hub>,
+    addr: SocketAddr,
+    api_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.
+const FRAME_SLACK: usize = 64 * 1024;
+
+impl App {
+    /// Opens the stores, binds both listeners and starts serving.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let config = Arc::new(config);
+        check_data_dir(&config)?;
+        let data_dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        };
+        let messages: Arc<dyn MessageStore> =
+            Arc::new(SqliteMessageStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?);
+        let accounts: Arc<dyn AccountStore> =
+            Arc::new(SqliteAccountStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?);
+        if let Some((uid, token)) = &config.admin {
+            accounts
+                .ensure(Kind::Admin, uid, token)
+                .await
+                .map_err(|e| StartError::Admin(e.to_string()))?;
+        }
+        if config.dev {
+            tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
+        }
+
+        let payload_limit = config
+            .max_msg_bytes
+            .saturating_mul(2)
+            .saturating_add(FRAME_SLACK);
+        let (layer, io) = SocketIo::builder()
+            .max_payload(payload_limit as u64)
+            .ws_max_message_size(payload_limit)
+            .ws_max_frame_size(payload_limit)
+            .max_buffer_size(4096)
+            .build_layer();
+        let hub = Arc::new(Hub {
+            config: config.clone(),
+            io,
+            messages,
+            accounts,
+            cluster: Arc::new(LocalState::new()),
+        });
+        realtime::register(hub.clone());
+
+        let main_router = Router::new()
+            .merge(crate::http::health::router(hub.clone()))
+            .layer(layer);
+        let api_router = Router::new().merge(crate::http::health::router(hub.clone()));
+
+        let main = bind("listen", config.listen).await?;
+        let api = bind("api_listen", config.api_listen).await?;
+        let addr = main
+            .local_addr()
+            .map_err(|e| bind_err("listen", config.listen, e))?;
+        let api_addr = api
+            .local_addr()
+            .map_err(|e| bind_err("api_listen", config.api_listen, e))?;
+        let (stop, stopped) = watch::channel(false);
+        let servers = vec![
+            serve(main, main_router, stopped.clone()),
+            serve(api, api_router, stopped),
+        ];
+        tracing::info!(%addr, %api_addr, data_dir = %config.data_dir.display(), "always-online listening");
+        Ok(App {
+            hub,
+            addr,
+            api_addr,
+            stop,
+            servers,
+        })
+    }
+
+    /// The main listener's address (socket.io, admin API, health).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The accounts API listener's address.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The shared state of the running server.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Stops accepting, disconnects every client, makes every accepted
+    /// message durable and waits for the listeners to close (at most `grace`).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let drain = async {
+            self.hub.io.close().await;
+            if let Err(e) = self.hub.messages.flush().await {
+                tracing::error!(error = %e, "store flush failed during shutdown");
+            }
+            for s in self.servers {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("shutdown grace period elapsed");
+        }
+    }
+}
+
+fn check_data_dir(config: &Config) -> Result<(), StartError> {
+    let err = |reason: String| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
+    let probe = config.data_dir.join(".write-check");
+    std::fs::write(&probe, b"ok").map_err(|e| err(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn bind_err(key: &'static str, addr: SocketAddr, e: std::io::Error) -> StartError {
+    StartError::Bind {
+        key,
+        addr,
+        reason: e.to_string(),
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_err(key, addr, e))
+}
+
+fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "listener failed");
+        }
+    })
+}

@@ -1,0 +1,181 @@
+//! Shared state for a single node: everything in this process's memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{ClusterError, ClusterState, Member};
+
+/// Length of the authentication rate limit window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Inner {
+    /// room → members in join order.
+    rooms: HashMap<String, Vec<Member>>,
+    /// sid → room.
+    room_of: HashMap<String, String>,
+    /// uid → its connections, oldest first.
+    connections: HashMap<String, Vec<String>>,
+    /// uid → (window start, successful authentications in it).
+    windows: HashMap<String, (Instant, u32)>,
+}
+
+/// In-process [`ClusterState`].
+#[derive(Default)]
+pub struct LocalState {
+    inner: Mutex<Inner>,
+    force_user_auth: AtomicBool,
+}
+
+impl LocalState {
+    /// Empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ClusterError> {
+        self.inner
+            .lock()
+            .map_err(|_| ClusterError("state lock poisoned".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterState for LocalState {
+    async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError> {
+        let mut inner = self.lock()?;
+        let now = Instant::now();
+        if inner.windows.len() > 100_000 {
+            inner
+                .windows
+                .retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+        }
+        let slot = inner.windows.entry(uid.to_owned()).or_insert((now, 0));
+        if now.duration_since(slot.0) >= RATE_WINDOW {
+            *slot = (now, 0);
+        }
+        if slot.1 >= limit {
+            return Ok(false);
+        }
+        slot.1 += 1;
+        Ok(true)
+    }
+
+    async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError> {
+        let mut inner = self.lock()?;
+        let older = inner
+            .connections
+            .insert(uid.to_owned(), vec![sid.to_owned()])
+            .unwrap_or_default();
+        Ok(older.into_iter().filter(|s| s != sid).collect())
+    }
+
+    async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError> {
+        let mut inner = self.lock()?;
+        if let Some(list) = inner.connections.get_mut(uid) {
+            list.retain(|s| s != sid);
+            if list.is_empty() {
+                inner.connections.remove(uid);
+            }
+        }
+        Ok(())
+    }
+
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError> {
+        let mut inner = self.lock()?;
+        inner.room_of.insert(member.sid.clone(), room.to_owned());
+        let list = inner.rooms.entry(room.to_owned()).or_default();
+        list.retain(|m| m.sid != member.sid);
+        let before = list.clone();
+        list.push(member);
+        Ok(before)
+    }
+
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError> {
+        let mut inner = self.lock()?;
+        if inner.room_of.get(sid).is_some_and(|r| r == room) {
+            inner.room_of.remove(sid);
+        }
+        let Some(list) = inner.rooms.get_mut(room) else {
+            return Ok(None);
+        };
+        let pos = list.iter().position(|m| m.sid == sid);
+        let removed = pos.map(|i| list.remove(i));
+        if list.is_empty() {
+            inner.rooms.remove(room);
+        }
+        Ok(removed)
+    }
+
+    async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError> {
+        Ok(self.lock()?.room_of.get(sid).cloned())
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError> {
+        Ok(self.lock()?.rooms.get(room).cloned().unwrap_or_default())
+    }
+
+    async fn force_user_auth(&self) -> Result<bool, ClusterError> {
+        Ok(self.force_user_auth.load(Ordering::Relaxed))
+    }
+
+    async fn set_force_user_auth(&self, on: bool) -> Result<(), ClusterError> {
+        self.force_user_auth.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn member(uid: &str, sid: &str) -> Member {
+        Member {
+            uid: json!(uid),
+            uid_key: uid.into(),
+            sid: sid.into(),
+            dummy: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_limit_window() {
+        let s = LocalState::new();
+        assert!(s.auth_allowed("a", 2).await.expect("ok"));
+        assert!(s.auth_allowed("a", 2).await.expect("ok"));
+        assert!(!s.auth_allowed("a", 2).await.expect("ok"));
+        assert!(s.auth_allowed("b", 2).await.expect("ok"));
+    }
+
+    #[tokio::test]
+    async fn presence_keeps_join_order() {
+        let s = LocalState::new();
+        assert!(s.join("r", member("a", "1")).await.expect("ok").is_empty());
+        assert_eq!(s.join("r", member("b", "2")).await.expect("ok").len(), 1);
+        assert_eq!(s.room_of("2").await.expect("ok").as_deref(), Some("r"));
+        assert!(s.leave("r", "1").await.expect("ok").is_some());
+        assert_eq!(s.members("r").await.expect("ok"), vec![member("b", "2")]);
+    }
+
+    #[tokio::test]
+    async fn second_login_replaces_first() {
+        let s = LocalState::new();
+        assert!(s
+            .register_connection("u", "1")
+            .await
+            .expect("ok")
+            .is_empty());
+        assert_eq!(
+            s.register_connection("u", "2").await.expect("ok"),
+            vec!["1".to_string()]
+        );
+        s.unregister_connection("u", "1").await.expect("ok");
+        assert_eq!(
+            s.register_connection("u", "3").await.expect("ok"),
+            vec!["2".to_string()]
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! State that every node of a deployment must share: room presence, the
+//! per-user connection registry (for kickout), the authentication rate limit
+//! window and the `forceUserAuth` switch. One node uses [`local::LocalState`].
+
+pub mod local;
+
+use serde_json::Value;
+
+/// A connection present in a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// The uid as its owner sent it (echoed in presence events).
+    pub uid: Value,
+    /// The uid's string form.
+    pub uid_key: String,
+    /// The socket id of the connection.
+    pub sid: String,
+    /// Observers are never announced.
+    pub dummy: bool,
+}
+
+/// Why shared state could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cluster state unavailable: {0}")]
+pub struct ClusterError(pub String);
+
+/// Shared state of a deployment.
+#[async_trait::async_trait]
+pub trait ClusterState: Send + Sync + 'static {
+    /// Counts one successful authentication of `uid` in its fixed 60 s
+    /// window; `false` when the window already holds `limit` of them.
+    async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError>;
+    /// Records `sid` as the connection of `uid` and returns the connections
+    /// it replaces (the ones to kick out), removing them from the registry.
+    async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError>;
+    /// Forgets `sid` as a connection of `uid` (no-op if it was replaced).
+    async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError>;
+    /// Adds `member` to `room` and returns the members that were there before, in join order.
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError>;
+    /// Removes connection `sid` from `room`; returns it if it was there.
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError>;
+    /// The room a connection is in, if any.
+    async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError>;
+    /// The members of `room` in join order.
+    async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError>;
+    /// Whether real token checks are forced while in development mode.
+    async fn force_user_auth(&self) -> Result<bool, ClusterError>;
+    /// Sets the `forceUserAuth` switch.
+    async fn set_force_user_auth(&self, on: bool) -> Result<(), ClusterError>;
+}

@@ -1,0 +1,353 @@
+//! The server's configuration: defaults < TOML file (`--config`) < `AO_*`
+//! environment < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the server is configured with, after layering.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// socket.io, admin API and health (`AO_LISTEN`).
+    pub listen: SocketAddr,
+    /// Accounts API, reachable by the app's backend only (`AO_API_LISTEN`).
+    pub api_listen: SocketAddr,
+    /// Where the embedded store keeps its files (`AO_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// How long a new connection may take to authenticate.
+    pub auth_timeout: Duration,
+    /// How long an authenticated connection may take to join.
+    pub join_timeout: Duration,
+    /// Successful authentications per uid per 60 s window.
+    pub auth_rate_limit: u32,
+    /// Largest accepted msg, in bytes of its JSON encoding.
+    pub max_msg_bytes: usize,
+    /// Inserted messages per sync page.
+    pub sync_page_size: usize,
+    /// Development mode: any token is accepted.
+    pub dev: bool,
+    /// An admin account that exists from start-up (uid, token).
+    pub admin: Option<(String, String)>,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            data_dir: PathBuf::from("./data"),
+            auth_timeout: Duration::from_millis(10_000),
+            join_timeout: Duration::from_millis(10_000),
+            auth_rate_limit: 30,
+            max_msg_bytes: 512_000,
+            sync_page_size: 200,
+            dev: false,
+            admin: None,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration value that could not be used: names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The keys a TOML config file may hold (all optional; unknown keys are errors).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    auth_timeout_ms: Option<u64>,
+    join_timeout_ms: Option<u64>,
+    auth_rate_limit: Option<u32>,
+    max_msg_bytes: Option<usize>,
+    sync_page_size: Option<usize>,
+    dev: Option<bool>,
+    admin_uid: Option<String>,
+    admin_token: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// Values given as command-line flags (highest precedence).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Flags {
+    /// TOML config file.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// socket.io, admin API and health listener [default: 0.0.0.0:3000].
+    #[arg(long, global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Accounts API listener [default: 127.0.0.1:4000].
+    #[arg(long, global = true)]
+    pub api_listen: Option<SocketAddr>,
+    /// Data directory of the embedded store [default: ./data].
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Development mode: any token is accepted.
+    #[arg(long, global = true)]
+    pub dev: bool,
+    /// Log format [default: text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Layers defaults, the file named by `flags.config`, the environment
+    /// (read through `env`) and the flags.
+    pub fn load(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| file_error(&e))?
+            }
+            None => FileConfig::default(),
+        };
+        let mut admin_uid = file.admin_uid;
+        let mut admin_token = file.admin_token;
+        set(&mut cfg.listen, file.listen);
+        set(&mut cfg.api_listen, file.api_listen);
+        set(&mut cfg.data_dir, file.data_dir);
+        set(
+            &mut cfg.auth_timeout,
+            file.auth_timeout_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut cfg.join_timeout,
+            file.join_timeout_ms.map(Duration::from_millis),
+        );
+        set(&mut cfg.auth_rate_limit, file.auth_rate_limit);
+        set(&mut cfg.max_msg_bytes, file.max_msg_bytes);
+        set(&mut cfg.sync_page_size, file.sync_page_size);
+        set(&mut cfg.dev, file.dev);
+        set(&mut cfg.log_format, file.log_format);
+
+        let var = |key: &str| env(key).filter(|v| !v.is_empty());
+        set(&mut cfg.listen, parse_env(&var, "AO_LISTEN")?);
+        set(&mut cfg.api_listen, parse_env(&var, "AO_API_LISTEN")?);
+        set(&mut cfg.data_dir, var("AO_DATA_DIR").map(PathBuf::from));
+        set(
+            &mut cfg.auth_timeout,
+            parse_env::<u64>(&var, "AO_AUTH_TIMEOUT_MS")?.map(Duration::from_millis),
+        );
+        set(
+            &mut cfg.join_timeout,
+            parse_env::<u64>(&var, "AO_JOIN_TIMEOUT_MS")?.map(Duration::from_millis),
+        );
+        set(
+            &mut cfg.auth_rate_limit,
+            parse_env(&var, "AO_AUTH_RATE_LIMIT")?,
+        );
+        set(&mut cfg.max_msg_bytes, parse_env(&var, "AO_MAX_MSG_BYTES")?);
+        set(
+            &mut cfg.sync_page_size,
+            parse_env(&var, "AO_SYNC_PAGE_SIZE")?,
+        );
+        set(&mut cfg.dev, parse_bool_env(&var, "AO_DEV")?);
+        set(&mut cfg.log_format, parse_log_format_env(&var)?);
+        if let Some(v) = var("AO_ADMIN_UID") {
+            admin_uid = Some(v);
+        }
+        if let Some(v) = var("AO_ADMIN_TOKEN") {
+            admin_token = Some(v);
+        }
+
+        set(&mut cfg.listen, flags.listen);
+        set(&mut cfg.api_listen, flags.api_listen);
+        set(&mut cfg.data_dir, flags.data_dir.clone());
+        if flags.dev {
+            cfg.dev = true;
+        }
+        set(&mut cfg.log_format, flags.log_format);
+
+        cfg.admin = match (admin_uid, admin_token) {
+            (Some(uid), Some(token)) => Some((uid, token)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "AO_ADMIN_TOKEN",
+                    "must be set together with AO_ADMIN_UID",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "AO_ADMIN_UID",
+                    "must be set together with AO_ADMIN_TOKEN",
+                ))
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_msg_bytes == 0 {
+            return Err(ConfigError::new("max_msg_bytes", "must be greater than 0"));
+        }
+        if self.sync_page_size == 0 {
+            return Err(ConfigError::new("sync_page_size", "must be greater than 0"));
+        }
+        if self.auth_rate_limit == 0 {
+            return Err(ConfigError::new(
+                "auth_rate_limit",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn file_error(e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().replace('\n', " ");
+    ConfigError::new("config file", msg)
+}
+
+fn parse_env<T>(var: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<T>, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    var(key)
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|e| ConfigError::new(key, format!("{v:?}: {e}")))
+        })
+        .transpose()
+}
+
+fn parse_bool_env(
+    var: &impl Fn(&str) -> Option<String>,
+    key: &str,
+) -> Result<Option<bool>, ConfigError> {
+    var(key)
+        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::new(
+                key,
+                format!("{v:?}: expected 1/0 or true/false"),
+            )),
+        })
+        .transpose()
+}
+
+fn parse_log_format_env(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<LogFormat>, ConfigError> {
+    var("AO_LOG_FORMAT")
+        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ConfigError::new(
+                "AO_LOG_FORMAT",
+                format!("{v:?}: expected text or json"),
+            )),
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&flags, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[], Flags::default()).expect("defaults load");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(c.max_msg_bytes, 512_000);
+        assert_eq!(c.sync_page_size, 200);
+        assert_eq!(c.auth_rate_limit, 30);
+        assert!(!c.dev);
+    }
+
+    #[test]
+    fn layering_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "sync_page_size = 10\nmax_msg_bytes = 99\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
+        let flags = Flags {
+            config: Some(path),
+            listen: Some("127.0.0.1:3".parse().expect("addr")),
+            ..Flags::default()
+        };
+        let c = load(
+            &[("AO_MAX_MSG_BYTES", "77"), ("AO_LISTEN", "127.0.0.1:2")],
+            flags,
+        )
+        .expect("load");
+        assert_eq!(c.sync_page_size, 10);
+        assert_eq!(c.max_msg_bytes, 77);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load(&[("AO_SYNC_PAGE_SIZE", "lots")], Flags::default()).expect_err("bad");
+        assert_eq!(e.key, "AO_SYNC_PAGE_SIZE");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "no_such_key = 1\n").expect("write");
+        let e = load(
+            &[],
+            Flags {
+                config: Some(path),
+                ..Flags::default()
+            },
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("no_such_key"), "{e}");
+        let e = load(&[("AO_ADMIN_UID", "a")], Flags::default()).expect_err("half admin");
+        assert_eq!(e.key, "AO_ADMIN_TOKEN");
+    }
+}

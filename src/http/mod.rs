@@ -1,0 +1,3 @@
+//! HTTP routes served beside socket.io.
+
+pub mod health;

@@ -1,0 +1,16 @@
+//! Always Online: a realtime message-sync server speaking socket.io,
+//! compatible with clients of the original Node.js service.
+
+pub mod accounts;
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod protocol;
+pub mod realtime;
+pub mod sqlite;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

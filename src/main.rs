@@ -1,0 +1,166 @@
+//! The `always-online` command: run the server, or manage accounts in the
+//! store it uses.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use always_online::accounts::sqlite::SqliteAccountStore;
+use always_online::accounts::{AccountError, AccountStore, Kind};
+use always_online::config::{Config, Flags};
+use always_online::{logging, App};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "always-online",
+    version,
+    about = "Realtime message-sync server over socket.io"
+)]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage user accounts; prints only the new token.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage admin accounts; prints only the new token.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user and print its token.
+    Create { uid: String },
+    /// Give a user a new token (the old one stops working) and print it.
+    Refresh { uid: String },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create an admin and print its token.
+    Create { uid: String },
+}
+
+/// How long a shutdown may take to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.flags, |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("always-online: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("always-online: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::User {
+                action: UserAction::Create { uid },
+            } => account(&config, Kind::User, &uid, false).await,
+            Command::User {
+                action: UserAction::Refresh { uid },
+            } => account(&config, Kind::User, &uid, true).await,
+            Command::Admin {
+                action: AdminAction::Create { uid },
+            } => account(&config, Kind::Admin, &uid, false).await,
+        }
+    })
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let app = match App::start(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("always-online: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown(SHUTDOWN_GRACE).await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitCode {
+    if always_online::protocol::parse_id(&serde_json::Value::String(uid.to_owned())).is_none() {
+        eprintln!("always-online: invalid uid {uid:?}");
+        return ExitCode::from(2);
+    }
+    let store = match SqliteAccountStore::open(&config.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "always-online: config error: data_dir: {}: {e}",
+                config.data_dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let result = if refresh {
+        store.refresh(kind, uid).await
+    } else {
+        store.create(kind, uid).await
+    };
+    match result {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(AccountError::Exists) => {
+            eprintln!("always-online: {uid} already exists; use refresh to get a new token");
+            ExitCode::from(1)
+        }
+        Err(AccountError::NotFound) => {
+            eprintln!("always-online: {uid} does not exist");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("always-online: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Every payload shape, reason string and status code of the wire protocol.
+//!
+//! This is the one place the wire format lives (see `docs/PROTOCOL.md`):
+//! handlers parse client payloads with the functions here and reply with the
+//! types here, so a change to the protocol is a change to this module.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Longest uid or roomId (in bytes of its string form) the server accepts.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Event names, client → server and server → client.
+pub mod event {
+    pub const AUTHENTICATE: &str = "authenticate";
+    pub const JOIN: &str = "join";
+    pub const MSG: &str = "msg";
+    pub const SYNC: &str = "sync";
+    pub const LEAVE: &str = "leave";
+    pub const REMOTE_JOIN: &str = "remote_join";
+    pub const REMOTE_LEAVE: &str = "remote_leave";
+    pub const REMOTE_DISCONNECT: &str = "remote_disconnect";
+    pub const REMOTE_SYNC: &str = "remote_sync";
+    pub const KICKOUT: &str = "kickout";
+    pub const SYSTEM: &str = "system";
+}
+
+/// Reason strings sent in `data` of failed replies.
+pub mod reason {
+    pub const AUTH_SUCCESS: &str = "auth success";
+    pub const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
+    pub const RATE_LIMIT: &str = "reach rate limit";
+    pub const AUTH_TIMEOUT: &str = "authentication timeout";
+    pub const SERVER_ERROR: &str = "server error";
+    pub const ALREADY_AUTHENTICATED: &str = "already authenticated";
+    pub const JOIN_SUCCESS: &str = "join success";
+    pub const JOIN_REQUIRE_ROOM: &str = "join failed, require roomId";
+    pub const JOIN_ROOM_TOO_LONG: &str = "join failed, roomId too long";
+    pub const NOT_AUTHENTICATED: &str = "not authenticated";
+    pub const NOT_JOINED: &str = "not joined";
+    pub const DUMMY_CANNOT_SEND: &str = "dummy clients cannot send";
+    pub const NOT_AN_OBJECT: &str = "payload must be an object";
+    pub const TOO_LARGE: &str = "message too large";
+    pub const UPDATE_NEEDS_MSG_ID: &str = "update requires msgId";
+    pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
+    pub const TOO_MANY_REQUESTS: &str = "too many requests";
+    pub const MALFORMED: &str = "malformed payload";
+}
+
+/// Status codes of msg acks (Part 2). 0 is success.
+pub mod ack_status {
+    pub const OK: u8 = 0;
+    pub const BAD_REQUEST: u8 = 1;
+    pub const NOT_JOINED: u8 = 2;
+    pub const DUMMY: u8 = 3;
+    pub const TOO_LARGE: u8 = 4;
+    pub const STORAGE_UNAVAILABLE: u8 = 5;
+    pub const TOO_MANY_REQUESTS: u8 = 6;
+}
+
+/// `{status, data}`: the reply to authenticate and join, and the ack of a refused msg.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReply<'a> {
+    pub status: u8,
+    pub data: &'a str,
+}
+
+impl<'a> StatusReply<'a> {
+    /// A success reply (`status: 0`).
+    pub fn ok(data: &'a str) -> Self {
+        Self { status: 0, data }
+    }
+    /// A failure reply with the given status and reason.
+    pub fn fail(status: u8, data: &'a str) -> Self {
+        Self { status, data }
+    }
+}
+
+/// `{status: 0, seq?}`: the ack of an accepted msg.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MsgAck {
+    pub status: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+/// `{uid}`: payload of remote_join, remote_leave, remote_disconnect and remote_sync.
+#[derive(Debug, Clone, Serialize)]
+pub struct UidEvent<'a> {
+    pub uid: &'a Value,
+}
+
+/// A user id as the client sent it: the JSON value (echoed back with its
+/// type) and its string form (the identity the server compares).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Uid {
+    /// The value exactly as sent (a JSON string or number).
+    pub json: Value,
+    /// The string form, used as the account key.
+    pub key: String,
+}
+
+/// A client's credentials from an `authenticate` payload.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub uid: Uid,
+    /// `None` when the token is missing or not a string.
+    pub token: Option<String>,
+}
+
+/// Reads `{uid, token}`. `None` for every shape that cannot be a credential
+/// (the caller answers "uid or token is wrong").
+pub fn parse_credentials(payload: &Value) -> Option<Credentials> {
+    let obj = payload.as_object()?;
+    let uid = parse_id(obj.get("uid")?)?;
+    let token = obj.get("token").and_then(Value::as_str).map(str::to_owned);
+    Some(Credentials { uid, token })
+}
+
+/// A uid or roomId: a non-empty string or a non-zero number, at most
+/// [`MAX_ID_BYTES`] long in string form. Numbers and their string forms are
+/// the same id.
+pub fn parse_id(v: &Value) -> Option<Uid> {
+    let key = id_key(v)?;
+    if key.len() > MAX_ID_BYTES {
+        return None;
+    }
+    Some(Uid {
+        json: v.clone(),
+        key,
+    })
+}
+
+/// The string form of an id value, or `None` when the value cannot be an id.
+fn id_key(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => {
+            if n.as_f64() == Some(0.0) {
+                None
+            } else {
+                Some(n.to_string())
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A `join` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    /// The room's string form: `123` and `"123"` are the same room.
+    pub room: String,
+    pub dummy: bool,
+}
+
+/// Why a join payload was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("join failed, require roomId")]
+    RequireRoom,
+    #[error("join failed, roomId too long")]
+    RoomTooLong,
+}
+
+impl JoinError {
+    /// The reason string sent to the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            JoinError::RequireRoom => reason::JOIN_REQUIRE_ROOM,
+            JoinError::RoomTooLong => reason::JOIN_ROOM_TOO_LONG,
+        }
+    }
+}
+
+/// Reads `{roomId, dummy?}`.
+pub fn parse_join(payload: &Value) -> Result<JoinRequest, JoinError> {
+    let obj = payload.as_object().ok_or(JoinError::RequireRoom)?;
+    let room =
+        id_key(obj.get("roomId").ok_or(JoinError::RequireRoom)?).ok_or(JoinError::RequireRoom)?;
+    if room.len() > MAX_ID_BYTES {
+        return Err(JoinError::RoomTooLong);
+    }
+    let dummy = obj.get("dummy").and_then(Value::as_bool).unwrap_or(false);
+    Ok(JoinRequest { room, dummy })
+}
+
+/// How a message is kept: the `s` / `storage` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// 0: appended to the room's history.
+    Insert,
+    /// 1: replaces the earlier update with the same msgId.
+    Update,
+    /// 2: relayed only.
+    Ignore,
+}
+
+/// A `msg` payload, checked.
+#[derive(Debug, Clone)]
+pub struct IncomingMsg {
+    /// The whole object as sent; the server adds `"2"` (and `seq`).
+    pub body: Map<String, Value>,
+    pub storage: Storage,
+    /// The string form of `"1"` / `msgId`, when present and usable.
+    pub msg_id: Option<String>,
+}
+
+/// Why a msg was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MsgError {
+    #[error("payload must be an object")]
+    NotAnObject,
+    #[error("message too large")]
+    TooLarge,
+    #[error("update requires msgId")]
+    UpdateNeedsMsgId,
+}
+
+impl MsgError {
+    /// The ack `{status, data}` for this refusal.
+    pub fn reply(self) -> StatusReply<'static> {
+        match self {
+            MsgError::NotAnObject => {
+                StatusReply::fail(ack_status::BAD_REQUEST, reason::NOT_AN_OBJECT)
+            }
+            MsgError::TooLarge => StatusReply::fail(ack_status::TOO_LARGE, reason::TOO_LARGE),
+            MsgError::UpdateNeedsMsgId => {
+                StatusReply::fail(ack_status::BAD_REQUEST, reason::UPDATE_NEEDS_MSG_ID)
+            }
+        }
+    }
+}
+
+/// Key of the sender stamp in relayed messages.
+pub const SENDER_KEY: &str = "2";
+/// Key of the sequence number in relayed inserts (Part 2).
+pub const SEQ_KEY: &str = "seq";
+
+/// Reads a `msg` payload. `encoded_len` is the length of its JSON encoding,
+/// checked against `max_bytes` (exactly the limit passes).
+pub fn parse_msg(
+    payload: Value,
+    encoded_len: usize,
+    max_bytes: usize,
+) -> Result<IncomingMsg, MsgError> {
+    let Value::Object(body) = payload else {
+        return Err(MsgError::NotAnObject);
+    };
+    if encoded_len > max_bytes {
+        return Err(MsgError::TooLarge);
+    }
+    // The compact key wins when both forms are present.
+    let storage = match body.get("s").or_else(|| body.get("storage")) {
+        Some(v) => match v.as_f64() {
+            Some(1.0) => Storage::Update,
+            Some(2.0) => Storage::Ignore,
+            _ => Storage::Insert,
+        },
+        None => Storage::Insert,
+    };
+    let msg_id = match body.get("1").or_else(|| body.get("msgId")) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    if storage == Storage::Update && msg_id.is_none() {
+        return Err(MsgError::UpdateNeedsMsgId);
+    }
+    Ok(IncomingMsg {
+        body,
+        storage,
+        msg_id,
+    })
+}
+
+/// A `sync` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRequest {
+    /// Requested offset; anything that is not a non-negative whole number is 0,
+    /// and values past `u64` are clamped.
+    pub offset: u64,
+    pub gzip: bool,
+}
+
+/// Reads `{offset, encoding?}`; never fails.
+pub fn parse_sync(payload: &Value) -> SyncRequest {
+    let obj = payload.as_object();
+    let offset = obj
+        .and_then(|o| o.get("offset"))
+        .map(clamp_offset)
+        .unwrap_or(0);
+    let gzip = obj
+        .and_then(|o| o.get("encoding"))
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    SyncRequest { offset, gzip }
+}
+
+fn clamp_offset(v: &Value) -> u64 {
+    let Value::Number(n) = v else { return 0 };
+    if let Some(u) = n.as_u64() {
+        return u;
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f >= 0.0 && f.fract() == 0.0 => {
+            if f >= u64::MAX as f64 {
+                u64::MAX
+            } else {
+                f as u64
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// `{data, offset, next, epoch, encoding?}`: one page of history.
+#[derive(Debug, Serialize)]
+pub struct SyncReply<D: Serialize> {
+    /// The messages (a JSON array), or base64 of their gzip when `encoding` is set.
+    pub data: D,
+    pub offset: u64,
+    pub next: u8,
+    pub epoch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credentials_accept_strings_and_numbers() {
+        let c = parse_credentials(&json!({"uid": 1000, "token": "t"})).expect("valid");
+        assert_eq!(c.uid.key, "1000");
+        assert_eq!(c.uid.json, json!(1000));
+        assert_eq!(c.token.as_deref(), Some("t"));
+        assert!(parse_credentials(&json!({"uid": {"$ne": null}, "token": "t"})).is_none());
+        assert!(parse_credentials(&json!({"uid": "", "token": "t"})).is_none());
+        assert!(parse_credentials(&json!({"uid": 0, "token": "t"})).is_none());
+        assert!(parse_credentials(&json!(null)).is_none());
+        assert!(parse_credentials(&json!({"uid": "x".repeat(300)})).is_none());
+        let c = parse_credentials(&json!({"uid": "a", "token": {"$ne": null}})).expect("shape");
+        assert!(c.token.is_none());
+    }
+
+    #[test]
+    fn join_rules() {
+        assert_eq!(
+            parse_join(&json!({"roomId": 123})).map(|j| j.room),
+            Ok("123".into())
+        );
+        assert_eq!(
+            parse_join(&json!({"roomId": "123"})).map(|j| j.room),
+            Ok("123".into())
+        );
+        for bad in [
+            json!({}),
+            json!({"roomId": ""}),
+            json!({"roomId": 0}),
+            json!({"roomId": null}),
+            json!({"roomId": []}),
+            json!({"roomId": {}}),
+            json!({"roomId": true}),
+            json!("r"),
+            json!(null),
+        ] {
+            assert_eq!(parse_join(&bad), Err(JoinError::RequireRoom), "{bad}");
+        }
+        assert_eq!(
+            parse_join(&json!({"roomId": "r".repeat(300)})),
+            Err(JoinError::RoomTooLong)
+        );
+        assert!(
+            parse_join(&json!({"roomId": 1, "dummy": true}))
+                .expect("ok")
+                .dummy
+        );
+    }
+
+    #[test]
+    fn msg_compact_form_wins() {
+        let m = parse_msg(json!({"s": 2, "storage": 1, "msgId": "a"}), 10, 100).expect("ok");
+        assert_eq!(m.storage, Storage::Ignore);
+        let m = parse_msg(json!({"storage": 1, "1": 7, "msgId": "a"}), 10, 100).expect("ok");
+        assert_eq!(m.storage, Storage::Update);
+        assert_eq!(m.msg_id.as_deref(), Some("7"));
+        let m = parse_msg(json!({"s": "x"}), 10, 100).expect("ok");
+        assert_eq!(m.storage, Storage::Insert);
+        assert_eq!(
+            parse_msg(json!({"s": 1}), 10, 100).err(),
+            Some(MsgError::UpdateNeedsMsgId)
+        );
+        assert_eq!(
+            parse_msg(json!([1]), 10, 100).err(),
+            Some(MsgError::NotAnObject)
+        );
+        assert!(parse_msg(json!({}), 100, 100).is_ok());
+        assert_eq!(
+            parse_msg(json!({}), 101, 100).err(),
+            Some(MsgError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn sync_offsets_are_clamped() {
+        assert_eq!(parse_sync(&json!({"offset": 5})).offset, 5);
+        assert_eq!(parse_sync(&json!({"offset": -5})).offset, 0);
+        assert_eq!(parse_sync(&json!({"offset": 1.5})).offset, 0);
+        assert_eq!(parse_sync(&json!({"offset": "5"})).offset, 0);
+        assert_eq!(parse_sync(&json!({"offset": 1e300})).offset, u64::MAX);
+        assert_eq!(parse_sync(&json!(null)).offset, 0);
+        assert!(parse_sync(&json!({"offset": 0, "encoding": "gzip"})).gzip);
+    }
+}

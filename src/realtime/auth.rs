@@ -1,0 +1,121 @@
+//! authenticate: credentials, development mode, rate limit, kickout of older logins.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::inbox::{Control, Mailbox};
+use super::session::{Flow, Phase, Session};
+use crate::accounts::Kind;
+use crate::protocol::{self, event, reason, StatusReply};
+
+/// Outcome of checking a client's credentials.
+enum Check {
+    Accepted(protocol::Uid),
+    Refused(&'static str),
+}
+
+impl Session {
+    pub(super) async fn authenticate(&mut self, data: Result<Value, String>) -> Flow {
+        if self.phase != Phase::Connected {
+            let _ = self.socket.emit(
+                event::AUTHENTICATE,
+                &StatusReply::fail(1, reason::ALREADY_AUTHENTICATED),
+            );
+            return Flow::Continue;
+        }
+        let uid = match self.check(data.unwrap_or(Value::Null)).await {
+            Check::Accepted(uid) => uid,
+            Check::Refused(why) => {
+                tracing::info!(sid = %self.sid, reason = why, "authentication refused");
+                let _ = self
+                    .socket
+                    .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));
+                self.deadline = None;
+                self.disconnect();
+                return Flow::Stop;
+            }
+        };
+        self.kick_older_logins(&uid.key).await;
+        tracing::info!(sid = %self.sid, uid = %uid.key, "authenticated");
+        self.uid = Some(uid);
+        self.phase = Phase::Authenticated;
+        self.deadline = Some(Instant::now() + self.hub.config.join_timeout);
+        let _ = self
+            .socket
+            .emit(event::AUTHENTICATE, &StatusReply::ok(reason::AUTH_SUCCESS));
+        Flow::Continue
+    }
+
+    async fn check(&self, payload: Value) -> Check {
+        let Some(creds) = protocol::parse_credentials(&payload) else {
+            return Check::Refused(reason::AUTH_FAILED);
+        };
+        let hub = &self.hub;
+        let skip_tokens = hub.config.dev && !hub.cluster.force_user_auth().await.unwrap_or(true);
+        if !skip_tokens {
+            let Some(token) = creds.token.as_deref() else {
+                return Check::Refused(reason::AUTH_FAILED);
+            };
+            match hub.accounts.verify(Kind::User, &creds.uid.key, token).await {
+                Ok(true) => {}
+                Ok(false) => return Check::Refused(reason::AUTH_FAILED),
+                Err(e) => {
+                    tracing::error!(error = %e, "account store failed during authenticate");
+                    return Check::Refused(reason::SERVER_ERROR);
+                }
+            }
+        }
+        match hub
+            .cluster
+            .auth_allowed(&creds.uid.key, hub.config.auth_rate_limit)
+            .await
+        {
+            Ok(true) => Check::Accepted(creds.uid),
+            Ok(false) => Check::Refused(reason::RATE_LIMIT),
+            Err(e) => {
+                tracing::error!(error = %e, "rate limiter failed during authenticate");
+                Check::Refused(reason::SERVER_ERROR)
+            }
+        }
+    }
+
+    /// Removes older connections of `uid` from their rooms without a word to
+    /// the room, and tells their sessions to send `kickout` and close.
+    async fn kick_older_logins(&mut self, uid: &str) {
+        let cluster = &self.hub.cluster;
+        let older = match cluster.register_connection(uid, &self.sid).await {
+            Ok(older) => older,
+            Err(e) => {
+                tracing::error!(error = %e, "connection registry failed");
+                return;
+            }
+        };
+        for sid in older {
+            if let Ok(Some(room)) = cluster.room_of(&sid).await {
+                if let Ok(Some(_)) = cluster.leave(&room, &sid).await {
+                    self.replaced_rooms.push(room);
+                }
+            }
+            let Ok(parsed) = sid.parse() else { continue };
+            if let Some(socket) = self.hub.io.get_socket(parsed) {
+                if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
+                    let _ = mailbox.control.send(Control::Kick);
+                }
+            }
+        }
+    }
+
+    /// This connection was replaced by a newer login of its uid.
+    pub(super) async fn kicked_out(&mut self) -> Flow {
+        tracing::info!(sid = %self.sid, "kicked out by a newer login");
+        if let Phase::Joined(joined) = &self.phase {
+            self.socket.leave(joined.channel.clone());
+        }
+        self.phase = Phase::Connected;
+        self.uid = None;
+        self.deadline = None;
+        let _ = self.socket.emit(event::KICKOUT, &0);
+        self.disconnect();
+        Flow::Stop
+    }
+}

@@ -1,0 +1,50 @@
+//! The socket.io side: one [`session::Session`] task per connection runs the
+//! protocol's events in the order the client sent them.
+
+mod auth;
+mod inbox;
+mod message;
+mod room;
+mod session;
+mod sync;
+
+use std::sync::Arc;
+
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::ConnectHandler;
+use socketioxide::SocketIo;
+
+use crate::accounts::AccountStore;
+use crate::cluster::ClusterState;
+use crate::config::Config;
+use crate::store::MessageStore;
+
+/// Everything the event handlers share.
+pub struct Hub {
+    pub config: Arc<Config>,
+    pub io: SocketIo,
+    pub messages: Arc<dyn MessageStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub cluster: Arc<dyn ClusterState>,
+}
+
+/// The socket.io room that holds the members of protocol room `room`.
+pub fn room_channel(room: &str) -> String {
+    format!("room:{room}")
+}
+
+/// Registers the default namespace's handlers on `hub.io`.
+pub fn register(hub: Arc<Hub>) {
+    let io = hub.io.clone();
+    let on_connect = async |_: SocketRef| {};
+    let setup = move |socket: SocketRef| {
+        let hub = hub.clone();
+        async move {
+            session::start(hub, socket);
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    // The session is set up in a connect middleware, which runs before the
+    // client is told it is connected, so no event can arrive before it.
+    io.ns("/", on_connect.with(setup));
+}

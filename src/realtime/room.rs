@@ -1,0 +1,115 @@
+//! join, leave and the presence events that go with them.
+
+use serde_json::Value;
+
+use super::room_channel;
+use super::session::{Flow, Joined, Phase, Session};
+use crate::cluster::Member;
+use crate::protocol::{self, event, StatusReply, UidEvent};
+
+impl Session {
+    pub(super) async fn join(&mut self, data: Result<Value, String>) -> Flow {
+        let request = match protocol::parse_join(&data.unwrap_or(Value::Null)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self
+                    .socket
+                    .emit(event::JOIN, &StatusReply::fail(1, e.reason()));
+                return Flow::Continue;
+            }
+        };
+        let Some(uid) = self.uid.clone() else {
+            return Flow::Continue;
+        };
+        // A socket is in at most one room: a second join moves it.
+        if let Phase::Joined(old) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+            self.leave_room(&old, event::REMOTE_LEAVE).await;
+        }
+        let member = Member {
+            uid: uid.json.clone(),
+            uid_key: uid.key.clone(),
+            sid: self.sid.clone(),
+            dummy: request.dummy,
+        };
+        let before = match self.hub.cluster.join(&request.room, member).await {
+            Ok(before) => before,
+            Err(e) => {
+                tracing::error!(error = %e, "presence registry failed during join");
+                let _ = self.socket.emit(
+                    event::JOIN,
+                    &StatusReply::fail(1, protocol::reason::SERVER_ERROR),
+                );
+                return Flow::Continue;
+            }
+        };
+        let channel = room_channel(&request.room);
+        self.socket.join(channel.clone());
+        // A login that replaced an older connection of the same uid in this
+        // room takes its place silently.
+        let replaces = self.replaced_rooms.contains(&request.room)
+            || before.iter().any(|m| !m.dummy && m.uid_key == uid.key);
+        self.replaced_rooms.clear();
+        self.deadline = None;
+        tracing::debug!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
+
+        let _ = self.socket.emit(
+            event::JOIN,
+            &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
+        );
+        if !request.dummy && !replaces {
+            self.to_room(&channel, event::REMOTE_JOIN, &UidEvent { uid: &uid.json })
+                .await;
+        }
+        for m in before.iter().filter(|m| !m.dummy && m.uid_key != uid.key) {
+            let _ = self
+                .socket
+                .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
+        }
+        self.phase = Phase::Joined(Joined {
+            room: request.room,
+            channel,
+            dummy: request.dummy,
+        });
+        Flow::Continue
+    }
+
+    pub(super) async fn leave(&mut self) -> Flow {
+        if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+            self.leave_room(&joined, event::REMOTE_LEAVE).await;
+        }
+        self.closed_by_server().await;
+        Flow::Stop
+    }
+
+    /// Takes this connection out of `joined`'s room and, unless it is a
+    /// dummy, tells the others with `announce` (remote_leave or remote_disconnect).
+    pub(super) async fn leave_room(&mut self, joined: &Joined, announce: &str) {
+        let was_present = match self.hub.cluster.leave(&joined.room, &self.sid).await {
+            Ok(m) => m.is_some(),
+            Err(e) => {
+                tracing::error!(error = %e, "presence registry failed during leave");
+                true
+            }
+        };
+        if was_present && !joined.dummy {
+            if let Some(uid) = &self.uid {
+                let uid = uid.json.clone();
+                self.to_room(&joined.channel, announce, &UidEvent { uid: &uid })
+                    .await;
+            }
+        }
+        self.socket.leave(joined.channel.clone());
+    }
+
+    /// Emits to every other member of `channel`.
+    pub(super) async fn to_room<T: serde::Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        ev: &str,
+        data: &T,
+    ) {
+        if let Err(e) = self.socket.to(channel.to_owned()).emit(ev, data).await {
+            tracing::warn!(error = %e, event = ev, "broadcast failed");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A connection's session: its protocol state and the task that runs its
+//! events one at a time, with the authentication and join deadlines.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::DisconnectReason;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use super::inbox::{self, Control, Inbound, Mailbox};
+use super::Hub;
+use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
+
+/// Where a session is in the protocol.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Phase {
+    /// Connected, not yet authenticated.
+    Connected,
+    /// Authenticated, not in a room.
+    Authenticated,
+    /// In a room.
+    Joined(Joined),
+}
+
+/// The room a session is in.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Joined {
+    /// The room's string form.
+    pub room: String,
+    /// The socket.io room of its members.
+    pub channel: String,
+    pub dummy: bool,
+}
+
+/// What the session loop does after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    /// The session closed its connection; stop without announcing anything more.
+    Stop,
+}
+
+/// One connection's protocol state.
+pub(super) struct Session {
+    pub hub: Arc<Hub>,
+    pub socket: SocketRef,
+    pub sid: String,
+    pub phase: Phase,
+    pub uid: Option<Uid>,
+    /// Rooms whose presence this login took over from the connection it kicked out.
+    pub replaced_rooms: Vec<String>,
+    /// Writes submitted and not yet completed (keeps ignore messages in send order).
+    pub pending_writes: Arc<AtomicUsize>,
+    /// When the current phase times out.
+    pub deadline: Option<Instant>,
+}
+
+/// Sets up the session of a new connection and starts its task.
+pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
+    let (events_tx, events) = mpsc::channel(inbox::QUEUE_DEPTH);
+    let (control_tx, control) = mpsc::unbounded_channel();
+    socket.extensions.insert(Mailbox {
+        events: events_tx,
+        control: control_tx.clone(),
+    });
+    socket.on_fallback(inbox::enqueue);
+    socket.on_disconnect(move |reason: DisconnectReason| {
+        let _ = control_tx.send(Control::Closed);
+        tracing::debug!(?reason, "connection closed");
+        async {}
+    });
+    let sid = socket.id.to_string();
+    tracing::debug!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
+    let deadline = Some(Instant::now() + hub.config.auth_timeout);
+    let session = Session {
+        hub,
+        socket,
+        sid,
+        phase: Phase::Connected,
+        uid: None,
+        replaced_rooms: Vec::new(),
+        pending_writes: Arc::new(AtomicUsize::new(0)),
+        deadline,
+    };
+    tokio::spawn(session.run(events, control));
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Inbound>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
+        loop {
+            let deadline = self.deadline;
+            let flow = tokio::select! {
+                biased;
+                ctl = control.recv() => match ctl {
+                    Some(Control::Kick) => self.kicked_out().await,
+                    Some(Control::Closed) | None => {
+                        self.closed().await;
+                        Flow::Stop
+                    }
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.handle(ev).await,
+                    None => Flow::Stop,
+                },
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.timed_out().await
+                }
+            };
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+    }
+
+    async fn handle(&mut self, ev: Inbound) -> Flow {
+        let Inbound { event, data, ack } = ev;
+        if self.phase == Phase::Connected && event != event::AUTHENTICATE {
+            // Before authenticate every other event is ignored.
+            let _ = ack.send(&StatusReply::fail(
+                ack_status::NOT_JOINED,
+                reason::NOT_AUTHENTICATED,
+            ));
+            return Flow::Continue;
+        }
+        match event.as_str() {
+            event::AUTHENTICATE => self.authenticate(data).await,
+            event::JOIN => self.join(data).await,
+            event::MSG => self.msg(data, ack).await,
+            event::SYNC => self.sync(data, ack).await,
+            event::LEAVE => self.leave().await,
+            _ => Flow::Continue,
+        }
+    }
+
+    async fn timed_out(&mut self) -> Flow {
+        self.deadline = None;
+        match self.phase {
+            Phase::Connected => {
+                tracing::info!(sid = %self.sid, "authentication timeout");
+                let _ = self.socket.emit(
+                    event::AUTHENTICATE,
+                    &StatusReply::fail(1, reason::AUTH_TIMEOUT),
+                );
+                self.disconnect();
+                Flow::Stop
+            }
+            Phase::Authenticated => {
+                tracing::info!(sid = %self.sid, "join timeout");
+                self.closed_by_server().await;
+                Flow::Stop
+            }
+            Phase::Joined(_) => Flow::Continue,
+        }
+    }
+
+    /// Closes the connection from the server side (a socket.io disconnect packet).
+    pub(super) fn disconnect(&self) {
+        if let Err(e) = self.socket.clone().disconnect() {
+            tracing::debug!(sid = %self.sid, error = %e, "disconnect failed");
+        }
+    }
+
+    /// Forgets this session and closes its connection from the server side.
+    pub(super) async fn closed_by_server(&mut self) {
+        self.closed().await;
+        self.disconnect();
+    }
+
+    /// The connection is gone: announce it to the room and forget it.
+    async fn closed(&mut self) {
+        if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Connected) {
+            self.leave_room(&joined, event::REMOTE_DISCONNECT).await;
+        }
+        if let Some(uid) = self.uid.take() {
+            if let Err(e) = self
+                .hub
+                .cluster
+                .unregister_connection(&uid.key, &self.sid)
+                .await
+            {
+                tracing::warn!(error = %e, "could not unregister connection");
+            }
+        }
+        tracing::debug!(sid = %self.sid, "session ended");
+    }
+}

@@ -1,0 +1,91 @@
+//! Message history: the [`MessageStore`] trait and its implementations.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk, database, connection).
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// What to do with a message.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Append to the room's history; the store assigns the next `seq`.
+    Insert,
+    /// Replace the room's earlier update with this msgId.
+    Update { msg_id: String },
+    /// Store nothing; complete in order with the writes submitted before it.
+    Ignore,
+}
+
+/// A message after the store took it: its final JSON (with `seq` for inserts).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The seq of an insert, `None` otherwise.
+    pub seq: Option<u64>,
+    /// The message as relayed and as sync returns it.
+    pub body: Arc<RawValue>,
+}
+
+/// Called once with the outcome of a write. Completions of one room run in
+/// the order the writes were submitted, and only after the write is durable,
+/// so relaying from the completion relays in `seq` order.
+pub type Completion = Box<dyn FnOnce(Result<Stored, StoreError>) + Send>;
+
+/// A message to write.
+pub struct Write {
+    /// The room's string form.
+    pub room: String,
+    pub op: WriteOp,
+    /// The message object (already stamped with the sender).
+    pub body: Map<String, Value>,
+    pub done: Completion,
+}
+
+/// A stored message with the Unix second it was stored at.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub body: Box<RawValue>,
+    pub ts: i64,
+}
+
+/// One page of a room's inserted messages.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Where the page starts: the requested offset, clamped to the history's length.
+    pub start: u64,
+    pub items: Vec<Entry>,
+    /// Whether more inserted messages follow this page.
+    pub more: bool,
+    /// The history generation.
+    pub epoch: String,
+}
+
+/// A room's message history.
+///
+/// Contract: `seq` of inserts counts from 0 without gaps per room and per
+/// epoch; `page(room, seq, _)` starts at the insert with that seq.
+#[async_trait::async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Queues a write; `write.done` is called when it is durable (or failed).
+    async fn submit(&self, write: Write);
+    /// Up to `limit` inserts from `offset`, oldest first.
+    async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError>;
+    /// The latest message per msgId, in the order they were last updated.
+    async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError>;
+    /// Deletes the room's whole history and starts a new epoch.
+    async fn clear(&self, room: &str) -> Result<(), StoreError>;
+    /// Waits until every write submitted before the call is durable.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
