@@ -11,8 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accounts::sqlite::SqliteAccountStore;
-use crate::accounts::{AccountStore, Kind};
+use crate::accounts::Kind;
 use crate::cluster::local::LocalState;
 use crate::config::Config;
 use crate::realtime::{self, Hub};
@@ -30,6 +29,8 @@ pub enum StartError {
         addr: SocketAddr,
         reason: String,
     },
+    #[error("config error: AO_MONGODB_URL: cannot use MongoDB: {0}")]
+    Mongo(String),
     #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
     Admin(String),
 }
@@ -57,8 +58,13 @@ impl App {
         };
         let messages: Arc<dyn MessageStore> =
             Arc::new(SqliteMessageStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?);
-        let accounts: Arc<dyn AccountStore> =
-            Arc::new(SqliteAccountStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?);
+        let accounts = crate::accounts::open(&config).await.map_err(|e| {
+            if config.mongodb_url.is_some() {
+                StartError::Mongo(e.to_string())
+            } else {
+                data_dir_err(&e)
+            }
+        })?;
         if let Some((uid, token)) = &config.admin {
             accounts
                 .ensure(Kind::Admin, uid, token)
@@ -85,13 +91,12 @@ impl App {
             messages,
             accounts,
             cluster: Arc::new(LocalState::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         });
         realtime::register(hub.clone());
 
-        let main_router = Router::new()
-            .merge(crate::http::health::router(hub.clone()))
-            .layer(layer);
-        let api_router = Router::new().merge(crate::http::health::router(hub.clone()));
+        let main_router = crate::http::main_router(hub.clone()).layer(layer);
+        let api_router = crate::http::api_router(hub.clone());
 
         let main = bind("listen", config.listen).await?;
         let api = bind("api_listen", config.api_listen).await?;

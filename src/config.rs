@@ -39,6 +39,10 @@ pub struct Config {
     /// An admin account that exists from start-up (uid, token).
     pub admin: Option<(String, String)>,
     pub log_format: LogFormat,
+    /// MongoDB URL for accounts (`AO_MONGODB_URL`); embedded store when unset.
+    pub mongodb_url: Option<String>,
+    /// MongoDB database of the accounts (`AO_MONGODB_DB`).
+    pub mongodb_db: String,
 }
 
 impl Default for Config {
@@ -55,6 +59,8 @@ impl Default for Config {
             dev: false,
             admin: None,
             log_format: LogFormat::Text,
+            mongodb_url: None,
+            mongodb_db: "account".into(),
         }
     }
 }
@@ -92,6 +98,8 @@ struct FileConfig {
     admin_uid: Option<String>,
     admin_token: Option<String>,
     log_format: Option<LogFormat>,
+    mongodb_url: Option<String>,
+    mongodb_db: Option<String>,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -151,6 +159,10 @@ impl Config {
         set(&mut cfg.sync_page_size, file.sync_page_size);
         set(&mut cfg.dev, file.dev);
         set(&mut cfg.log_format, file.log_format);
+        if file.mongodb_url.is_some() {
+            cfg.mongodb_url = file.mongodb_url;
+        }
+        set(&mut cfg.mongodb_db, file.mongodb_db);
 
         let var = |key: &str| env(key).filter(|v| !v.is_empty());
         set(&mut cfg.listen, parse_env(&var, "AO_LISTEN")?);
@@ -175,6 +187,10 @@ impl Config {
         );
         set(&mut cfg.dev, parse_bool_env(&var, "AO_DEV")?);
         set(&mut cfg.log_format, parse_log_format_env(&var)?);
+        if let Some(v) = var("AO_MONGODB_URL") {
+            cfg.mongodb_url = Some(v);
+        }
+        set(&mut cfg.mongodb_db, var("AO_MONGODB_DB"));
         if let Some(v) = var("AO_ADMIN_UID") {
             admin_uid = Some(v);
         }

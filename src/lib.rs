@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod protocol;
 pub mod realtime;
 pub mod sqlite;

@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use always_online::accounts::sqlite::SqliteAccountStore;
-use always_online::accounts::{AccountError, AccountStore, Kind};
+use always_online::accounts::{AccountError, Kind};
 use always_online::config::{Config, Flags};
 use always_online::{logging, App};
 use clap::{Parser, Subcommand};
@@ -130,13 +129,11 @@ async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitC
         eprintln!("always-online: invalid uid {uid:?}");
         return ExitCode::from(2);
     }
-    let store = match SqliteAccountStore::open(&config.data_dir) {
+    let store = match always_online::accounts::open(config).await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "always-online: config error: data_dir: {}: {e}",
-                config.data_dir.display()
-            );
+            let key = if config.mongodb_url.is_some() { "AO_MONGODB_URL" } else { "data_dir" };
+            eprintln!("always-online: config error: {key}: {e}");
             return ExitCode::from(2);
         }
     };

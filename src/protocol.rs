@@ -218,6 +218,15 @@ pub enum MsgError {
 }
 
 impl MsgError {
+    /// The `reason` label of the dropped-messages metric.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            MsgError::NotAnObject => "not_an_object",
+            MsgError::TooLarge => "too_large",
+            MsgError::UpdateNeedsMsgId => "missing_msg_id",
+        }
+    }
+
     /// The ack `{status, data}` for this refusal.
     pub fn reply(self) -> StatusReply<'static> {
         match self {
@@ -295,6 +304,15 @@ pub fn parse_sync(payload: &Value) -> SyncRequest {
         .and_then(Value::as_str)
         .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
     SyncRequest { offset, gzip }
+}
+
+/// An offset: a non-negative whole number, else 0; clamped to `u64`.
+/// Strings of digits count too when `strings` is set (query strings).
+pub fn parse_offset(v: &Value, strings: bool) -> u64 {
+    match v {
+        Value::String(s) if strings => s.trim().parse::<u64>().unwrap_or(0),
+        other => clamp_offset(other),
+    }
 }
 
 fn clamp_offset(v: &Value) -> u64 {
@@ -413,5 +431,106 @@ mod tests {
         assert_eq!(parse_sync(&json!({"offset": 1e300})).offset, u64::MAX);
         assert_eq!(parse_sync(&json!(null)).offset, 0);
         assert!(parse_sync(&json!({"offset": 0, "encoding": "gzip"})).gzip);
+    }
+}
+
+/// The HTTP APIs' reply envelope and status codes (accounts and admin).
+pub mod api {
+    use serde::Serialize;
+    use serde_json::Value;
+
+    /// `meta.status` of an HTTP API reply, with its fixed `meta.msg`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ApiStatus {
+        Success = 0,
+        RequirePermission = 1,
+        UserExists = 2,
+        OperationFailed = 3,
+        ServerErrors = 4,
+        ParamError = 5,
+        UserNotExists = 6,
+        RoomNotExists = 7,
+    }
+
+    impl ApiStatus {
+        /// The `meta.msg` that goes with this status.
+        pub fn msg(self) -> &'static str {
+            match self {
+                ApiStatus::Success => "success",
+                ApiStatus::RequirePermission => "require permission",
+                ApiStatus::UserExists => "user exists, please use refresh token api",
+                ApiStatus::OperationFailed => "operation failed",
+                ApiStatus::ServerErrors => "server errors",
+                ApiStatus::ParamError => "param error",
+                ApiStatus::UserNotExists => "user not exists",
+                ApiStatus::RoomNotExists => "room not exists",
+            }
+        }
+    }
+
+    /// `{status, msg}`.
+    #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+    pub struct Meta {
+        pub status: u8,
+        pub msg: &'static str,
+    }
+
+    /// `{meta: {status, msg}, data}`: every HTTP API reply.
+    #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+    pub struct Envelope {
+        pub meta: Meta,
+        #[schema(value_type = Object)]
+        pub data: Value,
+    }
+
+    impl Envelope {
+        /// A reply with `status` and `data`.
+        pub fn new(status: ApiStatus, data: Value) -> Self {
+            Self {
+                meta: Meta {
+                    status: status as u8,
+                    msg: status.msg(),
+                },
+                data,
+            }
+        }
+        /// A success reply.
+        pub fn ok(data: Value) -> Self {
+            Self::new(ApiStatus::Success, data)
+        }
+        /// A failure reply with empty `data`.
+        pub fn fail(status: ApiStatus) -> Self {
+            Self::new(status, Value::Object(Default::default()))
+        }
+    }
+
+    /// The `forceUserAuth` value of a config call: a JSON boolean, or the
+    /// form strings "true" / "false".
+    pub fn parse_flag(v: &Value) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s == "true" => Some(true),
+            Value::String(s) if s == "false" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// Which client generation a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolGeneration {
+    /// engine.io 3 / socket.io 4: socket.io-client 2.x, WeChat mini programs.
+    EngineIo3,
+    /// engine.io 4 / socket.io 5: socket.io-client 3.x and 4.x.
+    EngineIo4,
+}
+
+impl ProtocolGeneration {
+    /// The generation of a socketioxide protocol version.
+    pub fn of(v: socketioxide::ProtocolVersion) -> Self {
+        match v {
+            socketioxide::ProtocolVersion::V4 => ProtocolGeneration::EngineIo3,
+            socketioxide::ProtocolVersion::V5 => ProtocolGeneration::EngineIo4,
+        }
     }
 }

@@ -1,7 +1,12 @@
 //! Accounts: users (who connect over socket.io) and admins (who call the
 //! HTTP APIs). Tokens are stored hashed and compared in constant time.
 
+pub mod mongo;
 pub mod sqlite;
+
+use std::sync::Arc;
+
+use crate::config::Config;
 pub mod token;
 
 /// Which kind of account.
@@ -43,4 +48,17 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn ensure(&self, kind: Kind, uid: &str, token: &str) -> Result<(), AccountError>;
     /// Whether `token` is the account's current token.
     async fn verify(&self, kind: Kind, uid: &str, token: &str) -> Result<bool, AccountError>;
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), AccountError>;
+}
+
+/// Opens the account store the configuration names: MongoDB when
+/// `mongodb_url` is set, else the embedded database under `data_dir`.
+pub async fn open(config: &Config) -> Result<Arc<dyn AccountStore>, AccountError> {
+    match &config.mongodb_url {
+        Some(url) => Ok(Arc::new(
+            mongo::MongoAccountStore::connect(url, &config.mongodb_db).await?,
+        )),
+        None => Ok(Arc::new(sqlite::SqliteAccountStore::open(&config.data_dir)?)),
+    }
 }

@@ -101,6 +101,14 @@ impl AccountStore for SqliteAccountStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), AccountError> {
+        self.with(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn verify(&self, kind: Kind, uid: &str, token: &str) -> Result<bool, AccountError> {
         let uid = uid.to_owned();
         let token = token.to_owned();

@@ -117,6 +117,23 @@ impl ClusterState for LocalState {
         Ok(self.lock()?.rooms.get(room).cloned().unwrap_or_default())
     }
 
+    async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {
+        let inner = self.lock()?;
+        let mut users: Vec<(String, String)> = inner
+            .connections
+            .iter()
+            .flat_map(|(uid, sids)| sids.iter().map(move |sid| (uid.clone(), sid.clone())))
+            .collect();
+        users.sort();
+        Ok(users)
+    }
+
+    async fn rooms(&self) -> Result<Vec<String>, ClusterError> {
+        let mut rooms: Vec<String> = self.lock()?.rooms.keys().cloned().collect();
+        rooms.sort();
+        Ok(rooms)
+    }
+
     async fn force_user_auth(&self) -> Result<bool, ClusterError> {
         Ok(self.force_user_auth.load(Ordering::Relaxed))
     }

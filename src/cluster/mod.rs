@@ -43,6 +43,10 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError>;
     /// The members of `room` in join order.
     async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError>;
+    /// Every authenticated connection: (uid's string form, sid).
+    async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError>;
+    /// Every room with at least one member.
+    async fn rooms(&self) -> Result<Vec<String>, ClusterError>;
     /// Whether real token checks are forced while in development mode.
     async fn force_user_auth(&self) -> Result<bool, ClusterError>;
     /// Sets the `forceUserAuth` switch.

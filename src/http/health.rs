@@ -4,26 +4,35 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde_json::{json, Value};
 
 use crate::realtime::Hub;
 
-/// Routes for liveness and readiness.
-pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
-        .with_state(hub)
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "{\"status\": \"ok\"}")))]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
 }
 
-async fn ready(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<serde_json::Value>) {
-    match hub.messages.page("", 0, 0).await {
-        Ok(_) => (StatusCode::OK, Json(json!({"status": "ready"}))),
-        Err(e) => (
+/// The stores answer; 503 with a JSON reason when one does not.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "{\"status\": \"ready\"}"),
+              (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...}")))]
+pub async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Value>) {
+    let messages = hub.messages.page("", 0, 0).await.map(|_| ());
+    let accounts = hub.accounts.ping().await;
+    let failure = match (messages, accounts) {
+        (Ok(()), Ok(())) => None,
+        (Err(e), _) => Some(format!("message store: {e}")),
+        (_, Err(e)) => Some(format!("account store: {e}")),
+    };
+    match failure {
+        None => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "reason": e.to_string()})),
+            Json(json!({"status": "not ready", "reason": reason})),
         ),
     }
 }

@@ -1,3 +1,51 @@
-//! HTTP routes served beside socket.io.
+//! HTTP routes served beside socket.io (main listener) and on the internal
+//! listener. Policy: API calls answer HTTP 200 with the `{meta, data}`
+//! envelope; a body that cannot be parsed is HTTP 400, one over 64 kB is
+//! HTTP 413, an unknown route HTTP 404.
 
+pub mod accounts;
+pub mod admin;
 pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod request;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::realtime::Hub;
+
+/// Routes of the main listener (socket.io is layered on by the caller).
+pub fn main_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .merge(admin::router())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::AdminApi::openapi()) }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
+        .with_state(hub)
+}
+
+/// Routes of the internal listener: the accounts API.
+pub fn api_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .merge(accounts::router())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(|| async { Json(openapi::AccountsApi::openapi()) }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
+        .with_state(hub)
+}
+
+async fn not_found() -> (StatusCode, Json<serde_json::Value>) {
+    (StatusCode::NOT_FOUND, Json(json!({"error": "not found"})))
+}

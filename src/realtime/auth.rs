@@ -14,6 +14,16 @@ enum Check {
     Refused(&'static str),
 }
 
+/// The metric label of an authentication refusal reason.
+pub(super) fn metric_reason(why: &str) -> &'static str {
+    match why {
+        reason::RATE_LIMIT => "rate_limit",
+        reason::SERVER_ERROR => "server_error",
+        reason::AUTH_TIMEOUT => "timeout",
+        _ => "wrong_credentials",
+    }
+}
+
 impl Session {
     pub(super) async fn authenticate(&mut self, data: Result<Value, String>) -> Flow {
         if self.phase != Phase::Connected {
@@ -27,6 +37,7 @@ impl Session {
             Check::Accepted(uid) => uid,
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
+                self.hub.metrics.auth_failed(metric_reason(why));
                 let _ = self
                     .socket
                     .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));

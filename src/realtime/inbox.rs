@@ -16,6 +16,7 @@ use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::protocol::{ack_status, reason, StatusReply};
 
 /// Events a session may have queued before the client is refused more.
@@ -43,6 +44,7 @@ pub enum Control {
 pub struct Mailbox {
     pub events: mpsc::Sender<Inbound>,
     pub control: mpsc::UnboundedSender<Control>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Extractor that enqueues the event; see the module docs.
@@ -76,6 +78,7 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
             mailbox.events.try_send(Inbound { event, data, ack })
         {
             tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
+            mailbox.metrics.dropped("queue_full");
             let _ = inbound.ack.send(&StatusReply::fail(
                 ack_status::TOO_MANY_REQUESTS,
                 reason::TOO_MANY_REQUESTS,

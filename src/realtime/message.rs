@@ -7,53 +7,56 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::extract::AckSender;
 use socketioxide::SocketIo;
+use std::time::Instant;
 
 use super::session::{Flow, Phase, Session};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage, SENDER_KEY};
 use crate::store::{StoreError, Stored, Write, WriteOp};
 
 impl Session {
     pub(super) async fn msg(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
-        let refuse = |ack: AckSender, status, why| {
-            let _ = ack.send(&StatusReply::fail(status, why));
+        let metrics = self.hub.metrics.clone();
+        metrics.messages_received.inc();
+        let refuse = |ack: AckSender, label: &'static str, reply: StatusReply<'_>| {
+            metrics.dropped(label);
+            let _ = ack.send(&reply);
             Flow::Continue
         };
         let Phase::Joined(joined) = &self.phase else {
-            return refuse(ack, ack_status::NOT_JOINED, reason::NOT_JOINED);
+            return refuse(ack, "not_joined", StatusReply::fail(ack_status::NOT_JOINED, reason::NOT_JOINED));
         };
         if joined.dummy {
-            return refuse(ack, ack_status::DUMMY, reason::DUMMY_CANNOT_SEND);
+            return refuse(ack, "dummy", StatusReply::fail(ack_status::DUMMY, reason::DUMMY_CANNOT_SEND));
         }
         let Ok(payload) = data else {
-            return refuse(ack, ack_status::BAD_REQUEST, reason::MALFORMED);
+            return refuse(ack, "malformed", StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED));
         };
         let size = encoded_len(&payload);
         let mut msg = match protocol::parse_msg(payload, size, self.hub.config.max_msg_bytes) {
             Ok(m) => m,
-            Err(e) => {
-                let _ = ack.send(&e.reply());
-                return Flow::Continue;
-            }
+            Err(e) => return refuse(ack, e.metric_label(), e.reply()),
         };
         let Some(uid) = &self.uid else {
             return Flow::Continue;
         };
         msg.body.insert(SENDER_KEY.to_owned(), uid.json.clone());
 
-        let op = match msg.storage {
-            Storage::Insert => WriteOp::Insert,
-            Storage::Update => match msg.msg_id {
-                Some(msg_id) => WriteOp::Update { msg_id },
-                None => return Flow::Continue,
-            },
-            Storage::Ignore => {
+        let op = match (msg.storage, msg.msg_id) {
+            (Storage::Insert, _) => WriteOp::Insert,
+            (Storage::Update, Some(msg_id)) => WriteOp::Update { msg_id },
+            (Storage::Update, None) => return Flow::Continue,
+            (Storage::Ignore, _) => {
                 if self.pending_writes.load(Ordering::Acquire) == 0 {
                     // Nothing of this sender is still being stored: relay at once.
-                    self.to_room(&joined.channel, event::MSG, &msg.body).await;
-                    let _ = ack.send(&MsgAck {
-                        status: 0,
-                        seq: None,
-                    });
+                    match serde_json::value::to_raw_value(&msg.body) {
+                        Ok(body) => {
+                            let n = relay_local(&self.hub.io, &joined.channel, self.socket.id, &body);
+                            self.hub.metrics.messages_relayed.inc_by(n);
+                            let _ = ack.send(&MsgAck { status: 0, seq: None });
+                        }
+                        Err(_) => return refuse(ack, "malformed", StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED)),
+                    }
                     return Flow::Continue;
                 }
                 // Wait behind this sender's earlier writes to keep send order.
@@ -62,10 +65,12 @@ impl Session {
         };
         let relay = Relay {
             io: self.hub.io.clone(),
+            metrics: self.hub.metrics.clone(),
             channel: joined.channel.clone(),
             sender: self.socket.id,
             ack,
             pending: self.pending_writes.clone(),
+            started: Instant::now(),
         };
         self.pending_writes.fetch_add(1, Ordering::AcqRel);
         self.hub
@@ -84,19 +89,26 @@ impl Session {
 /// What to do once the store has taken a message: relay it and ack the sender.
 struct Relay {
     io: SocketIo,
+    metrics: Arc<Metrics>,
     channel: String,
     sender: socketioxide::socket::Sid,
     ack: AckSender,
     pending: Arc<AtomicUsize>,
+    started: Instant,
 }
 
 impl Relay {
     /// Runs in the store's completion order, so relays of one room go out in seq order.
     fn complete(self, res: Result<Stored, StoreError>) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {
-                relay_local(&self.io, &self.channel, self.sender, &stored.body);
+                if stored.durable {
+                    self.metrics.messages_stored.inc();
+                }
+                let n = relay_local(&self.io, &self.channel, self.sender, &stored.body);
+                self.metrics.messages_relayed.inc_by(n);
                 let _ = self.ack.send(&MsgAck {
                     status: 0,
                     seq: stored.seq,
@@ -104,6 +116,7 @@ impl Relay {
             }
             Err(e) => {
                 tracing::error!(error = %e, "message not stored");
+                self.metrics.dropped("storage");
                 let _ = self.ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,
                     reason::STORAGE_UNAVAILABLE,
@@ -113,16 +126,20 @@ impl Relay {
     }
 }
 
-/// Emits `body` as `msg` to every socket of `channel` on this node but `except`.
-fn relay_local(io: &SocketIo, channel: &str, except: socketioxide::socket::Sid, body: &RawValue) {
+/// Emits `body` as `msg` to every socket of `channel` on this node but
+/// `except`; returns how many it reached.
+fn relay_local(io: &SocketIo, channel: &str, except: socketioxide::socket::Sid, body: &RawValue) -> u64 {
+    let mut sent = 0;
     for socket in io.to(channel.to_owned()).sockets() {
         if socket.id == except {
             continue;
         }
-        if let Err(e) = socket.emit(event::MSG, body) {
-            tracing::debug!(sid = %socket.id, error = %e, "relay dropped");
+        match socket.emit(event::MSG, body) {
+            Ok(()) => sent += 1,
+            Err(e) => tracing::debug!(sid = %socket.id, error = %e, "relay dropped"),
         }
     }
+    sent
 }
 
 /// Length in bytes of `v`'s compact JSON encoding, without building it.

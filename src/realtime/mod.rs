@@ -17,6 +17,7 @@ use socketioxide::SocketIo;
 use crate::accounts::AccountStore;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::MessageStore;
 
 /// Everything the event handlers share.
@@ -26,6 +27,7 @@ pub struct Hub {
     pub messages: Arc<dyn MessageStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub cluster: Arc<dyn ClusterState>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The socket.io room that holds the members of protocol room `room`.

@@ -64,6 +64,7 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
     socket.extensions.insert(Mailbox {
         events: events_tx,
         control: control_tx.clone(),
+        metrics: hub.metrics.clone(),
     });
     socket.on_fallback(inbox::enqueue);
     socket.on_disconnect(move |reason: DisconnectReason| {
@@ -143,6 +144,7 @@ impl Session {
         match self.phase {
             Phase::Connected => {
                 tracing::info!(sid = %self.sid, "authentication timeout");
+                self.hub.metrics.auth_failed("timeout");
                 let _ = self.socket.emit(
                     event::AUTHENTICATE,
                     &StatusReply::fail(1, reason::AUTH_TIMEOUT),

@@ -22,6 +22,7 @@ impl Session {
         let joined = joined.clone();
         let request = protocol::parse_sync(&data.unwrap_or(Value::Null));
         let store = &self.hub.messages;
+        let started = std::time::Instant::now();
         let page = match store
             .page(&joined.room, request.offset, self.hub.config.sync_page_size)
             .await
@@ -36,6 +37,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        self.hub.metrics.store_op("sync_page", started);
         let offset = page.start + page.items.len() as u64;
         let mut items: Vec<Box<RawValue>> = page.items.into_iter().map(|e| e.body).collect();
         if !page.more {
@@ -81,6 +83,7 @@ impl Session {
                 },
             )
         };
+        self.hub.metrics.sync_pages.inc();
         if let Err(e) = sent {
             tracing::debug!(error = %e, "sync reply not sent");
         }

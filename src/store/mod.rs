@@ -34,6 +34,8 @@ pub enum WriteOp {
 pub struct Stored {
     /// The seq of an insert, `None` otherwise.
     pub seq: Option<u64>,
+    /// Whether the message was written (inserts and updates), not just passed through.
+    pub durable: bool,
     /// The message as relayed and as sync returns it.
     pub body: Arc<RawValue>,
 }

@@ -360,7 +360,11 @@ impl Counters {
     ) -> Result<Result<Stored, StoreError>, rusqlite::Error> {
         match op {
             WriteOp::Ignore => {
-                Ok(encode(&Value::Object(body)).map(|b| Stored { seq: None, body: b }))
+                Ok(encode(&Value::Object(body)).map(|b| Stored {
+                seq: None,
+                durable: false,
+                body: b,
+            }))
             }
             WriteOp::Insert => {
                 let seq = match self.next_seq.get(&room) {
@@ -388,6 +392,7 @@ impl Counters {
                 touched.insert(room, Some(seq + 1));
                 Ok(Ok(Stored {
                     seq: Some(seq),
+                    durable: true,
                     body: raw,
                 }))
             }
@@ -413,6 +418,7 @@ impl Counters {
                 touched.entry(room).or_insert(None);
                 Ok(Ok(Stored {
                     seq: None,
+                    durable: true,
                     body: raw,
                 }))
             }

@@ -1,0 +1,126 @@
+//! Accounts in MongoDB (collections `users` and `admins`, unique index on
+//! `uid`, token hashes only), for deployments that share accounts between
+//! nodes. The driver reconnects by itself when the server comes back.
+
+use std::time::Duration;
+
+use mongodb::bson::{doc, DateTime, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use super::{token, AccountError, AccountStore, Kind};
+
+/// MongoDB's duplicate key error code.
+const DUPLICATE_KEY: i32 = 11000;
+/// How long an operation waits for a reachable server before failing.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// MongoDB-backed [`AccountStore`].
+#[derive(Clone)]
+pub struct MongoAccountStore {
+    db: Database,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AccountError {
+    AccountError::Unavailable(e.to_string())
+}
+
+impl MongoAccountStore {
+    /// Connects, checks the server answers and makes sure the unique
+    /// indexes exist. Fails when the server cannot be reached.
+    pub async fn connect(url: &str, database: &str) -> Result<Self, AccountError> {
+        let mut options = ClientOptions::parse(url).await.map_err(unavailable)?;
+        options.app_name = Some("always-online".into());
+        options.server_selection_timeout = Some(SERVER_TIMEOUT);
+        options.connect_timeout = Some(SERVER_TIMEOUT);
+        let client = Client::with_options(options).map_err(unavailable)?;
+        let store = Self {
+            db: client.database(database),
+        };
+        store.ping().await?;
+        for kind in [Kind::User, Kind::Admin] {
+            let index = IndexModel::builder()
+                .keys(doc! {"uid": 1})
+                .options(IndexOptions::builder().unique(true).build())
+                .build();
+            store
+                .collection(kind)
+                .create_index(index)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(store)
+    }
+
+    fn collection(&self, kind: Kind) -> Collection<Document> {
+        self.db.collection(kind.table())
+    }
+}
+
+fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY)
+}
+
+#[async_trait::async_trait]
+impl AccountStore for MongoAccountStore {
+    async fn create(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
+        let token = token::generate();
+        let now = DateTime::now();
+        let doc = doc! {"uid": uid, "token_hash": token::hash(&token), "created": now, "updated": now};
+        match self.collection(kind).insert_one(doc).await {
+            Ok(_) => Ok(token),
+            Err(e) if is_duplicate(&e) => Err(AccountError::Exists),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn refresh(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
+        let token = token::generate();
+        let update = doc! {"$set": {"token_hash": token::hash(&token), "updated": DateTime::now()}};
+        let res = self
+            .collection(kind)
+            .update_one(doc! {"uid": uid}, update)
+            .await
+            .map_err(unavailable)?;
+        if res.matched_count == 0 {
+            return Err(AccountError::NotFound);
+        }
+        Ok(token)
+    }
+
+    async fn ensure(&self, kind: Kind, uid: &str, token: &str) -> Result<(), AccountError> {
+        let now = DateTime::now();
+        let update = doc! {
+            "$set": {"token_hash": token::hash(token), "updated": now},
+            "$setOnInsert": {"created": now},
+        };
+        self.collection(kind)
+            .update_one(doc! {"uid": uid}, update)
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn verify(&self, kind: Kind, uid: &str, token: &str) -> Result<bool, AccountError> {
+        let found = self
+            .collection(kind)
+            .find_one(doc! {"uid": uid})
+            .await
+            .map_err(unavailable)?;
+        let stored = found
+            .as_ref()
+            .and_then(|d| d.get_str("token_hash").ok())
+            .unwrap_or_default();
+        Ok(token::matches(token, stored) && !stored.is_empty())
+    }
+
+    async fn ping(&self) -> Result<(), AccountError> {
+        self.db
+            .run_command(doc! {"ping": 1})
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,112 @@
+//! The accounts API (internal listener): create and refresh user tokens.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::request::{body_params, query_params, require_admin, Reply};
+use crate::accounts::{AccountError, Kind};
+use crate::protocol::api::{ApiStatus, Envelope};
+use crate::protocol::parse_id;
+use crate::realtime::Hub;
+
+/// `POST /user/create_token` and `POST /user/refresh_token`.
+pub fn router() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/user/create_token", post(create_token))
+        .route("/user/refresh_token", post(refresh_token))
+}
+
+/// The body of both calls: `{uid}` as JSON or form data.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UidBody {
+    /// A non-empty string or a non-zero number.
+    #[schema(value_type = String)]
+    uid: Value,
+}
+
+/// Create a user with a fresh token.
+#[utoipa::path(post, path = "/user/create_token", tag = "accounts",
+    params(
+        ("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
+        ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)"),
+    ),
+    request_body(content = UidBody, content_type = "application/json",
+        description = "also accepted as application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = Envelope, description = "status 0 with {uid, token}; 1 require permission; 2 user exists; 3 operation failed; 5 param error"),
+        (status = 400, description = "malformed body"),
+        (status = 413, description = "body over 64 kB"),
+    ))]
+pub async fn create_token(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
+    token_call(&hub, &headers, query.as_deref(), &body, false).await
+}
+
+/// Give a user a new token; the old one stops working at once.
+#[utoipa::path(post, path = "/user/refresh_token", tag = "accounts",
+    params(
+        ("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
+        ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)"),
+    ),
+    request_body(content = UidBody, content_type = "application/json",
+        description = "also accepted as application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = Envelope, description = "status 0 with {uid, token}; 1 require permission; 3 operation failed; 5 param error; 6 user not exists"),
+        (status = 400, description = "malformed body"),
+        (status = 413, description = "body over 64 kB"),
+    ))]
+pub async fn refresh_token(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
+    token_call(&hub, &headers, query.as_deref(), &body, true).await
+}
+
+async fn token_call(hub: &Hub, headers: &HeaderMap, query: Option<&str>, body: &[u8], refresh: bool) -> Reply {
+    let body = match body_params(headers, body) {
+        Ok(b) => b,
+        Err(reply) => return reply,
+    };
+    let query = query_params(query);
+    if let Err(e) = require_admin(hub.accounts.as_ref(), headers, &query).await {
+        return e.into();
+    }
+    let Some(uid) = body.get("uid").and_then(parse_id) else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    let result = if refresh {
+        hub.accounts.refresh(Kind::User, &uid.key).await
+    } else {
+        hub.accounts.create(Kind::User, &uid.key).await
+    };
+    let with_uid = |status| {
+        let mut data = Map::new();
+        data.insert("uid".into(), uid.json.clone());
+        Envelope::new(status, Value::Object(data))
+    };
+    match result {
+        Ok(token) => {
+            tracing::info!(uid = %uid.key, refresh, "user token issued");
+            Envelope::ok(json!({"uid": uid.json, "token": token})).into()
+        }
+        Err(AccountError::Exists) => Envelope::fail(ApiStatus::UserExists).into(),
+        Err(AccountError::NotFound) => with_uid(ApiStatus::UserNotExists).into(),
+        Err(AccountError::Unavailable(e)) => {
+            tracing::error!(error = %e, "account store failed");
+            with_uid(ApiStatus::OperationFailed).into()
+        }
+    }
+}

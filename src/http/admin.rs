@@ -1,0 +1,239 @@
+//! The admin API (main listener): monitor the server and act on rooms.
+//! Admin credentials only; replies never carry secrets.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+use super::request::{body_params, query_params, require_admin, Reply};
+use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
+use crate::protocol::{event, parse_id, parse_offset};
+use crate::realtime::{room_channel, Hub};
+
+/// The admin routes.
+pub fn router() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/admin/monitor/stat", get(stat))
+        .route("/admin/monitor/room_users", get(room_users))
+        .route("/admin/monitor/room_msgs", get(room_msgs))
+        .route("/admin/system/push", post(push))
+        .route("/admin/system/config", post(config))
+        .route("/admin/system/clear_room_msgs", post(clear_room_msgs))
+        .route("/admin/system/clear_room_msg", post(clear_room_msg))
+}
+
+/// A checked admin request: its query and body parameters merged (body wins).
+struct AdminRequest {
+    params: Map<String, Value>,
+}
+
+impl AdminRequest {
+    async fn read(hub: &Hub, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Self, Reply> {
+        let body = body_params(headers, body)?;
+        let mut params = query_params(query);
+        require_admin(hub.accounts.as_ref(), headers, &params)
+            .await
+            .map_err(Reply::from)?;
+        params.extend(body);
+        Ok(Self { params })
+    }
+
+    /// The `roomId` parameter's string form.
+    fn room(&self) -> Option<String> {
+        self.params.get("roomId").and_then(parse_id).map(|id| id.key)
+    }
+}
+
+macro_rules! admin_request {
+    ($hub:expr, $headers:expr, $query:expr, $body:expr) => {
+        match AdminRequest::read(&$hub, &$headers, $query.as_deref(), &$body).await {
+            Ok(r) => r,
+            Err(reply) => return reply,
+        }
+    };
+}
+
+fn failed(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "admin call failed");
+    Envelope::fail(ApiStatus::OperationFailed).into()
+}
+
+/// Who is online: users, rooms, sockets, the forceUserAuth switch, memory.
+#[utoipa::path(get, path = "/admin/monitor/stat", tag = "admin",
+    params(("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
+           ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
+    responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
+pub async fn stat(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    let _req = admin_request!(hub, headers, query, body);
+    let cluster = &hub.cluster;
+    let (users, rooms, force) = match (
+        cluster.online_users().await,
+        cluster.rooms().await,
+        cluster.force_user_auth().await,
+    ) {
+        (Ok(u), Ok(r), Ok(f)) => (u, r, f),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failed(e),
+    };
+    let online_users: Vec<Value> = users
+        .iter()
+        .map(|(uid, sid)| json!({"uid": uid, "socketId": sid}))
+        .collect();
+    let distinct_users = {
+        let mut uids: Vec<&String> = users.iter().map(|(u, _)| u).collect();
+        uids.dedup();
+        uids.len()
+    };
+    Envelope::ok(json!({
+        "online_user_count": distinct_users,
+        "online_users": online_users,
+        "online_room_count": rooms.len(),
+        "online_rooms": rooms,
+        "online_socket_count": hub.io.sockets().len(),
+        "force_user_auth": force,
+        "memory": memory(),
+    }))
+    .into()
+}
+
+/// This process's memory use, from /proc where the platform has it.
+fn memory() -> Value {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+    let virt = fields.next().unwrap_or(0);
+    let rss = fields.next().unwrap_or(0);
+    const PAGE: u64 = 4096;
+    json!({"rss_bytes": rss * PAGE, "virtual_bytes": virt * PAGE})
+}
+
+/// The members of a room in join order, without dummies.
+#[utoipa::path(get, path = "/admin/monitor/room_users", tag = "admin",
+    params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
+pub async fn room_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    let req = admin_request!(hub, headers, query, body);
+    let Some(room) = req.room() else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    match hub.cluster.members(&room).await {
+        Ok(members) => {
+            let users: Vec<Value> = members
+                .iter()
+                .filter(|m| !m.dummy)
+                .map(|m| json!({"uid": m.uid}))
+                .collect();
+            Envelope::ok(json!({"users": users})).into()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// A page of a room's stored messages, with the time each was stored.
+#[utoipa::path(get, path = "/admin/monitor/room_msgs", tag = "admin",
+    params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
+pub async fn room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    let req = admin_request!(hub, headers, query, body);
+    let Some(room) = req.room() else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    let offset = req.params.get("offset").map(|v| parse_offset(v, true)).unwrap_or(0);
+    let page = match hub.messages.page(&room, offset, hub.config.sync_page_size).await {
+        Ok(p) => p,
+        Err(e) => return failed(e),
+    };
+    let next_offset = page.start + page.items.len() as u64;
+    let mut entries = page.items;
+    if !page.more {
+        match hub.messages.updates(&room).await {
+            Ok(updates) => entries.extend(updates),
+            Err(e) => return failed(e),
+        }
+    }
+    let data: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let msg: Value = serde_json::from_str(e.body.get()).unwrap_or(Value::Null);
+            json!({"data": msg, "ts": e.ts})
+        })
+        .collect();
+    Envelope::ok(json!({"msgs": {"data": data, "offset": next_offset, "next": u8::from(page.more)}})).into()
+}
+
+/// Sends a `system` event with `content` to every member of a room, dummies included.
+#[utoipa::path(post, path = "/admin/system/push", tag = "admin",
+    params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    request_body(content = Object, description = "{roomId, content}"),
+    responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
+pub async fn push(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    let req = admin_request!(hub, headers, query, body);
+    let Some(room) = req.room() else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    match hub.cluster.members(&room).await {
+        Ok(m) if m.is_empty() => return Envelope::fail(ApiStatus::RoomNotExists).into(),
+        Ok(_) => {}
+        Err(e) => return failed(e),
+    }
+    let content = req.params.get("content").cloned().unwrap_or(Value::Null);
+    if let Err(e) = hub.io.to(room_channel(&room)).emit(event::SYSTEM, &content).await {
+        return failed(e);
+    }
+    tracing::info!(room = %room, "system push");
+    Envelope::ok(json!({})).into()
+}
+
+/// Sets `forceUserAuth`: real token checks even in development mode.
+#[utoipa::path(post, path = "/admin/system/config", tag = "admin",
+    params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
+    responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
+pub async fn config(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    let req = admin_request!(hub, headers, query, body);
+    let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    match hub.cluster.set_force_user_auth(on).await {
+        Ok(()) => {
+            tracing::info!(force_user_auth = on, "config changed");
+            Envelope::ok(json!({})).into()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// Deletes a room's whole history (its epoch changes).
+#[utoipa::path(post, path = "/admin/system/clear_room_msgs", tag = "admin",
+    params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    request_body(content = Object, description = "{roomId} (or ?roomId=)"),
+    responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
+pub async fn clear_room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    clear(&hub, &headers, query, &body).await
+}
+
+/// Same as `clear_room_msgs` (the original service's spelling).
+#[utoipa::path(post, path = "/admin/system/clear_room_msg", tag = "admin",
+    params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
+    request_body(content = Object, description = "{roomId} (or ?roomId=)"),
+    responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
+pub async fn clear_room_msg(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+    clear(&hub, &headers, query, &body).await
+}
+
+async fn clear(hub: &Hub, headers: &HeaderMap, query: Option<String>, body: &[u8]) -> Reply {
+    let req = admin_request!(hub, headers, query, body);
+    let Some(room) = req.room() else {
+        return Envelope::fail(ApiStatus::ParamError).into();
+    };
+    match hub.messages.clear(&room).await {
+        Ok(()) => {
+            tracing::info!(room = %room, "room history cleared");
+            Envelope::ok(json!({})).into()
+        }
+        Err(e) => failed(e),
+    }
+}

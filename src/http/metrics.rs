@@ -1,0 +1,36 @@
+//! `GET /metrics`: Prometheus text format.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::protocol::ProtocolGeneration;
+use crate::realtime::Hub;
+
+/// Prometheus text exposition of the server's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    let m = &hub.metrics;
+    let (mut v3, mut v4) = (0i64, 0i64);
+    for s in hub.io.sockets() {
+        match ProtocolGeneration::of(s.protocol()) {
+            ProtocolGeneration::EngineIo3 => v3 += 1,
+            ProtocolGeneration::EngineIo4 => v4 += 1,
+        }
+    }
+    m.connected_sockets.get_or_create(&crate::metrics::Generation { engineio: "3" }).set(v3);
+    m.connected_sockets.get_or_create(&crate::metrics::Generation { engineio: "4" }).set(v4);
+    if let Ok(users) = hub.cluster.online_users().await {
+        m.authenticated_users.set(users.len() as i64);
+    }
+    if let Ok(rooms) = hub.cluster.rooms().await {
+        m.rooms.set(rooms.len() as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.encode(),
+    )
+}

@@ -1,0 +1,133 @@
+//! Prometheus metrics: what the server counts, and their text encoding.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// An `op` label of store operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    pub op: &'static str,
+}
+
+/// The engine.io protocol generation of a connection (3: socket.io-client 2.x, 4: 3.x/4.x).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Generation {
+    pub engineio: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Connected sockets, set at scrape time.
+    pub connected_sockets: Family<Generation, Gauge>,
+    /// Authenticated users, set at scrape time.
+    pub authenticated_users: Gauge,
+    /// Rooms with at least one member, set at scrape time.
+    pub rooms: Gauge,
+    pub messages_received: Counter,
+    /// Deliveries of a msg to a member.
+    pub messages_relayed: Counter,
+    pub messages_stored: Counter,
+    pub messages_dropped: Family<Reason, Counter>,
+    pub sync_pages: Counter,
+    pub auth_failures: Family<Reason, Counter>,
+    /// Seconds a store operation took.
+    pub store_latency: Family<Op, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered under the `ao_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ao");
+        let connected_sockets = Family::<Generation, Gauge>::default();
+        let authenticated_users = Gauge::default();
+        let rooms = Gauge::default();
+        let messages_received = Counter::default();
+        let messages_relayed = Counter::default();
+        let messages_stored = Counter::default();
+        let messages_dropped = Family::<Reason, Counter>::default();
+        let sync_pages = Counter::default();
+        let auth_failures = Family::<Reason, Counter>::default();
+        let store_latency = Family::<Op, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
+        );
+        let build = Family::<Build, Gauge>::default();
+        build
+            .get_or_create(&Build {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+
+        registry.register("connected_sockets", "Connected sockets by engine.io protocol generation", connected_sockets.clone());
+        registry.register("authenticated_users", "Users with an authenticated connection", authenticated_users.clone());
+        registry.register("rooms", "Rooms with at least one member", rooms.clone());
+        registry.register("messages_received", "msg events received", messages_received.clone());
+        registry.register("messages_relayed", "msg deliveries to room members", messages_relayed.clone());
+        registry.register("messages_stored", "Messages made durable (inserts and updates)", messages_stored.clone());
+        registry.register("messages_dropped", "msg events refused, by reason", messages_dropped.clone());
+        registry.register("sync_pages", "sync pages served", sync_pages.clone());
+        registry.register("auth_failures", "Refused authentications, by reason", auth_failures.clone());
+        registry.register("store_operation_seconds", "Store operation latency", store_latency.clone());
+        registry.register("build_info", "Build information", build);
+        Self {
+            registry,
+            connected_sockets,
+            authenticated_users,
+            rooms,
+            messages_received,
+            messages_relayed,
+            messages_stored,
+            messages_dropped,
+            sync_pages,
+            auth_failures,
+            store_latency,
+        }
+    }
+
+    /// Counts a dropped msg.
+    pub fn dropped(&self, reason: &'static str) {
+        self.messages_dropped.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts a refused authentication.
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Records how long a store operation took.
+    pub fn store_op(&self, op: &'static str, started: std::time::Instant) {
+        self.store_latency
+            .get_or_create(&Op { op })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
