@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use socketioxide::SocketIo;
@@ -136,9 +135,12 @@ impl App {
         &self.hub
     }
 
-    /// Stops accepting, disconnects every client, makes every accepted
-    /// message durable and waits for the listeners to close (at most `grace`).
-    pub async fn shutdown(self, grace: Duration) {
+    /// Stops accepting, closes every client connection (clients reconnect,
+    /// to another node behind a load balancer), makes every accepted message
+    /// durable and waits for the listeners to close, within the configured
+    /// grace period.
+    pub async fn shutdown(self) {
+        let grace = self.hub.config.shutdown_grace;
         let _ = self.stop.send(true);
         let drain = async {
             self.hub.io.close().await;

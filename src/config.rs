@@ -39,6 +39,8 @@ pub struct Config {
     /// An admin account that exists from start-up (uid, token).
     pub admin: Option<(String, String)>,
     pub log_format: LogFormat,
+    /// How long a graceful shutdown may take (`AO_SHUTDOWN_GRACE_MS`).
+    pub shutdown_grace: Duration,
     /// MongoDB URL for accounts (`AO_MONGODB_URL`); embedded store when unset.
     pub mongodb_url: Option<String>,
     /// MongoDB database of the accounts (`AO_MONGODB_DB`).
@@ -59,6 +61,7 @@ impl Default for Config {
             dev: false,
             admin: None,
             log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_millis(10_000),
             mongodb_url: None,
             mongodb_db: "account".into(),
         }
@@ -100,6 +103,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     mongodb_url: Option<String>,
     mongodb_db: Option<String>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -163,6 +167,7 @@ impl Config {
             cfg.mongodb_url = file.mongodb_url;
         }
         set(&mut cfg.mongodb_db, file.mongodb_db);
+        set(&mut cfg.shutdown_grace, file.shutdown_grace_ms.map(Duration::from_millis));
 
         let var = |key: &str| env(key).filter(|v| !v.is_empty());
         set(&mut cfg.listen, parse_env(&var, "AO_LISTEN")?);
@@ -191,6 +196,7 @@ impl Config {
             cfg.mongodb_url = Some(v);
         }
         set(&mut cfg.mongodb_db, var("AO_MONGODB_DB"));
+        set(&mut cfg.shutdown_grace, parse_env::<u64>(&var, "AO_SHUTDOWN_GRACE_MS")?.map(Duration::from_millis));
         if let Some(v) = var("AO_ADMIN_UID") {
             admin_uid = Some(v);
         }

@@ -2,7 +2,6 @@
 //! store it uses.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use always_online::accounts::{AccountError, Kind};
 use always_online::config::{Config, Flags};
@@ -52,9 +51,6 @@ enum AdminAction {
     Create { uid: String },
 }
 
-/// How long a shutdown may take to drain.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(&cli.flags, |k| std::env::var(k).ok()) {
@@ -98,7 +94,7 @@ async fn serve(config: Config) -> ExitCode {
     };
     wait_for_signal().await;
     tracing::info!("shutting down");
-    app.shutdown(SHUTDOWN_GRACE).await;
+    app.shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -50,7 +50,7 @@ impl Session {
             || before.iter().any(|m| !m.dummy && m.uid_key == uid.key);
         self.replaced_rooms.clear();
         self.deadline = None;
-        tracing::debug!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
+        tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
 
         let _ = self.socket.emit(
             event::JOIN,

@@ -67,13 +67,13 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
         metrics: hub.metrics.clone(),
     });
     socket.on_fallback(inbox::enqueue);
-    socket.on_disconnect(move |reason: DisconnectReason| {
+    socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let _ = control_tx.send(Control::Closed);
-        tracing::debug!(?reason, "connection closed");
+        tracing::info!(sid = %s.id, %reason, "connection closed");
         async {}
     });
     let sid = socket.id.to_string();
-    tracing::debug!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
+    tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
     let deadline = Some(Instant::now() + hub.config.auth_timeout);
     let session = Session {
         hub,
