@@ -15,8 +15,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the server is configured with, after layering.
-#[derive(Debug, Clone)]
+/// Everything the server is configured with, after layering. Its `Debug`
+/// form hides the admin token and any password in the MongoDB URL.
+#[derive(Clone)]
 pub struct Config {
     /// socket.io, admin API and health (`AO_LISTEN`).
     pub listen: SocketAddr,
@@ -45,6 +46,39 @@ pub struct Config {
     pub mongodb_url: Option<String>,
     /// MongoDB database of the accounts (`AO_MONGODB_DB`).
     pub mongodb_db: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("api_listen", &self.api_listen)
+            .field("data_dir", &self.data_dir)
+            .field("auth_timeout", &self.auth_timeout)
+            .field("join_timeout", &self.join_timeout)
+            .field("auth_rate_limit", &self.auth_rate_limit)
+            .field("max_msg_bytes", &self.max_msg_bytes)
+            .field("sync_page_size", &self.sync_page_size)
+            .field("dev", &self.dev)
+            .field("admin", &self.admin.as_ref().map(|(uid, _)| (uid, "<redacted>")))
+            .field("log_format", &self.log_format)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("mongodb_url", &self.mongodb_url.as_deref().map(redact_url))
+            .field("mongodb_db", &self.mongodb_db)
+            .finish()
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:<redacted>@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+    format!("{scheme}://{user}:<redacted>@{host}")
 }
 
 impl Default for Config {
@@ -351,6 +385,18 @@ mod tests {
         assert_eq!(c.sync_page_size, 10);
         assert_eq!(c.max_msg_bytes, 77);
         assert_eq!(c.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = load(
+            &[("AO_ADMIN_UID", "root"), ("AO_ADMIN_TOKEN", "s3cret"), ("AO_MONGODB_URL", "mongodb://u:pw@h:1/db")],
+            Flags::default(),
+        )
+        .expect("load");
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cret") && !text.contains("pw@"), "{text}");
+        assert_eq!(redact_url("mongodb://h:1"), "mongodb://h:1");
     }
 
     #[test]
