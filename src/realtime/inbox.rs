@@ -33,6 +33,8 @@ pub struct Inbound {
 /// Signals to a session from outside its socket's event stream.
 #[derive(Debug)]
 pub enum Control {
+    /// socketioxide marked the socket connected: emits reach the client from now on.
+    Ready,
     /// Another login of the same uid replaced this connection.
     Kick,
     /// The connection closed.

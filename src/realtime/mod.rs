@@ -38,7 +38,14 @@ pub fn room_channel(room: &str) -> String {
 /// Registers the default namespace's handlers on `hub.io`.
 pub fn register(hub: Arc<Hub>) {
     let io = hub.io.clone();
-    let on_connect = async |_: SocketRef| {};
+    // socketioxide sends the client its connect packet before it marks the
+    // socket connected, and emits fail until then; the connect handler runs
+    // after that point and tells the session it may start answering.
+    let on_connect = async |socket: SocketRef| {
+        if let Some(mailbox) = socket.extensions.get::<inbox::Mailbox>() {
+            let _ = mailbox.control.send(inbox::Control::Ready);
+        }
+    };
     let setup = move |socket: SocketRef| {
         let hub = hub.clone();
         async move {

@@ -94,18 +94,23 @@ impl Session {
         mut events: mpsc::Receiver<Inbound>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
+        let mut ready = false;
         loop {
             let deadline = self.deadline;
             let flow = tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
+                    Some(Control::Ready) => {
+                        ready = true;
+                        Flow::Continue
+                    }
                     Some(Control::Kick) => self.kicked_out().await,
                     Some(Control::Closed) | None => {
                         self.closed().await;
                         Flow::Stop
                     }
                 },
-                ev = events.recv() => match ev {
+                ev = events.recv(), if ready => match ev {
                     Some(ev) => self.handle(ev).await,
                     None => Flow::Stop,
                 },
