@@ -60,7 +60,10 @@ impl std::fmt::Debug for Config {
             .field("max_msg_bytes", &self.max_msg_bytes)
             .field("sync_page_size", &self.sync_page_size)
             .field("dev", &self.dev)
-            .field("admin", &self.admin.as_ref().map(|(uid, _)| (uid, "<redacted>")))
+            .field(
+                "admin",
+                &self.admin.as_ref().map(|(uid, _)| (uid, "<redacted>")),
+            )
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("mongodb_url", &self.mongodb_url.as_deref().map(redact_url))
@@ -201,7 +204,10 @@ impl Config {
             cfg.mongodb_url = file.mongodb_url;
         }
         set(&mut cfg.mongodb_db, file.mongodb_db);
-        set(&mut cfg.shutdown_grace, file.shutdown_grace_ms.map(Duration::from_millis));
+        set(
+            &mut cfg.shutdown_grace,
+            file.shutdown_grace_ms.map(Duration::from_millis),
+        );
 
         let var = |key: &str| env(key).filter(|v| !v.is_empty());
         set(&mut cfg.listen, parse_env(&var, "AO_LISTEN")?);
@@ -230,7 +236,10 @@ impl Config {
             cfg.mongodb_url = Some(v);
         }
         set(&mut cfg.mongodb_db, var("AO_MONGODB_DB"));
-        set(&mut cfg.shutdown_grace, parse_env::<u64>(&var, "AO_SHUTDOWN_GRACE_MS")?.map(Duration::from_millis));
+        set(
+            &mut cfg.shutdown_grace,
+            parse_env::<u64>(&var, "AO_SHUTDOWN_GRACE_MS")?.map(Duration::from_millis),
+        );
         if let Some(v) = var("AO_ADMIN_UID") {
             admin_uid = Some(v);
         }
@@ -390,7 +399,11 @@ mod tests {
     #[test]
     fn debug_hides_secrets() {
         let c = load(
-            &[("AO_ADMIN_UID", "root"), ("AO_ADMIN_TOKEN", "s3cret"), ("AO_MONGODB_URL", "mongodb://u:pw@h:1/db")],
+            &[
+                ("AO_ADMIN_UID", "root"),
+                ("AO_ADMIN_TOKEN", "s3cret"),
+                ("AO_MONGODB_URL", "mongodb://u:pw@h:1/db"),
+            ],
             Flags::default(),
         )
         .expect("load");

@@ -128,7 +128,11 @@ async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitC
     let store = match always_online::accounts::open(config).await {
         Ok(s) => s,
         Err(e) => {
-            let key = if config.mongodb_url.is_some() { "AO_MONGODB_URL" } else { "data_dir" };
+            let key = if config.mongodb_url.is_some() {
+                "AO_MONGODB_URL"
+            } else {
+                "data_dir"
+            };
             eprintln!("always-online: config error: {key}: {e}");
             return ExitCode::from(2);
         }

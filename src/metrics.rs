@@ -79,16 +79,48 @@ impl Metrics {
             })
             .set(1);
 
-        registry.register("connected_sockets", "Connected sockets by engine.io protocol generation", connected_sockets.clone());
-        registry.register("authenticated_users", "Users with an authenticated connection", authenticated_users.clone());
+        registry.register(
+            "connected_sockets",
+            "Connected sockets by engine.io protocol generation",
+            connected_sockets.clone(),
+        );
+        registry.register(
+            "authenticated_users",
+            "Users with an authenticated connection",
+            authenticated_users.clone(),
+        );
         registry.register("rooms", "Rooms with at least one member", rooms.clone());
-        registry.register("messages_received", "msg events received", messages_received.clone());
-        registry.register("messages_relayed", "msg deliveries to room members", messages_relayed.clone());
-        registry.register("messages_stored", "Messages made durable (inserts and updates)", messages_stored.clone());
-        registry.register("messages_dropped", "msg events refused, by reason", messages_dropped.clone());
+        registry.register(
+            "messages_received",
+            "msg events received",
+            messages_received.clone(),
+        );
+        registry.register(
+            "messages_relayed",
+            "msg deliveries to room members",
+            messages_relayed.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Messages made durable (inserts and updates)",
+            messages_stored.clone(),
+        );
+        registry.register(
+            "messages_dropped",
+            "msg events refused, by reason",
+            messages_dropped.clone(),
+        );
         registry.register("sync_pages", "sync pages served", sync_pages.clone());
-        registry.register("auth_failures", "Refused authentications, by reason", auth_failures.clone());
-        registry.register("store_operation_seconds", "Store operation latency", store_latency.clone());
+        registry.register(
+            "auth_failures",
+            "Refused authentications, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "store_operation_seconds",
+            "Store operation latency",
+            store_latency.clone(),
+        );
         registry.register("build_info", "Build information", build);
         Self {
             registry,
@@ -107,7 +139,9 @@ impl Metrics {
 
     /// Counts a dropped msg.
     pub fn dropped(&self, reason: &'static str) {
-        self.messages_dropped.get_or_create(&Reason { reason }).inc();
+        self.messages_dropped
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     /// Counts a refused authentication.

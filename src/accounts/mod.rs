@@ -59,6 +59,8 @@ pub async fn open(config: &Config) -> Result<Arc<dyn AccountStore>, AccountError
         Some(url) => Ok(Arc::new(
             mongo::MongoAccountStore::connect(url, &config.mongodb_db).await?,
         )),
-        None => Ok(Arc::new(sqlite::SqliteAccountStore::open(&config.data_dir)?)),
+        None => Ok(Arc::new(sqlite::SqliteAccountStore::open(
+            &config.data_dir,
+        )?)),
     }
 }

@@ -67,7 +67,8 @@ impl AccountStore for MongoAccountStore {
     async fn create(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
         let token = token::generate();
         let now = DateTime::now();
-        let doc = doc! {"uid": uid, "token_hash": token::hash(&token), "created": now, "updated": now};
+        let doc =
+            doc! {"uid": uid, "token_hash": token::hash(&token), "created": now, "updated": now};
         match self.collection(kind).insert_one(doc).await {
             Ok(_) => Ok(token),
             Err(e) if is_duplicate(&e) => Err(AccountError::Exists),

@@ -75,7 +75,13 @@ pub async fn refresh_token(
     token_call(&hub, &headers, query.as_deref(), &body, true).await
 }
 
-async fn token_call(hub: &Hub, headers: &HeaderMap, query: Option<&str>, body: &[u8], refresh: bool) -> Reply {
+async fn token_call(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    refresh: bool,
+) -> Reply {
     let body = match body_params(headers, body) {
         Ok(b) => b,
         Err(reply) => return reply,

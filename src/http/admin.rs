@@ -33,7 +33,12 @@ struct AdminRequest {
 }
 
 impl AdminRequest {
-    async fn read(hub: &Hub, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Self, Reply> {
+    async fn read(
+        hub: &Hub,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, Reply> {
         let body = body_params(headers, body)?;
         let mut params = query_params(query);
         require_admin(hub.accounts.as_ref(), headers, &params)
@@ -45,7 +50,10 @@ impl AdminRequest {
 
     /// The `roomId` parameter's string form.
     fn room(&self) -> Option<String> {
-        self.params.get("roomId").and_then(parse_id).map(|id| id.key)
+        self.params
+            .get("roomId")
+            .and_then(parse_id)
+            .map(|id| id.key)
     }
 }
 
@@ -68,7 +76,12 @@ fn failed(e: impl std::fmt::Display) -> Reply {
     params(("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
            ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
-pub async fn stat(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn stat(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     let _req = admin_request!(hub, headers, query, body);
     let cluster = &hub.cluster;
     let (users, rooms, force) = match (
@@ -103,7 +116,9 @@ pub async fn stat(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(quer
 /// This process's memory use, from /proc where the platform has it.
 fn memory() -> Value {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let mut fields = statm.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+    let mut fields = statm
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0));
     let virt = fields.next().unwrap_or(0);
     let rss = fields.next().unwrap_or(0);
     const PAGE: u64 = 4096;
@@ -114,7 +129,12 @@ fn memory() -> Value {
 #[utoipa::path(get, path = "/admin/monitor/room_users", tag = "admin",
     params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
-pub async fn room_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn room_users(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     let req = admin_request!(hub, headers, query, body);
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -136,13 +156,26 @@ pub async fn room_users(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuer
 #[utoipa::path(get, path = "/admin/monitor/room_msgs", tag = "admin",
     params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
-pub async fn room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn room_msgs(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     let req = admin_request!(hub, headers, query, body);
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    let offset = req.params.get("offset").map(|v| parse_offset(v, true)).unwrap_or(0);
-    let page = match hub.messages.page(&room, offset, hub.config.sync_page_size).await {
+    let offset = req
+        .params
+        .get("offset")
+        .map(|v| parse_offset(v, true))
+        .unwrap_or(0);
+    let page = match hub
+        .messages
+        .page(&room, offset, hub.config.sync_page_size)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
@@ -161,7 +194,10 @@ pub async fn room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery
             json!({"data": msg, "ts": e.ts})
         })
         .collect();
-    Envelope::ok(json!({"msgs": {"data": data, "offset": next_offset, "next": u8::from(page.more)}})).into()
+    Envelope::ok(
+        json!({"msgs": {"data": data, "offset": next_offset, "next": u8::from(page.more)}}),
+    )
+    .into()
 }
 
 /// Sends a `system` event with `content` to every member of a room, dummies included.
@@ -169,7 +205,12 @@ pub async fn room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId, content}"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
-pub async fn push(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn push(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     let req = admin_request!(hub, headers, query, body);
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -180,7 +221,12 @@ pub async fn push(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(quer
         Err(e) => return failed(e),
     }
     let content = req.params.get("content").cloned().unwrap_or(Value::Null);
-    if let Err(e) = hub.io.to(room_channel(&room)).emit(event::SYSTEM, &content).await {
+    if let Err(e) = hub
+        .io
+        .to(room_channel(&room))
+        .emit(event::SYSTEM, &content)
+        .await
+    {
         return failed(e);
     }
     tracing::info!(room = %room, "system push");
@@ -192,7 +238,12 @@ pub async fn push(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(quer
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
     responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
-pub async fn config(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn config(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     let req = admin_request!(hub, headers, query, body);
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -211,7 +262,12 @@ pub async fn config(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(qu
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn clear_room_msgs(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     clear(&hub, &headers, query, &body).await
 }
 
@@ -220,7 +276,12 @@ pub async fn clear_room_msgs(State(hub): State<Arc<Hub>>, headers: HeaderMap, Ra
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msg(State(hub): State<Arc<Hub>>, headers: HeaderMap, RawQuery(query): RawQuery, body: Bytes) -> Reply {
+pub async fn clear_room_msg(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Reply {
     clear(&hub, &headers, query, &body).await
 }
 

@@ -21,8 +21,12 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
             ProtocolGeneration::EngineIo4 => v4 += 1,
         }
     }
-    m.connected_sockets.get_or_create(&crate::metrics::Generation { engineio: "3" }).set(v3);
-    m.connected_sockets.get_or_create(&crate::metrics::Generation { engineio: "4" }).set(v4);
+    m.connected_sockets
+        .get_or_create(&crate::metrics::Generation { engineio: "3" })
+        .set(v3);
+    m.connected_sockets
+        .get_or_create(&crate::metrics::Generation { engineio: "4" })
+        .set(v4);
     if let Ok(users) = hub.cluster.online_users().await {
         m.authenticated_users.set(users.len() as i64);
     }
@@ -30,7 +34,10 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
         m.rooms.set(rooms.len() as i64);
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.encode(),
     )
 }

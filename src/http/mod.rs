@@ -28,7 +28,10 @@ pub fn main_router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/openapi.json", get(|| async { Json(openapi::AdminApi::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::AdminApi::openapi()) }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
         .with_state(hub)
@@ -40,7 +43,10 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
         .merge(accounts::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(|| async { Json(openapi::AccountsApi::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::AccountsApi::openapi()) }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
         .with_state(hub)

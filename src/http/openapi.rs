@@ -8,7 +8,10 @@ use crate::protocol::api::{Envelope, Meta};
 /// The internal listener: the accounts API and health.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Always Online accounts API", description = "Create and refresh user tokens. Served on the internal listener (AO_API_LISTEN)."),
+    info(
+        title = "Always Online accounts API",
+        description = "Create and refresh user tokens. Served on the internal listener (AO_API_LISTEN)."
+    ),
     paths(
         super::accounts::create_token,
         super::accounts::refresh_token,
@@ -22,7 +25,10 @@ pub struct AccountsApi;
 /// The main listener: the admin API, health and metrics.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Always Online admin API", description = "Monitor the server and act on rooms. Served on the main listener (AO_LISTEN) beside socket.io."),
+    info(
+        title = "Always Online admin API",
+        description = "Monitor the server and act on rooms. Served on the main listener (AO_LISTEN) beside socket.io."
+    ),
     paths(
         super::admin::stat,
         super::admin::room_users,

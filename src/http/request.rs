@@ -86,12 +86,16 @@ pub fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value
 /// Admin credentials: `?uid=&token=` or HTTP Basic `uid:token`.
 fn admin_credentials(headers: &HeaderMap, query: &Map<String, Value>) -> Option<(String, String)> {
     let from_query = match (query.get("uid"), query.get("token")) {
-        (Some(Value::String(u)), Some(Value::String(t))) if !u.is_empty() => Some((u.clone(), t.clone())),
+        (Some(Value::String(u)), Some(Value::String(t))) if !u.is_empty() => {
+            Some((u.clone(), t.clone()))
+        }
         _ => None,
     };
     from_query.or_else(|| {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+        let encoded = value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))?;
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(encoded.trim())
             .ok()?;

@@ -24,13 +24,25 @@ impl Session {
             Flow::Continue
         };
         let Phase::Joined(joined) = &self.phase else {
-            return refuse(ack, "not_joined", StatusReply::fail(ack_status::NOT_JOINED, reason::NOT_JOINED));
+            return refuse(
+                ack,
+                "not_joined",
+                StatusReply::fail(ack_status::NOT_JOINED, reason::NOT_JOINED),
+            );
         };
         if joined.dummy {
-            return refuse(ack, "dummy", StatusReply::fail(ack_status::DUMMY, reason::DUMMY_CANNOT_SEND));
+            return refuse(
+                ack,
+                "dummy",
+                StatusReply::fail(ack_status::DUMMY, reason::DUMMY_CANNOT_SEND),
+            );
         }
         let Ok(payload) = data else {
-            return refuse(ack, "malformed", StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED));
+            return refuse(
+                ack,
+                "malformed",
+                StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
+            );
         };
         let size = encoded_len(&payload);
         let mut msg = match protocol::parse_msg(payload, size, self.hub.config.max_msg_bytes) {
@@ -51,11 +63,25 @@ impl Session {
                     // Nothing of this sender is still being stored: relay at once.
                     match serde_json::value::to_raw_value(&msg.body) {
                         Ok(body) => {
-                            let n = relay_local(&self.hub.io, &joined.channel, self.socket.id, &body);
-                            self.hub.metrics.messages_relayed.inc_by(n);
-                            let _ = ack.send(&MsgAck { status: 0, seq: None });
+                            relay_local(
+                                &self.hub.io,
+                                &self.hub.metrics,
+                                &joined.channel,
+                                self.socket.id,
+                                &body,
+                            );
+                            let _ = ack.send(&MsgAck {
+                                status: 0,
+                                seq: None,
+                            });
                         }
-                        Err(_) => return refuse(ack, "malformed", StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED)),
+                        Err(_) => {
+                            return refuse(
+                                ack,
+                                "malformed",
+                                StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
+                            )
+                        }
                     }
                     return Flow::Continue;
                 }
@@ -107,8 +133,13 @@ impl Relay {
                 if stored.durable {
                     self.metrics.messages_stored.inc();
                 }
-                let n = relay_local(&self.io, &self.channel, self.sender, &stored.body);
-                self.metrics.messages_relayed.inc_by(n);
+                relay_local(
+                    &self.io,
+                    &self.metrics,
+                    &self.channel,
+                    self.sender,
+                    &stored.body,
+                );
                 let _ = self.ack.send(&MsgAck {
                     status: 0,
                     seq: stored.seq,
@@ -127,8 +158,15 @@ impl Relay {
 }
 
 /// Emits `body` as `msg` to every socket of `channel` on this node but
-/// `except`; returns how many it reached.
-fn relay_local(io: &SocketIo, channel: &str, except: socketioxide::socket::Sid, body: &RawValue) -> u64 {
+/// `except`, counting deliveries and the ones dropped because a client's
+/// send buffer was full (a slow consumer).
+fn relay_local(
+    io: &SocketIo,
+    metrics: &Metrics,
+    channel: &str,
+    except: socketioxide::socket::Sid,
+    body: &RawValue,
+) {
     let mut sent = 0;
     for socket in io.to(channel.to_owned()).sockets() {
         if socket.id == except {
@@ -136,10 +174,16 @@ fn relay_local(io: &SocketIo, channel: &str, except: socketioxide::socket::Sid, 
         }
         match socket.emit(event::MSG, body) {
             Ok(()) => sent += 1,
-            Err(e) => tracing::debug!(sid = %socket.id, error = %e, "relay dropped"),
+            Err(socketioxide::SendError::Socket(
+                socketioxide::SocketError::InternalChannelFull,
+            )) => {
+                metrics.dropped("send_buffer_full");
+                tracing::debug!(sid = %socket.id, "send buffer full, relay dropped");
+            }
+            Err(_) => {} // closing: its session announces it
         }
     }
-    sent
+    metrics.messages_relayed.inc_by(sent);
 }
 
 /// Length in bytes of `v`'s compact JSON encoding, without building it.

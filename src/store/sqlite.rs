@@ -359,13 +359,11 @@ impl Counters {
         touched: &mut HashMap<String, Option<u64>>,
     ) -> Result<Result<Stored, StoreError>, rusqlite::Error> {
         match op {
-            WriteOp::Ignore => {
-                Ok(encode(&Value::Object(body)).map(|b| Stored {
+            WriteOp::Ignore => Ok(encode(&Value::Object(body)).map(|b| Stored {
                 seq: None,
                 durable: false,
                 body: b,
-            }))
-            }
+            })),
             WriteOp::Insert => {
                 let seq = match self.next_seq.get(&room) {
                     Some(s) => *s,
