@@ -1,0 +1,324 @@
+//! `ao-bench`: load generator, floor relay and benchmark suite for Always Online.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ao_bench::engineio::Eio;
+use ao_bench::scenarios::conns::{self, ConnsConfig};
+use ao_bench::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax};
+use ao_bench::scenarios::sync::{self, SyncConfig};
+use ao_bench::suite::{self, SuiteConfig};
+use ao_bench::{floor, proc_stats, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ao-bench",
+    version,
+    about = "Load generator, floor relay and benchmark suite for Always Online"
+)]
+struct Cli {
+    /// engine.io protocol generation of the client connections (3 or 4).
+    #[arg(long, value_enum, default_value = "4", global = true)]
+    eio: Eio,
+    /// Worker threads of this process [default: one per CPU].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// R rooms × M members sending msg at a fixed aggregate rate.
+    Fanout {
+        /// The server (host:port).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// fanout with members spread round-robin over several nodes.
+    Cluster {
+        /// The nodes (host:port,host:port,...).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// C connections that authenticate and join, held idle.
+    Conns {
+        /// The server (host:port).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// Connections.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Members per room.
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Concurrent set-ups.
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Seconds to hold the connections idle before reading the server's memory.
+        #[arg(long, default_value_t = 5.0)]
+        hold: f64,
+        /// Server process ids (comma separated) for CPU and memory figures.
+        #[arg(long, value_delimiter = ',')]
+        server_pid: Vec<u32>,
+    },
+    /// N stored messages in one room, then a fresh client syncs every page.
+    Sync {
+        /// The server (host:port).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// Messages to store first.
+        #[arg(long, default_value_t = 50_000)]
+        messages: usize,
+        /// Frame size of each stored msg, bytes.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Timed syncs per encoding (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Acknowledged inserts in flight.
+        #[arg(long, default_value_t = 128)]
+        window: usize,
+    },
+    /// A minimal relay server (engine.io 3/4, authenticate, join, msg) to compare against.
+    Floor {
+        /// Address to listen on (port 0 picks one and prints it).
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        listen: SocketAddr,
+        /// Leave Nagle's algorithm on (no TCP_NODELAY), to see what that costs in latency.
+        #[arg(long)]
+        no_nodelay: bool,
+    },
+    /// Everything against the real server and the floor, with the table of targets.
+    Suite {
+        /// The real server's binary (cargo build --release).
+        #[arg(long, default_value = "target/release/always-online")]
+        server_bin: PathBuf,
+        /// Smaller numbers, about a minute and a half in all.
+        #[arg(long)]
+        quick: bool,
+        /// Connections of the conns scenario [default: 10000, quick 2000].
+        #[arg(long)]
+        conns: Option<usize>,
+        /// Stored messages of the sync scenario [default: 50000, quick 10000].
+        #[arg(long)]
+        sync_messages: Option<usize>,
+        /// Aggregate rate of the fixed-rate fanout, msg/s.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
+        /// Stop after this many seconds [default: 1200, quick 240].
+        #[arg(long)]
+        max_seconds: Option<u64>,
+    },
+}
+
+/// Settings shared by fanout and cluster.
+#[derive(Args)]
+struct LoadArgs {
+    /// Rooms.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    /// Aggregate msg/s over all members (the start rate of --find-max).
+    #[arg(long, default_value_t = 2_000.0)]
+    rate: f64,
+    /// Frame size of a sent msg, bytes.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Storage mode of the messages: 2 ignore (relay only), 0 insert, 1 update.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    storage: u8,
+    /// Seconds of sending before the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds to wait for late deliveries after the window.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+    /// Server process ids (comma separated) for CPU and memory figures.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Concurrent connection set-ups.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// Raise the rate step by step until p99 > --max-p99-ms or deliveries
+    /// < --min-delivery; report the last good step.
+    #[arg(long)]
+    find_max: bool,
+    /// find-max: highest acceptable p99, ms.
+    #[arg(long, default_value_t = 100.0)]
+    max_p99_ms: f64,
+    /// find-max: lowest acceptable share of expected deliveries, %.
+    #[arg(long, default_value_t = 99.9)]
+    min_delivery: f64,
+    /// find-max: rate multiplier between steps until one fails.
+    #[arg(long, default_value_t = 1.5)]
+    step_factor: f64,
+    /// find-max: bisection steps after the first failure.
+    #[arg(long, default_value_t = 3)]
+    refine: usize,
+    /// find-max: at most this many steps.
+    #[arg(long, default_value_t = 14)]
+    max_steps: usize,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+impl LoadArgs {
+    fn config(&self, nodes: Vec<String>, eio: Eio) -> FanoutConfig {
+        FanoutConfig {
+            nodes,
+            eio,
+            rooms: self.rooms.max(1),
+            members: self.members.max(1),
+            rate: self.rate.max(0.001),
+            size: self.size,
+            storage: self.storage,
+            warmup: secs(self.warmup),
+            duration: secs(self.duration.max(0.1)),
+            drain: secs(self.drain),
+            server_pids: self.server_pid.clone(),
+            concurrency: self.concurrency,
+        }
+    }
+
+    async fn run(&self, nodes: Vec<String>, eio: Eio) -> Result<()> {
+        let cfg = self.config(nodes, eio);
+        if !self.find_max {
+            let r = fanout::fanout(&cfg).await?;
+            println!("{}", r.summary());
+            return Ok(());
+        }
+        let fm = FindMax {
+            factor: self.step_factor.max(1.01),
+            refine: self.refine,
+            max_steps: self.max_steps.max(1),
+            criteria: Criteria {
+                max_p99: Duration::from_secs_f64(self.max_p99_ms.max(0.0) / 1e3),
+                min_delivery: self.min_delivery / 100.0,
+                ..Criteria::default()
+            },
+        };
+        let r = fanout::find_max(&cfg, &fm).await?;
+        match r.best {
+            Some(best) => println!("find-max: last good step: {}", best.summary()),
+            None => println!("find-max: no step passed"),
+        }
+        Ok(())
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Fanout { addr, load } => load.run(vec![addr], cli.eio).await,
+        Cmd::Cluster { nodes, load } => load.run(nodes, cli.eio).await,
+        Cmd::Conns {
+            addr,
+            conns,
+            members,
+            concurrency,
+            hold,
+            server_pid,
+        } => {
+            let r = conns::conns(&ConnsConfig {
+                nodes: vec![addr],
+                eio: cli.eio,
+                conns,
+                members,
+                concurrency,
+                hold: secs(hold),
+                server_pids: server_pid,
+            })
+            .await?;
+            println!("{}", r.summary());
+            Ok(())
+        }
+        Cmd::Sync {
+            addr,
+            messages,
+            size,
+            repeat,
+            window,
+        } => {
+            let r = sync::sync(&SyncConfig {
+                addr,
+                eio: cli.eio,
+                messages,
+                size,
+                repeat,
+                window,
+            })
+            .await?;
+            println!("{}", r.summary());
+            Ok(())
+        }
+        Cmd::Floor { listen, no_nodelay } => {
+            tokio::select! {
+                r = floor::serve(listen, !no_nodelay) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        Cmd::Suite {
+            server_bin,
+            quick,
+            conns,
+            sync_messages,
+            rate,
+            max_seconds,
+        } => {
+            let mut cfg = SuiteConfig::new(server_bin, quick);
+            cfg.eio = cli.eio;
+            cfg.rate = rate;
+            if let Some(c) = conns {
+                cfg.conns = c;
+            }
+            if let Some(n) = sync_messages {
+                cfg.sync_messages = n;
+            }
+            if let Some(s) = max_seconds {
+                cfg.max_time = Duration::from_secs(s);
+            }
+            suite::run(cfg).await.map(|_| ())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = proc_stats::raise_nofile_limit() {
+        eprintln!("ao-bench: cannot raise the open files limit: {e}");
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ao-bench: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The suite runs on this (main) thread: its child processes are tied to it.
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ao-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

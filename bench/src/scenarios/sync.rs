@@ -1,0 +1,289 @@
+//! sync: N stored messages in one room (inserted first, acknowledged, `s: 0`),
+//! then fresh clients sync every page, with and without `encoding: 'gzip'`.
+
+use std::borrow::Cow;
+use std::io::Read as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::fleet::run_prefix;
+use crate::client::Conn;
+use crate::engineio::{self, Eio, Packet, SioPacket};
+use crate::payload::MsgTemplate;
+use crate::{clock, Result};
+
+/// Settings of a sync run.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Server address.
+    pub addr: String,
+    /// Protocol generation.
+    pub eio: Eio,
+    /// Messages to store.
+    pub messages: usize,
+    /// Frame size of each stored `msg`, bytes.
+    pub size: usize,
+    /// Timed syncs per encoding (the median is reported).
+    pub repeat: usize,
+    /// Inserts in flight (the server queues at most 256 events per connection).
+    pub window: usize,
+}
+
+/// One timed sync of the whole room.
+#[derive(Debug, Clone)]
+pub struct SyncRun {
+    /// Wall time from the first request to the last page, ms.
+    pub ms: f64,
+    /// Pages received.
+    pub pages: usize,
+    /// Messages in them.
+    pub messages: u64,
+    /// Frame bytes received.
+    pub bytes: u64,
+}
+
+impl SyncRun {
+    /// Messages per second.
+    pub fn messages_per_s(&self) -> f64 {
+        self.messages as f64 / (self.ms / 1e3).max(1e-9)
+    }
+}
+
+/// What a sync run measured.
+#[derive(Debug, Clone)]
+pub struct SyncResult {
+    /// Messages stored.
+    pub inserted: usize,
+    /// Time to store them, seconds.
+    pub insert_s: f64,
+    /// Timed syncs without encoding.
+    pub plain: Vec<SyncRun>,
+    /// Timed syncs with `encoding: 'gzip'`.
+    pub gzip: Vec<SyncRun>,
+}
+
+/// The run with the median time.
+pub fn median(runs: &[SyncRun]) -> Option<&SyncRun> {
+    let mut sorted: Vec<&SyncRun> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.ms.total_cmp(&b.ms));
+    sorted.get(sorted.len() / 2).copied()
+}
+
+impl SyncResult {
+    /// A multi-line summary.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "stored {} messages in {:.2} s ({:.0} inserts/s)",
+            self.inserted,
+            self.insert_s,
+            self.inserted as f64 / self.insert_s.max(1e-9)
+        );
+        for (name, runs) in [("plain", &self.plain), ("gzip", &self.gzip)] {
+            if let Some(m) = median(runs) {
+                let all: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.ms)).collect();
+                s.push_str(&format!(
+                    "\nsync {name}: median {:.1} ms ({} ms), {} pages, {} messages, {:.0} messages/s, {:.1} KiB received",
+                    m.ms,
+                    all.join(", "),
+                    m.pages,
+                    m.messages,
+                    m.messages_per_s(),
+                    m.bytes as f64 / 1024.0
+                ));
+            }
+        }
+        s
+    }
+}
+
+async fn member(addr: &str, eio: Eio, uid: &str, room: &str) -> Result<Conn> {
+    let mut c = Conn::connect(addr, eio).await?;
+    c.authenticate(uid).await?;
+    c.join(room).await?;
+    Ok(c)
+}
+
+#[derive(Deserialize)]
+struct Status {
+    status: i64,
+}
+
+/// Stores `n` messages in `room`, `window` acknowledged inserts in flight.
+async fn insert(cfg: &SyncConfig, uid: &str, room: &str) -> Result<f64> {
+    let mut conn = member(&cfg.addr, cfg.eio, uid, room).await?;
+    let template = MsgTemplate::new(cfg.size, 0);
+    let started = Instant::now();
+    let (mut sent, mut acked) = (0u64, 0u64);
+    let n = cfg.messages as u64;
+    let window = cfg.window.max(1) as u64;
+    while acked < n {
+        if sent < n && sent - acked < window {
+            while sent < n && sent - acked < window {
+                sent += 1;
+                conn.feed(template.render(clock::now_ns(), Some(sent)))
+                    .await?;
+            }
+            conn.flush().await?;
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(30), conn.next_text())
+            .await
+            .map_err(|_| format!("no ack for 30 s after {acked} of {n} inserts"))??;
+        if conn.answer_ping(&frame).await? {
+            continue;
+        }
+        if let Ok(Packet::Message(SioPacket::Ack { data, .. })) = engineio::decode(&frame) {
+            let (st,): (Status,) = serde_json::from_str(data)
+                .map_err(|_| format!("unexpected msg ack {data:.120}"))?;
+            if st.status != 0 {
+                return Err(format!("insert refused: {data:.120}").into());
+            }
+            acked += 1;
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    conn.close().await;
+    Ok(took)
+}
+
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+    offset: u64,
+    next: u8,
+}
+
+/// One fresh client syncing the whole room; the gzip pages are decoded
+/// after the clock stops, to check their content.
+async fn sync_once(cfg: &SyncConfig, uid: &str, room: &str, gzip: bool) -> Result<SyncRun> {
+    let mut conn = member(&cfg.addr, cfg.eio, uid, room).await?;
+    let started = Instant::now();
+    let (mut offset, mut pages, mut messages, mut bytes) = (0u64, 0usize, 0u64, 0u64);
+    let mut compressed: Vec<String> = Vec::new();
+    loop {
+        let req = if gzip {
+            format!("{{\"offset\":{offset},\"encoding\":\"gzip\"}}")
+        } else {
+            format!("{{\"offset\":{offset}}}")
+        };
+        conn.send(engineio::event_frame("sync", &req)).await?;
+        let page_next = loop {
+            let frame = conn.next_text_timeout().await?;
+            if conn.answer_ping(&frame).await? {
+                continue;
+            }
+            let Some((args, _)) = engineio::as_event(&frame) else {
+                continue;
+            };
+            if args.name != "sync" {
+                continue;
+            }
+            let arg = args.arg.ok_or("sync reply without payload")?;
+            let page: Page<'_> = serde_json::from_str(arg.get())
+                .map_err(|_| format!("unexpected sync reply {:.160}", arg.get()))?;
+            bytes += frame.len() as u64;
+            pages += 1;
+            if gzip {
+                compressed.push(page.data.get().to_owned());
+            } else {
+                let items: Vec<&RawValue> = serde_json::from_str(page.data.get())
+                    .map_err(|_| "sync data is not an array")?;
+                messages += items.len() as u64;
+            }
+            if page.next != 0 && page.offset <= offset {
+                return Err(format!("sync offset did not advance from {offset}").into());
+            }
+            offset = page.offset;
+            break page.next;
+        };
+        if page_next == 0 {
+            break;
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    conn.close().await;
+    for data in &compressed {
+        messages += gunzip_count(data)?;
+    }
+    Ok(SyncRun {
+        ms,
+        pages,
+        messages,
+        bytes,
+    })
+}
+
+/// Number of items in a gzip page's `data` (a JSON string of base64 of gzip of a JSON array).
+pub fn gunzip_count(data_json: &str) -> Result<u64> {
+    let b64: Cow<'_, str> = serde_json::from_str(data_json)?;
+    let gz = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice()).read_to_end(&mut json)?;
+    let items: Vec<&RawValue> = serde_json::from_slice(&json)?;
+    Ok(items.len() as u64)
+}
+
+/// Runs the sync scenario.
+pub async fn sync(cfg: &SyncConfig) -> Result<SyncResult> {
+    let prefix = run_prefix();
+    let room = format!("{prefix}-sync");
+    let insert_s = insert(cfg, &format!("{prefix}-writer"), &room).await?;
+    let mut result = SyncResult {
+        inserted: cfg.messages,
+        insert_s,
+        plain: Vec::new(),
+        gzip: Vec::new(),
+    };
+    for i in 0..cfg.repeat.max(1) {
+        for gzip in [false, true] {
+            let uid = format!("{prefix}-reader{i}{}", if gzip { "z" } else { "" });
+            let run = sync_once(cfg, &uid, &room, gzip).await?;
+            if run.messages != cfg.messages as u64 {
+                return Err(format!(
+                    "sync returned {} messages, {} were stored",
+                    run.messages, cfg.messages
+                )
+                .into());
+            }
+            if gzip {
+                result.gzip.push(run);
+            } else {
+                result.plain.push(run);
+            }
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn counts_gzip_pages() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(br#"[{"a":1},{"b":2},3]"#).expect("gzip");
+        let gz = enc.finish().expect("gzip");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
+        assert_eq!(gunzip_count(&format!("\"{b64}\"")).expect("decode"), 3);
+        assert!(gunzip_count("\"not base64!\"").is_err());
+    }
+
+    #[test]
+    fn median_of_runs() {
+        let run = |ms| SyncRun {
+            ms,
+            pages: 1,
+            messages: 1,
+            bytes: 1,
+        };
+        let runs = [run(30.0), run(10.0), run(20.0)];
+        assert_eq!(median(&runs).map(|r| r.ms), Some(20.0));
+        assert!(median(&[]).is_none());
+    }
+}
