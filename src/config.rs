@@ -178,7 +178,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| file_error(&e))?
+                toml::from_str::<FileConfig>(&text).map_err(|e| file_error(&e, &text))?
             }
             None => FileConfig::default(),
         };
@@ -298,9 +298,21 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-fn file_error(e: &toml::de::Error) -> ConfigError {
-    let msg = e.message().replace('\n', " ");
-    ConfigError::new("config file", msg)
+/// A config file error naming the key at fault: the TOML parser reports
+/// where the bad value is, and config files are flat `key = value` lines.
+fn file_error(e: &toml::de::Error, text: &str) -> ConfigError {
+    let reason = e.message().replace('\n', " ");
+    let key = e
+        .span()
+        .and_then(|span| {
+            let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+            let line = text.get(line_start..)?.lines().next()?;
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+        })
+        .unwrap_or_else(|| "config file".to_owned());
+    ConfigError::new(key, reason)
 }
 
 fn parse_env<T>(var: &impl Fn(&str) -> Option<String>, key: &str) -> Result<Option<T>, ConfigError>
@@ -422,12 +434,26 @@ mod tests {
         let e = load(
             &[],
             Flags {
-                config: Some(path),
+                config: Some(path.clone()),
                 ..Flags::default()
             },
         )
         .expect_err("unknown key");
         assert!(e.to_string().contains("no_such_key"), "{e}");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nsync_page_size = \"lots\"\n",
+        )
+        .expect("write");
+        let e = load(
+            &[],
+            Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            },
+        )
+        .expect_err("bad type");
+        assert_eq!(e.key, "sync_page_size", "{e}");
         let e = load(&[("AO_ADMIN_UID", "a")], Flags::default()).expect_err("half admin");
         assert_eq!(e.key, "AO_ADMIN_TOKEN");
     }

@@ -9,6 +9,12 @@ use crate::config::LogFormat;
 /// for commands that print a token.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The websocket libraries log whole frames at trace level, and frames
+    // carry tokens: keep them quiet whatever RUST_LOG says.
+    let filter = ["tungstenite=info", "tokio_tungstenite=info"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

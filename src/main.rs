@@ -85,6 +85,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    // Listen for the stop signals before the listeners open, so a signal
+    // that arrives as soon as the server is up still stops it gracefully.
+    let stop = match StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("always-online: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
@@ -92,30 +101,48 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     app.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
+/// SIGTERM and SIGINT, registered with the OS when installed.
+#[cfg(unix)]
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// Ctrl-C where there are no Unix signals.
+#[cfg(not(unix))]
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -7,6 +7,24 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Reasons a msg is dropped (`ao_messages_dropped_total`).
+pub const DROP_REASONS: [&str; 9] = [
+    "not_joined",
+    "dummy",
+    "malformed",
+    "not_an_object",
+    "too_large",
+    "missing_msg_id",
+    "storage",
+    "queue_full",
+    "send_buffer_full",
+];
+/// Reasons an authentication is refused (`ao_auth_failures_total`).
+pub const AUTH_FAILURE_REASONS: [&str; 4] =
+    ["wrong_credentials", "rate_limit", "timeout", "server_error"];
+/// Timed store operations (`ao_store_operation_seconds`).
+pub const STORE_OPS: [&str; 2] = ["write", "sync_page"];
+
 /// A `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -72,6 +90,16 @@ impl Metrics {
         let store_latency = Family::<Op, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
         );
+        // Every label value known in advance is exported from the start, at 0.
+        for reason in DROP_REASONS {
+            let _ = messages_dropped.get_or_create(&Reason { reason });
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            let _ = auth_failures.get_or_create(&Reason { reason });
+        }
+        for op in STORE_OPS {
+            let _ = store_latency.get_or_create(&Op { op });
+        }
         let build = Family::<Build, Gauge>::default();
         build
             .get_or_create(&Build {

@@ -87,10 +87,17 @@ async fn token_call(
         Err(reply) => return reply,
     };
     let query = query_params(query);
+    let uid = body.get("uid").and_then(parse_id);
     if let Err(e) = require_admin(hub.accounts.as_ref(), headers, &query).await {
-        return e.into();
+        // A store failure names the uid the call was about, as every status 3 does.
+        return match (e.meta.status, &uid) {
+            (s, Some(uid)) if s == ApiStatus::OperationFailed as u8 => {
+                Envelope::new(ApiStatus::OperationFailed, json!({"uid": uid.json})).into()
+            }
+            _ => e.into(),
+        };
     }
-    let Some(uid) = body.get("uid").and_then(parse_id) else {
+    let Some(uid) = uid else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
     let result = if refresh {

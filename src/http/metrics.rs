@@ -36,7 +36,7 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         m.encode(),
     )

@@ -1,6 +1,5 @@
 //! msg: validation, the sender stamp, storage and the relay to the room.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -9,6 +8,7 @@ use socketioxide::extract::AckSender;
 use socketioxide::SocketIo;
 use std::time::Instant;
 
+use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage, SENDER_KEY};
@@ -59,7 +59,7 @@ impl Session {
             (Storage::Update, Some(msg_id)) => WriteOp::Update { msg_id },
             (Storage::Update, None) => return Flow::Continue,
             (Storage::Ignore, _) => {
-                if self.pending_writes.load(Ordering::Acquire) == 0 {
+                if self.pending_writes.is_idle() {
                     // Nothing of this sender is still being stored: relay at once.
                     match serde_json::value::to_raw_value(&msg.body) {
                         Ok(body) => {
@@ -98,7 +98,7 @@ impl Session {
             pending: self.pending_writes.clone(),
             started: Instant::now(),
         };
-        self.pending_writes.fetch_add(1, Ordering::AcqRel);
+        self.pending_writes.started();
         self.hub
             .messages
             .submit(Write {
@@ -119,14 +119,14 @@ struct Relay {
     channel: String,
     sender: socketioxide::socket::Sid,
     ack: AckSender,
-    pending: Arc<AtomicUsize>,
+    pending: Arc<PendingWrites>,
     started: Instant,
 }
 
 impl Relay {
     /// Runs in the store's completion order, so relays of one room go out in seq order.
     fn complete(self, res: Result<Stored, StoreError>) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.pending.finished();
         self.metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {

@@ -4,6 +4,7 @@
 mod auth;
 mod inbox;
 mod message;
+mod pending;
 mod room;
 mod session;
 mod sync;

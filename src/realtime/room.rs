@@ -21,7 +21,9 @@ impl Session {
         let Some(uid) = self.uid.clone() else {
             return Flow::Continue;
         };
-        // A socket is in at most one room: a second join moves it.
+        // A socket is in at most one room: a second join moves it, after
+        // its messages to the old room went out.
+        self.pending_writes.wait_idle().await;
         if let Phase::Joined(old) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
             self.leave_room(&old, event::REMOTE_LEAVE).await;
         }
@@ -74,6 +76,8 @@ impl Session {
     }
 
     pub(super) async fn leave(&mut self) -> Flow {
+        // The room hears of the leave after the leaver's last messages.
+        self.pending_writes.wait_idle().await;
         if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
             self.leave_room(&joined, event::REMOTE_LEAVE).await;
         }

@@ -1,7 +1,6 @@
 //! A connection's session: its protocol state and the task that runs its
 //! events one at a time, with the authentication and join deadlines.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use socketioxide::extract::SocketRef;
@@ -10,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use super::inbox::{self, Control, Inbound, Mailbox};
+use super::pending::PendingWrites;
 use super::Hub;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
@@ -52,7 +52,7 @@ pub(super) struct Session {
     /// Rooms whose presence this login took over from the connection it kicked out.
     pub replaced_rooms: Vec<String>,
     /// Writes submitted and not yet completed (keeps ignore messages in send order).
-    pub pending_writes: Arc<AtomicUsize>,
+    pub pending_writes: Arc<PendingWrites>,
     /// When the current phase times out.
     pub deadline: Option<Instant>,
 }
@@ -82,7 +82,7 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
         phase: Phase::Connected,
         uid: None,
         replaced_rooms: Vec::new(),
-        pending_writes: Arc::new(AtomicUsize::new(0)),
+        pending_writes: Arc::new(PendingWrites::default()),
         deadline,
     };
     tokio::spawn(session.run(events, control));
@@ -106,6 +106,12 @@ impl Session {
                     }
                     Some(Control::Kick) => self.kicked_out().await,
                     Some(Control::Closed) | None => {
+                        // Events the client sent before it went away still count.
+                        while let Ok(ev) = events.try_recv() {
+                            if self.handle(ev).await == Flow::Stop {
+                                return;
+                            }
+                        }
                         self.closed().await;
                         Flow::Stop
                     }
@@ -179,8 +185,10 @@ impl Session {
         self.disconnect();
     }
 
-    /// The connection is gone: announce it to the room and forget it.
+    /// The connection is gone: announce it to the room (after its last
+    /// messages) and forget it.
     async fn closed(&mut self) {
+        self.pending_writes.wait_idle().await;
         if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Connected) {
             self.leave_room(&joined, event::REMOTE_DISCONNECT).await;
         }

@@ -20,6 +20,8 @@ impl Session {
             return Flow::Continue;
         };
         let joined = joined.clone();
+        // A sync sees every message this client sent before it.
+        self.pending_writes.wait_idle().await;
         let request = protocol::parse_sync(&data.unwrap_or(Value::Null));
         let store = &self.hub.messages;
         let started = std::time::Instant::now();

@@ -1,0 +1,720 @@
+//! Shared harness of the integration tests: an in-process server on port 0,
+//! the real binary as a child process, and a raw socket.io client.
+//!
+//! The client is written by hand over tokio-tungstenite instead of using a
+//! maintained socket.io client library because the tests need what such
+//! libraries deliberately hide: they must send malformed and truncated frames,
+//! binary attachment packets and raw engine.io garbage, and they must observe
+//! the exact order of every packet the server sends (events, acks, the
+//! socket.io disconnect packet and the websocket close), including packets the
+//! libraries swallow or reorder. It speaks engine.io 4 / socket.io 5 over a
+//! websocket, which is all the tests need.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use always_online::accounts::Kind;
+use always_online::realtime::Hub;
+use always_online::{App, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that must arrive.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test listens to conclude that nothing arrives.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+// ---------------------------------------------------------------------------
+// In-process server
+// ---------------------------------------------------------------------------
+
+/// A server running in the test's runtime on ephemeral ports, with its own
+/// data directory (deleted when the `TestServer` is dropped).
+pub struct TestServer {
+    app: App,
+    tokens: Mutex<HashMap<String, String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with the default configuration (short of the listeners and data dir).
+    pub async fn start() -> TestServer {
+        Self::with(|_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts.
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        init_test_logging();
+        let dir = tempfile::tempdir().expect("create a temporary data dir");
+        let mut config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let app = App::start(config).await.expect("start the server");
+        TestServer {
+            app,
+            tokens: Mutex::new(HashMap::new()),
+            _dir: dir,
+        }
+    }
+
+    /// The socket.io listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.app.addr()
+    }
+
+    /// The accounts API listener.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.app.api_addr()
+    }
+
+    /// The server's shared state (stores, cluster state, socket.io handle).
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.app.hub()
+    }
+
+    /// The token of user `uid`, creating the account on first use.
+    pub async fn token(&self, uid: &str) -> String {
+        if let Some(t) = self.tokens.lock().expect("tokens lock").get(uid) {
+            return t.clone();
+        }
+        let token = self
+            .hub()
+            .accounts
+            .create(Kind::User, uid)
+            .await
+            .unwrap_or_else(|e| panic!("create user {uid}: {e}"));
+        self.tokens
+            .lock()
+            .expect("tokens lock")
+            .insert(uid.to_owned(), token.clone());
+        token
+    }
+
+    /// A client of user `uid` (created if needed) authenticated and joined to `room`.
+    pub async fn login(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
+        let uid = uid.into();
+        let token = self.token(&id_string(&uid)).await;
+        login(self.addr(), uid, &token, room).await
+    }
+
+    /// A client of user `uid` that is authenticated but in no room.
+    pub async fn authenticated(&self, uid: impl Into<Value>) -> Client {
+        let uid = uid.into();
+        let token = self.token(&id_string(&uid)).await;
+        let mut c = Client::connect(self.addr()).await;
+        c.authenticate(uid, &token).await;
+        c
+    }
+
+    /// A dummy (observer) client of user `uid` joined to `room`.
+    pub async fn dummy(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
+        let mut c = self.authenticated(uid).await;
+        let ack = c
+            .request("join", json!({"roomId": room.into(), "dummy": true}))
+            .await;
+        assert_eq!(
+            ack,
+            json!({"status": 0, "data": "join success"}),
+            "dummy join"
+        );
+        c
+    }
+
+    /// Checks that the server still serves: two fresh users authenticate,
+    /// join a fresh room and exchange a message.
+    pub async fn assert_alive(&self) {
+        let n = ALIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let room = format!("alive-room-{n}");
+        let mut a = self.login(format!("alive-a-{n}"), room.as_str()).await;
+        let mut b = self.login(format!("alive-b-{n}"), room.as_str()).await;
+        assert_eq!(
+            a.expect_event("remote_join").await,
+            json!({"uid": format!("alive-b-{n}")})
+        );
+        assert_eq!(
+            b.expect_event("remote_join").await,
+            json!({"uid": format!("alive-a-{n}")})
+        );
+        a.emit("msg", json!({"data": "still alive", "s": 2})).await;
+        let got = b.expect_event("msg").await;
+        assert_eq!(got["data"], json!("still alive"));
+    }
+}
+
+/// With `AO_TEST_LOG` set (a tracing filter such as `always_online=debug`),
+/// the in-process servers log to the test output.
+fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("AO_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_ansi(false)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+static ALIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The string form of an id value (`"a"` → `a`, `12` → `12`).
+pub fn id_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Connects, authenticates as `uid` with `token`, joins `room` and checks
+/// both replies. The client has read nothing after the join ack.
+pub async fn login(
+    addr: SocketAddr,
+    uid: impl Into<Value>,
+    token: &str,
+    room: impl Into<Value>,
+) -> Client {
+    let mut c = Client::connect(addr).await;
+    c.authenticate(uid.into(), token).await;
+    let ack = c.request("join", json!({"roomId": room.into()})).await;
+    assert_eq!(ack, json!({"status": 0, "data": "join success"}), "join");
+    c
+}
+
+// ---------------------------------------------------------------------------
+// Raw socket.io client
+// ---------------------------------------------------------------------------
+
+/// What the server sent, as the tests care about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// `42["name", payload]` (payload `null` when absent).
+    Event(String, Value),
+    /// The socket.io disconnect packet `41`.
+    Disconnect,
+    /// The websocket (or engine.io session) closed.
+    Closed,
+}
+
+/// One decoded frame.
+enum Frame {
+    Received(Received),
+    Ack(u64, Value),
+    Ignored,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A socket.io 5 client over a raw websocket; see the module docs.
+pub struct Client {
+    ws: Ws,
+    /// Socket.io session id from the connect reply.
+    pub sid: String,
+    /// Things received while waiting for an ack, in arrival order.
+    pending: VecDeque<Received>,
+    acks: HashMap<u64, Value>,
+    next_ack: u64,
+    closed: bool,
+}
+
+impl Client {
+    /// Opens the websocket, reads the engine.io handshake and connects to
+    /// the default namespace.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let ws = match timeout(WAIT, tokio_tungstenite::connect_async(url.as_str())).await {
+            Ok(Ok((ws, _response))) => ws,
+            Ok(Err(e)) => panic!("websocket connect to {url}: {e}"),
+            Err(_) => panic!("websocket connect to {url} timed out"),
+        };
+        let mut c = Client {
+            ws,
+            sid: String::new(),
+            pending: VecDeque::new(),
+            acks: HashMap::new(),
+            next_ack: 1,
+            closed: false,
+        };
+        let open = c.raw_text().await;
+        assert!(
+            open.starts_with('0'),
+            "expected engine.io open, got {open:?}"
+        );
+        c.emit_raw("40").await;
+        let connected = c.raw_text().await;
+        let rest = connected
+            .strip_prefix("40")
+            .unwrap_or_else(|| panic!("expected socket.io connect reply, got {connected:?}"));
+        let v: Value = serde_json::from_str(rest)
+            .unwrap_or_else(|e| panic!("connect reply {connected:?}: {e}"));
+        c.sid = v["sid"].as_str().unwrap_or_default().to_owned();
+        c
+    }
+
+    /// Reads the next text frame (answering pings), for the handshake.
+    async fn raw_text(&mut self) -> String {
+        loop {
+            let msg = timeout(WAIT, self.ws.next())
+                .await
+                .expect("handshake frame timed out")
+                .expect("connection closed during handshake")
+                .expect("websocket error during handshake");
+            match msg {
+                Message::Text(t) if t.as_str() == "2" => self.emit_raw("3").await,
+                Message::Text(t) => return t.as_str().to_owned(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends one raw text frame exactly as given.
+    pub async fn emit_raw(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("send {}: {e}", preview(text)));
+    }
+
+    /// Sends one binary frame.
+    pub async fn send_binary_frame(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .unwrap_or_else(|e| panic!("send binary frame: {e}"));
+    }
+
+    /// Emits `event` with one JSON argument.
+    pub async fn emit(&mut self, event: &str, payload: Value) {
+        let packet = json!([event, payload]);
+        self.emit_raw(&format!("42{packet}")).await;
+    }
+
+    /// Emits `event` without any argument (`42["event"]`).
+    pub async fn emit_bare(&mut self, event: &str) {
+        let packet = json!([event]);
+        self.emit_raw(&format!("42{packet}")).await;
+    }
+
+    /// Emits `event` asking for an ack; returns the ack id (see [`Client::wait_ack`]).
+    pub async fn emit_ack_id(&mut self, event: &str, payload: Value) -> u64 {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let packet = json!([event, payload]);
+        self.emit_raw(&format!("42{id}{packet}")).await;
+        id
+    }
+
+    /// Emits `event` with an ack and waits for the ack's (first) argument.
+    pub async fn emit_with_ack(&mut self, event: &str, payload: Value) -> Value {
+        let id = self.emit_ack_id(event, payload).await;
+        self.wait_ack(id).await
+    }
+
+    /// Waits for ack `id`; events that arrive meanwhile stay queued for `recv`.
+    pub async fn wait_ack(&mut self, id: u64) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.acks.remove(&id) {
+                return v;
+            }
+            match self.frame(deadline).await {
+                Some(Frame::Received(r)) => {
+                    let closed = r == Received::Closed;
+                    self.pending.push_back(r);
+                    assert!(!closed, "connection closed while waiting for ack {id}");
+                }
+                Some(Frame::Ack(n, v)) => {
+                    self.acks.insert(n, v);
+                }
+                Some(Frame::Ignored) => {}
+                None => panic!(
+                    "no ack {id} within {WAIT:?}; queued meanwhile: {:?}",
+                    self.pending
+                ),
+            }
+        }
+    }
+
+    /// Emits a binary event: `451-["event",{"_placeholder":true,"num":0}]`
+    /// followed by a binary frame with `bytes`.
+    pub async fn emit_binary(&mut self, event: &str, bytes: Vec<u8>) {
+        let packet = json!([event, {"_placeholder": true, "num": 0}]);
+        self.emit_raw(&format!("451-{packet}")).await;
+        self.send_binary_frame(bytes).await;
+    }
+
+    /// Emits `event` and returns the server's reply event of the same name
+    /// (authenticate, join and sync answer with an event, not an ack).
+    pub async fn request(&mut self, event: &str, payload: Value) -> Value {
+        self.emit(event, payload).await;
+        self.expect_event(event).await
+    }
+
+    /// Authenticates and checks the success reply.
+    pub async fn authenticate(&mut self, uid: Value, token: &str) {
+        let reply = self
+            .request("authenticate", json!({"uid": uid, "token": token}))
+            .await;
+        assert_eq!(
+            reply,
+            json!({"status": 0, "data": "auth success"}),
+            "authenticate as {uid}"
+        );
+    }
+
+    /// Reads one frame before `deadline`; `None` on timeout.
+    async fn frame(&mut self, deadline: Instant) -> Option<Frame> {
+        if self.closed {
+            return Some(Frame::Received(Received::Closed));
+        }
+        let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+            Err(_) => return None,
+            Ok(None) | Ok(Some(Err(_))) => {
+                self.closed = true;
+                return Some(Frame::Received(Received::Closed));
+            }
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let text = match msg {
+            Message::Text(t) => t.as_str().to_owned(),
+            Message::Close(_) => {
+                self.closed = true;
+                return Some(Frame::Received(Received::Closed));
+            }
+            Message::Binary(b) => panic!("unexpected binary frame of {} bytes", b.len()),
+            _ => return Some(Frame::Ignored),
+        };
+        Some(self.decode(&text).await)
+    }
+
+    async fn decode(&mut self, text: &str) -> Frame {
+        match text {
+            // engine.io ping: answer pong.
+            "2" => {
+                self.emit_raw("3").await;
+                return Frame::Ignored;
+            }
+            // engine.io close.
+            "1" => {
+                self.closed = true;
+                return Frame::Received(Received::Closed);
+            }
+            "41" => return Frame::Received(Received::Disconnect),
+            _ => {}
+        }
+        if let Some(rest) = text.strip_prefix("42") {
+            let (_, json_part) = split_id(rest);
+            let arr: Vec<Value> = serde_json::from_str(json_part)
+                .unwrap_or_else(|e| panic!("bad event packet {}: {e}", preview(text)));
+            let mut it = arr.into_iter();
+            let name = match it.next() {
+                Some(Value::String(s)) => s,
+                other => panic!("event without a name: {other:?}"),
+            };
+            let payload = it.next().unwrap_or(Value::Null);
+            assert!(
+                it.next().is_none(),
+                "event {name} with more than one argument: {}",
+                preview(text)
+            );
+            return Frame::Received(Received::Event(name, payload));
+        }
+        if let Some(rest) = text.strip_prefix("43") {
+            let (id, json_part) = split_id(rest);
+            let id = id.unwrap_or_else(|| panic!("ack without id: {}", preview(text)));
+            let arr: Vec<Value> = serde_json::from_str(json_part)
+                .unwrap_or_else(|e| panic!("bad ack packet {}: {e}", preview(text)));
+            return Frame::Ack(id, arr.into_iter().next().unwrap_or(Value::Null));
+        }
+        if text.starts_with("44") {
+            panic!("socket.io connect error: {text}");
+        }
+        panic!("unexpected frame from the server: {}", preview(text));
+    }
+
+    /// The next event, disconnect packet or close, waiting at most `wait`.
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Received> {
+        if let Some(r) = self.pending.pop_front() {
+            return Some(r);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.frame(deadline).await? {
+                Frame::Received(r) => return Some(r),
+                Frame::Ack(id, v) => {
+                    self.acks.insert(id, v);
+                }
+                Frame::Ignored => {}
+            }
+        }
+    }
+
+    /// The next event, disconnect packet or close (panics after 5 s).
+    pub async fn recv(&mut self) -> Received {
+        match self.recv_within(WAIT).await {
+            Some(r) => r,
+            None => panic!("client {}: nothing received within {WAIT:?}", self.sid),
+        }
+    }
+
+    /// The next thing received must be event `name`; returns its payload.
+    pub async fn expect_event(&mut self, name: &str) -> Value {
+        match self.recv_within(WAIT).await {
+            Some(Received::Event(n, v)) if n == name => v,
+            Some(other) => panic!(
+                "client {}: expected event {name:?}, got {other:?}",
+                self.sid
+            ),
+            None => panic!(
+                "client {}: expected event {name:?}, nothing received within {WAIT:?}",
+                self.sid
+            ),
+        }
+    }
+
+    /// Nothing at all arrives for `wait`.
+    pub async fn expect_no_event(&mut self, wait: Duration) {
+        if let Some(r) = self.recv_within(wait).await {
+            panic!("expected nothing, got {r:?}");
+        }
+    }
+
+    /// The next thing received must be the socket.io disconnect packet.
+    pub async fn expect_disconnect(&mut self) {
+        match self.recv().await {
+            Received::Disconnect => {}
+            other => panic!("expected the disconnect packet 41, got {other:?}"),
+        }
+    }
+
+    /// Whether the server closed this session: reads until the disconnect
+    /// packet or the close, skipping any events (for bad-input tests where
+    /// either outcome is fine).
+    pub async fn drain_until_closed(&mut self) -> Vec<Received> {
+        let mut seen = Vec::new();
+        loop {
+            let r = self.recv().await;
+            let done = matches!(r, Received::Disconnect | Received::Closed);
+            seen.push(r);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Closes the websocket from the client side (a plain client disconnect).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Let the close handshake finish so the server sees a clean close.
+        let _ = timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
+    }
+
+    /// Sends a msg with an ack and returns the ack.
+    pub async fn send_msg(&mut self, msg: Value) -> Value {
+        self.emit_with_ack("msg", msg).await
+    }
+
+    /// Requests one sync page.
+    pub async fn sync(&mut self, request: Value) -> Value {
+        self.request("sync", request).await
+    }
+
+    /// Syncs from `offset` page after page; returns every item and the replies.
+    pub async fn sync_all(&mut self, offset: u64) -> (Vec<Value>, Vec<Value>) {
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+        let mut offset = offset;
+        loop {
+            let reply = self.sync(json!({"offset": offset})).await;
+            let data = reply["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("sync data is not an array: {reply}"))
+                .clone();
+            items.extend(data);
+            let next = reply["next"].as_u64();
+            offset = reply["offset"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("sync offset is not a number: {reply}"));
+            replies.push(reply);
+            if next == Some(0) {
+                return (items, replies);
+            }
+            assert!(replies.len() < 10_000, "sync never reached next: 0");
+        }
+    }
+}
+
+/// Splits a leading decimal ack id off a packet body.
+fn split_id(s: &str) -> (Option<u64>, &str) {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return (None, s);
+    }
+    (s[..digits].parse().ok(), &s[digits..])
+}
+
+fn preview(s: &str) -> String {
+    if s.len() > 200 {
+        let mut end = 200;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{:?}… ({} bytes)", &s[..end], s.len())
+    } else {
+        format!("{s:?}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real binary
+// ---------------------------------------------------------------------------
+
+/// The `always-online` binary built for these tests.
+pub fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_always-online"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// The binary serving on ephemeral ports, its stderr drained by a thread.
+pub struct BinServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: std_mpsc::Receiver<String>,
+}
+
+impl BinServer {
+    /// Starts `always-online` with JSON logs on `data_dir` (`--dev` when `dev`)
+    /// and waits for its "listening" line to learn the port.
+    pub fn start(data_dir: &Path, dev: bool) -> BinServer {
+        Self::start_with(data_dir, dev, |_| {})
+    }
+
+    /// Like [`BinServer::start`], with `tweak` adding environment or flags.
+    pub fn start_with(data_dir: &Path, dev: bool, tweak: impl FnOnce(&mut Command)) -> BinServer {
+        let mut cmd = binary();
+        cmd.env("AO_LOG_FORMAT", "json")
+            .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if dev {
+            cmd.arg("--dev");
+        }
+        tweak(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn always-online");
+        let stderr = child.stderr.take().expect("child stderr");
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining so the child never blocks.
+                    continue;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = listening_addr(&line) {
+                        break addr;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("always-online did not report its address; stderr: {seen:#?}");
+                }
+            }
+        };
+        BinServer {
+            child,
+            addr,
+            stderr: rx,
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill -9 always-online");
+        self.child.wait().expect("reap always-online");
+    }
+
+    /// SIGTERM, then wait (at most 30 s) for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for always-online") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("always-online did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// stderr lines logged so far (non-blocking).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `addr` of the JSON "always-online listening" log line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let start = line.find("\"addr\":\"")? + "\"addr\":\"".len();
+    let end = line[start..].find('"')? + start;
+    line[start..end].parse().ok()
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("create a temporary dir")
+}
+
+/// A path inside `dir`.
+pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
