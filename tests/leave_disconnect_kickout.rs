@@ -303,6 +303,22 @@ async fn kickout_is_silent_for_the_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_login_replacing_a_dummy_is_announced() {
+    let ts = TestServer::start().await;
+    let mut b = ts.login("bob", "r").await;
+    let mut d = ts.dummy("alice", "r").await;
+    assert_eq!(d.expect_event("remote_join").await, json!({"uid": "bob"}));
+    b.expect_no_event(QUIET).await;
+    let mut a2 = ts.authenticated("alice").await;
+    assert_kicked_out(&mut d).await;
+    let reply = a2.request("join", json!({"roomId": "r"})).await;
+    assert_eq!(reply, json!({"status": 0, "data": "join success"}));
+    // The room never knew of the observer, so the member's arrival is news.
+    assert_eq!(b.expect_event("remote_join").await, json!({"uid": "alice"}));
+    assert_eq!(a2.expect_event("remote_join").await, json!({"uid": "bob"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejoin_after_kickout_is_not_announced() {
     let ts = TestServer::start().await;
     let (mut a, mut b) = pair(&ts).await;

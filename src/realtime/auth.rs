@@ -103,8 +103,12 @@ impl Session {
         };
         for sid in older {
             if let Ok(Some(room)) = cluster.room_of(&sid).await {
-                if let Ok(Some(_)) = cluster.leave(&room, &sid).await {
-                    self.replaced_rooms.push(room);
+                // Only a member the room knew of is taken over silently; a
+                // replaced observer was never announced.
+                if let Ok(Some(member)) = cluster.leave(&room, &sid).await {
+                    if !member.dummy {
+                        self.replaced_rooms.push(room);
+                    }
                 }
             }
             let Ok(parsed) = sid.parse() else { continue };
