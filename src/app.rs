@@ -44,6 +44,9 @@ pub struct App {
     servers: Vec<JoinHandle<()>>,
 }
 
+/// How long listeners may take to finish in-flight requests at shutdown.
+const LISTENER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.
 const FRAME_SLACK: usize = 64 * 1024;
 
@@ -95,7 +98,11 @@ impl App {
         });
         realtime::register(hub.clone());
 
-        let main_router = crate::http::main_router(hub.clone()).layer(layer);
+        let main_router = crate::http::main_router(hub.clone())
+            .layer(layer)
+            .layer(axum::middleware::map_request(
+                crate::http::compat::default_engineio_version,
+            ));
         let api_router = crate::http::api_router(hub.clone());
 
         let main = bind("listen", config.listen).await?;
@@ -148,9 +155,12 @@ impl App {
             if let Err(e) = self.hub.messages.flush().await {
                 tracing::error!(error = %e, "store flush failed during shutdown");
             }
-            for s in self.servers {
-                let _ = s.await;
-            }
+            // Clients and messages are done with. What may remain is a long-poll
+            // of an engine.io session whose socket.io connection already ended
+            // (socketioxide cannot close those); it gets a short while, not the
+            // whole grace period.
+            let listeners = futures_util::future::join_all(self.servers);
+            let _ = tokio::time::timeout(LISTENER_DRAIN, listeners).await;
         };
         if tokio::time::timeout(grace, drain).await.is_err() {
             tracing::warn!("shutdown grace period elapsed");

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod compat;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
