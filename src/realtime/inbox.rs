@@ -44,7 +44,9 @@ pub enum Control {
 /// The sending ends of a session's queues, kept in the socket's extensions.
 #[derive(Clone)]
 pub struct Mailbox {
-    pub events: mpsc::Sender<Inbound>,
+    /// Boxed: a queue allocates room for 32 entries up front, and every
+    /// connection has one, so entries are kept pointer-sized.
+    pub events: mpsc::Sender<Box<Inbound>>,
     pub control: mpsc::UnboundedSender<Control>,
     pub metrics: Arc<Metrics>,
 }
@@ -77,7 +79,7 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
             return Ok(Enqueued);
         };
         if let Err(mpsc::error::TrySendError::Full(inbound)) =
-            mailbox.events.try_send(Inbound { event, data, ack })
+            mailbox.events.try_send(Box::new(Inbound { event, data, ack }))
         {
             tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
             mailbox.metrics.dropped("queue_full");

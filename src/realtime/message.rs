@@ -125,8 +125,9 @@ struct Relay {
 
 impl Relay {
     /// Runs in the store's completion order, so relays of one room go out in seq order.
+    /// The write counts as pending until its relay and ack went out, so
+    /// whatever waits for it (a leave, a sync, an ignore msg) comes after them.
     fn complete(self, res: Result<Stored, StoreError>) {
-        self.pending.finished();
         self.metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {
@@ -154,6 +155,7 @@ impl Relay {
                 ));
             }
         }
+        self.pending.finished();
     }
 }
 

@@ -91,7 +91,7 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
 impl Session {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<Inbound>,
+        mut events: mpsc::Receiver<Box<Inbound>>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         let mut ready = false;
@@ -130,8 +130,8 @@ impl Session {
         }
     }
 
-    async fn handle(&mut self, ev: Inbound) -> Flow {
-        let Inbound { event, data, ack } = ev;
+    async fn handle(&mut self, ev: Box<Inbound>) -> Flow {
+        let Inbound { event, data, ack } = *ev;
         if self.phase == Phase::Connected && event != event::AUTHENTICATE {
             // Before authenticate every other event is ignored.
             let _ = ack.send(&StatusReply::fail(
