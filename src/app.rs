@@ -98,11 +98,9 @@ impl App {
         });
         realtime::register(hub.clone());
 
-        let main_router = crate::http::main_router(hub.clone())
-            .layer(layer)
-            .layer(axum::middleware::map_request(
-                crate::http::compat::default_engineio_version,
-            ));
+        let main_router = crate::http::main_router(hub.clone()).layer(layer).layer(
+            axum::middleware::map_request(crate::http::compat::default_engineio_version),
+        );
         let api_router = crate::http::api_router(hub.clone());
 
         let main = bind("listen", config.listen).await?;

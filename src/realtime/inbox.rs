@@ -78,8 +78,9 @@ impl FromMessageParts<LocalAdapter> for Enqueued {
         let Some(mailbox) = s.extensions.get::<Mailbox>() else {
             return Ok(Enqueued);
         };
-        if let Err(mpsc::error::TrySendError::Full(inbound)) =
-            mailbox.events.try_send(Box::new(Inbound { event, data, ack }))
+        if let Err(mpsc::error::TrySendError::Full(inbound)) = mailbox
+            .events
+            .try_send(Box::new(Inbound { event, data, ack }))
         {
             tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
             mailbox.metrics.dropped("queue_full");
