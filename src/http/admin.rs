@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
@@ -27,27 +27,38 @@ pub fn router() -> Router<Arc<Hub>> {
         .route("/admin/system/clear_room_msg", post(clear_room_msg))
 }
 
-/// A checked admin request: its query and body parameters merged (body wins).
-struct AdminRequest {
+/// A checked admin request: admin credentials verified, its query and
+/// body parameters merged (body wins). Extracting it answers the request
+/// itself when the body is malformed (400), too large (413) or the
+/// credentials are wrong (status 1).
+pub struct AdminRequest {
+    hub: Arc<Hub>,
     params: Map<String, Value>,
 }
 
-impl AdminRequest {
-    async fn read(
-        hub: &Hub,
-        headers: &HeaderMap,
-        query: Option<&str>,
-        body: &[u8],
-    ) -> Result<Self, Reply> {
-        let body = body_params(headers, body)?;
-        let mut params = query_params(query);
-        require_admin(hub.accounts.as_ref(), headers, &params)
-            .await
-            .map_err(Reply::from)?;
-        params.extend(body);
-        Ok(Self { params })
-    }
+impl FromRequest<Arc<Hub>> for AdminRequest {
+    type Rejection = Response;
 
+    async fn from_request(req: Request, hub: &Arc<Hub>) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let query = query_params(req.uri().query());
+        let body = Bytes::from_request(req, hub)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = body_params(&headers, &body).map_err(IntoResponse::into_response)?;
+        require_admin(hub.accounts.as_ref(), &headers, &query)
+            .await
+            .map_err(|e| Reply::from(e).into_response())?;
+        let mut params = query;
+        params.extend(body);
+        Ok(Self {
+            hub: hub.clone(),
+            params,
+        })
+    }
+}
+
+impl AdminRequest {
     /// The `roomId` parameter's string form.
     fn room(&self) -> Option<String> {
         self.params
@@ -55,15 +66,6 @@ impl AdminRequest {
             .and_then(parse_id)
             .map(|id| id.key)
     }
-}
-
-macro_rules! admin_request {
-    ($hub:expr, $headers:expr, $query:expr, $body:expr) => {
-        match AdminRequest::read(&$hub, &$headers, $query.as_deref(), &$body).await {
-            Ok(r) => r,
-            Err(reply) => return reply,
-        }
-    };
 }
 
 fn failed(e: impl std::fmt::Display) -> Reply {
@@ -76,13 +78,8 @@ fn failed(e: impl std::fmt::Display) -> Reply {
     params(("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
            ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
-pub async fn stat(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    let _req = admin_request!(hub, headers, query, body);
+pub async fn stat(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let cluster = &hub.cluster;
     let (users, rooms, force) = match (
         cluster.online_users().await,
@@ -129,13 +126,8 @@ fn memory() -> Value {
 #[utoipa::path(get, path = "/admin/monitor/room_users", tag = "admin",
     params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
-pub async fn room_users(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    let req = admin_request!(hub, headers, query, body);
+pub async fn room_users(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
@@ -156,13 +148,8 @@ pub async fn room_users(
 #[utoipa::path(get, path = "/admin/monitor/room_msgs", tag = "admin",
     params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
-pub async fn room_msgs(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    let req = admin_request!(hub, headers, query, body);
+pub async fn room_msgs(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
@@ -205,13 +192,8 @@ pub async fn room_msgs(
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId, content}"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
-pub async fn push(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    let req = admin_request!(hub, headers, query, body);
+pub async fn push(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
@@ -238,13 +220,8 @@ pub async fn push(
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
     responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
-pub async fn config(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    let req = admin_request!(hub, headers, query, body);
+pub async fn config(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
@@ -262,13 +239,8 @@ pub async fn config(
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msgs(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    clear(&hub, &headers, query, &body).await
+pub async fn clear_room_msgs(req: AdminRequest) -> Reply {
+    clear(req).await
 }
 
 /// Same as `clear_room_msgs` (the original service's spelling).
@@ -276,17 +248,12 @@ pub async fn clear_room_msgs(
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msg(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Reply {
-    clear(&hub, &headers, query, &body).await
+pub async fn clear_room_msg(req: AdminRequest) -> Reply {
+    clear(req).await
 }
 
-async fn clear(hub: &Hub, headers: &HeaderMap, query: Option<String>, body: &[u8]) -> Reply {
-    let req = admin_request!(hub, headers, query, body);
+async fn clear(req: AdminRequest) -> Reply {
+    let hub = &req.hub;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
