@@ -42,6 +42,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a graceful shutdown may take (`AO_SHUTDOWN_GRACE_MS`).
     pub shutdown_grace: Duration,
+    /// Serve the web demo at `/` (`AO_DEMO`, `--no-demo` turns it off).
+    pub demo: bool,
+    /// Where the built web demo is (`AO_WEB_DIR`).
+    pub web_dir: PathBuf,
     /// MongoDB URL for accounts (`AO_MONGODB_URL`); embedded store when unset.
     pub mongodb_url: Option<String>,
     /// MongoDB database of the accounts (`AO_MONGODB_DB`).
@@ -66,6 +70,8 @@ impl std::fmt::Debug for Config {
             )
             .field("log_format", &self.log_format)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("demo", &self.demo)
+            .field("web_dir", &self.web_dir)
             .field("mongodb_url", &self.mongodb_url.as_deref().map(redact_url))
             .field("mongodb_db", &self.mongodb_db)
             .finish()
@@ -99,6 +105,8 @@ impl Default for Config {
             admin: None,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_millis(10_000),
+            demo: true,
+            web_dir: PathBuf::from("web/dist"),
             mongodb_url: None,
             mongodb_db: "account".into(),
         }
@@ -141,6 +149,8 @@ struct FileConfig {
     mongodb_url: Option<String>,
     mongodb_db: Option<String>,
     shutdown_grace_ms: Option<u64>,
+    demo: Option<bool>,
+    web_dir: Option<PathBuf>,
 }
 
 /// Values given as command-line flags (highest precedence).
@@ -161,6 +171,9 @@ pub struct Flags {
     /// Development mode: any token is accepted.
     #[arg(long, global = true)]
     pub dev: bool,
+    /// Do not serve the web demo at `/`.
+    #[arg(long, global = true)]
+    pub no_demo: bool,
     /// Log format [default: text].
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -208,6 +221,8 @@ impl Config {
             &mut cfg.shutdown_grace,
             file.shutdown_grace_ms.map(Duration::from_millis),
         );
+        set(&mut cfg.demo, file.demo);
+        set(&mut cfg.web_dir, file.web_dir);
 
         let var = |key: &str| env(key).filter(|v| !v.is_empty());
         set(&mut cfg.listen, parse_env(&var, "AO_LISTEN")?);
@@ -240,6 +255,8 @@ impl Config {
             &mut cfg.shutdown_grace,
             parse_env::<u64>(&var, "AO_SHUTDOWN_GRACE_MS")?.map(Duration::from_millis),
         );
+        set(&mut cfg.demo, parse_bool_env(&var, "AO_DEMO")?);
+        set(&mut cfg.web_dir, var("AO_WEB_DIR").map(PathBuf::from));
         if let Some(v) = var("AO_ADMIN_UID") {
             admin_uid = Some(v);
         }
@@ -252,6 +269,9 @@ impl Config {
         set(&mut cfg.data_dir, flags.data_dir.clone());
         if flags.dev {
             cfg.dev = true;
+        }
+        if flags.no_demo {
+            cfg.demo = false;
         }
         set(&mut cfg.log_format, flags.log_format);
 

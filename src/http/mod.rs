@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod compat;
+pub mod demo;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -22,9 +23,10 @@ use utoipa::OpenApi;
 
 use crate::realtime::Hub;
 
-/// Routes of the main listener (socket.io is layered on by the caller).
+/// Routes of the main listener (socket.io is layered on by the caller),
+/// with the web demo at `/` unless it is turned off.
 pub fn main_router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(admin::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -32,8 +34,13 @@ pub fn main_router(hub: Arc<Hub>) -> Router {
         .route(
             "/openapi.json",
             get(|| async { Json(openapi::AdminApi::openapi()) }),
-        )
-        .fallback(not_found)
+        );
+    let routes = if hub.config.demo {
+        routes.merge(demo::router(&hub.config.web_dir))
+    } else {
+        routes.fallback(not_found)
+    };
+    routes
         .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
         .with_state(hub)
 }
