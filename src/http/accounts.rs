@@ -23,6 +23,8 @@ pub fn router() -> Router<Arc<Hub>> {
 }
 
 /// The body of both calls: `{uid}` as JSON or form data.
+/// (Only describes the body in the OpenAPI document; the handlers read
+/// JSON and form bodies alike through `request::body_params`.)
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct UidBody {
