@@ -14,6 +14,7 @@ use super::request::{body_params, query_params, require_admin, Reply};
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
 use crate::realtime::{room_channel, Hub};
+use crate::store::sync_page;
 
 /// The admin routes.
 pub fn router() -> Router<Arc<Hub>> {
@@ -158,23 +159,19 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
         .get("offset")
         .map(|v| parse_offset(v, true))
         .unwrap_or(0);
-    let page = match hub
-        .messages
-        .page(&room, offset, hub.config.sync_page_size)
-        .await
+    let page = match sync_page(
+        hub.messages.as_ref(),
+        &room,
+        offset,
+        hub.config.sync_page_size,
+    )
+    .await
     {
         Ok(p) => p,
         Err(e) => return failed(e),
     };
-    let next_offset = page.start + page.items.len() as u64;
-    let mut entries = page.items;
-    if !page.more {
-        match hub.messages.updates(&room).await {
-            Ok(updates) => entries.extend(updates),
-            Err(e) => return failed(e),
-        }
-    }
-    let data: Vec<Value> = entries
+    let data: Vec<Value> = page
+        .entries
         .iter()
         .map(|e| {
             let msg: Value = serde_json::from_str(e.body.get()).unwrap_or(Value::Null);
@@ -182,7 +179,7 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
         })
         .collect();
     Envelope::ok(
-        json!({"msgs": {"data": data, "offset": next_offset, "next": u8::from(page.more)}}),
+        json!({"msgs": {"data": data, "offset": page.next_offset, "next": u8::from(page.more)}}),
     )
     .into()
 }

@@ -21,7 +21,7 @@ pub async fn healthz() -> Json<Value> {
     responses((status = 200, description = "{\"status\": \"ready\"}"),
               (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...}")))]
 pub async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Value>) {
-    let messages = hub.messages.page("", 0, 0).await.map(|_| ());
+    let messages = hub.messages.ping().await;
     let accounts = hub.accounts.ping().await;
     let failure = match (messages, accounts) {
         (Ok(()), Ok(())) => None,

@@ -9,6 +9,7 @@ use socketioxide::extract::AckSender;
 
 use super::session::{Flow, Phase, Session};
 use crate::protocol::{self, ack_status, event, reason, StatusReply, SyncReply, UidEvent};
+use crate::store::sync_page;
 
 impl Session {
     pub(super) async fn sync(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
@@ -23,11 +24,14 @@ impl Session {
         // A sync sees every message this client sent before it.
         self.pending_writes.wait_idle().await;
         let request = protocol::parse_sync(&data.unwrap_or(Value::Null));
-        let store = &self.hub.messages;
         let started = std::time::Instant::now();
-        let page = match store
-            .page(&joined.room, request.offset, self.hub.config.sync_page_size)
-            .await
+        let page = match sync_page(
+            self.hub.messages.as_ref(),
+            &joined.room,
+            request.offset,
+            self.hub.config.sync_page_size,
+        )
+        .await
         {
             Ok(p) => p,
             Err(e) => {
@@ -40,21 +44,8 @@ impl Session {
             }
         };
         self.hub.metrics.store_op("sync_page", started);
-        let offset = page.start + page.items.len() as u64;
-        let mut items: Vec<Box<RawValue>> = page.items.into_iter().map(|e| e.body).collect();
-        if !page.more {
-            match store.updates(&joined.room).await {
-                Ok(updates) => items.extend(updates.into_iter().map(|e| e.body)),
-                Err(e) => {
-                    tracing::error!(error = %e, "sync read of updates failed");
-                    let _ = ack.send(&StatusReply::fail(
-                        ack_status::STORAGE_UNAVAILABLE,
-                        reason::STORAGE_UNAVAILABLE,
-                    ));
-                    return Flow::Continue;
-                }
-            }
-        }
+        let offset = page.next_offset;
+        let items: Vec<Box<RawValue>> = page.entries.into_iter().map(|e| e.body).collect();
         let next = u8::from(page.more);
         let sent = if request.gzip {
             match gzip_base64(&items) {

@@ -74,6 +74,40 @@ pub struct Page {
     pub epoch: String,
 }
 
+/// One page of sync: the inserts of a [`Page`], followed on the last page by
+/// every current update (the latest per msgId).
+#[derive(Debug, Clone)]
+pub struct SyncPage {
+    pub entries: Vec<Entry>,
+    /// Where the client resumes: the page's start plus the inserts returned.
+    pub next_offset: u64,
+    /// Whether more inserts follow.
+    pub more: bool,
+    pub epoch: String,
+}
+
+/// Reads the sync page of `room` at `offset`: what both `sync` and the
+/// admin API's `room_msgs` return.
+pub async fn sync_page(
+    store: &dyn MessageStore,
+    room: &str,
+    offset: u64,
+    limit: usize,
+) -> Result<SyncPage, StoreError> {
+    let page = store.page(room, offset, limit).await?;
+    let next_offset = page.start + page.items.len() as u64;
+    let mut entries = page.items;
+    if !page.more {
+        entries.extend(store.updates(room).await?);
+    }
+    Ok(SyncPage {
+        entries,
+        next_offset,
+        more: page.more,
+        epoch: page.epoch,
+    })
+}
+
 /// A room's message history.
 ///
 /// Contract: `seq` of inserts counts from 0 without gaps per room and per
@@ -88,6 +122,8 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError>;
     /// Deletes the room's whole history and starts a new epoch.
     async fn clear(&self, room: &str) -> Result<(), StoreError>;
+    /// Whether the store answers (for readiness checks).
+    async fn ping(&self) -> Result<(), StoreError>;
     /// Waits until every write submitted before the call is durable.
     async fn flush(&self) -> Result<(), StoreError>;
 }

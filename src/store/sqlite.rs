@@ -178,6 +178,11 @@ impl MessageStore for SqliteMessageStore {
         .await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+
     async fn clear(&self, room: &str) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.jobs
