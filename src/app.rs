@@ -13,8 +13,13 @@ use tokio::task::JoinHandle;
 
 use crate::accounts::Kind;
 use crate::cluster::local::LocalState;
+use crate::cluster::redis::RedisState;
+use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::realtime::bus::Bus;
 use crate::realtime::{self, Hub};
+use crate::redis::Redis;
+use crate::store::redis::RedisMessageStore;
 use crate::store::sqlite::SqliteMessageStore;
 use crate::store::MessageStore;
 
@@ -31,6 +36,8 @@ pub enum StartError {
     },
     #[error("config error: AO_MONGODB_URL: cannot use MongoDB: {0}")]
     Mongo(String),
+    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    Redis(String),
     #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
     Admin(String),
 }
@@ -54,20 +61,36 @@ impl App {
     /// Opens the stores, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<App, StartError> {
         let config = Arc::new(config);
-        check_data_dir(&config)?;
+        let redis = match &config.redis_url {
+            Some(_) => Some(
+                Redis::connect(&config)
+                    .await
+                    .map_err(|e| StartError::Redis(e.0))?,
+            ),
+            None => None,
+        };
         let data_dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         };
-        let messages: Arc<dyn MessageStore> =
-            Arc::new(SqliteMessageStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?);
-        let accounts = crate::accounts::open(&config).await.map_err(|e| {
-            if config.mongodb_url.is_some() {
-                StartError::Mongo(e.to_string())
-            } else {
-                data_dir_err(&e)
+        let messages: Arc<dyn MessageStore> = match &redis {
+            Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
+            None => {
+                check_data_dir(&config)?;
+                Arc::new(SqliteMessageStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?)
             }
-        })?;
+        };
+        let accounts = crate::accounts::open(&config, redis.as_ref())
+            .await
+            .map_err(|e| {
+                if config.mongodb_url.is_some() {
+                    StartError::Mongo(e.to_string())
+                } else if redis.is_some() {
+                    StartError::Redis(e.to_string())
+                } else {
+                    data_dir_err(&e)
+                }
+            })?;
         if let Some((uid, token)) = &config.admin {
             accounts
                 .ensure(Kind::Admin, uid, token)
@@ -88,15 +111,41 @@ impl App {
             .ws_max_frame_size(payload_limit)
             .max_buffer_size(4096)
             .build_layer();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut redis_state = None;
+        let (cluster, bus): (Arc<dyn ClusterState>, Arc<Bus>) = match &redis {
+            Some(redis) => {
+                let node = hex::encode(rand::random::<[u8; 6]>());
+                let state = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
+                redis_state = Some(state.clone());
+                let bus = Bus::redis(io.clone(), metrics.clone(), redis.clone(), messages.clone())
+                    .await
+                    .map_err(|e| StartError::Redis(e.0))?;
+                tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
+                (state, bus)
+            }
+            None => (
+                Arc::new(LocalState::new()),
+                Bus::local(io.clone(), metrics.clone()),
+            ),
+        };
         let hub = Arc::new(Hub {
             config: config.clone(),
             io,
             messages,
             accounts,
-            cluster: Arc::new(LocalState::new()),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            cluster,
+            bus,
+            metrics,
         });
         realtime::register(hub.clone());
+        if let Some(state) = redis_state {
+            let counted = hub.io.clone();
+            state
+                .start(move || counted.sockets().len())
+                .await
+                .map_err(|e| StartError::Redis(e.0))?;
+        }
 
         let main_router = crate::http::main_router(hub.clone()).layer(layer).layer(
             axum::middleware::map_request(crate::http::compat::default_engineio_version),
@@ -150,6 +199,10 @@ impl App {
         let _ = self.stop.send(true);
         let drain = async {
             self.hub.io.close().await;
+            // Members whose sessions have not announced their leave yet are
+            // announced and removed now, so other nodes need not wait for
+            // this node's heartbeat to expire.
+            self.hub.cluster.leave_cluster().await;
             if let Err(e) = self.hub.messages.flush().await {
                 tracing::error!(error = %e, "store flush failed during shutdown");
             }

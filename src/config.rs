@@ -50,6 +50,15 @@ pub struct Config {
     pub mongodb_url: Option<String>,
     /// MongoDB database of the accounts (`AO_MONGODB_DB`).
     pub mongodb_db: String,
+    /// Redis URL (`AO_REDIS_URL`): set, the node joins a cluster sharing
+    /// messages, presence and (without MongoDB) accounts through Redis.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (`AO_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// Talk to a Redis Cluster (`AO_REDIS_CLUSTER`, or a `redis-cluster://` URL).
+    pub redis_cluster: bool,
+    /// Lifetime of a node's heartbeat in Redis (`AO_NODE_TTL_MS`).
+    pub node_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -74,6 +83,10 @@ impl std::fmt::Debug for Config {
             .field("web_dir", &self.web_dir)
             .field("mongodb_url", &self.mongodb_url.as_deref().map(redact_url))
             .field("mongodb_db", &self.mongodb_db)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_cluster", &self.redis_cluster)
+            .field("node_ttl", &self.node_ttl)
             .finish()
     }
 }
@@ -109,6 +122,10 @@ impl Default for Config {
             web_dir: PathBuf::from("web/dist"),
             mongodb_url: None,
             mongodb_db: "account".into(),
+            redis_url: None,
+            redis_prefix: String::new(),
+            redis_cluster: false,
+            node_ttl: Duration::from_millis(10_000),
         }
     }
 }
@@ -148,6 +165,10 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     mongodb_url: Option<String>,
     mongodb_db: Option<String>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    redis_cluster: Option<bool>,
+    node_ttl_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     demo: Option<bool>,
     web_dir: Option<PathBuf>,
@@ -217,6 +238,15 @@ impl Config {
             cfg.mongodb_url = file.mongodb_url;
         }
         set(&mut cfg.mongodb_db, file.mongodb_db);
+        if file.redis_url.is_some() {
+            cfg.redis_url = file.redis_url;
+        }
+        set(&mut cfg.redis_prefix, file.redis_prefix);
+        set(&mut cfg.redis_cluster, file.redis_cluster);
+        set(
+            &mut cfg.node_ttl,
+            file.node_ttl_ms.map(Duration::from_millis),
+        );
         set(
             &mut cfg.shutdown_grace,
             file.shutdown_grace_ms.map(Duration::from_millis),
@@ -251,6 +281,18 @@ impl Config {
             cfg.mongodb_url = Some(v);
         }
         set(&mut cfg.mongodb_db, var("AO_MONGODB_DB"));
+        if let Some(v) = var("AO_REDIS_URL") {
+            cfg.redis_url = Some(v);
+        }
+        set(&mut cfg.redis_prefix, var("AO_REDIS_PREFIX"));
+        set(
+            &mut cfg.redis_cluster,
+            parse_bool_env(&var, "AO_REDIS_CLUSTER")?,
+        );
+        set(
+            &mut cfg.node_ttl,
+            parse_env::<u64>(&var, "AO_NODE_TTL_MS")?.map(Duration::from_millis),
+        );
         set(
             &mut cfg.shutdown_grace,
             parse_env::<u64>(&var, "AO_SHUTDOWN_GRACE_MS")?.map(Duration::from_millis),
@@ -291,6 +333,14 @@ impl Config {
                 ))
             }
         };
+        // The URL form alone asks for a Redis Cluster.
+        if cfg
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| u.contains("-cluster://"))
+        {
+            cfg.redis_cluster = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -301,6 +351,9 @@ impl Config {
         }
         if self.sync_page_size == 0 {
             return Err(ConfigError::new("sync_page_size", "must be greater than 0"));
+        }
+        if self.node_ttl < Duration::from_millis(500) {
+            return Err(ConfigError::new("node_ttl_ms", "must be at least 500"));
         }
         if self.auth_rate_limit == 0 {
             return Err(ConfigError::new(

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod realtime;
+pub mod redis;
 pub mod sqlite;
 pub mod store;
 

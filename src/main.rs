@@ -152,7 +152,17 @@ async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitC
         eprintln!("always-online: invalid uid {uid:?}");
         return ExitCode::from(2);
     }
-    let store = match always_online::accounts::open(config).await {
+    let redis = match (&config.mongodb_url, &config.redis_url) {
+        (None, Some(_)) => match always_online::redis::Redis::connect(config).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("always-online: config error: AO_REDIS_URL: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
+    let store = match always_online::accounts::open(config, redis.as_ref()).await {
         Ok(s) => s,
         Err(e) => {
             let key = if config.mongodb_url.is_some() {

@@ -2,6 +2,7 @@
 //! HTTP APIs). Tokens are stored hashed and compared in constant time.
 
 pub mod mongo;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -53,13 +54,18 @@ pub trait AccountStore: Send + Sync + 'static {
 }
 
 /// Opens the account store the configuration names: MongoDB when
-/// `mongodb_url` is set, else the embedded database under `data_dir`.
-pub async fn open(config: &Config) -> Result<Arc<dyn AccountStore>, AccountError> {
-    match &config.mongodb_url {
-        Some(url) => Ok(Arc::new(
+/// `mongodb_url` is set, else Redis when the node is clustered (`redis`),
+/// else the embedded database under `data_dir`.
+pub async fn open(
+    config: &Config,
+    redis: Option<&crate::redis::Redis>,
+) -> Result<Arc<dyn AccountStore>, AccountError> {
+    match (&config.mongodb_url, redis) {
+        (Some(url), _) => Ok(Arc::new(
             mongo::MongoAccountStore::connect(url, &config.mongodb_db).await?,
         )),
-        None => Ok(Arc::new(sqlite::SqliteAccountStore::open(
+        (None, Some(redis)) => Ok(Arc::new(redis::RedisAccountStore::new(redis.clone()))),
+        (None, None) => Ok(Arc::new(sqlite::SqliteAccountStore::open(
             &config.data_dir,
         )?)),
     }

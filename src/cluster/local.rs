@@ -35,6 +35,20 @@ impl LocalState {
         Self::default()
     }
 
+    /// Every (room, member) held here, rooms in any order, members in join order.
+    pub fn member_snapshot(&self) -> Vec<(String, Member)> {
+        self.lock().map_or_else(
+            |_| Vec::new(),
+            |inner| {
+                inner
+                    .rooms
+                    .iter()
+                    .flat_map(|(room, ms)| ms.iter().map(move |m| (room.clone(), m.clone())))
+                    .collect()
+            },
+        )
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ClusterError> {
         self.inner
             .lock()

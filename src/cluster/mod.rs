@@ -3,6 +3,7 @@
 //! window and the `forceUserAuth` switch. One node uses [`local::LocalState`].
 
 pub mod local;
+pub mod redis;
 
 use serde_json::Value;
 
@@ -51,4 +52,10 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn force_user_auth(&self) -> Result<bool, ClusterError>;
     /// Sets the `forceUserAuth` switch.
     async fn set_force_user_auth(&self, on: bool) -> Result<(), ClusterError>;
+    /// This node stops: removes what it still holds from shared state.
+    async fn leave_cluster(&self) {}
+    /// Open socket.io connections on every node, given this node's count.
+    async fn socket_count(&self, local: usize) -> Result<usize, ClusterError> {
+        Ok(local)
+    }
 }

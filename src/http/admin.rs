@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::request::{body_params, query_params, require_admin, Reply};
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
-use crate::realtime::{room_channel, Hub};
+use crate::realtime::Hub;
 use crate::store::sync_page;
 
 /// The admin routes.
@@ -99,12 +99,18 @@ pub async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
+    let local_sockets = hub.io.sockets().len();
+    let sockets = hub
+        .cluster
+        .socket_count(local_sockets)
+        .await
+        .unwrap_or(local_sockets);
     Envelope::ok(json!({
         "online_user_count": distinct_users,
         "online_users": online_users,
         "online_room_count": rooms.len(),
         "online_rooms": rooms,
-        "online_socket_count": hub.io.sockets().len(),
+        "online_socket_count": sockets,
         "force_user_auth": force,
         "memory": memory(),
     }))
@@ -200,14 +206,11 @@ pub async fn push(req: AdminRequest) -> Reply {
         Err(e) => return failed(e),
     }
     let content = req.params.get("content").cloned().unwrap_or(Value::Null);
-    if let Err(e) = hub
-        .io
-        .to(room_channel(&room))
-        .emit(event::SYSTEM, &content)
-        .await
-    {
-        return failed(e);
-    }
+    let content = match serde_json::value::to_raw_value(&content) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    hub.bus.to_room(&room, event::SYSTEM, &content, None).await;
     tracing::info!(room = %room, "system push");
     Envelope::ok(json!({})).into()
 }

@@ -3,7 +3,6 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::inbox::{Control, Mailbox};
 use super::session::{Flow, Phase, Session};
 use crate::accounts::Kind;
 use crate::protocol::{self, event, reason, StatusReply};
@@ -48,6 +47,9 @@ impl Session {
         };
         self.kick_older_logins(&uid.key).await;
         tracing::info!(sid = %self.sid, uid = %uid.key, "authenticated");
+        self.socket
+            .extensions
+            .insert(super::bus::Authenticated(uid.key.clone()));
         self.uid = Some(uid);
         self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.hub.config.join_timeout);
@@ -111,12 +113,7 @@ impl Session {
                     }
                 }
             }
-            let Ok(parsed) = sid.parse() else { continue };
-            if let Some(socket) = self.hub.io.get_socket(parsed) {
-                if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
-                    let _ = mailbox.control.send(Control::Kick);
-                }
-            }
+            self.hub.bus.kick(&sid).await;
         }
     }
 
@@ -124,10 +121,25 @@ impl Session {
     pub(super) async fn kicked_out(&mut self) -> Flow {
         tracing::info!(sid = %self.sid, "kicked out by a newer login");
         if let Phase::Joined(joined) = &self.phase {
+            // The newer login already took this member out of the room
+            // (possibly from another node); forget it here too, silently.
+            if let Err(e) = self.hub.cluster.leave(&joined.room, &self.sid).await {
+                tracing::debug!(error = %e, "leave after kickout failed");
+            }
             self.socket.leave(joined.channel.clone());
+            self.hub.bus.unwatch(&joined.room).await;
         }
         self.phase = Phase::Connected;
-        self.uid = None;
+        if let Some(uid) = self.uid.take() {
+            if let Err(e) = self
+                .hub
+                .cluster
+                .unregister_connection(&uid.key, &self.sid)
+                .await
+            {
+                tracing::debug!(error = %e, "unregister after kickout failed");
+            }
+        }
         self.deadline = None;
         let _ = self.socket.emit(event::KICKOUT, &0);
         self.disconnect();

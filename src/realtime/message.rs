@@ -5,9 +5,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::extract::AckSender;
-use socketioxide::SocketIo;
 use std::time::Instant;
 
+use super::bus::Bus;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
 use crate::metrics::Metrics;
@@ -63,13 +63,10 @@ impl Session {
                     // Nothing of this sender is still being stored: relay at once.
                     match serde_json::value::to_raw_value(&msg.body) {
                         Ok(body) => {
-                            relay_local(
-                                &self.hub.io,
-                                &self.hub.metrics,
-                                &joined.channel,
-                                self.socket.id,
-                                &body,
-                            );
+                            self.hub
+                                .bus
+                                .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
+                                .await;
                             let _ = ack.send(&MsgAck {
                                 status: 0,
                                 seq: None,
@@ -90,10 +87,15 @@ impl Session {
             }
         };
         let relay = Relay {
-            io: self.hub.io.clone(),
+            bus: self.hub.bus.clone(),
             metrics: self.hub.metrics.clone(),
-            channel: joined.channel.clone(),
-            sender: self.socket.id,
+            room: joined.room.clone(),
+            sender: self.sid.clone(),
+            unstored_body: if self.hub.config.redis_url.is_some() {
+                serde_json::value::to_raw_value(&msg.body).ok()
+            } else {
+                None
+            },
             ack,
             pending: self.pending_writes.clone(),
             started: Instant::now(),
@@ -105,6 +107,7 @@ impl Session {
                 room: joined.room.clone(),
                 op,
                 body: msg.body,
+                sender: Some(self.sid.clone()),
                 done: Box::new(move |res| relay.complete(res)),
             })
             .await;
@@ -114,10 +117,13 @@ impl Session {
 
 /// What to do once the store has taken a message: relay it and ack the sender.
 struct Relay {
-    io: SocketIo,
+    bus: Arc<Bus>,
     metrics: Arc<Metrics>,
-    channel: String,
-    sender: socketioxide::socket::Sid,
+    room: String,
+    sender: String,
+    /// In a cluster, the message to relay to this node's members should it
+    /// not be stored (while Redis is unreachable members here keep talking).
+    unstored_body: Option<Box<RawValue>>,
     ack: AckSender,
     pending: Arc<PendingWrites>,
     started: Instant,
@@ -134,13 +140,10 @@ impl Relay {
                 if stored.durable {
                     self.metrics.messages_stored.inc();
                 }
-                relay_local(
-                    &self.io,
-                    &self.metrics,
-                    &self.channel,
-                    self.sender,
-                    &stored.body,
-                );
+                if !stored.published {
+                    self.bus
+                        .emit_local(&self.room, event::MSG, &stored.body, Some(&self.sender));
+                }
                 let _ = self.ack.send(&MsgAck {
                     status: 0,
                     seq: stored.seq,
@@ -149,6 +152,10 @@ impl Relay {
             Err(e) => {
                 tracing::error!(error = %e, "message not stored");
                 self.metrics.dropped("storage");
+                if let Some(body) = &self.unstored_body {
+                    self.bus
+                        .emit_local(&self.room, event::MSG, body, Some(&self.sender));
+                }
                 let _ = self.ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,
                     reason::STORAGE_UNAVAILABLE,
@@ -157,35 +164,6 @@ impl Relay {
         }
         self.pending.finished();
     }
-}
-
-/// Emits `body` as `msg` to every socket of `channel` on this node but
-/// `except`, counting deliveries and the ones dropped because a client's
-/// send buffer was full (a slow consumer).
-fn relay_local(
-    io: &SocketIo,
-    metrics: &Metrics,
-    channel: &str,
-    except: socketioxide::socket::Sid,
-    body: &RawValue,
-) {
-    let mut sent = 0;
-    for socket in io.to(channel.to_owned()).sockets() {
-        if socket.id == except {
-            continue;
-        }
-        match socket.emit(event::MSG, body) {
-            Ok(()) => sent += 1,
-            Err(socketioxide::SendError::Socket(
-                socketioxide::SocketError::InternalChannelFull,
-            )) => {
-                metrics.dropped("send_buffer_full");
-                tracing::debug!(sid = %socket.id, "send buffer full, relay dropped");
-            }
-            Err(_) => {} // closing: its session announces it
-        }
-    }
-    metrics.messages_relayed.inc_by(sent);
 }
 
 /// Length in bytes of `v`'s compact JSON encoding, without building it.

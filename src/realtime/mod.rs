@@ -2,6 +2,7 @@
 //! protocol's events in the order the client sent them.
 
 mod auth;
+pub mod bus;
 mod inbox;
 mod message;
 mod pending;
@@ -28,6 +29,8 @@ pub struct Hub {
     pub messages: Arc<dyn MessageStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub cluster: Arc<dyn ClusterState>,
+    /// Delivers room events to members on every node.
+    pub bus: Arc<bus::Bus>,
     pub metrics: Arc<Metrics>,
 }
 

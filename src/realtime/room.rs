@@ -46,6 +46,9 @@ impl Session {
         };
         let channel = room_channel(&request.room);
         self.socket.join(channel.clone());
+        // Listen for the room's events from other nodes before the join is
+        // confirmed: the client syncs after it, so nothing falls in between.
+        self.hub.bus.watch(&request.room).await;
         // A login that replaced an older connection of the same uid in this
         // room takes its place silently.
         let replaces = self.replaced_rooms.contains(&request.room)
@@ -59,8 +62,12 @@ impl Session {
             &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
         );
         if !request.dummy && !replaces {
-            self.to_room(&channel, event::REMOTE_JOIN, &UidEvent { uid: &uid.json })
-                .await;
+            self.to_room(
+                &request.room,
+                event::REMOTE_JOIN,
+                &UidEvent { uid: &uid.json },
+            )
+            .await;
         }
         for m in before.iter().filter(|m| !m.dummy && m.uid_key != uid.key) {
             let _ = self
@@ -98,22 +105,24 @@ impl Session {
         if was_present && !joined.dummy {
             if let Some(uid) = &self.uid {
                 let uid = uid.json.clone();
-                self.to_room(&joined.channel, announce, &UidEvent { uid: &uid })
+                self.to_room(&joined.room, announce, &UidEvent { uid: &uid })
                     .await;
             }
         }
         self.socket.leave(joined.channel.clone());
+        self.hub.bus.unwatch(&joined.room).await;
     }
 
-    /// Emits to every other member of `channel`.
+    /// Emits to every other member of `room`, on every node.
     pub(super) async fn to_room<T: serde::Serialize + ?Sized>(
         &self,
-        channel: &str,
+        room: &str,
         ev: &str,
         data: &T,
     ) {
-        if let Err(e) = self.socket.to(channel.to_owned()).emit(ev, data).await {
-            tracing::warn!(error = %e, event = ev, "broadcast failed");
+        match serde_json::value::to_raw_value(data) {
+            Ok(raw) => self.hub.bus.to_room(room, ev, &raw, Some(&self.sid)).await,
+            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
         }
     }
 }

@@ -83,7 +83,7 @@ impl Session {
         if request.offset == 0 && !joined.dummy {
             if let Some(uid) = &self.uid {
                 let uid = uid.json.clone();
-                self.to_room(&joined.channel, event::REMOTE_SYNC, &UidEvent { uid: &uid })
+                self.to_room(&joined.room, event::REMOTE_SYNC, &UidEvent { uid: &uid })
                     .await;
             }
         }

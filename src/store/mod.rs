@@ -1,5 +1,6 @@
 //! Message history: the [`MessageStore`] trait and its implementations.
 
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -36,6 +37,10 @@ pub struct Stored {
     pub seq: Option<u64>,
     /// Whether the message was written (inserts and updates), not just passed through.
     pub durable: bool,
+    /// Whether the store already published the message to the room's
+    /// members on every node (the clustered store does, atomically with the
+    /// write); otherwise the caller relays it.
+    pub published: bool,
     /// The message as relayed and as sync returns it.
     pub body: Arc<RawValue>,
 }
@@ -52,6 +57,8 @@ pub struct Write {
     pub op: WriteOp,
     /// The message object (already stamped with the sender).
     pub body: Map<String, Value>,
+    /// The sender's socket id (not relayed back to it).
+    pub sender: Option<String>,
     pub done: Completion,
 }
 

@@ -321,6 +321,7 @@ fn write_all(
             op,
             body,
             done,
+            ..
         } = w;
         match counters.write_one(&tx, room, op, body, ts, &mut touched) {
             Ok(result) => pending.push(Pending { done, result }),
@@ -367,6 +368,7 @@ impl Counters {
             WriteOp::Ignore => Ok(encode(&Value::Object(body)).map(|b| Stored {
                 seq: None,
                 durable: false,
+                published: false,
                 body: b,
             })),
             WriteOp::Insert => {
@@ -396,6 +398,7 @@ impl Counters {
                 Ok(Ok(Stored {
                     seq: Some(seq),
                     durable: true,
+                    published: false,
                     body: raw,
                 }))
             }
@@ -422,6 +425,7 @@ impl Counters {
                 Ok(Ok(Stored {
                     seq: None,
                     durable: true,
+                    published: false,
                     body: raw,
                 }))
             }

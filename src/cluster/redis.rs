@@ -1,0 +1,605 @@
+//! Shared state of a cluster, in Redis.
+//!
+//! Each node also keeps its own connections in a [`LocalState`]: the truth
+//! it re-registers after Redis comes back (restarted or unreachable for a
+//! while), and what it answers from while Redis cannot be reached.
+//!
+//! Every node refreshes a heartbeat key that lives `node_ttl`. A node whose
+//! heartbeat expired is dead: the first surviving node to claim it removes
+//! its members and connections and tells their rooms `remote_disconnect`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::interfaces::{EventInterface, PubsubInterface};
+use fred::prelude::{HashesInterface, KeysInterface, SetsInterface};
+use fred::types::{Expiration, SetOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::local::{LocalState, RATE_WINDOW};
+use super::{ClusterError, ClusterState, Member};
+use crate::protocol::event;
+use crate::redis::{room_frame_head, scripts, Redis, RedisError};
+
+/// A member as stored in Redis.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMember {
+    #[serde(rename = "r")]
+    room: String,
+    #[serde(rename = "u")]
+    uid: Value,
+    #[serde(rename = "k")]
+    uid_key: String,
+    #[serde(rename = "s")]
+    sid: String,
+    #[serde(rename = "d")]
+    dummy: bool,
+    #[serde(rename = "n")]
+    node: String,
+}
+
+impl StoredMember {
+    fn member(self) -> Member {
+        Member {
+            uid: self.uid,
+            uid_key: self.uid_key,
+            sid: self.sid,
+            dummy: self.dummy,
+        }
+    }
+}
+
+/// A connection as stored in Redis.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredConnection {
+    #[serde(rename = "k")]
+    uid_key: String,
+    #[serde(rename = "n")]
+    node: String,
+}
+
+fn cluster_err(e: RedisError) -> ClusterError {
+    ClusterError(e.0)
+}
+
+fn fred_err(e: fred::error::Error) -> ClusterError {
+    ClusterError(e.to_string())
+}
+
+/// Redis-backed [`ClusterState`].
+pub struct RedisState {
+    redis: Redis,
+    local: LocalState,
+    node: String,
+    ttl: Duration,
+    /// Redis missed a change (or restarted): re-register this node's truth.
+    dirty: AtomicBool,
+}
+
+impl RedisState {
+    /// State for node `node` on `redis`; [`RedisState::start`] begins its heartbeat.
+    pub fn new(redis: Redis, node: String, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            redis,
+            local: LocalState::new(),
+            node,
+            ttl,
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Registers the node and starts its heartbeat, the watch for dead
+    /// nodes and re-registration after Redis outages. `sockets` counts the
+    /// node's open connections (reported to the admin API's stat).
+    pub async fn start(
+        self: &Arc<Self>,
+        sockets: impl Fn() -> usize + Send + Sync + 'static,
+    ) -> Result<(), ClusterError> {
+        self.heartbeat(sockets()).await?;
+        let me = self.clone();
+        let mut reconnects = self.redis.client.reconnect_rx();
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                me.dirty.store(true, Ordering::Relaxed);
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move { me.maintain(sockets).await });
+        Ok(())
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.redis.keys.state(name)
+    }
+
+    fn node_key(&self, node: &str, what: &str) -> String {
+        self.key(&format!("node:{node}:{what}"))
+    }
+
+    /// Writes the heartbeat; returns whether it had expired (this node was
+    /// taken for dead or Redis lost it).
+    async fn heartbeat(&self, sockets: usize) -> Result<bool, ClusterError> {
+        let ttl_ms = self.ttl.as_millis() as i64;
+        let old: Option<String> = self
+            .redis
+            .client
+            .set(
+                self.node_key(&self.node, "alive"),
+                sockets as i64,
+                Some(Expiration::PX(ttl_ms)),
+                None,
+                true,
+            )
+            .await
+            .map_err(fred_err)?;
+        let _: i64 = self
+            .redis
+            .client
+            .sadd(self.key("nodes"), self.node.as_str())
+            .await
+            .map_err(fred_err)?;
+        Ok(old.is_none())
+    }
+
+    async fn maintain(self: Arc<Self>, sockets: impl Fn() -> usize) {
+        let tick = (self.ttl / 4).max(Duration::from_millis(100));
+        let mut reap_after = Instant::now() + tick;
+        loop {
+            tokio::time::sleep(tick).await;
+            match self.heartbeat(sockets()).await {
+                Ok(expired) => {
+                    if expired {
+                        tracing::warn!(node = %self.node, "heartbeat had expired; registering this node again");
+                        self.dirty.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                    self.dirty.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if self.dirty.swap(false, Ordering::Relaxed) {
+                match self.resync().await {
+                    Ok(()) => {
+                        tracing::info!(node = %self.node, "presence registered again in redis");
+                        // Give other nodes one TTL to register again before
+                        // any of them is taken for dead.
+                        reap_after = Instant::now() + self.ttl;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not register presence again");
+                        self.dirty.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            }
+            if Instant::now() >= reap_after {
+                if let Err(e) = self.reap().await {
+                    tracing::warn!(error = %e, "could not check for dead nodes");
+                }
+            }
+        }
+    }
+
+    /// Makes Redis hold exactly this node's local truth.
+    async fn resync(&self) -> Result<(), ClusterError> {
+        let members = self.local.member_snapshot();
+        let connections = self.local.online_users().await?;
+        let keep: HashSet<String> = members
+            .iter()
+            .map(|(_, m)| m.sid.clone())
+            .chain(connections.iter().map(|(_, sid)| sid.clone()))
+            .collect();
+        self.purge(&self.node, &keep).await?;
+        for (room, member) in &members {
+            self.redis_join(room, member, true).await?;
+        }
+        for (uid, sid) in &connections {
+            self.redis_register(uid, sid, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Cleans up after every node whose heartbeat expired.
+    async fn reap(&self) -> Result<(), ClusterError> {
+        let nodes: Vec<String> = self
+            .redis
+            .client
+            .smembers(self.key("nodes"))
+            .await
+            .map_err(fred_err)?;
+        for node in nodes.into_iter().filter(|n| *n != self.node) {
+            let claimed: i64 = scripts::run(
+                &self.redis.client,
+                &scripts::CLAIM,
+                vec![self.node_key(&node, "alive"), self.key("nodes")],
+                vec![node.clone()],
+            )
+            .await
+            .map_err(cluster_err)?;
+            if claimed == 1 {
+                tracing::warn!(dead = %node, "node stopped sending heartbeats; removing its connections");
+                self.purge(&node, &HashSet::new()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every member and connection of `node` not in `keep`,
+    /// telling the rooms of removed members `remote_disconnect`.
+    async fn purge(&self, node: &str, keep: &HashSet<String>) -> Result<(), ClusterError> {
+        let client = &self.redis.client;
+        let member_set = self.node_key(node, "members");
+        let sids: Vec<String> = client.smembers(&member_set).await.map_err(fred_err)?;
+        for sid in sids.iter().filter(|s| !keep.contains(*s)) {
+            let stored: Option<String> = client
+                .hget(self.key("members"), sid.as_str())
+                .await
+                .map_err(fred_err)?;
+            let Some(stored) = stored.and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
+            else {
+                let _: i64 = client
+                    .srem(&member_set, sid.as_str())
+                    .await
+                    .map_err(fred_err)?;
+                continue;
+            };
+            let removed = self.redis_leave(&stored.room, sid, node).await?;
+            if let Some(m) = removed.filter(|m| !m.dummy) {
+                self.announce_gone(&stored.room, &m.uid).await;
+            }
+        }
+        let conn_set = self.node_key(node, "conns");
+        let sids: Vec<String> = client.smembers(&conn_set).await.map_err(fred_err)?;
+        for sid in sids.iter().filter(|s| !keep.contains(*s)) {
+            let stored: Option<String> = client
+                .hget(self.key("conns"), sid.as_str())
+                .await
+                .map_err(fred_err)?;
+            match stored.and_then(|s| serde_json::from_str::<StoredConnection>(&s).ok()) {
+                Some(c) => self.redis_unregister(&c.uid_key, sid, node).await?,
+                None => {
+                    let _: i64 = client
+                        .srem(&conn_set, sid.as_str())
+                        .await
+                        .map_err(fred_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `remote_disconnect {uid}` to a room on every node.
+    async fn announce_gone(&self, room: &str, uid: &Value) {
+        let payload = serde_json::json!({ "uid": uid }).to_string();
+        let frame = format!(
+            "{}{payload}}}",
+            room_frame_head(room, event::REMOTE_DISCONNECT, None)
+        );
+        let sent: Result<i64, _> = self
+            .redis
+            .client
+            .spublish(self.redis.keys.room_channel(room), frame)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, %room, "could not announce a dead node's member");
+        }
+    }
+
+    async fn redis_join(
+        &self,
+        room: &str,
+        member: &Member,
+        keep_existing: bool,
+    ) -> Result<Vec<Member>, ClusterError> {
+        let stored = StoredMember {
+            room: room.to_owned(),
+            uid: member.uid.clone(),
+            uid_key: member.uid_key.clone(),
+            sid: member.sid.clone(),
+            dummy: member.dummy,
+            node: self.node.clone(),
+        };
+        let json = serde_json::to_string(&stored).map_err(|e| ClusterError(e.to_string()))?;
+        let before: Vec<String> = scripts::run(
+            &self.redis.client,
+            &scripts::JOIN,
+            vec![
+                self.key(&format!("room:{room}")),
+                self.key("members"),
+                self.key("rooms"),
+                self.node_key(&self.node, "members"),
+                self.key("joinseq"),
+            ],
+            vec![
+                room.to_owned(),
+                member.sid.clone(),
+                json,
+                if keep_existing { "1" } else { "0" }.to_owned(),
+            ],
+        )
+        .await
+        .map_err(cluster_err)?;
+        Ok(parse_members(&before))
+    }
+
+    async fn redis_leave(
+        &self,
+        room: &str,
+        sid: &str,
+        node: &str,
+    ) -> Result<Option<Member>, ClusterError> {
+        let removed: Option<String> = scripts::run(
+            &self.redis.client,
+            &scripts::LEAVE,
+            vec![
+                self.key(&format!("room:{room}")),
+                self.key("members"),
+                self.key("rooms"),
+                self.node_key(node, "members"),
+            ],
+            vec![room.to_owned(), sid.to_owned()],
+        )
+        .await
+        .map_err(cluster_err)?;
+        Ok(removed
+            .and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
+            .map(StoredMember::member))
+    }
+
+    async fn redis_register(
+        &self,
+        uid: &str,
+        sid: &str,
+        keep_newer: bool,
+    ) -> Result<Vec<String>, ClusterError> {
+        let json = serde_json::to_string(&StoredConnection {
+            uid_key: uid.to_owned(),
+            node: self.node.clone(),
+        })
+        .map_err(|e| ClusterError(e.to_string()))?;
+        scripts::run(
+            &self.redis.client,
+            &scripts::REGISTER,
+            vec![
+                self.key(&format!("conn:{uid}")),
+                self.key("conns"),
+                self.node_key(&self.node, "conns"),
+            ],
+            vec![
+                sid.to_owned(),
+                json,
+                if keep_newer { "1" } else { "0" }.to_owned(),
+            ],
+        )
+        .await
+        .map_err(cluster_err)
+    }
+
+    async fn redis_unregister(&self, uid: &str, sid: &str, node: &str) -> Result<(), ClusterError> {
+        let _: i64 = scripts::run(
+            &self.redis.client,
+            &scripts::UNREGISTER,
+            vec![
+                self.key(&format!("conn:{uid}")),
+                self.key("conns"),
+                self.node_key(node, "conns"),
+            ],
+            vec![sid.to_owned()],
+        )
+        .await
+        .map_err(cluster_err)?;
+        Ok(())
+    }
+
+    /// Notes a failed Redis write: the local truth is re-registered later.
+    fn missed(&self, what: &str, e: &ClusterError) {
+        tracing::warn!(error = %e, "redis unreachable during {what}; using this node's state");
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+fn parse_members(raw: &[String]) -> Vec<Member> {
+    raw.iter()
+        .filter_map(|s| serde_json::from_str::<StoredMember>(s).ok())
+        .map(StoredMember::member)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl ClusterState for RedisState {
+    async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError> {
+        let allowed: Result<i64, _> = scripts::run(
+            &self.redis.client,
+            &scripts::RATE,
+            vec![self.key(&format!("rate:{uid}"))],
+            vec![limit.to_string(), RATE_WINDOW.as_secs().to_string()],
+        )
+        .await;
+        match allowed {
+            Ok(n) => Ok(n == 1),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limit window unreachable; counting on this node");
+                self.local.auth_allowed(uid, limit).await
+            }
+        }
+    }
+
+    async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError> {
+        let local = self.local.register_connection(uid, sid).await?;
+        match self.redis_register(uid, sid, false).await {
+            Ok(older) => {
+                let mut all: Vec<String> = local;
+                all.extend(older.into_iter().filter(|s| s != sid));
+                all.sort();
+                all.dedup();
+                Ok(all)
+            }
+            Err(e) => {
+                self.missed("login", &e);
+                Ok(local)
+            }
+        }
+    }
+
+    async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError> {
+        self.local.unregister_connection(uid, sid).await?;
+        if let Err(e) = self.redis_unregister(uid, sid, &self.node).await {
+            self.missed("logout", &e);
+        }
+        Ok(())
+    }
+
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError> {
+        let local = self.local.join(room, member.clone()).await?;
+        match self.redis_join(room, &member, false).await {
+            Ok(before) => Ok(before),
+            Err(e) => {
+                self.missed("join", &e);
+                Ok(local)
+            }
+        }
+    }
+
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError> {
+        let local = self.local.leave(room, sid).await?;
+        match self.redis_leave(room, sid, &self.node).await {
+            Ok(removed) => Ok(removed),
+            Err(e) => {
+                self.missed("leave", &e);
+                Ok(local)
+            }
+        }
+    }
+
+    async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError> {
+        let stored: Result<Option<String>, _> =
+            self.redis.client.hget(self.key("members"), sid).await;
+        match stored {
+            Ok(s) => Ok(s
+                .and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
+                .map(|m| m.room)),
+            Err(_) => self.local.room_of(sid).await,
+        }
+    }
+
+    async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError> {
+        let raw: Result<Vec<String>, _> = scripts::run(
+            &self.redis.client,
+            &scripts::MEMBERS,
+            vec![self.key(&format!("room:{room}")), self.key("members")],
+            Vec::<String>::new(),
+        )
+        .await;
+        match raw {
+            Ok(raw) => Ok(parse_members(&raw)),
+            Err(_) => self.local.members(room).await,
+        }
+    }
+
+    async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {
+        let all: std::collections::HashMap<String, String> = self
+            .redis
+            .client
+            .hgetall(self.key("conns"))
+            .await
+            .map_err(fred_err)?;
+        let mut users: Vec<(String, String)> = all
+            .into_iter()
+            .filter_map(|(sid, c)| {
+                serde_json::from_str::<StoredConnection>(&c)
+                    .ok()
+                    .map(|c| (c.uid_key, sid))
+            })
+            .collect();
+        users.sort();
+        Ok(users)
+    }
+
+    async fn rooms(&self) -> Result<Vec<String>, ClusterError> {
+        let mut rooms: Vec<String> = self
+            .redis
+            .client
+            .smembers(self.key("rooms"))
+            .await
+            .map_err(fred_err)?;
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn force_user_auth(&self) -> Result<bool, ClusterError> {
+        let v: Option<String> = self
+            .redis
+            .client
+            .get(self.key("force_user_auth"))
+            .await
+            .map_err(fred_err)?;
+        Ok(v.as_deref() == Some("1"))
+    }
+
+    async fn set_force_user_auth(&self, on: bool) -> Result<(), ClusterError> {
+        let _: () = self
+            .redis
+            .client
+            .set(
+                self.key("force_user_auth"),
+                if on { "1" } else { "0" },
+                None,
+                None::<SetOptions>,
+                false,
+            )
+            .await
+            .map_err(fred_err)?;
+        Ok(())
+    }
+
+    async fn leave_cluster(&self) {
+        if let Err(e) = self.purge(&self.node, &HashSet::new()).await {
+            tracing::warn!(error = %e, "could not remove this node's connections from redis");
+        }
+        let _: Result<i64, _> = self
+            .redis
+            .client
+            .del(self.node_key(&self.node, "alive"))
+            .await;
+        let _: Result<i64, _> = self
+            .redis
+            .client
+            .srem(self.key("nodes"), self.node.as_str())
+            .await;
+    }
+
+    async fn socket_count(&self, local: usize) -> Result<usize, ClusterError> {
+        let nodes: Vec<String> = self
+            .redis
+            .client
+            .smembers(self.key("nodes"))
+            .await
+            .map_err(fred_err)?;
+        let others: Vec<String> = nodes
+            .iter()
+            .filter(|n| **n != self.node)
+            .map(|n| self.node_key(n, "alive"))
+            .collect();
+        if others.is_empty() {
+            return Ok(local);
+        }
+        let counts: Vec<Option<i64>> = self.redis.client.mget(others).await.map_err(fred_err)?;
+        Ok(local
+            + counts
+                .into_iter()
+                .flatten()
+                .map(|n| n.max(0) as usize)
+                .sum::<usize>())
+    }
+}

@@ -1,0 +1,398 @@
+//! Delivery of room events to members on every node.
+//!
+//! One node emits to its own sockets. In a cluster every room event is
+//! published on the room's Redis channel (stored messages by the store's
+//! write script itself, in the same atomic step as the write), and each
+//! node emits what arrives to its own members of the room; a node listens
+//! on the channels of the rooms it has members in. Publishing everything of
+//! a room through one channel keeps one order for all nodes: a member's
+//! `remote_leave` comes after its last messages everywhere.
+//!
+//! Pub/sub delivers at most once: a frame published while a node's
+//! subscriber was reconnecting never reaches it. Each node therefore tracks
+//! the last seq it delivered per room and, seeing a later one arrive, first
+//! delivers the ones in between from the store.
+//!
+//! This is written on fred's sharded pub/sub directly rather than through
+//! socketioxide-redis: that adapter publishes a broadcast after the store
+//! returned, as a separate command, so two nodes appending to one room could
+//! publish seq n+1 before seq n; here the store's script publishes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use serde_json::value::RawValue;
+use socketioxide::extract::SocketRef;
+use socketioxide::SocketIo;
+use tokio::sync::Mutex;
+
+use super::inbox::{Control, Mailbox};
+use super::room_channel;
+use crate::metrics::Metrics;
+use crate::protocol::event;
+use crate::redis::{room_frame_head, ControlFrame, Redis, RoomFrame, RESET_EVENT};
+use crate::store::MessageStore;
+
+/// Where room events go: this node's sockets, or every node's.
+pub struct Bus {
+    io: SocketIo,
+    metrics: Arc<Metrics>,
+    redis: Option<RedisBus>,
+}
+
+struct RedisBus {
+    redis: Redis,
+    messages: Arc<dyn MessageStore>,
+    /// Room → the last seq delivered on this node (gaps are filled from the store).
+    delivered: std::sync::Mutex<HashMap<String, u64>>,
+    /// Signals the dispatcher that the subscriber is listening again.
+    resubscribed: tokio::sync::Notify,
+    /// Rooms with members on this node → how many; their channels are subscribed.
+    watched: Mutex<HashMap<String, usize>>,
+}
+
+impl Bus {
+    /// A bus for one node.
+    pub fn local(io: SocketIo, metrics: Arc<Metrics>) -> Arc<Bus> {
+        Arc::new(Bus {
+            io,
+            metrics,
+            redis: None,
+        })
+    }
+
+    /// A bus over Redis; starts the task that delivers what other nodes publish.
+    pub async fn redis(
+        io: SocketIo,
+        metrics: Arc<Metrics>,
+        redis: Redis,
+        messages: Arc<dyn MessageStore>,
+    ) -> Result<Arc<Bus>, crate::redis::RedisError> {
+        redis
+            .subscriber
+            .ssubscribe(redis.keys.control_channel())
+            .await?;
+        let bus = Arc::new(Bus {
+            io,
+            metrics,
+            redis: Some(RedisBus {
+                redis,
+                messages,
+                delivered: std::sync::Mutex::new(HashMap::new()),
+                resubscribed: tokio::sync::Notify::new(),
+                watched: Mutex::new(HashMap::new()),
+            }),
+        });
+        tokio::spawn(dispatch(bus.clone()));
+        tokio::spawn(resubscribe_on_reconnect(bus.clone()));
+        Ok(bus)
+    }
+
+    /// Emits `event` with `data` to every member of `room` on every node
+    /// but `except`. When Redis cannot be reached, members on this node
+    /// still get it.
+    pub async fn to_room(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) {
+        if let Some(rb) = &self.redis {
+            let keys = &rb.redis.keys;
+            let frame = format!("{}{}}}", room_frame_head(room, ev, except), data.get());
+            let sent: Result<i64, _> = rb
+                .redis
+                .client
+                .with_options(&crate::redis::once())
+                .spublish(keys.room_channel(room), frame)
+                .await;
+            match sent {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, event = ev, "publish failed, delivering on this node only");
+                }
+            }
+        }
+        self.emit_local(room, ev, data, except);
+    }
+
+    /// Emits to this node's members of `room` but `except`; returns how
+    /// many were sent to, counting the ones dropped for a full send buffer.
+    pub fn emit_local(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
+        self.emit_local_but(room, ev, data, |s| {
+            except.is_some_and(|x| s.id.as_str() == x)
+        })
+    }
+
+    fn emit_local_but(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        skip: impl Fn(&SocketRef) -> bool,
+    ) -> u64 {
+        let mut sent = 0;
+        for socket in self.io.to(room_channel(room)).sockets() {
+            if skip(&socket) {
+                continue;
+            }
+            match socket.emit(ev, data) {
+                Ok(()) => sent += 1,
+                Err(socketioxide::SendError::Socket(
+                    socketioxide::SocketError::InternalChannelFull,
+                )) => {
+                    self.metrics.dropped("send_buffer_full");
+                    tracing::debug!(sid = %socket.id, "send buffer full, event dropped");
+                }
+                Err(_) => {} // closing: its session announces it
+            }
+        }
+        if ev == event::MSG {
+            self.metrics.messages_relayed.inc_by(sent);
+        }
+        sent
+    }
+
+    /// Tells connection `sid`, on whichever node holds it, to send
+    /// `kickout` and close.
+    pub async fn kick(&self, sid: &str) {
+        if kick_local(&self.io, sid) {
+            return;
+        }
+        let Some(rb) = &self.redis else { return };
+        let frame = match serde_json::to_string(&ControlFrame::Kick {
+            sid: sid.to_owned(),
+        }) {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        let sent: Result<i64, _> = rb
+            .redis
+            .client
+            .spublish(rb.redis.keys.control_channel(), frame)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, %sid, "could not send kickout to another node");
+        }
+    }
+
+    /// A member of `room` joined on this node: listen on the room's channel
+    /// (before the join is confirmed, so nothing published after it is missed).
+    pub async fn watch(&self, room: &str) {
+        let Some(rb) = &self.redis else { return };
+        let mut watched = rb.watched.lock().await;
+        let count = watched.entry(room.to_owned()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            if let Err(e) = rb
+                .redis
+                .subscriber
+                .ssubscribe(rb.redis.keys.room_channel(room))
+                .await
+            {
+                // Kept in `watched`: subscribed again when Redis is back.
+                tracing::warn!(error = %e, %room, "could not subscribe to the room's channel");
+            }
+        }
+    }
+
+    /// A member of `room` on this node left.
+    pub async fn unwatch(&self, room: &str) {
+        let Some(rb) = &self.redis else { return };
+        let mut watched = rb.watched.lock().await;
+        let Some(count) = watched.get_mut(room) else {
+            return;
+        };
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            watched.remove(room);
+            if let Ok(mut delivered) = rb.delivered.lock() {
+                delivered.remove(room);
+            }
+            if let Err(e) = rb
+                .redis
+                .subscriber
+                .sunsubscribe(rb.redis.keys.room_channel(room))
+                .await
+            {
+                tracing::debug!(error = %e, %room, "could not unsubscribe");
+            }
+        }
+    }
+
+    /// Whether cross-node delivery works right now.
+    pub fn connected(&self) -> bool {
+        self.redis
+            .as_ref()
+            .is_none_or(|rb| rb.redis.subscriber.is_connected())
+    }
+}
+
+/// Sends the kick to a session on this node; `false` if `sid` is not here.
+fn kick_local(io: &SocketIo, sid: &str) -> bool {
+    let Ok(parsed) = sid.parse() else {
+        return false;
+    };
+    let Some(socket) = io.get_socket(parsed) else {
+        return false;
+    };
+    if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
+        let _ = mailbox.control.send(Control::Kick);
+    }
+    true
+}
+
+/// Delivers every frame published on a channel this node listens on, and
+/// after a reconnect what the watched rooms stored meanwhile; one task, so
+/// the record of delivered seqs has one writer.
+async fn dispatch(bus: Arc<Bus>) {
+    let Some(rb) = &bus.redis else { return };
+    let control = rb.redis.keys.control_channel();
+    let mut rx = rb.redis.subscriber.message_rx();
+    loop {
+        let message = tokio::select! {
+            m = rx.recv() => match m {
+                Ok(m) => m,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::error!(lost = n, "room events arrived faster than they were delivered");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            () = rb.resubscribed.notified() => {
+                catch_up(&bus, rb).await;
+                continue;
+            }
+        };
+        let Some(text) = message.value.as_str() else {
+            continue;
+        };
+        if *message.channel == *control {
+            if let Ok(ControlFrame::Kick { sid }) = serde_json::from_str(&text) {
+                kick_local(&bus.io, &sid);
+            }
+            continue;
+        }
+        match serde_json::from_str::<RoomFrame<'_>>(&text) {
+            Ok(frame) if frame.event == RESET_EVENT => forget(rb, &frame.room),
+            Ok(frame) if frame.event == event::MSG => deliver_msg(&bus, rb, &frame).await,
+            Ok(frame) => {
+                bus.emit_local(
+                    &frame.room,
+                    &frame.event,
+                    frame.data,
+                    frame.except.as_deref(),
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable frame on a room channel"),
+        }
+    }
+}
+
+/// The room's seqs start again from 0.
+fn forget(rb: &RedisBus, room: &str) {
+    if let Ok(mut delivered) = rb.delivered.lock() {
+        delivered.remove(room);
+    }
+}
+
+/// Delivers a published msg: first any stored ones this node missed before
+/// it, and not at all if it was delivered already (from the store).
+async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: Option<u64>,
+    }
+    let seq = serde_json::from_str::<Seq>(frame.data.get())
+        .ok()
+        .and_then(|s| s.seq);
+    if let Some(seq) = seq {
+        let last = rb
+            .delivered
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&*frame.room).copied());
+        match last {
+            Some(last) if seq <= last => return,
+            Some(last) if seq > last + 1 => {
+                let missing = (seq - last - 1) as usize;
+                tracing::warn!(room = %frame.room, from = last + 1, count = missing, "missed room events; delivering them from the store");
+                deliver_stored(bus, rb, &frame.room, last + 1, missing).await;
+            }
+            _ => {}
+        }
+        if let Ok(mut d) = rb.delivered.lock() {
+            d.insert(frame.room.to_string(), seq);
+        }
+    }
+    bus.emit_local(&frame.room, event::MSG, frame.data, frame.except.as_deref());
+}
+
+/// Delivers up to `count` stored messages of `room` from seq `from` to
+/// every member here but their senders, recording each as delivered;
+/// returns how many there were.
+async fn deliver_stored(bus: &Bus, rb: &RedisBus, room: &str, from: u64, count: usize) -> usize {
+    let page = match rb.messages.page(room, from, count).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the missed messages");
+            return 0;
+        }
+    };
+    let n = page.items.len();
+    for (i, entry) in page.items.into_iter().enumerate() {
+        let sender =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(entry.body.get())
+                .ok()
+                .and_then(|m| m.get(crate::protocol::SENDER_KEY).cloned())
+                .and_then(|v| crate::protocol::parse_id(&v).map(|u| u.key));
+        bus.emit_local_but(room, event::MSG, &entry.body, |s| {
+            let uid = s.extensions.get::<Authenticated>();
+            matches!((&sender, uid), (Some(from), Some(uid)) if *from == uid.0)
+        });
+        if let Ok(mut d) = rb.delivered.lock() {
+            d.insert(room.to_owned(), page.start + i as u64);
+        }
+    }
+    n
+}
+
+/// After a reconnect, delivers what each watched room stored meanwhile.
+async fn catch_up(bus: &Bus, rb: &RedisBus) {
+    let known: Vec<(String, u64)> = match rb.delivered.lock() {
+        Ok(d) => d.iter().map(|(r, s)| (r.clone(), *s)).collect(),
+        Err(_) => return,
+    };
+    for (room, last) in known {
+        let n = deliver_stored(bus, rb, &room, last + 1, 10_000).await;
+        if n > 0 {
+            tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable");
+        }
+    }
+}
+
+/// The uid a connection authenticated as, kept in its socket's extensions.
+#[derive(Clone)]
+pub struct Authenticated(pub String);
+
+/// Subscribes again to every watched channel whenever the subscriber reconnects.
+async fn resubscribe_on_reconnect(bus: Arc<Bus>) {
+    let Some(rb) = &bus.redis else { return };
+    let mut reconnects = rb.redis.subscriber.reconnect_rx();
+    while reconnects.recv().await.is_ok() {
+        let mut channels = vec![rb.redis.keys.control_channel()];
+        channels.extend(
+            rb.watched
+                .lock()
+                .await
+                .keys()
+                .map(|room| rb.redis.keys.room_channel(room)),
+        );
+        tracing::info!(
+            channels = channels.len(),
+            "redis reconnected, subscribing again"
+        );
+        for channel in channels {
+            if let Err(e) = rb.redis.subscriber.ssubscribe(channel).await {
+                tracing::warn!(error = %e, "could not subscribe again");
+            }
+        }
+        rb.resubscribed.notify_one();
+    }
+}

@@ -1,0 +1,193 @@
+//! What every Redis-backed part shares: the connections (fred, reconnecting
+//! forever), the names of keys and channels, the frames nodes publish to
+//! each other and the Lua script runner.
+
+pub mod scripts;
+
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy};
+use fred::types::config::ServerConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+
+/// How long one Redis command may take before it counts as failed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Command options for anything that must not be retried or wait for a
+/// reconnect: sent once, failing at once while Redis is unreachable.
+pub fn once() -> fred::types::config::Options {
+    fred::types::config::Options {
+        max_attempts: Some(1),
+        timeout: Some(COMMAND_TIMEOUT),
+        fail_fast: true,
+        ..Default::default()
+    }
+}
+
+/// Why Redis could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct RedisError(pub String);
+
+impl From<fred::error::Error> for RedisError {
+    fn from(e: fred::error::Error) -> Self {
+        RedisError(e.to_string())
+    }
+}
+
+/// The connections of one node: commands, and a subscriber for the channels
+/// of the rooms that have members here.
+#[derive(Clone)]
+pub struct Redis {
+    pub client: Client,
+    pub subscriber: SubscriberClient,
+    pub keys: Keys,
+}
+
+impl Redis {
+    /// Connects to the Redis (or Redis Cluster) the configuration names.
+    /// Fails when the URL is invalid or the first connection is refused;
+    /// after that, lost connections are re-established forever.
+    pub async fn connect(config: &Config) -> Result<Redis, RedisError> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .ok_or_else(|| RedisError("no URL".into()))?;
+        let mut fred_config = FredConfig::from_url(url)?;
+        if config.redis_cluster {
+            if let ServerConfig::Centralized { server } = &fred_config.server {
+                fred_config.server = ServerConfig::Clustered {
+                    hosts: vec![server.clone()],
+                    policy: Default::default(),
+                };
+            }
+        }
+        let clustered = matches!(fred_config.server, ServerConfig::Clustered { .. });
+        let build = |config: FredConfig| {
+            let mut builder = Builder::from_config(config);
+            builder
+                // Reconnect forever, at most a second apart.
+                .set_policy(ReconnectPolicy::new_exponential(0, 50, 1_000, 2))
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(2);
+                    c.internal_command_timeout = Duration::from_secs(2);
+                    // A write is sent once: a retried script could append twice.
+                    c.max_command_attempts = 1;
+                    c.tcp.nodelay = Some(true);
+                })
+                .with_performance_config(|p| {
+                    p.default_command_timeout = COMMAND_TIMEOUT;
+                    // Published frames wait here for the dispatcher; a
+                    // lagging dispatcher loses frames, so leave ample room.
+                    p.broadcast_channel_capacity = 65_536;
+                });
+            builder
+        };
+        let client = build(fred_config.clone()).build()?;
+        let subscriber = build(fred_config).build_subscriber_client()?;
+        client.init().await?;
+        subscriber.init().await?;
+        Ok(Redis {
+            client,
+            subscriber,
+            keys: Keys {
+                prefix: config.redis_prefix.clone(),
+                clustered,
+            },
+        })
+    }
+
+    /// Whether both connections are up.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected() && self.subscriber.is_connected()
+    }
+}
+
+/// Names of every key and channel, in one place.
+///
+/// Message keys follow the original service's layout
+/// (`msg_<room>_insert`, `msg_<room>_update`, `msg_<room>_update_backup`,
+/// `msg_<room>_ignore`), so a history it wrote syncs unchanged; on a Redis
+/// Cluster the room is wrapped in a hash tag (`msg_{<room>}_insert`) so all
+/// keys and the channel of one room live in one slot. Cluster state lives
+/// under the `{ao}` tag so its scripts can touch several keys atomically.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub prefix: String,
+    pub clustered: bool,
+}
+
+impl Keys {
+    fn room_part(&self, room: &str) -> String {
+        if self.clustered {
+            format!("{{{room}}}")
+        } else {
+            room.to_owned()
+        }
+    }
+
+    /// A key of the original layout: `msg_<room>_<kind>`.
+    pub fn msg(&self, room: &str, kind: &str) -> String {
+        format!("{}msg_{}_{kind}", self.prefix, self.room_part(room))
+    }
+
+    /// The channel a room's events are published on.
+    pub fn room_channel(&self, room: &str) -> String {
+        format!("{}ao:room:{}", self.prefix, self.room_part(room))
+    }
+
+    /// The channel every node listens on for node-directed commands (kickout).
+    pub fn control_channel(&self) -> String {
+        format!("{}{{ao}}:control", self.prefix)
+    }
+
+    /// A cluster-state key.
+    pub fn state(&self, name: &str) -> String {
+        format!("{}{{ao}}:{name}", self.prefix)
+    }
+}
+
+/// An event for the members of a room, as published between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RoomFrame<'a> {
+    /// The room.
+    #[serde(rename = "r", borrow)]
+    pub room: std::borrow::Cow<'a, str>,
+    /// The socket.io event name.
+    #[serde(rename = "e", borrow)]
+    pub event: std::borrow::Cow<'a, str>,
+    /// A socket not to deliver to (the sender).
+    #[serde(rename = "x", default, borrow)]
+    pub except: Option<std::borrow::Cow<'a, str>>,
+    /// The event's payload.
+    #[serde(rename = "d", borrow)]
+    pub data: &'a RawValue,
+}
+
+/// The JSON of a [`RoomFrame`] up to its payload: the payload and a closing
+/// `}` complete it (lets a Lua script publish what it just stored).
+pub fn room_frame_head(room: &str, event: &str, except: Option<&str>) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    let except = except.map_or_else(|| "null".to_owned(), quote);
+    format!(
+        "{{\"r\":{},\"e\":{},\"x\":{except},\"d\":",
+        quote(room),
+        quote(event)
+    )
+}
+
+/// The internal room event a history clear publishes: nodes forget the
+/// room's delivered seqs (never sent to clients).
+pub const RESET_EVENT: &str = "\u{0}reset";
+
+/// A command for the node that holds a connection.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ControlFrame {
+    /// Send `kickout` to connection `sid` and close it.
+    Kick { sid: String },
+}

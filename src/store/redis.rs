@@ -1,0 +1,371 @@
+//! The clustered message store: the original service's Redis layout.
+//!
+//! Every write is one Lua script that stores the message and publishes it
+//! on the room's channel in the same atomic step, so all nodes see a room's
+//! messages in seq order and a seq is never assigned twice. Writes are
+//! dispatched in submission order on one connection and complete in that
+//! order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::prelude::{HashesInterface, SortedSetsInterface};
+use futures_util::stream::FuturesOrdered;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
+use crate::protocol::{event, SEQ_KEY};
+use crate::redis::{room_frame_head, scripts, Redis, RedisError, RESET_EVENT};
+
+type Pending = Pin<Box<dyn Future<Output = Result<Stored, StoreError>> + Send>>;
+
+/// Redis-backed [`MessageStore`].
+pub struct RedisMessageStore {
+    redis: Redis,
+    completions: mpsc::UnboundedSender<(Pending, super::Completion)>,
+}
+
+impl RedisMessageStore {
+    /// A store on `redis`; starts the task that completes writes in order.
+    pub fn new(redis: Redis) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(complete_in_order(rx));
+        Self {
+            redis,
+            completions: tx,
+        }
+    }
+}
+
+/// Runs completions in the order their writes were submitted, while the
+/// writes themselves are in flight together.
+async fn complete_in_order(mut rx: mpsc::UnboundedReceiver<(Pending, super::Completion)>) {
+    let mut inflight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            job = rx.recv() => match job {
+                Some((fut, done)) => inflight.push_back(async move { done(fut.await) }),
+                None => break,
+            },
+            Some(()) = inflight.next(), if !inflight.is_empty() => {}
+        }
+    }
+    while inflight.next().await.is_some() {}
+}
+
+/// Polls `fut` once so that a Redis command it sends is dispatched now, in
+/// the caller's order, rather than whenever an executor first polls it.
+fn dispatch(mut fut: Pending) -> Pending {
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Box::pin(std::future::ready(out)),
+        Poll::Pending => fut,
+    }
+}
+
+fn backend(e: RedisError) -> StoreError {
+    StoreError::Backend(e.0)
+}
+
+fn new_epoch() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+fn to_raw(s: String) -> Result<Arc<RawValue>, StoreError> {
+    RawValue::from_string(s)
+        .map(Arc::from)
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// A stored `{"data": <msg>, "ts": <unix s>}` element.
+#[derive(Deserialize)]
+struct Element<'a> {
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    ts: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct SeqProbe {
+    #[serde(default)]
+    seq: Option<Value>,
+}
+
+/// Reads a stored element; a message written by the original service has
+/// no `seq`, so it gets its position in the list.
+fn parse_element(raw: &str, seq: Option<u64>) -> Option<Entry> {
+    let el: Element<'_> = serde_json::from_str(raw).ok()?;
+    let ts = el.ts.unwrap_or(0.0) as i64;
+    let data = el.data.get();
+    let body = match seq {
+        Some(seq)
+            if data.starts_with('{')
+                && serde_json::from_str::<SeqProbe>(data).is_ok_and(|p| p.seq.is_none()) =>
+        {
+            let inner = data[1..data.len() - 1].trim();
+            let text = if inner.is_empty() {
+                format!("{{\"{SEQ_KEY}\":{seq}}}")
+            } else {
+                format!("{{{inner},\"{SEQ_KEY}\":{seq}}}")
+            };
+            RawValue::from_string(text).ok()?
+        }
+        _ => el.data.to_owned(),
+    };
+    Some(Entry { body, ts })
+}
+
+#[async_trait::async_trait]
+impl MessageStore for RedisMessageStore {
+    async fn submit(&self, write: Write) {
+        let Write {
+            room,
+            op,
+            mut body,
+            sender,
+            done,
+        } = write;
+        let keys = self.redis.keys.clone();
+        let client = self.redis.client.clone();
+        let channel = keys.room_channel(&room);
+        let head = room_frame_head(&room, event::MSG, sender.as_deref());
+        let fut: Pending = match op {
+            WriteOp::Insert => {
+                body.remove(SEQ_KEY);
+                let json = match serde_json::to_string(&body) {
+                    Ok(j) if j.len() > 2 => j,
+                    _ => {
+                        done(Err(StoreError::Backend("empty message".into())));
+                        return;
+                    }
+                };
+                Box::pin(async move {
+                    let without_close = &json[..json.len() - 1];
+                    let (seq, _ts): (u64, i64) = scripts::run(
+                        &client,
+                        &scripts::INSERT,
+                        vec![keys.msg(&room, "insert"), keys.msg(&room, "epoch")],
+                        vec![without_close.to_owned(), head, channel, new_epoch()],
+                    )
+                    .await
+                    .map_err(backend)?;
+                    let full = format!("{without_close},\"{SEQ_KEY}\":{seq}}}");
+                    Ok(Stored {
+                        seq: Some(seq),
+                        durable: true,
+                        published: true,
+                        body: to_raw(full)?,
+                    })
+                })
+            }
+            WriteOp::Update { msg_id } => {
+                let json = match serde_json::to_string(&body) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        done(Err(StoreError::Backend(e.to_string())));
+                        return;
+                    }
+                };
+                Box::pin(async move {
+                    let _ts: i64 = scripts::run(
+                        &client,
+                        &scripts::UPDATE,
+                        vec![
+                            keys.msg(&room, "update"),
+                            keys.msg(&room, "update_backup"),
+                            keys.msg(&room, "update_order"),
+                            keys.msg(&room, "epoch"),
+                        ],
+                        vec![json.clone(), msg_id, head, channel, new_epoch()],
+                    )
+                    .await
+                    .map_err(backend)?;
+                    Ok(Stored {
+                        seq: None,
+                        durable: true,
+                        published: true,
+                        body: to_raw(json)?,
+                    })
+                })
+            }
+            WriteOp::Ignore => {
+                let json = match serde_json::to_string(&body) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        done(Err(StoreError::Backend(e.to_string())));
+                        return;
+                    }
+                };
+                Box::pin(async move {
+                    let frame = format!("{head}{json}}}");
+                    let _: i64 = client
+                        .with_options(&crate::redis::once())
+                        .spublish(channel, frame)
+                        .await
+                        .map_err(|e| backend(e.into()))?;
+                    Ok(Stored {
+                        seq: None,
+                        durable: false,
+                        published: true,
+                        body: to_raw(json)?,
+                    })
+                })
+            }
+        };
+        let fut = dispatch(fut);
+        if let Err(mpsc::error::SendError((_, done))) = self.completions.send((fut, done)) {
+            done(Err(StoreError::Closed));
+        }
+    }
+
+    async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError> {
+        let keys = &self.redis.keys;
+        let (len, epoch, items): (u64, String, Vec<String>) = scripts::run(
+            &self.redis.client,
+            &scripts::PAGE,
+            vec![keys.msg(room, "insert"), keys.msg(room, "epoch")],
+            vec![offset.to_string(), limit.to_string(), new_epoch()],
+        )
+        .await
+        .map_err(backend)?;
+        let start = offset.min(len);
+        let items: Vec<Entry> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| parse_element(raw, Some(start + i as u64)))
+            .collect();
+        let more = start + (limit as u64) < len;
+        Ok(Page {
+            start,
+            items,
+            more,
+            epoch,
+        })
+    }
+
+    async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
+        let keys = &self.redis.keys;
+        let client = &self.redis.client;
+        let all: std::collections::HashMap<String, String> = client
+            .hgetall(keys.msg(room, "update"))
+            .await
+            .map_err(|e| backend(e.into()))?;
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order: Vec<(String, f64)> = client
+            .zrange(
+                keys.msg(room, "update_order"),
+                0,
+                -1,
+                None,
+                false,
+                None,
+                true,
+            )
+            .await
+            .map_err(|e| backend(e.into()))?;
+        let rank: std::collections::HashMap<&str, f64> =
+            order.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+        let mut entries: Vec<(f64, i64, &String, Entry)> = all
+            .iter()
+            .filter_map(|(id, raw)| {
+                let entry = parse_element(raw, None)?;
+                // Updates written by the original service have no order
+                // record: they come first, by time.
+                let r = rank.get(id.as_str()).copied().unwrap_or(0.0);
+                Some((r, entry.ts, id, entry))
+            })
+            .collect();
+        entries.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(b.2))
+        });
+        Ok(entries.into_iter().map(|(_, _, _, e)| e).collect())
+    }
+
+    async fn clear(&self, room: &str) -> Result<(), StoreError> {
+        let keys = &self.redis.keys;
+        let _: i64 = scripts::run(
+            &self.redis.client,
+            &scripts::CLEAR,
+            vec![
+                keys.msg(room, "insert"),
+                keys.msg(room, "update"),
+                keys.msg(room, "update_backup"),
+                keys.msg(room, "update_order"),
+                keys.msg(room, "ignore"),
+                keys.msg(room, "epoch"),
+            ],
+            vec![
+                new_epoch(),
+                keys.room_channel(room),
+                format!("{}null}}", room_frame_head(room, RESET_EVENT, None)),
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        use fred::interfaces::ClientLike;
+        let _: String = self
+            .redis
+            .client
+            .ping(None)
+            .await
+            .map_err(|e| backend(e.into()))?;
+        if !self.redis.subscriber.is_connected() {
+            return Err(StoreError::Backend("redis subscriber disconnected".into()));
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Every write is durable when its script returns; wait for the ones
+        // in flight by queueing an empty completion behind them.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let fut: Pending = Box::pin(async {
+            Err(StoreError::Closed) // never delivered to a client
+        });
+        let _ = self.completions.send((
+            fut,
+            Box::new(move |_| {
+                let _ = tx.send(());
+            }),
+        ));
+        let _ = rx.await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_element;
+
+    #[test]
+    fn original_elements_get_their_position_as_seq() {
+        let e = parse_element(r#"{"data":{"a":1},"ts":1700000000}"#, Some(7)).unwrap();
+        assert_eq!(e.body.get(), r#"{"a":1,"seq":7}"#);
+        assert_eq!(e.ts, 1_700_000_000);
+        let e = parse_element(r#"{"data":{},"ts":1}"#, Some(0)).unwrap();
+        assert_eq!(e.body.get(), r#"{"seq":0}"#);
+    }
+
+    #[test]
+    fn stored_seq_is_kept() {
+        let e = parse_element(r#"{"data":{"a":1,"seq":3},"ts":1}"#, Some(3)).unwrap();
+        assert_eq!(e.body.get(), r#"{"a":1,"seq":3}"#);
+        assert!(parse_element("not json", Some(0)).is_none());
+    }
+}
