@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -601,6 +603,8 @@ pub fn binary() -> Command {
 pub struct BinServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The accounts API listener (`api_addr` of the same log line).
+    pub api_addr: SocketAddr,
     stderr: std_mpsc::Receiver<String>,
 }
 
@@ -639,12 +643,16 @@ impl BinServer {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
-        let addr = loop {
+        let (addr, api_addr) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(addr) = listening_addr(&line) {
-                        break addr;
+                        let api_addr = listening_field(&line, "api_addr").unwrap_or_else(|| {
+                            let _ = child.kill();
+                            panic!("no api_addr in the listening line {line:?}")
+                        });
+                        break (addr, api_addr);
                     }
                     seen.push(line);
                 }
@@ -657,6 +665,7 @@ impl BinServer {
         BinServer {
             child,
             addr,
+            api_addr,
             stderr: rx,
         }
     }
@@ -704,7 +713,13 @@ impl Drop for BinServer {
 
 /// The `addr` of the JSON "always-online listening" log line.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let start = line.find("\"addr\":\"")? + "\"addr\":\"".len();
+    listening_field(line, "addr")
+}
+
+/// The address in field `key` of a JSON log line (`"key":"host:port"`).
+fn listening_field(line: &str, key: &str) -> Option<SocketAddr> {
+    let pattern = format!("\"{key}\":\"");
+    let start = line.find(&pattern)? + pattern.len();
     let end = line[start..].find('"')? + start;
     line[start..end].parse().ok()
 }
