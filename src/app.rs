@@ -142,7 +142,7 @@ impl App {
         if let Some(state) = redis_state {
             let counted = hub.io.clone();
             state
-                .start(move || counted.sockets().len())
+                .start(move || realtime::local_sockets(&counted).len())
                 .await
                 .map_err(|e| StartError::Redis(e.0))?;
         }

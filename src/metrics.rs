@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Deliveries of a msg to a member.
     pub messages_relayed: Counter,
     pub messages_stored: Counter,
+    /// Deliveries made from the store because pub/sub missed them (cluster).
+    pub relay_recovered: Counter,
     pub messages_dropped: Family<Reason, Counter>,
     pub sync_pages: Counter,
     pub auth_failures: Family<Reason, Counter>,
@@ -84,6 +86,7 @@ impl Metrics {
         let messages_received = Counter::default();
         let messages_relayed = Counter::default();
         let messages_stored = Counter::default();
+        let relay_recovered = Counter::default();
         let messages_dropped = Family::<Reason, Counter>::default();
         let sync_pages = Counter::default();
         let auth_failures = Family::<Reason, Counter>::default();
@@ -134,6 +137,11 @@ impl Metrics {
             messages_stored.clone(),
         );
         registry.register(
+            "relay_recovered",
+            "msg deliveries made from the store after Redis pub/sub missed them",
+            relay_recovered.clone(),
+        );
+        registry.register(
             "messages_dropped",
             "msg events refused, by reason",
             messages_dropped.clone(),
@@ -158,6 +166,7 @@ impl Metrics {
             messages_received,
             messages_relayed,
             messages_stored,
+            relay_recovered,
             messages_dropped,
             sync_pages,
             auth_failures,

@@ -32,7 +32,7 @@ impl RedisAccountStore {
 
     async fn set_token(
         &self,
-        script: &fred::types::scripts::Script,
+        script: &str,
         kind: Kind,
         uid: &str,
         token: &str,
@@ -54,7 +54,7 @@ impl AccountStore for RedisAccountStore {
     async fn create(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
         let token = token::generate();
         if self
-            .set_token(&scripts::ACCOUNT_CREATE, kind, uid, &token)
+            .set_token(scripts::ACCOUNT_CREATE, kind, uid, &token)
             .await?
         {
             Ok(token)
@@ -66,7 +66,7 @@ impl AccountStore for RedisAccountStore {
     async fn refresh(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
         let token = token::generate();
         if self
-            .set_token(&scripts::ACCOUNT_REFRESH, kind, uid, &token)
+            .set_token(scripts::ACCOUNT_REFRESH, kind, uid, &token)
             .await?
         {
             Ok(token)
@@ -76,7 +76,7 @@ impl AccountStore for RedisAccountStore {
     }
 
     async fn ensure(&self, kind: Kind, uid: &str, token: &str) -> Result<(), AccountError> {
-        self.set_token(&scripts::ACCOUNT_ENSURE, kind, uid, token)
+        self.set_token(scripts::ACCOUNT_ENSURE, kind, uid, token)
             .await
             .map(|_| ())
     }

@@ -221,7 +221,7 @@ impl RedisState {
         for node in nodes.into_iter().filter(|n| *n != self.node) {
             let claimed: i64 = scripts::run(
                 &self.redis.client,
-                &scripts::CLAIM,
+                scripts::CLAIM,
                 vec![self.node_key(&node, "alive"), self.key("nodes")],
                 vec![node.clone()],
             )
@@ -313,7 +313,7 @@ impl RedisState {
         let json = serde_json::to_string(&stored).map_err(|e| ClusterError(e.to_string()))?;
         let before: Vec<String> = scripts::run(
             &self.redis.client,
-            &scripts::JOIN,
+            scripts::JOIN,
             vec![
                 self.key(&format!("room:{room}")),
                 self.key("members"),
@@ -341,7 +341,7 @@ impl RedisState {
     ) -> Result<Option<Member>, ClusterError> {
         let removed: Option<String> = scripts::run(
             &self.redis.client,
-            &scripts::LEAVE,
+            scripts::LEAVE,
             vec![
                 self.key(&format!("room:{room}")),
                 self.key("members"),
@@ -370,7 +370,7 @@ impl RedisState {
         .map_err(|e| ClusterError(e.to_string()))?;
         scripts::run(
             &self.redis.client,
-            &scripts::REGISTER,
+            scripts::REGISTER,
             vec![
                 self.key(&format!("conn:{uid}")),
                 self.key("conns"),
@@ -389,7 +389,7 @@ impl RedisState {
     async fn redis_unregister(&self, uid: &str, sid: &str, node: &str) -> Result<(), ClusterError> {
         let _: i64 = scripts::run(
             &self.redis.client,
-            &scripts::UNREGISTER,
+            scripts::UNREGISTER,
             vec![
                 self.key(&format!("conn:{uid}")),
                 self.key("conns"),
@@ -421,7 +421,7 @@ impl ClusterState for RedisState {
     async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError> {
         let allowed: Result<i64, _> = scripts::run(
             &self.redis.client,
-            &scripts::RATE,
+            scripts::RATE,
             vec![self.key(&format!("rate:{uid}"))],
             vec![limit.to_string(), RATE_WINDOW.as_secs().to_string()],
         )
@@ -496,7 +496,7 @@ impl ClusterState for RedisState {
     async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError> {
         let raw: Result<Vec<String>, _> = scripts::run(
             &self.redis.client,
-            &scripts::MEMBERS,
+            scripts::MEMBERS,
             vec![self.key(&format!("room:{room}")), self.key("members")],
             Vec::<String>::new(),
         )

@@ -99,7 +99,7 @@ pub async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
-    let local_sockets = hub.io.sockets().len();
+    let local_sockets = crate::realtime::local_sockets(&hub.io).len();
     let sockets = hub
         .cluster
         .socket_count(local_sockets)

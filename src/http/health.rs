@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (its stores answer).
+//! `/healthz` (the process is alive) and `/readyz` (its stores answer and,
+//! in a cluster, a frame published on Redis comes back).
 
 use std::sync::Arc;
 
@@ -21,12 +22,13 @@ pub async fn healthz() -> Json<Value> {
     responses((status = 200, description = "{\"status\": \"ready\"}"),
               (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...}")))]
 pub async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Value>) {
-    let messages = hub.messages.ping().await;
-    let accounts = hub.accounts.ping().await;
-    let failure = match (messages, accounts) {
-        (Ok(()), Ok(())) => None,
-        (Err(e), _) => Some(format!("message store: {e}")),
-        (_, Err(e)) => Some(format!("account store: {e}")),
+    let (messages, accounts, bus) =
+        tokio::join!(hub.messages.ping(), hub.accounts.ping(), hub.bus.probe());
+    let failure = match (messages, accounts, bus) {
+        (Ok(()), Ok(()), Ok(())) => None,
+        (Err(e), _, _) => Some(format!("message store: {e}")),
+        (_, Err(e), _) => Some(format!("account store: {e}")),
+        (_, _, Err(e)) => Some(format!("redis pub/sub: {e}")),
     };
     match failure {
         None => (StatusCode::OK, Json(json!({"status": "ready"}))),

@@ -15,7 +15,7 @@ use crate::realtime::Hub;
 pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     let m = &hub.metrics;
     let (mut v3, mut v4) = (0i64, 0i64);
-    for s in hub.io.sockets() {
+    for s in crate::realtime::local_sockets(&hub.io) {
         match ProtocolGeneration::of(s.protocol()) {
             ProtocolGeneration::EngineIo3 => v3 += 1,
             ProtocolGeneration::EngineIo4 => v4 += 1,

@@ -34,6 +34,9 @@ use crate::protocol::event;
 use crate::redis::{room_frame_head, ControlFrame, Redis, RoomFrame, RESET_EVENT};
 use crate::store::MessageStore;
 
+/// How long a readiness probe waits to hear itself back.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where room events go: this node's sockets, or every node's.
 pub struct Bus {
     io: SocketIo,
@@ -48,6 +51,8 @@ struct RedisBus {
     delivered: std::sync::Mutex<HashMap<String, u64>>,
     /// Signals the dispatcher that the subscriber is listening again.
     resubscribed: tokio::sync::Notify,
+    /// Readiness probes waiting to hear themselves back.
+    probes: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     /// Rooms with members on this node → how many; their channels are subscribed.
     watched: Mutex<HashMap<String, usize>>,
 }
@@ -81,6 +86,7 @@ impl Bus {
                 messages,
                 delivered: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
+                probes: std::sync::Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashMap::new()),
             }),
         });
@@ -128,7 +134,10 @@ impl Bus {
         skip: impl Fn(&SocketRef) -> bool,
     ) -> u64 {
         let mut sent = 0;
-        for socket in self.io.to(room_channel(room)).sockets() {
+        let Some(ns) = self.io.of("/") else {
+            return 0; // shutting down
+        };
+        for socket in ns.to(room_channel(room)).sockets() {
             if skip(&socket) {
                 continue;
             }
@@ -216,11 +225,37 @@ impl Bus {
         }
     }
 
-    /// Whether cross-node delivery works right now.
-    pub fn connected(&self) -> bool {
-        self.redis
-            .as_ref()
-            .is_none_or(|rb| rb.redis.subscriber.is_connected())
+    /// Checks cross-node delivery end to end: publishes a probe on the
+    /// control channel and waits to receive it back.
+    pub async fn probe(&self) -> Result<(), String> {
+        let Some(rb) = &self.redis else {
+            return Ok(());
+        };
+        let nonce = rand::random::<u64>();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut probes) = rb.probes.lock() {
+            probes.insert(nonce, tx);
+        }
+        let outcome = async {
+            let frame =
+                serde_json::to_string(&ControlFrame::Probe { nonce }).map_err(|e| e.to_string())?;
+            let _: i64 = rb
+                .redis
+                .client
+                .with_options(&crate::redis::once())
+                .spublish(rb.redis.keys.control_channel(), frame)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(PROBE_TIMEOUT, rx)
+                .await
+                .map_err(|_| "published probe not received back".to_owned())?
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Ok(mut probes) = rb.probes.lock() {
+            probes.remove(&nonce);
+        }
+        outcome
     }
 }
 
@@ -229,7 +264,7 @@ fn kick_local(io: &SocketIo, sid: &str) -> bool {
     let Ok(parsed) = sid.parse() else {
         return false;
     };
-    let Some(socket) = io.get_socket(parsed) else {
+    let Some(socket) = io.of("/").and_then(|ns| ns.get_socket(parsed)) else {
         return false;
     };
     if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
@@ -264,8 +299,17 @@ async fn dispatch(bus: Arc<Bus>) {
             continue;
         };
         if *message.channel == *control {
-            if let Ok(ControlFrame::Kick { sid }) = serde_json::from_str(&text) {
-                kick_local(&bus.io, &sid);
+            match serde_json::from_str(&text) {
+                Ok(ControlFrame::Kick { sid }) => {
+                    kick_local(&bus.io, &sid);
+                }
+                Ok(ControlFrame::Probe { nonce }) => {
+                    let waiter = rb.probes.lock().ok().and_then(|mut p| p.remove(&nonce));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(());
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable frame on the control channel"),
             }
             continue;
         }
@@ -342,10 +386,11 @@ async fn deliver_stored(bus: &Bus, rb: &RedisBus, room: &str, from: u64, count: 
                 .ok()
                 .and_then(|m| m.get(crate::protocol::SENDER_KEY).cloned())
                 .and_then(|v| crate::protocol::parse_id(&v).map(|u| u.key));
-        bus.emit_local_but(room, event::MSG, &entry.body, |s| {
+        let sent = bus.emit_local_but(room, event::MSG, &entry.body, |s| {
             let uid = s.extensions.get::<Authenticated>();
             matches!((&sender, uid), (Some(from), Some(uid)) if *from == uid.0)
         });
+        bus.metrics.relay_recovered.inc_by(sent);
         if let Ok(mut d) = rb.delivered.lock() {
             d.insert(room.to_owned(), page.start + i as u64);
         }

@@ -34,6 +34,12 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
 }
 
+/// This node's sockets. Empty once shutdown closed the namespace
+/// (socketioxide's `io.sockets()` panics then).
+pub fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
+    io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
+}
+
 /// The socket.io room that holds the members of protocol room `room`.
 pub fn room_channel(room: &str) -> String {
     format!("room:{room}")

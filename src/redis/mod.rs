@@ -190,4 +190,6 @@ pub const RESET_EVENT: &str = "\u{0}reset";
 pub enum ControlFrame {
     /// Send `kickout` to connection `sid` and close it.
     Kick { sid: String },
+    /// A readiness probe: the node that sent it waits to hear it back.
+    Probe { nonce: u64 },
 }

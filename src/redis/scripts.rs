@@ -1,56 +1,35 @@
 //! The Lua scripts that make multi-key changes atomic, and the one way they
-//! are run: `EVALSHA`, falling back to `EVAL` when Redis lost its script
-//! cache (after a restart), sent once and never retried.
+//! are run: `EVAL` with the script's text, sent once and never retried.
+//!
+//! Not `EVALSHA`: after Redis restarts its script cache is empty, and the
+//! `EVAL` that retries a refused `EVALSHA` goes out after commands sent
+//! meanwhile, which would reorder one sender's messages.
 
 use fred::interfaces::LuaInterface;
 use fred::prelude::{Client, ClientLike, FromValue};
-use fred::types::scripts::Script;
 use fred::types::{MultipleKeys, MultipleValues};
-use std::sync::LazyLock;
 
 use super::RedisError;
 
 /// Runs `script` and converts its reply to `R`.
-pub async fn run<R, K, V>(
-    client: &Client,
-    script: &Script,
-    keys: K,
-    args: V,
-) -> Result<R, RedisError>
+pub async fn run<R, K, V>(client: &Client, script: &str, keys: K, args: V) -> Result<R, RedisError>
 where
     R: FromValue,
     K: Into<MultipleKeys> + Send,
     V: TryInto<MultipleValues> + Send,
     V::Error: Into<fred::error::Error> + Send,
 {
-    let keys: MultipleKeys = keys.into();
-    let args: MultipleValues = args
-        .try_into()
-        .map_err(|e| RedisError(e.into().to_string()))?;
-    let once = client.with_options(&super::once());
-    match once
-        .evalsha::<R, _, _, _>(script.sha1().clone(), keys.clone(), args.clone())
-        .await
-    {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            let lua = script.lua().cloned().unwrap_or_default();
-            Ok(once.eval(lua, keys, args).await?)
-        }
-        other => Ok(other?),
-    }
-}
-
-fn script(lua: &str) -> Script {
-    Script::from_lua(lua.to_owned())
+    Ok(client
+        .with_options(&super::once())
+        .eval(script, keys, args)
+        .await?)
 }
 
 /// Appends an insert and publishes it, atomically.
 /// KEYS: insert list, epoch. ARGV: the message's JSON without its closing
 /// brace, the frame head to publish it in, the room's channel, a fresh epoch.
 /// Returns `{seq, ts}`.
-pub static INSERT: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const INSERT: &str = r#"
 local t = redis.call('TIME')[1]
 local n = redis.call('LLEN', KEYS[1])
 local msg = ARGV[1] .. ',"seq":' .. n .. '}'
@@ -58,17 +37,13 @@ redis.call('RPUSH', KEYS[1], '{"data":' .. msg .. ',"ts":' .. t .. '}')
 redis.call('SET', KEYS[2], ARGV[4], 'NX')
 redis.call('SPUBLISH', ARGV[3], ARGV[2] .. msg .. '}')
 return {n, tonumber(t)}
-"#,
-    )
-});
+"#;
 
 /// Replaces an update (keeping the one it replaces in the backup hash),
 /// records the update order and publishes it, atomically.
 /// KEYS: update hash, backup hash, order zset, epoch. ARGV: message JSON,
 /// msgId, frame head, channel, fresh epoch.
-pub static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const UPDATE: &str = r#"
 local t = redis.call('TIME')[1]
 local old = redis.call('HGET', KEYS[1], ARGV[2])
 if old then redis.call('HSET', KEYS[2], ARGV[2], old) end
@@ -80,16 +55,12 @@ redis.call('ZADD', KEYS[3], s, ARGV[2])
 redis.call('SET', KEYS[4], ARGV[5], 'NX')
 redis.call('SPUBLISH', ARGV[4], ARGV[3] .. ARGV[1] .. '}')
 return tonumber(t)
-"#,
-    )
-});
+"#;
 
 /// One page of inserts with the history's length and epoch (created if missing).
 /// KEYS: insert list, epoch. ARGV: offset, limit, fresh epoch.
 /// Returns `{len, epoch, items}`.
-pub static PAGE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const PAGE: &str = r#"
 local len = redis.call('LLEN', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if not e then
@@ -102,31 +73,23 @@ if from < len then
   items = redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)
 end
 return {len, e, items}
-"#,
-    )
-});
+"#;
 
 /// Deletes a room's history, starts a new epoch and tells every node the
 /// room's seqs start again (in the same step, so no insert slips between).
 /// KEYS: insert, update, backup, order, ignore, epoch. ARGV: new epoch,
 /// channel, reset frame.
-pub static CLEAR: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const CLEAR: &str = r#"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[6], ARGV[1])
 redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1
-"#,
-    )
-});
+"#;
 
 /// Adds a member to a room; returns the members before it, in join order.
 /// KEYS: room zset, members hash, rooms set, node's member set, join counter.
 /// ARGV: room, sid, member JSON, "1" to leave an existing entry as it is.
-pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const JOIN: &str = r#"
 if ARGV[4] == '1' and redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {} end
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
 local out = {}
@@ -141,46 +104,34 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[2])
 return out
-"#,
-    )
-});
+"#;
 
 /// Removes a member from a room; returns its JSON, or nil if it was not there.
 /// KEYS: room zset, members hash, rooms set, node's member set. ARGV: room, sid.
-pub static LEAVE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const LEAVE: &str = r#"
 redis.call('SREM', KEYS[4], ARGV[2])
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return false end
 local m = redis.call('HGET', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return m
-"#,
-    )
-});
+"#;
 
 /// The members of a room in join order.
 /// KEYS: room zset, members hash.
-pub static MEMBERS: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const MEMBERS: &str = r#"
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local m = redis.call('HGET', KEYS[2], sid)
   if m then table.insert(out, m) end
 end
 return out
-"#,
-    )
-});
+"#;
 
 /// Makes `sid` the connection of a uid; returns the one it replaces.
 /// KEYS: the uid's connection key, connections hash, node's connection set.
 /// ARGV: sid, connection JSON, "1" to keep a newer registration.
-pub static REGISTER: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const REGISTER: &str = r#"
 local old = redis.call('GET', KEYS[1])
 if ARGV[3] == '1' and old and old ~= ARGV[1] then return {} end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -191,28 +142,20 @@ if old and old ~= ARGV[1] then
   return {old}
 end
 return {}
-"#,
-    )
-});
+"#;
 
 /// Forgets a connection.
 /// KEYS: the uid's connection key, connections hash, node's connection set. ARGV: sid.
-pub static UNREGISTER: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const UNREGISTER: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1
-"#,
-    )
-});
+"#;
 
 /// Counts an authentication in the uid's fixed window; 1 if allowed.
 /// KEYS: the uid's window counter. ARGV: limit, window seconds.
-pub static RATE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const RATE: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if n > tonumber(ARGV[1]) then
@@ -220,54 +163,36 @@ if n > tonumber(ARGV[1]) then
   return 0
 end
 return 1
-"#,
-    )
-});
+"#;
 
 /// Takes responsibility for cleaning up after a node whose heartbeat
 /// expired: 1 for exactly one caller.
 /// KEYS: the node's heartbeat, nodes set. ARGV: node id.
-pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 return redis.call('SREM', KEYS[2], ARGV[1])
-"#,
-    )
-});
+"#;
 
 /// Creates an account unless it exists: 1 if created.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub static ACCOUNT_CREATE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const ACCOUNT_CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'created', ARGV[2], 'updated', ARGV[2])
 return 1
-"#,
-    )
-});
+"#;
 
 /// Replaces an existing account's token: 1 if it existed.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub static ACCOUNT_REFRESH: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const ACCOUNT_REFRESH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'updated', ARGV[2])
 return 1
-"#,
-    )
-});
+"#;
 
 /// Sets an account's token, creating the account if needed.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub static ACCOUNT_ENSURE: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
+pub const ACCOUNT_ENSURE: &str = r#"
 redis.call('HSETNX', KEYS[1], 'created', ARGV[2])
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'updated', ARGV[2])
 return 1
-"#,
-    )
-});
+"#;

@@ -151,7 +151,7 @@ impl MessageStore for RedisMessageStore {
                     let without_close = &json[..json.len() - 1];
                     let (seq, _ts): (u64, i64) = scripts::run(
                         &client,
-                        &scripts::INSERT,
+                        scripts::INSERT,
                         vec![keys.msg(&room, "insert"), keys.msg(&room, "epoch")],
                         vec![without_close.to_owned(), head, channel, new_epoch()],
                     )
@@ -177,7 +177,7 @@ impl MessageStore for RedisMessageStore {
                 Box::pin(async move {
                     let _ts: i64 = scripts::run(
                         &client,
-                        &scripts::UPDATE,
+                        scripts::UPDATE,
                         vec![
                             keys.msg(&room, "update"),
                             keys.msg(&room, "update_backup"),
@@ -230,7 +230,7 @@ impl MessageStore for RedisMessageStore {
         let keys = &self.redis.keys;
         let (len, epoch, items): (u64, String, Vec<String>) = scripts::run(
             &self.redis.client,
-            &scripts::PAGE,
+            scripts::PAGE,
             vec![keys.msg(room, "insert"), keys.msg(room, "epoch")],
             vec![offset.to_string(), limit.to_string(), new_epoch()],
         )
@@ -297,7 +297,7 @@ impl MessageStore for RedisMessageStore {
         let keys = &self.redis.keys;
         let _: i64 = scripts::run(
             &self.redis.client,
-            &scripts::CLEAR,
+            scripts::CLEAR,
             vec![
                 keys.msg(room, "insert"),
                 keys.msg(room, "update"),
