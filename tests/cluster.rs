@@ -1,0 +1,1301 @@
+//! The server as a cluster: several `always-online` processes sharing one
+//! Redis (a private `redis-server`, or a three-master Redis Cluster), tested
+//! from the outside only — sockets, the admin and accounts HTTP APIs and
+//! `redis-cli`.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::redis::{RedisCluster, RedisServer};
+use support::{login, BinServer, Client, Received, QUIET};
+use tokio::time::Instant;
+
+/// The admin every node is started with.
+const ADMIN_UID: &str = "root";
+const ADMIN_TOKEN: &str = "cluster-admin-secret";
+/// The reason of a refused authenticate with wrong credentials.
+const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
+
+// ---------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------
+
+/// `n` nodes in development mode on one Redis, each with its own data dir.
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<BinServer>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// `n` nodes on a fresh private Redis.
+    fn start(n: usize) -> Cluster {
+        Self::start_with(n, |_| {})
+    }
+
+    /// Like [`Cluster::start`], `tweak` adding environment to every node.
+    fn start_with(n: usize, tweak: impl Fn(&mut Command)) -> Cluster {
+        Self::on(RedisServer::start(), n, tweak)
+    }
+
+    /// `n` nodes on `redis`, which may already hold data.
+    fn on(redis: RedisServer, n: usize, tweak: impl Fn(&mut Command)) -> Cluster {
+        let (nodes, dirs) = start_nodes(&redis.url(), n, &tweak);
+        Cluster {
+            redis,
+            nodes,
+            _dirs: dirs,
+        }
+    }
+
+    /// The socket.io / admin listener of node `i`.
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+}
+
+/// Starts `n` nodes with `AO_REDIS_URL=url`, the admin, `--dev`.
+fn start_nodes(
+    url: &str,
+    n: usize,
+    tweak: &dyn Fn(&mut Command),
+) -> (Vec<BinServer>, Vec<tempfile::TempDir>) {
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..n {
+        let dir = support::tempdir();
+        let node = BinServer::start_with(dir.path(), true, |cmd| {
+            cmd.env("AO_REDIS_URL", url)
+                .env("AO_ADMIN_UID", ADMIN_UID)
+                .env("AO_ADMIN_TOKEN", ADMIN_TOKEN);
+            tweak(cmd);
+        });
+        nodes.push(node);
+        dirs.push(dir);
+    }
+    (nodes, dirs)
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+/// `uid` (any token: dev mode) joined to `room` on `addr`.
+async fn member(addr: SocketAddr, uid: &str, room: &str) -> Client {
+    login(addr, uid, "any", room).await
+}
+
+/// A dummy of `uid` joined to `room` on `addr`.
+async fn dummy(addr: SocketAddr, uid: &str, room: &str) -> Client {
+    let mut c = Client::connect(addr).await;
+    c.authenticate(json!(uid), "any").await;
+    let ack = c
+        .request("join", json!({"roomId": room, "dummy": true}))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"status": 0, "data": "join success"}),
+        "dummy join"
+    );
+    c
+}
+
+/// The next thing `c` receives is `event {uid}`.
+async fn expect_presence(c: &mut Client, event: &str, uid: &str) {
+    assert_eq!(
+        c.expect_event(event).await,
+        json!({ "uid": uid }),
+        "{event} for {uid}"
+    );
+}
+
+/// Joins `who` (node address, uid) to `room` one after the other, checking
+/// and consuming every `remote_join`: the k-th joiner hears the earlier ones
+/// in join order, each earlier one hears the k-th.
+async fn room_of(who: &[(SocketAddr, &str)], room: &str) -> Vec<Client> {
+    let mut clients: Vec<Client> = Vec::new();
+    for (k, &(addr, uid)) in who.iter().enumerate() {
+        let mut c = member(addr, uid, room).await;
+        for &(_, earlier) in &who[..k] {
+            expect_presence(&mut c, "remote_join", earlier).await;
+        }
+        for earlier in clients.iter_mut() {
+            expect_presence(earlier, "remote_join", uid).await;
+        }
+        clients.push(c);
+    }
+    clients
+}
+
+/// Receives until `count` msg events arrived (at most `limit` overall);
+/// any other event fails the test.
+async fn recv_msgs(c: &mut Client, count: usize, limit: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.recv_within(left).await {
+            Some(Received::Event(name, v)) if name == "msg" => got.push(v),
+            Some(other) => panic!(
+                "expected msg events, got {other:?} after {} of {count} msgs",
+                got.len()
+            ),
+            None => panic!(
+                "only {} of {count} msgs within {limit:?}; last: {:?}",
+                got.len(),
+                got.last()
+            ),
+        }
+    }
+    got
+}
+
+/// Sends the inserts `{"data": {"from": uid, "i": i}}` for `0..n` in windows
+/// of 25 with acks; returns each `(i, seq)`, all of which must succeed.
+async fn send_inserts(c: &mut Client, uid: &str, n: u64) -> Vec<(u64, u64)> {
+    let mut acked = Vec::new();
+    let all: Vec<u64> = (0..n).collect();
+    for window in all.chunks(25) {
+        let mut ids = Vec::new();
+        for &i in window {
+            let msg = json!({"data": {"from": uid, "i": i}});
+            ids.push((i, c.emit_ack_id("msg", msg).await));
+        }
+        for (i, id) in ids {
+            let ack = c.wait_ack(id).await;
+            assert_eq!(ack["status"], json!(0), "{uid} msg {i}: {ack}");
+            let seq = ack["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{uid} msg {i}: insert ack without seq: {ack}"));
+            acked.push((i, seq));
+        }
+    }
+    acked
+}
+
+/// The whole history of `room` as synced from offset 0 by a fresh dummy
+/// on `addr` (a dummy's sync is not announced to the members); presence
+/// events the dummy hears meanwhile are skipped.
+async fn history(addr: SocketAddr, room: &str) -> Vec<Value> {
+    let mut d = Client::connect(addr).await;
+    d.authenticate(json!(format!("reader-{}", rand::random::<u32>())), "any")
+        .await;
+    let ack = d
+        .request("join", json!({"roomId": room, "dummy": true}))
+        .await;
+    assert_eq!(
+        ack,
+        json!({"status": 0, "data": "join success"}),
+        "reader join"
+    );
+    let mut items = Vec::new();
+    let mut offset = 0u64;
+    for _ in 0..10_000 {
+        d.emit("sync", json!({ "offset": offset })).await;
+        let reply = loop {
+            match d.recv().await {
+                Received::Event(name, v) if name == "sync" => break v,
+                Received::Event(name, _) if name == "remote_join" || name == "msg" => {}
+                other => panic!("reader of {room}: unexpected {other:?}"),
+            }
+        };
+        items.extend(
+            reply["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("sync data is not an array: {reply}"))
+                .iter()
+                .cloned(),
+        );
+        if reply["next"] == json!(0) {
+            return items;
+        }
+        offset = reply["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("sync offset is not a number: {reply}"));
+    }
+    panic!("sync of {room} never reached next: 0");
+}
+
+/// The `seq` of a relayed or synced insert.
+fn seq_of(m: &Value) -> u64 {
+    m["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("insert without a numeric seq: {m}"))
+}
+
+/// Checks a sync result: `items[k]` has seq `k` for every k.
+fn assert_dense(items: &[Value]) {
+    for (k, m) in items.iter().enumerate() {
+        assert_eq!(seq_of(m), k as u64, "sync item {k}: {m}");
+    }
+}
+
+/// Checks what one member received from the others: every sender's
+/// `0..n` exactly once and in order, stamped with its uid, seqs strictly
+/// increasing in arrival order.
+fn assert_received_all(me: &str, got: &[Value], senders: &[&str], n: u64) {
+    let mut per: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut last: Option<u64> = None;
+    for m in got {
+        let from = m["data"]["from"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{me}: unexpected msg {m}"));
+        assert_eq!(m["2"], json!(from), "{me}: sender stamp of {m}");
+        assert_ne!(from, me, "{me}: got its own msg back: {m}");
+        let seq = seq_of(m);
+        if let Some(l) = last {
+            assert!(seq > l, "{me}: seq {seq} after {l} ({m})");
+        }
+        last = Some(seq);
+        per.entry(from.to_owned())
+            .or_default()
+            .push(m["data"]["i"].as_u64().expect("i"));
+    }
+    for s in senders {
+        assert_eq!(
+            per.remove(*s).unwrap_or_default(),
+            (0..n).collect::<Vec<_>>(),
+            "{me}: msgs from {s}"
+        );
+    }
+    assert!(per.is_empty(), "{me}: msgs from unknown senders {per:?}");
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, panicking after `limit`
+/// with `what` and the last complaint.
+async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("build the HTTP client")
+}
+
+/// An admin call on `addr` (Basic credentials); returns the envelope
+/// after checking HTTP 200.
+async fn admin(
+    method: reqwest::Method,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let url = format!("http://{addr}{path}");
+    let mut rb = http()
+        .request(method, &url)
+        .basic_auth(ADMIN_UID, Some(ADMIN_TOKEN));
+    if let Some(b) = body {
+        rb = rb
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = rb.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    assert_eq!(status, 200, "{url}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
+}
+
+/// An admin call that must succeed (`meta.status` 0); returns `data`.
+async fn admin_ok(
+    method: reqwest::Method,
+    addr: SocketAddr,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let v = admin(method, addr, path, body).await;
+    assert_eq!(v["meta"]["status"], json!(0), "{path}: {v}");
+    v["data"].clone()
+}
+
+async fn stat(addr: SocketAddr) -> Value {
+    admin_ok(reqwest::Method::GET, addr, "/admin/monitor/stat", None).await
+}
+
+/// The uids of `room_users` on `addr`, in the order listed.
+async fn room_users(addr: SocketAddr, room: &str) -> Vec<String> {
+    let data = admin_ok(
+        reqwest::Method::GET,
+        addr,
+        &format!("/admin/monitor/room_users?roomId={room}"),
+        None,
+    )
+    .await;
+    data["users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("room_users without users: {data}"))
+        .iter()
+        .map(|u| support::id_string(&u["uid"]))
+        .collect()
+}
+
+/// HTTP status of a plain GET (`None` when the request itself failed).
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let url = format!("http://{addr}{path}");
+    http()
+        .get(&url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// What a fresh connection to `addr` is answered to `authenticate`.
+async fn try_authenticate(addr: SocketAddr, uid: &str, token: &str) -> Value {
+    let mut c = Client::connect(addr).await;
+    c.request("authenticate", json!({"uid": uid, "token": token}))
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// 1. relay and seq
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_across_three_nodes_in_seq_order() {
+    const N: u64 = 50;
+    let cl = Cluster::start(3);
+    let uids = ["a", "b", "c"];
+    let clients = room_of(
+        &[(cl.addr(0), "a"), (cl.addr(1), "b"), (cl.addr(2), "c")],
+        "relay",
+    )
+    .await;
+
+    let mut tasks = Vec::new();
+    for (c, uid) in clients.into_iter().zip(uids) {
+        tasks.push(tokio::spawn(async move {
+            let mut c = c;
+            let acked = send_inserts(&mut c, uid, N).await;
+            let got = recv_msgs(&mut c, 2 * N as usize, Duration::from_secs(30)).await;
+            (c, uid, acked, got)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("member task"));
+    }
+
+    let mut all_acked: HashMap<u64, (String, u64)> = HashMap::new();
+    for (_, uid, acked, got) in &results {
+        let others: Vec<&str> = uids.iter().copied().filter(|u| u != uid).collect();
+        assert_received_all(uid, got, &others, N);
+        let seqs: Vec<u64> = acked.iter().map(|&(_, s)| s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{uid}: ack seqs not increasing: {seqs:?}"
+        );
+        for &(i, seq) in acked {
+            let prev = all_acked.insert(seq, (uid.to_string(), i));
+            assert!(
+                prev.is_none(),
+                "seq {seq} acked twice: {prev:?} and {uid}/{i}"
+            );
+        }
+    }
+
+    // Sync from 0 on every node returns all 3N, dense, matching the acks.
+    for node in 0..3 {
+        let items = history(cl.addr(node), "relay").await;
+        assert_eq!(items.len() as u64, 3 * N, "node {node}: sync length");
+        assert_dense(&items);
+        for (k, m) in items.iter().enumerate() {
+            let (from, i) = &all_acked[&(k as u64)];
+            assert_eq!(m["data"], json!({"from": from, "i": i}), "sync item {k}");
+            assert_eq!(m["2"], json!(from), "sync item {k}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. roster
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_events_cross_nodes_in_join_order() {
+    let cl = Cluster::start(3);
+    let mut u1 = member(cl.addr(0), "u1", "roster").await;
+    let mut u2 = member(cl.addr(1), "u2", "roster").await;
+    expect_presence(&mut u2, "remote_join", "u1").await;
+    expect_presence(&mut u1, "remote_join", "u2").await;
+    let mut u3 = member(cl.addr(2), "u3", "roster").await;
+    // Join order, never its own uid.
+    expect_presence(&mut u3, "remote_join", "u1").await;
+    expect_presence(&mut u3, "remote_join", "u2").await;
+    expect_presence(&mut u1, "remote_join", "u3").await;
+    expect_presence(&mut u2, "remote_join", "u3").await;
+    u3.expect_no_event(QUIET).await;
+
+    // u2 (node B) leaves: u1 (A) and u3 (C) hear remote_leave.
+    u2.emit("leave", json!({})).await;
+    u2.expect_disconnect().await;
+    expect_presence(&mut u1, "remote_leave", "u2").await;
+    expect_presence(&mut u3, "remote_leave", "u2").await;
+
+    // u3 (node C) closes its connection: u1 (A) hears remote_disconnect,
+    // possibly after a remote_disconnect for the leaver.
+    u3.close().await;
+    loop {
+        match u1.recv().await {
+            Received::Event(name, v)
+                if name == "remote_disconnect" && v == json!({"uid": "u3"}) =>
+            {
+                break
+            }
+            Received::Event(name, v)
+                if name == "remote_disconnect" && v == json!({"uid": "u2"}) => {}
+            other => panic!("u1: expected remote_disconnect u3, got {other:?}"),
+        }
+    }
+    u1.expect_no_event(QUIET).await;
+    assert_eq!(room_users(cl.addr(1), "roster").await, vec!["u1"]);
+}
+
+// ---------------------------------------------------------------------------
+// 3. kickout
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kickout_across_nodes_is_silent_for_the_room() {
+    let cl = Cluster::start(3);
+    let mut cs = room_of(&[(cl.addr(2), "y"), (cl.addr(0), "x")], "kick").await;
+    let mut x_a = cs.pop().expect("x");
+    let mut y_c = cs.pop().expect("y");
+
+    // x logs in again on B and joins the same room.
+    let mut x_b = member(cl.addr(1), "x", "kick").await;
+    assert_eq!(
+        x_a.recv().await,
+        Received::Event("kickout".into(), json!(0)),
+        "old connection on A: kickout"
+    );
+    x_a.expect_disconnect().await;
+    // The new connection hears the existing member, never itself.
+    expect_presence(&mut x_b, "remote_join", "y").await;
+    // The room hears neither leave, disconnect nor the new join.
+    y_c.expect_no_event(Duration::from_millis(1500)).await;
+    x_b.expect_no_event(QUIET).await;
+    assert_eq!(room_users(cl.addr(2), "kick").await, vec!["y", "x"]);
+
+    // The new connection works both ways.
+    let ack = x_b.send_msg(json!({"data": "from x"})).await;
+    assert_eq!(ack["status"], json!(0), "{ack}");
+    let got = y_c.expect_event("msg").await;
+    assert_eq!(got["data"], json!("from x"));
+    let ack = y_c.send_msg(json!({"data": "from y"})).await;
+    assert_eq!(ack["status"], json!(0), "{ack}");
+    assert_eq!(x_b.expect_event("msg").await["data"], json!("from y"));
+}
+
+// ---------------------------------------------------------------------------
+// 4. dummy
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dummy_on_another_node_observes_silently() {
+    let cl = Cluster::start(2);
+    let mut m1 = member(cl.addr(0), "m1", "obs").await;
+    let mut d = dummy(cl.addr(1), "d", "obs").await;
+    expect_presence(&mut d, "remote_join", "m1").await;
+    m1.expect_no_event(QUIET).await;
+
+    // A later member (on A) hears m1 only; the dummy hears the newcomer.
+    let mut m2 = member(cl.addr(0), "m2", "obs").await;
+    expect_presence(&mut m2, "remote_join", "m1").await;
+    expect_presence(&mut m1, "remote_join", "m2").await;
+    expect_presence(&mut d, "remote_join", "m2").await;
+    m2.expect_no_event(QUIET).await;
+    assert_eq!(room_users(cl.addr(1), "obs").await, vec!["m1", "m2"]);
+
+    // The dummy receives msgs from A.
+    for i in 0..5 {
+        let ack = m1.send_msg(json!({"data": i})).await;
+        assert_eq!(ack["status"], json!(0), "{ack}");
+    }
+    let got = recv_msgs(&mut d, 5, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|m| m["data"].clone()).collect::<Vec<_>>(),
+        (0..5).map(|i| json!(i)).collect::<Vec<_>>()
+    );
+    recv_msgs(&mut m2, 5, Duration::from_secs(10)).await;
+
+    // Its msgs are refused, its sync is not announced, nor its leaving.
+    let ack = d.send_msg(json!({"data": "from the dummy"})).await;
+    assert_ne!(ack["status"], json!(0), "dummy msg acked as success: {ack}");
+    let (items, _) = d.sync_all(0).await;
+    assert_eq!(items.len(), 5);
+    d.close().await;
+    m1.expect_no_event(Duration::from_millis(1000)).await;
+    m2.expect_no_event(QUIET).await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. admin
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_is_cluster_wide() {
+    let cl = Cluster::start(3);
+    let mut r1 = room_of(
+        &[(cl.addr(0), "u1"), (cl.addr(1), "u2"), (cl.addr(2), "u3")],
+        "adm1",
+    )
+    .await;
+    let mut u4 = member(cl.addr(2), "u4", "adm2").await;
+
+    // stat on A sees every node.
+    let s = poll(Duration::from_secs(5), "stat on A", || async {
+        let s = stat(cl.addr(0)).await;
+        if s["online_user_count"] == json!(4) && s["online_socket_count"] == json!(4) {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let mut uids: Vec<String> = s["online_users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("online_users: {s}"))
+        .iter()
+        .map(|u| support::id_string(&u["uid"]))
+        .collect();
+    uids.sort();
+    assert_eq!(uids, vec!["u1", "u2", "u3", "u4"], "{s}");
+    let mut rooms: Vec<String> = s["online_rooms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("online_rooms: {s}"))
+        .iter()
+        .map(support::id_string)
+        .collect();
+    rooms.sort();
+    assert_eq!(rooms, vec!["adm1", "adm2"], "{s}");
+    assert_eq!(s["online_room_count"], json!(2), "{s}");
+    assert!(!s.to_string().contains(ADMIN_TOKEN), "stat leaks the token");
+
+    // room_users from any node, in join order.
+    for i in 0..3 {
+        assert_eq!(room_users(cl.addr(i), "adm1").await, vec!["u1", "u2", "u3"]);
+        assert_eq!(room_users(cl.addr(i), "adm2").await, vec!["u4"]);
+    }
+
+    // A push on A reaches members on B and C (and not the other room).
+    admin_ok(
+        reqwest::Method::POST,
+        cl.addr(0),
+        "/admin/system/push",
+        Some(json!({"roomId": "adm1", "content": "hello"})),
+    )
+    .await;
+    for c in r1.iter_mut() {
+        assert_eq!(c.expect_event("system").await, json!("hello"));
+    }
+    u4.expect_no_event(QUIET).await;
+
+    // forceUserAuth set on A applies on B: a bad token is refused there...
+    admin_ok(
+        reqwest::Method::POST,
+        cl.addr(0),
+        "/admin/system/config",
+        Some(json!({"forceUserAuth": true})),
+    )
+    .await;
+    let mut attempt = 0;
+    poll(Duration::from_secs(5), "forceUserAuth on B", || {
+        attempt += 1;
+        let uid = format!("nobody-{attempt}");
+        let addr = cl.addr(1);
+        async move {
+            let r = try_authenticate(addr, &uid, "bad token").await;
+            if r == json!({"status": 1, "data": AUTH_FAILED}) {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(stat(cl.addr(2)).await["force_user_auth"], json!(true));
+
+    // ... and a token created through A's accounts API works on B.
+    let url = format!("http://{}/user/create_token", cl.nodes[0].api_addr);
+    let resp = http()
+        .post(&url)
+        .basic_auth(ADMIN_UID, Some(ADMIN_TOKEN))
+        .json(&json!({"uid": "real"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let v: Value = resp.json().await.expect("create_token reply");
+    assert_eq!(v["meta"]["status"], json!(0), "{v}");
+    let token = v["data"]["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        try_authenticate(cl.addr(1), "real", &token).await,
+        json!({"status": 0, "data": "auth success"})
+    );
+    assert_eq!(
+        try_authenticate(cl.addr(2), "real", "wrong").await,
+        json!({"status": 1, "data": AUTH_FAILED})
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. auth rate limit
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_rate_limit_window_is_shared() {
+    let cl = Cluster::start_with(3, |cmd| {
+        cmd.env("AO_AUTH_RATE_LIMIT", "2");
+    });
+    let ok = json!({"status": 0, "data": "auth success"});
+    assert_eq!(try_authenticate(cl.addr(0), "rl", "any").await, ok, "on A");
+    assert_eq!(try_authenticate(cl.addr(1), "rl", "any").await, ok, "on B");
+    assert_eq!(
+        try_authenticate(cl.addr(2), "rl", "any").await,
+        json!({"status": 1, "data": "reach rate limit"}),
+        "third on C"
+    );
+    // Another uid is not affected.
+    assert_eq!(try_authenticate(cl.addr(2), "other", "any").await, ok);
+}
+
+// ---------------------------------------------------------------------------
+// 7. concurrent appends
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_from_three_nodes_get_dense_seqs() {
+    const M: u64 = 40;
+    let cl = Cluster::start(3);
+    let who: Vec<(SocketAddr, String)> =
+        (0..9).map(|k| (cl.addr(k % 3), format!("w{k}"))).collect();
+    let refs: Vec<(SocketAddr, &str)> = who.iter().map(|(a, u)| (*a, u.as_str())).collect();
+    let clients = room_of(&refs, "blast").await;
+
+    let start = Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let mut tasks = Vec::new();
+    for (c, (_, uid)) in clients.into_iter().zip(who.clone()) {
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = c;
+            start.wait().await;
+            // Blast every msg without waiting, then collect the acks.
+            let mut ids = Vec::new();
+            for i in 0..M {
+                let msg = json!({"data": {"from": uid, "i": i}});
+                ids.push((i, c.emit_ack_id("msg", msg).await));
+            }
+            let mut acked = Vec::new();
+            for (i, id) in ids {
+                let ack = c.wait_ack(id).await;
+                assert_eq!(ack["status"], json!(0), "{uid} msg {i}: {ack}");
+                acked.push((i, seq_of(&ack)));
+            }
+            let got = recv_msgs(&mut c, 8 * M as usize, Duration::from_secs(30)).await;
+            (c, uid, acked, got)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("blaster task"));
+    }
+
+    let uids: Vec<String> = who.iter().map(|(_, u)| u.clone()).collect();
+    let mut by_seq: HashMap<u64, (String, u64)> = HashMap::new();
+    for (_, uid, acked, got) in &results {
+        let others: Vec<&str> = uids
+            .iter()
+            .map(String::as_str)
+            .filter(|u| u != uid)
+            .collect();
+        assert_received_all(uid, got, &others, M);
+        let seqs: Vec<u64> = acked.iter().map(|&(_, s)| s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{uid}: ack seqs not in send order: {seqs:?}"
+        );
+        for &(i, seq) in acked {
+            let prev = by_seq.insert(seq, (uid.clone(), i));
+            assert!(
+                prev.is_none(),
+                "seq {seq} acked twice: {prev:?} and {uid}/{i}"
+            );
+        }
+    }
+    let total = 9 * M;
+    assert_eq!(by_seq.len() as u64, total);
+
+    let items = history(cl.addr(1), "blast").await;
+    assert_eq!(items.len() as u64, total, "sync length");
+    assert_dense(&items);
+    for (k, m) in items.iter().enumerate() {
+        let (from, i) = &by_seq[&(k as u64)];
+        assert_eq!(m["data"], json!({"from": from, "i": i}), "sync item {k}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 8. a history written by the original service
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_reads_the_original_layout() {
+    const OLD: usize = 250;
+    let redis = RedisServer::start();
+    let mut args = vec!["RPUSH".to_owned(), "msg_legacy_insert".to_owned()];
+    for k in 0..OLD {
+        args.push(
+            json!({"data": {"text": format!("m{k}"), "2": "old"}, "ts": 1_700_000_000 + k})
+                .to_string(),
+        );
+    }
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&args_ref), OLD.to_string());
+    let update =
+        json!({"data": {"text": "edited", "s": 1, "1": "m-1", "2": "old"}, "ts": 1_700_001_000});
+    assert_eq!(
+        redis.cli(&["HSET", "msg_legacy_update", "m-1", &update.to_string()]),
+        "1"
+    );
+
+    let cl = Cluster::on(redis, 2, |_| {});
+    let mut a = member(cl.addr(0), "la", "legacy").await;
+    let mut b = member(cl.addr(1), "lb", "legacy").await;
+    expect_presence(&mut a, "remote_join", "lb").await;
+    expect_presence(&mut b, "remote_join", "la").await;
+
+    let (items, replies) = b.sync_all(0).await;
+    assert_eq!(items.len(), OLD + 1, "inserts and the update");
+    for (k, m) in items[..OLD].iter().enumerate() {
+        assert_eq!(m["text"], json!(format!("m{k}")), "item {k}: {m}");
+        assert_eq!(m["seq"], json!(k), "item {k}: {m}");
+    }
+    let last = &items[OLD];
+    assert_eq!(last["text"], json!("edited"), "{last}");
+    assert_eq!(last["1"], json!("m-1"), "{last}");
+    // The update is on the last page only.
+    let last_reply = replies.last().expect("a reply");
+    assert_eq!(last_reply["next"], json!(0));
+    for r in &replies[..replies.len() - 1] {
+        assert!(
+            r["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .all(|m| m["text"] != json!("edited")),
+            "update before the last page: {r}"
+        );
+    }
+    assert!(replies.len() >= 2, "250 inserts fit one page? {replies:?}");
+
+    // A new insert continues the list.
+    let ack = a.send_msg(json!({"data": "new"})).await;
+    assert_eq!(ack, json!({"status": 0, "seq": OLD}), "{ack}");
+    let relayed = b.expect_event("msg").await;
+    assert_eq!(relayed["seq"], json!(OLD), "{relayed}");
+    let (tail, _) = b.sync_all(OLD as u64).await;
+    assert_eq!(tail[0]["data"], json!("new"), "{tail:?}");
+    assert_eq!(tail[0]["seq"], json!(OLD), "{tail:?}");
+    assert_eq!(
+        cl.redis.cli(&["LLEN", "msg_legacy_insert"]),
+        (OLD + 1).to_string()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 9. a node killed with SIGKILL
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_is_healed_by_the_others() {
+    let mut cl = Cluster::start_with(2, |cmd| {
+        cmd.env("AO_NODE_TTL_MS", "2000");
+    });
+    let mut cs = room_of(&[(cl.addr(0), "u1"), (cl.addr(1), "u2")], "heal").await;
+    let mut u2 = cs.pop().expect("u2");
+    let mut u1 = cs.pop().expect("u1");
+    let acked = send_inserts(&mut u2, "u2", 10).await;
+    recv_msgs(&mut u1, 10, Duration::from_secs(10)).await;
+
+    let b = cl.nodes.remove(1);
+    b.kill();
+    let killed = Instant::now();
+    match u1.recv_within(Duration::from_secs(6)).await {
+        Some(Received::Event(name, v)) if name == "remote_disconnect" => {
+            assert_eq!(v, json!({"uid": "u2"}));
+        }
+        other => panic!("u1: expected remote_disconnect u2 within 6 s of the kill, got {other:?}"),
+    }
+    println!("remote_disconnect {:?} after the kill", killed.elapsed());
+    poll(Duration::from_secs(3), "room_users without u2", || async {
+        let users = room_users(cl.addr(0), "heal").await;
+        if users == vec!["u1"] {
+            Ok(())
+        } else {
+            Err(format!("{users:?}"))
+        }
+    })
+    .await;
+    drop(u2);
+
+    // u2 comes back on A and finds everything it had acked.
+    let mut u2 = member(cl.addr(0), "u2", "heal").await;
+    expect_presence(&mut u2, "remote_join", "u1").await;
+    expect_presence(&mut u1, "remote_join", "u2").await;
+    let (items, _) = u2.sync_all(0).await;
+    assert_eq!(items.len(), acked.len());
+    for &(i, seq) in &acked {
+        let m = &items[seq as usize];
+        assert_eq!(m["data"], json!({"from": "u2", "i": i}), "seq {seq}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 10. Redis restarted during traffic
+// ---------------------------------------------------------------------------
+
+/// Redis state as the traffic tasks see it.
+const UP: u8 = 0;
+const DOWN: u8 = 1;
+const RESTARTING: u8 = 2;
+
+/// One ack of the traffic test.
+#[derive(Debug)]
+struct Acked {
+    key: String,
+    ack: Value,
+    /// Redis state when the msg was sent and when its ack arrived.
+    sent: u8,
+    answered: u8,
+}
+
+/// What one traffic task did.
+struct Traffic {
+    uid: String,
+    /// Every key sent, with the Redis state at the time.
+    sent: Vec<(String, u8)>,
+    acks: Vec<Acked>,
+    received: Vec<Value>,
+}
+
+/// Moves every queued event of `c` into `into`, without waiting.
+async fn drain(c: &mut Client, into: &mut Vec<Value>) {
+    while let Some(r) = c.recv_within(Duration::from_millis(1)).await {
+        match r {
+            Received::Event(name, v) if name == "msg" => into.push(v),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Sends `{"data": {"k": "<uid>-<i>"}}` with an ack, one at a time, until `stop`.
+async fn traffic(
+    mut c: Client,
+    uid: String,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+) -> (Client, Traffic) {
+    let mut t = Traffic {
+        uid: uid.clone(),
+        sent: Vec::new(),
+        acks: Vec::new(),
+        received: Vec::new(),
+    };
+    let mut i = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let key = format!("{uid}-{i}");
+        let sent = phase.load(Ordering::SeqCst);
+        let id = c.emit_ack_id("msg", json!({"data": {"k": key}})).await;
+        t.sent.push((key.clone(), sent));
+        let ack = c.wait_ack(id).await;
+        let answered = phase.load(Ordering::SeqCst);
+        t.acks.push(Acked {
+            key,
+            ack,
+            sent,
+            answered,
+        });
+        drain(&mut c, &mut t.received).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (c, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restart_during_traffic_loses_no_acked_msg() {
+    let mut cl = Cluster::start(2);
+    let a = cl.addr(0);
+    let b = cl.addr(1);
+    let clients = room_of(&[(a, "a1"), (a, "a2"), (b, "b1"), (b, "b2")], "storm").await;
+    let uids = ["a1", "a2", "b1", "b2"];
+    assert_eq!(http_status(a, "/readyz").await, Some(200));
+
+    let phase = Arc::new(AtomicU8::new(UP));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (c, uid) in clients.into_iter().zip(uids) {
+        tasks.push(tokio::spawn(traffic(
+            c,
+            uid.to_owned(),
+            phase.clone(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // kill -9 Redis; readyz turns 503.
+    cl.redis.kill();
+    phase.store(DOWN, Ordering::SeqCst);
+    let down_at = Instant::now();
+    poll(
+        Duration::from_secs(5),
+        "readyz 503 while Redis is down",
+        || async {
+            match http_status(a, "/readyz").await {
+                Some(503) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let elapsed = down_at.elapsed();
+    if elapsed < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_secs(1) - elapsed).await;
+    }
+    phase.store(RESTARTING, Ordering::SeqCst);
+    tokio::task::block_in_place(|| cl.redis.restart());
+    phase.store(UP, Ordering::SeqCst);
+    let up_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut clients = Vec::new();
+    let mut stats = Vec::new();
+    for t in tasks {
+        let (c, t) = t
+            .await
+            .expect("traffic task (an ack may not have come within 5 s)");
+        clients.push(c);
+        stats.push(t);
+    }
+
+    // readyz is 200 again.
+    poll(
+        Duration::from_secs(10),
+        "readyz 200 after the restart",
+        || async {
+            match http_status(a, "/readyz").await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Cross-node delivery works again (A → B and B → A).
+    for (from, to) in [(0usize, 2usize), (2, 0)] {
+        let mut n = 0;
+        let deadline = up_at + Duration::from_secs(15);
+        'probe: loop {
+            assert!(
+                Instant::now() < deadline,
+                "cross-node delivery {} → {} not back within ~10 s of the restart",
+                uids[from],
+                uids[to]
+            );
+            let probe = format!("probe-{from}-{n}");
+            n += 1;
+            let _ = clients[from]
+                .send_msg(json!({"data": {"probe": probe}, "s": 2}))
+                .await;
+            let until = Instant::now() + Duration::from_millis(500);
+            while let Some(r) = clients[to]
+                .recv_within(until.saturating_duration_since(Instant::now()))
+                .await
+            {
+                match r {
+                    Received::Event(name, v) if name == "msg" => {
+                        if v["data"]["probe"] == json!(probe) {
+                            break 'probe;
+                        }
+                        stats[to].received.push(v);
+                    }
+                    other => panic!("{}: unexpected {other:?}", uids[to]),
+                }
+            }
+        }
+    }
+    // Collect what is still on the way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (c, t) in clients.iter_mut().zip(stats.iter_mut()) {
+        drain(c, &mut t.received).await;
+    }
+
+    // Counting.
+    let mut ok_keys: HashMap<String, u64> = HashMap::new();
+    let mut during_outage = 0;
+    let mut false_success = Vec::new();
+    let mut refused = 0;
+    for t in &stats {
+        for a in &t.acks {
+            if a.ack["status"] == json!(0) {
+                if let Some(seq) = a.ack["seq"].as_u64() {
+                    ok_keys.insert(a.key.clone(), seq);
+                } else {
+                    panic!("{}: success ack without seq: {a:?}", t.uid);
+                }
+            } else {
+                refused += 1;
+            }
+            if a.sent == DOWN && a.answered == DOWN {
+                during_outage += 1;
+                if a.ack["status"] == json!(0) {
+                    false_success.push(a);
+                }
+            }
+        }
+    }
+    let sent_total: usize = stats.iter().map(|t| t.sent.len()).sum();
+    println!(
+        "sent {sent_total}, acked ok {}, refused {refused}, answered during the outage {during_outage}",
+        ok_keys.len()
+    );
+    assert!(
+        false_success.is_empty(),
+        "acks of status 0 for msgs sent and answered while Redis was down: {false_success:?}"
+    );
+
+    // Local fallback: same-node members received each other's outage msgs.
+    let mut without_seq = 0;
+    for (me, peer) in [(0usize, 1usize), (1, 0), (2, 3), (3, 2)] {
+        let got: HashSet<String> = stats[me]
+            .received
+            .iter()
+            .filter_map(|m| m["data"]["k"].as_str().map(str::to_owned))
+            .collect();
+        without_seq += stats[me]
+            .received
+            .iter()
+            .filter(|m| m["data"]["k"].is_string() && m.get("seq").is_none())
+            .count();
+        let missing: Vec<&String> = stats[peer]
+            .sent
+            .iter()
+            .filter(|(_, p)| *p == DOWN)
+            .map(|(k, _)| k)
+            .filter(|k| !got.contains(*k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} did not receive these msgs its same-node peer {} sent while Redis was down: {missing:?}",
+            uids[me],
+            uids[peer]
+        );
+    }
+    println!("msgs received without seq: {without_seq}");
+
+    // Every msg acked with status 0 is in the history, once, at its seq.
+    let items = history(b, "storm").await;
+    assert_dense(&items);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (k, m) in items.iter().enumerate() {
+        if let Some(key) = m["data"]["k"].as_str() {
+            if let Some(prev) = seen.insert(key.to_owned(), k) {
+                panic!("{key} stored twice, at {prev} and {k}");
+            }
+        }
+    }
+    let mut lost = Vec::new();
+    for (key, seq) in &ok_keys {
+        match seen.get(key) {
+            Some(&k) => assert_eq!(k as u64, *seq, "{key}: acked seq vs position in sync"),
+            None => lost.push(key.clone()),
+        }
+    }
+    lost.sort();
+    assert!(
+        lost.is_empty(),
+        "{} acked msgs missing from the final sync: {lost:?}",
+        lost.len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 11. Redis Cluster
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_smoke() {
+    const N: u64 = 20;
+    let redis = RedisCluster::start();
+    let (nodes, _dirs) = start_nodes(&redis.url(), 2, &|_| {});
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+
+    for room in ["alpha", "beta"] {
+        let ua = format!("{room}-a");
+        let ub = format!("{room}-b");
+        let mut cs = room_of(&[(a, &ua), (b, &ub)], room).await;
+        let mut cb = cs.pop().expect("b");
+        let mut ca = cs.pop().expect("a");
+        let acked_a = send_inserts(&mut ca, &ua, N).await;
+        let acked_b = send_inserts(&mut cb, &ub, N).await;
+        let got_b = recv_msgs(&mut cb, N as usize, Duration::from_secs(10)).await;
+        let got_a = recv_msgs(&mut ca, N as usize, Duration::from_secs(10)).await;
+        assert_received_all(&ub, &got_b, &[&ua], N);
+        assert_received_all(&ua, &got_a, &[&ub], N);
+        assert_eq!(
+            acked_a
+                .iter()
+                .chain(&acked_b)
+                .map(|&(_, s)| s)
+                .collect::<Vec<_>>(),
+            (0..2 * N).collect::<Vec<_>>(),
+            "{room}: acked seqs"
+        );
+        for node in [a, b] {
+            let items = history(node, room).await;
+            assert_eq!(items.len() as u64, 2 * N, "{room}: sync");
+            assert_dense(&items);
+        }
+        assert!(
+            redis
+                .cli(&["LLEN", &format!("msg_{{{room}}}_insert")])
+                .contains(&(2 * N).to_string()),
+            "{room}: the list of the clustered layout"
+        );
+    }
+
+    // kickout across nodes.
+    let mut k_a = member(a, "k", "gamma").await;
+    let _k_b = member(b, "k", "gamma").await;
+    assert_eq!(
+        k_a.recv().await,
+        Received::Event("kickout".into(), json!(0))
+    );
+    k_a.expect_disconnect().await;
+}
+
+// ---------------------------------------------------------------------------
+// 12. send order with a cold script cache
+// ---------------------------------------------------------------------------
+
+/// Each sender's inserts keep their send order in the history (and in the
+/// seqs of their acks) when Redis loses its script cache while they are
+/// being written — as after a Redis restart or failover; here `SCRIPT FLUSH`
+/// runs over and over while senders on two nodes blast one room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn send_order_survives_a_lost_script_cache() {
+    const N: u64 = 300;
+    let cl = Cluster::start(2);
+    let port = cl.redis.port();
+    let clients = room_of(&[(cl.addr(0), "sa"), (cl.addr(1), "sb")], "cold").await;
+
+    let flushing = Arc::new(AtomicBool::new(true));
+    let flusher = {
+        let flushing = flushing.clone();
+        std::thread::spawn(move || {
+            let mut flushes = 0;
+            while flushing.load(Ordering::SeqCst) {
+                // Errors are ignored: Redis goes away when the test fails.
+                let flushed = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "SCRIPT", "FLUSH"])
+                    .output()
+                    .is_ok_and(|o| o.stdout.starts_with(b"OK"));
+                flushes += u32::from(flushed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            flushes
+        })
+    };
+    let mut tasks = Vec::new();
+    for (c, uid) in clients.into_iter().zip(["sa", "sb"]) {
+        tasks.push(tokio::spawn(async move {
+            let mut c = c;
+            // Windows of 100 unacked msgs: well below the per-connection
+            // queue (256 events), so none is refused as too many requests.
+            let mut seqs = Vec::new();
+            let all: Vec<u64> = (0..N).collect();
+            for window in all.chunks(100) {
+                let mut ids = Vec::new();
+                for &i in window {
+                    let msg = json!({"data": {"from": uid, "i": i}});
+                    ids.push(c.emit_ack_id("msg", msg).await);
+                }
+                for id in ids {
+                    let ack = c.wait_ack(id).await;
+                    assert_eq!(ack["status"], json!(0), "{uid}: {ack}");
+                    seqs.push(seq_of(&ack));
+                }
+            }
+            (uid, seqs)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("sender task"));
+    }
+    flushing.store(false, Ordering::SeqCst);
+    let flushes = flusher.join().expect("flusher thread");
+    println!("SCRIPT FLUSH ran {flushes} times");
+
+    for (uid, seqs) in &results {
+        let inversions: Vec<(usize, u64, u64)> = seqs
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[0] >= w[1])
+            .map(|(i, w)| (i, w[0], w[1]))
+            .collect();
+        assert!(
+            inversions.is_empty(),
+            "{uid}'s inserts were stored out of send order at {} places; the first (msg \
+             index, its seq, the next msg's seq): {:?}",
+            inversions.len(),
+            &inversions[..inversions.len().min(10)]
+        );
+    }
+    let items = history(cl.addr(0), "cold").await;
+    assert_eq!(items.len() as u64, 2 * N);
+    assert_dense(&items);
+    for uid in ["sa", "sb"] {
+        let order: Vec<u64> = items
+            .iter()
+            .filter(|m| m["data"]["from"] == json!(uid))
+            .map(|m| m["data"]["i"].as_u64().expect("i"))
+            .collect();
+        assert_eq!(
+            order,
+            (0..N).collect::<Vec<_>>(),
+            "{uid}: order in the history"
+        );
+    }
+}
