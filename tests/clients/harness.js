@@ -8,9 +8,16 @@
 // Environment:
 //   AO_BIN            the server binary (default ../../target/debug/always-online)
 //   AO_TEST_VERBOSE=1 copy the server's log lines to stderr
+//   AO_REDIS_SERVER   the redis-server binary for cluster runs (default redis-server)
+//
+// Cluster runs: startCluster({ nodes: 2 }) starts a private redis-server and
+// several nodes sharing it; the Cluster object stands in for a Server, and
+// hands out the nodes' URLs in turn so the members of a room are spread over
+// the nodes.
 
 const { spawn, execFile } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
@@ -55,27 +62,55 @@ const LIFECYCLE_EVENTS = ['connect', 'disconnect', 'connect_error'];
 
 /** A running server: its ports, its log, users created with its CLI. */
 class Server {
-  constructor(child, dir, port, apiPort, lines) {
+  constructor(child, dir, port, apiPort, lines, cliEnv = {}) {
     this.child = child;
+    /** The AO_* settings the CLI needs to reach the same account store (Redis in a cluster). */
+    this.cliEnv = cliEnv;
     this.dir = dir;
     this.port = port;
     this.apiPort = apiPort;
     this.url = `http://127.0.0.1:${port}`;
     this.lines = lines;
     this.tokens = new Map();
+    this.stopping = false;
+    this.died = null;
     this.exited = new Promise((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) resolve();
       else child.once('exit', () => resolve());
     });
+    child.once('exit', (code, signal) => {
+      if (!this.stopping) this.died = { code, signal };
+    });
+  }
+
+  /**
+   * '' while the server runs as it should, else what went wrong (exited,
+   * stopped by a signal it was not sent by stop(), panicked), for failure messages.
+   */
+  health() {
+    const out = [];
+    if (this.died) out.push(`exited unexpectedly (code ${this.died.code}, signal ${this.died.signal})`);
+    if (!this.stopping) {
+      const stop = this.lines.find((l) => l.includes('"shutting down"'));
+      if (stop) out.push(`was told to stop by someone else than the test: ${stop}`);
+    }
+    const panic = this.lines.findIndex((l) => l.includes('panicked at'));
+    if (panic >= 0) out.push(`panicked: ${this.lines.slice(panic, panic + 2).join(' ')}`);
+    return out.length ? `server :${this.port} (pid ${this.child.pid}) ${out.join('; ')}` : '';
   }
 
   /** Creates user `uid` with `always-online user create` and returns its token (cached). */
   async user(uid) {
     const key = String(uid);
     if (!this.tokens.has(key)) {
-      this.tokens.set(key, createUser(key, this.dir));
+      this.tokens.set(key, createUser(key, this.dir, this.cliEnv));
     }
     return this.tokens.get(key);
+  }
+
+  /** The URL a new client connects to (`uid`: the user it logs in as, if known). */
+  clientUrl() {
+    return this.url;
   }
 
   /** The server's last log lines, for failure messages. */
@@ -85,6 +120,7 @@ class Server {
 
   /** SIGTERM, wait for the exit (SIGKILL after 8 s), remove the data dir. */
   async stop() {
+    this.stopping = true;
     if (this.child.exitCode === null && this.child.signalCode === null) {
       this.child.kill('SIGTERM');
       let timer;
@@ -110,12 +146,12 @@ function checkBinary() {
   }
 }
 
-function createUser(uid, dir) {
+function createUser(uid, dir, env = {}) {
   return new Promise((resolve, reject) => {
     execFile(
       BIN,
       ['user', 'create', uid, '--data-dir', dir],
-      { env: serverEnv({}), timeout: 10000 },
+      { env: serverEnv(env), timeout: 10000 },
       (err, stdout, stderr) => {
         if (err) {
           reject(new Error(`user create ${uid} failed: ${err.message}\n${stderr}`));
@@ -145,7 +181,7 @@ function serverEnv(env) {
  * Starts `always-online` on 127.0.0.1:0 with a fresh data dir.
  * `env`: extra AO_* settings; `dev`: pass --dev.
  */
-async function startServer({ env = {}, dev = false } = {}) {
+async function startServer({ env = {}, dev = false, cliEnv = {}, name = 'server' } = {}) {
   checkBinary();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ao-clients-'));
   const args = ['--listen', '127.0.0.1:0', '--api-listen', '127.0.0.1:0', '--data-dir', dir];
@@ -154,6 +190,7 @@ async function startServer({ env = {}, dev = false } = {}) {
     env: serverEnv(env),
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  adopt(child);
   const lines = [];
   const verbose = process.env.AO_TEST_VERBOSE === '1';
   const rl = readline.createInterface({ input: child.stderr });
@@ -174,7 +211,7 @@ async function startServer({ env = {}, dev = false } = {}) {
     rl.on('line', (line) => {
       lines.push(line);
       if (lines.length > 2000) lines.splice(0, lines.length - 1000);
-      if (verbose) process.stderr.write(`[server ${child.pid}] ${line}\n`);
+      if (verbose) process.stderr.write(`[${name} ${child.pid}] ${line}\n`);
       if (done || !line.includes('always-online listening')) return;
       const m = /"addr":"127\.0\.0\.1:(\d+)"/.exec(line);
       const api = /"api_addr":"127\.0\.0\.1:(\d+)"/.exec(line);
@@ -182,9 +219,239 @@ async function startServer({ env = {}, dev = false } = {}) {
       done = true;
       clearTimeout(timer);
       child.removeAllListeners('exit');
-      resolve(new Server(child, dir, Number(m[1]), api ? Number(api[1]) : null, lines));
+      resolve(new Server(child, dir, Number(m[1]), api ? Number(api[1]) : null, lines, cliEnv));
     });
   });
+}
+
+// ---------------------------------------------------------------- cluster
+
+/** Children to SIGKILL if this process exits without stopping them. */
+const orphans = new Set();
+let exitHooked = false;
+
+function killOrphans() {
+  for (const child of orphans) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  orphans.clear();
+}
+
+function adopt(child) {
+  orphans.add(child);
+  child.once('exit', () => orphans.delete(child));
+  if (exitHooked) return;
+  exitHooked = true;
+  process.once('exit', killOrphans);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(sig, () => {
+      killOrphans();
+      process.kill(process.pid, sig);
+    });
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked: the caller retries if it is taken). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const REDIS_BIN = process.env.AO_REDIS_SERVER || 'redis-server';
+
+/** A private redis-server: no persistence, its own temp dir, killed at exit. */
+class Redis {
+  constructor(child, dir, port, lines) {
+    this.child = child;
+    this.dir = dir;
+    this.port = port;
+    this.url = `redis://127.0.0.1:${port}`;
+    this.lines = lines;
+    this.exited = new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) resolve();
+      else child.once('exit', () => resolve());
+    });
+  }
+
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function startRedisOnce(port) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ao-redis-'));
+  const args = [
+    '--port', String(port),
+    '--bind', '127.0.0.1',
+    '--save', '',
+    '--appendonly', 'no',
+    '--dir', dir,
+    '--daemonize', 'no',
+    '--protected-mode', 'no',
+    '--logfile', '',
+  ];
+  const child = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  adopt(child);
+  const lines = [];
+  const verbose = process.env.AO_TEST_VERBOSE === '1';
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const fail = (why) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      fs.rmSync(dir, { recursive: true, force: true });
+      reject(new Error(`${why}\nredis log:\n${lines.join('\n')}`));
+    };
+    const timer = setTimeout(() => fail('redis-server not ready within 10 s'), 10000);
+    child.once('error', (e) => fail(`cannot start ${REDIS_BIN}: ${e.message}`));
+    child.once('exit', (code, sig) => fail(`redis-server exited early (code ${code}, signal ${sig})`));
+    for (const stream of [child.stdout, child.stderr]) {
+      readline.createInterface({ input: stream }).on('line', (line) => {
+        lines.push(line);
+        if (lines.length > 500) lines.splice(0, lines.length - 250);
+        if (verbose) process.stderr.write(`[redis ${child.pid}] ${line}\n`);
+        if (done || !line.includes('Ready to accept connections')) return;
+        done = true;
+        clearTimeout(timer);
+        child.removeAllListeners('exit');
+        resolve(new Redis(child, dir, port, lines));
+      });
+    }
+  });
+}
+
+/** Starts a private redis-server on a free port of 127.0.0.1. */
+async function startRedis() {
+  let last;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      return await startRedisOnce(await freePort());
+    } catch (e) {
+      last = e; // most likely the port was taken meanwhile
+    }
+  }
+  throw last;
+}
+
+let clusterCounter = 0;
+
+/**
+ * Nodes sharing one Redis, standing in for a Server: users are created with
+ * node 0's CLI (the token hashes live in Redis, so every node knows them), and
+ * clientUrl() hands out the nodes' URLs in turn. A uid that logs in again is
+ * sent to the node after the one of its previous connection, so kickouts and
+ * reconnections cross nodes. Node-local things (url, port, apiPort, dir,
+ * lines) are node 0's.
+ */
+class Cluster {
+  constructor(nodes, redis, ownsRedis, prefix) {
+    this.nodes = nodes;
+    this.redis = redis;
+    this.ownsRedis = ownsRedis;
+    this.prefix = prefix;
+    this.turn = 0;
+    this.nodeOfUid = new Map();
+  }
+
+  get url() {
+    return this.nodes[0].url;
+  }
+
+  get port() {
+    return this.nodes[0].port;
+  }
+
+  get apiPort() {
+    return this.nodes[0].apiPort;
+  }
+
+  get dir() {
+    return this.nodes[0].dir;
+  }
+
+  get lines() {
+    return this.nodes[0].lines;
+  }
+
+  get tokens() {
+    return this.nodes[0].tokens;
+  }
+
+  user(uid) {
+    return this.nodes[0].user(uid);
+  }
+
+  clientUrl(uid) {
+    const n = this.nodes.length;
+    let i;
+    if (uid !== undefined && this.nodeOfUid.has(uid)) i = (this.nodeOfUid.get(uid) + 1) % n;
+    else i = this.turn++ % n;
+    if (uid !== undefined) this.nodeOfUid.set(uid, i);
+    return this.nodes[i].url;
+  }
+
+  /** 'n0', 'n1', … for a node's URL (client labels show where they are). */
+  nodeName(url) {
+    const i = this.nodes.findIndex((s) => s.url === url);
+    return i >= 0 ? `n${i}` : url;
+  }
+
+  health() {
+    return this.nodes.map((s, i) => s.health() && `node ${i}: ${s.health()}`).filter(Boolean).join('\n');
+  }
+
+  tail(n = 30) {
+    return this.nodes.map((s, i) => `--- node ${i} (:${s.port})\n${s.tail(n)}`).join('\n');
+  }
+
+  async stop() {
+    await Promise.all(this.nodes.map((s) => s.stop()));
+    if (this.ownsRedis) await this.redis.stop();
+  }
+}
+
+/**
+ * Starts `nodes` always-online processes clustered through Redis: a private
+ * redis-server (or `redisUrl`), a fresh AO_REDIS_PREFIX, `env` and `dev` as
+ * for startServer.
+ */
+async function startCluster({ nodes = 2, env = {}, dev = false, redisUrl } = {}) {
+  checkBinary();
+  const redis = redisUrl ? { url: redisUrl } : await startRedis();
+  const prefix = `ao-test-${process.pid}-${++clusterCounter}`;
+  const shared = { AO_REDIS_URL: redis.url, AO_REDIS_PREFIX: prefix };
+  const started = await Promise.allSettled(
+    Array.from({ length: nodes }, (_, i) =>
+      startServer({ env: { ...env, ...shared }, dev, cliEnv: shared, name: `node${i}` }),
+    ),
+  );
+  const ok = started.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const failed = started.find((r) => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(ok.map((s) => s.stop()));
+    if (!redisUrl) await redis.stop();
+    throw failed.reason;
+  }
+  return new Cluster(ok, redis, !redisUrl, prefix);
 }
 
 // ---------------------------------------------------------------- clients
@@ -362,17 +629,28 @@ class Pool {
     this.clients = new Set();
   }
 
-  /** A new client, not yet awaited as connected. */
-  raw(gen, mode, opts) {
-    const c = new Client(gen, mode, this.server.url, opts);
+  /**
+   * A new client, not yet awaited as connected. `uid`: the user it will log
+   * in as, if known (a cluster uses it to pick the node).
+   */
+  raw(gen, mode, opts, uid) {
+    const url = this.server.clientUrl(uid);
+    const c = new Client(gen, mode, url, opts);
+    if (this.server.nodeName) c.label += `@${this.server.nodeName(url)}`;
     this.clients.add(c);
     return c;
   }
 
   /** A new connected client. */
-  async client(gen, mode, opts) {
-    const c = this.raw(gen, mode, opts);
-    await c.connected();
+  async client(gen, mode, opts, uid) {
+    const c = this.raw(gen, mode, opts, uid);
+    try {
+      await c.connected();
+    } catch (e) {
+      const health = this.server.health ? this.server.health() : '';
+      if (health) e.message += `\n${health}`;
+      throw e;
+    }
     return c;
   }
 
@@ -382,7 +660,7 @@ class Pool {
    */
   async login(gen, mode, uid, { asNumber = false, opts } = {}) {
     const token = await this.server.user(uid);
-    const c = await this.client(gen, mode, opts);
+    const c = await this.client(gen, mode, opts, String(uid));
     c.uid = asNumber ? Number(uid) : String(uid);
     c.emit('authenticate', { uid: c.uid, token });
     assert.deepEqual(await c.next('authenticate'), { status: 0, data: 'auth success' }, c.label);
@@ -463,6 +741,10 @@ module.exports = {
   Pool,
   Server,
   startServer,
+  Redis,
+  startRedis,
+  Cluster,
+  startCluster,
   next,
   expectNone,
   join,

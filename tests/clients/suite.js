@@ -2,7 +2,9 @@
 // The compatibility suite run for one client generation over one transport
 // mode. Each *.test.js file of the matrix calls defineCompatSuite once; the
 // file gets a server of its own (sync page size 3, every other setting at its
-// default, real tokens made with the CLI).
+// default, real tokens made with the CLI). The cluster-*.test.js files run it
+// against a 2-node cluster (`{ cluster: 2 }`): consecutive clients connect to
+// alternate nodes, so every room has members on both.
 
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
@@ -14,8 +16,16 @@ const PAGE = 3;
 /** The default max_msg_bytes. */
 const MAX_MSG_BYTES = 512000;
 
-function defineCompatSuite(gen, mode) {
-  describe(`socket.io-client ${gen}.x over ${mode}`, { timeout: 60000 }, () => {
+/**
+ * `cluster`: run against that many nodes sharing a private Redis
+ * (h.startCluster) instead of one server.
+ */
+function defineCompatSuite(gen, mode, { cluster = 0 } = {}) {
+  const start = cluster
+    ? (opts) => h.startCluster({ nodes: cluster, ...opts })
+    : (opts) => h.startServer(opts);
+  const where = cluster ? ` on a ${cluster}-node cluster` : '';
+  describe(`socket.io-client ${gen}.x over ${mode}${where}`, { timeout: 60000 }, () => {
     let server;
     let pool;
     let n = 0;
@@ -26,7 +36,7 @@ function defineCompatSuite(gen, mode) {
     const room = (name) => `${tag}-room-${name}-${++n}`;
 
     before(async () => {
-      server = await h.startServer({ env: { AO_SYNC_PAGE_SIZE: String(PAGE) } });
+      server = await start({ env: { AO_SYNC_PAGE_SIZE: String(PAGE) } });
       pool = new h.Pool(server);
     });
 
