@@ -116,6 +116,9 @@ enum Cmd {
         /// Stop after this many seconds [default: 1200, quick 240].
         #[arg(long)]
         max_seconds: Option<u64>,
+        /// redis-server for the 2-node cluster figure.
+        #[arg(long, default_value = "redis-server")]
+        redis_server: PathBuf,
     },
 }
 
@@ -278,9 +281,11 @@ async fn run(cli: Cli) -> Result<()> {
             sync_messages,
             rate,
             max_seconds,
+            redis_server,
         } => {
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
+            cfg.redis_server = redis_server;
             cfg.rate = rate;
             if let Some(c) = conns {
                 cfg.conns = c;

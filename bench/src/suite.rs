@@ -34,6 +34,8 @@ pub struct SuiteConfig {
     pub eio: Eio,
     /// The suite stops itself after this long.
     pub max_time: Duration,
+    /// redis-server for the 2-node cluster row (skipped when it cannot start).
+    pub redis_server: PathBuf,
 }
 
 impl SuiteConfig {
@@ -48,6 +50,7 @@ impl SuiteConfig {
             rate: 2_000.0,
             eio: Eio::V4,
             max_time: Duration::from_secs(if quick { 240 } else { 1_200 }),
+            redis_server: PathBuf::from("redis-server"),
         }
     }
 
@@ -217,6 +220,50 @@ async fn start_server(bin: &Path) -> Result<Proc> {
     spawn(cmd, addr, dir, "the server").await
 }
 
+/// Starts a private Redis on a free port, durable as the README asks of a
+/// production one (append-only file, fsync before each reply).
+async fn start_redis(bin: &Path) -> Result<Proc> {
+    let dir = scratch_dir("redis")?;
+    let port = free_port()?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(&dir);
+    spawn(cmd, format!("127.0.0.1:{port}"), dir, "redis-server").await
+}
+
+/// Starts `n` server nodes sharing the Redis at `redis`.
+async fn start_nodes(bin: &Path, redis: &str, n: usize) -> Result<Vec<Proc>> {
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let dir = scratch_dir("node")?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let api = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--dev",
+            "--listen",
+            &addr,
+            "--api-listen",
+            &api,
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "warn")
+        .env("AO_REDIS_URL", format!("redis://{redis}"));
+        nodes.push(spawn(cmd, addr, dir, "a cluster node").await?);
+    }
+    Ok(nodes)
+}
+
 /// Starts the floor (this binary's `floor` subcommand) on a free port.
 async fn start_floor() -> Result<Proc> {
     let dir = scratch_dir("floor")?;
@@ -248,6 +295,8 @@ impl Side {
 struct Figures {
     fanout: [Option<StepResult>; 2],
     find_max: [Option<FindMaxResult>; 2],
+    /// find-max with members spread over 2 nodes on one Redis.
+    cluster_find_max: Option<FindMaxResult>,
     conns: [Option<ConnsResult>; 2],
     sync: Option<SyncResult>,
     notes: Vec<String>,
@@ -315,6 +364,20 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
             Ok(r) => with(figs, |f| f.find_max[slot(side)] = Some(r)),
             Err(e) => note(figs, format!("find-max against the {}: {e}", side.name())),
         }
+    }
+    eprintln!("== find-max against 2 nodes on Redis");
+    let r = async {
+        let redis = start_redis(&cfg.redis_server).await?;
+        let nodes = start_nodes(&cfg.server_bin, &redis.addr, 2).await?;
+        let (mut c, fm) = cfg.find_max(&nodes[0].addr, nodes[0].pid());
+        c.nodes = nodes.iter().map(|n| n.addr.clone()).collect();
+        c.server_pids = nodes.iter().map(Proc::pid).chain([redis.pid()]).collect();
+        fanout::find_max(&c, &fm).await
+    }
+    .await;
+    match r {
+        Ok(r) => with(figs, |f| f.cluster_find_max = Some(r)),
+        Err(e) => note(figs, format!("find-max against 2 nodes on Redis: {e}")),
     }
     for side in sides {
         eprintln!("== conns ({}) against the {}", cfg.conns, side.name());
@@ -451,6 +514,17 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
             floor: best(1).map(StepResult::sent_rate),
             target: "≥ 0.7 × floor",
             check: Some(Check::RatioAtLeast(0.7)),
+        },
+        Row {
+            figure: "2 nodes on Redis: find-max sent rate (msg/s)".into(),
+            server: f
+                .cluster_find_max
+                .as_ref()
+                .and_then(|r| r.best.as_ref())
+                .map(StepResult::sent_rate),
+            floor: best(1).map(StepResult::sent_rate),
+            target: "≥ 0.4 × floor",
+            check: Some(Check::RatioAtLeast(0.4)),
         },
         Row {
             figure: format!("deliveries per server CPU-s @ {rate:.0} msg/s"),
