@@ -665,6 +665,32 @@ async fn admin_api_is_cluster_wide() {
         try_authenticate(cl.addr(2), "real", "wrong").await,
         json!({"status": 1, "data": AUTH_FAILED})
     );
+
+    // A refresh through C's accounts API retires the old token on every node.
+    let url = format!("http://{}/user/refresh_token", cl.nodes[2].api_addr);
+    let v: Value = http()
+        .post(&url)
+        .basic_auth(ADMIN_UID, Some(ADMIN_TOKEN))
+        .json(&json!({"uid": "real"}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+        .json()
+        .await
+        .expect("refresh_token reply");
+    assert_eq!(v["meta"]["status"], json!(0), "{v}");
+    let fresh = v["data"]["token"].as_str().expect("token").to_owned();
+    for i in 0..3 {
+        assert_eq!(
+            try_authenticate(cl.addr(i), "real", &token).await,
+            json!({"status": 1, "data": AUTH_FAILED}),
+            "old token on node {i}"
+        );
+    }
+    assert_eq!(
+        try_authenticate(cl.addr(0), "real", &fresh).await,
+        json!({"status": 0, "data": "auth success"})
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -25,7 +25,6 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::SocketIo;
-use tokio::sync::Mutex;
 
 use super::inbox::{Control, Mailbox};
 use super::room_channel;
@@ -33,6 +32,9 @@ use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{room_frame_head, ControlFrame, Redis, RoomFrame, RESET_EVENT};
 use crate::store::MessageStore;
+
+/// How long a join waits for its room's channel to be subscribed.
+const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a readiness probe waits to hear itself back.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -54,7 +56,7 @@ struct RedisBus {
     /// Readiness probes waiting to hear themselves back.
     probes: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     /// Rooms with members on this node → how many; their channels are subscribed.
-    watched: Mutex<HashMap<String, usize>>,
+    watched: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl Bus {
@@ -87,7 +89,7 @@ impl Bus {
                 delivered: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
                 probes: std::sync::Mutex::new(HashMap::new()),
-                watched: Mutex::new(HashMap::new()),
+                watched: std::sync::Mutex::new(HashMap::new()),
             }),
         });
         tokio::spawn(dispatch(bus.clone()));
@@ -182,21 +184,32 @@ impl Bus {
     }
 
     /// A member of `room` joined on this node: listen on the room's channel
-    /// (before the join is confirmed, so nothing published after it is missed).
+    /// (before the join is confirmed, so nothing published after it is
+    /// missed). While Redis is unreachable this waits at most
+    /// [`SUBSCRIBE_WAIT`]; the channel is subscribed when Redis is back.
     pub async fn watch(&self, room: &str) {
         let Some(rb) = &self.redis else { return };
-        let mut watched = rb.watched.lock().await;
-        let count = watched.entry(room.to_owned()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            if let Err(e) = rb
+        let first = {
+            let Ok(mut watched) = rb.watched.lock() else {
+                return;
+            };
+            let count = watched.entry(room.to_owned()).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            // Sent on its first poll, right after the count changed, so
+            // subscribes and unsubscribes reach Redis in the counts' order.
+            let subscribe = rb
                 .redis
                 .subscriber
-                .ssubscribe(rb.redis.keys.room_channel(room))
-                .await
-            {
-                // Kept in `watched`: subscribed again when Redis is back.
-                tracing::warn!(error = %e, %room, "could not subscribe to the room's channel");
+                .ssubscribe(rb.redis.keys.room_channel(room));
+            match tokio::time::timeout(SUBSCRIBE_WAIT, subscribe).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, %room, "could not subscribe to the room's channel")
+                }
+                Err(_) => tracing::warn!(%room, "subscribing to the room's channel is taking long"),
             }
         }
     }
@@ -204,22 +217,29 @@ impl Bus {
     /// A member of `room` on this node left.
     pub async fn unwatch(&self, room: &str) {
         let Some(rb) = &self.redis else { return };
-        let mut watched = rb.watched.lock().await;
-        let Some(count) = watched.get_mut(room) else {
-            return;
+        let last = {
+            let Ok(mut watched) = rb.watched.lock() else {
+                return;
+            };
+            let Some(count) = watched.get_mut(room) else {
+                return;
+            };
+            *count = count.saturating_sub(1);
+            let last = *count == 0;
+            if last {
+                watched.remove(room);
+            }
+            last
         };
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            watched.remove(room);
+        if last {
             if let Ok(mut delivered) = rb.delivered.lock() {
                 delivered.remove(room);
             }
-            if let Err(e) = rb
+            let unsubscribe = rb
                 .redis
                 .subscriber
-                .sunsubscribe(rb.redis.keys.room_channel(room))
-                .await
-            {
+                .sunsubscribe(rb.redis.keys.room_channel(room));
+            if let Ok(Err(e)) = tokio::time::timeout(SUBSCRIBE_WAIT, unsubscribe).await {
                 tracing::debug!(error = %e, %room, "could not unsubscribe");
             }
         }
@@ -422,13 +442,9 @@ async fn resubscribe_on_reconnect(bus: Arc<Bus>) {
     let mut reconnects = rb.redis.subscriber.reconnect_rx();
     while reconnects.recv().await.is_ok() {
         let mut channels = vec![rb.redis.keys.control_channel()];
-        channels.extend(
-            rb.watched
-                .lock()
-                .await
-                .keys()
-                .map(|room| rb.redis.keys.room_channel(room)),
-        );
+        if let Ok(watched) = rb.watched.lock() {
+            channels.extend(watched.keys().map(|room| rb.redis.keys.room_channel(room)));
+        }
         tracing::info!(
             channels = channels.len(),
             "redis reconnected, subscribing again"
