@@ -147,9 +147,14 @@ impl App {
                 .map_err(|e| StartError::Redis(e.0))?;
         }
 
-        let main_router = crate::http::main_router(hub.clone()).layer(layer).layer(
-            axum::middleware::map_request(crate::http::compat::default_engineio_version),
-        );
+        let main_router = crate::http::main_router(hub.clone())
+            .layer(layer)
+            .layer(axum::middleware::map_request(
+                crate::http::compat::default_engineio_version,
+            ))
+            .layer(axum::middleware::map_request(
+                crate::http::compat::detach_upgrade_request,
+            ));
         let api_router = crate::http::api_router(hub.clone());
 
         let main = bind("listen", config.listen).await?;

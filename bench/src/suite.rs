@@ -781,6 +781,6 @@ mod tests {
         let cfg = SuiteConfig::new(PathBuf::from("/nonexistent"), true);
         let out = report(&cfg, &Figures::default(), Duration::from_secs(1));
         assert!(out.contains("| figure"));
-        assert_eq!(out.matches("not run").count(), 6);
+        assert_eq!(out.matches("not run").count(), 7);
     }
 }

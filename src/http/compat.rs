@@ -33,3 +33,39 @@ pub async fn default_engineio_version(mut req: Request) -> Request {
     }
     req
 }
+
+/// Copies what a websocket upgrade request keeps for the connection's whole
+/// life out of the HTTP read buffer.
+///
+/// hyper parses the URI and headers as slices of its read buffer (8 KiB and
+/// more per connection), and engine.io keeps the request's parts for the
+/// session's lifetime, so one retained slice (the URI, a header, the router's
+/// copy of the URI in `OriginalUri`) keeps that whole buffer alive for every
+/// websocket connection. Fresh copies let it go right after the upgrade.
+pub async fn detach_upgrade_request(mut req: Request) -> Request {
+    let is_upgrade = req
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !is_upgrade {
+        return req;
+    }
+    if let Ok(uri) = req.uri().to_string().parse::<Uri>() {
+        *req.uri_mut() = uri.clone();
+        if req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .is_some()
+        {
+            req.extensions_mut().insert(axum::extract::OriginalUri(uri));
+        }
+    }
+    let mut headers = axum::http::HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        if let Ok(copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), copy);
+        }
+    }
+    *req.headers_mut() = headers;
+    req
+}
