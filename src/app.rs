@@ -110,6 +110,10 @@ impl App {
             .ws_max_message_size(payload_limit)
             .ws_max_frame_size(payload_limit)
             .max_buffer_size(4096)
+            // Read chunk of every websocket (4 KiB by default), held for the
+            // connection's life: client frames are small (a msg is typically
+            // well under 1 KiB), so 1 KiB keeps idle connections lighter.
+            .ws_read_buffer_size(1024)
             .build_layer();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut redis_state = None;
