@@ -89,6 +89,9 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
 }
 
 impl Session {
+    /// The connection's event loop. Every handler future is boxed: the loop
+    /// lives as long as the connection, and inlined handlers would make
+    /// every idle connection carry the largest handler's state (kilobytes).
     async fn run(
         mut self,
         mut events: mpsc::Receiver<Box<Inbound>>,
@@ -104,24 +107,24 @@ impl Session {
                         ready = true;
                         Flow::Continue
                     }
-                    Some(Control::Kick) => self.kicked_out().await,
+                    Some(Control::Kick) => Box::pin(self.kicked_out()).await,
                     Some(Control::Closed) | None => {
                         // Events the client sent before it went away still count.
                         while let Ok(ev) = events.try_recv() {
-                            if self.handle(ev).await == Flow::Stop {
+                            if Box::pin(self.handle(ev)).await == Flow::Stop {
                                 return;
                             }
                         }
-                        self.closed().await;
+                        Box::pin(self.closed()).await;
                         Flow::Stop
                     }
                 },
                 ev = events.recv(), if ready => match ev {
-                    Some(ev) => self.handle(ev).await,
+                    Some(ev) => Box::pin(self.handle(ev)).await,
                     None => Flow::Stop,
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    self.timed_out().await
+                    Box::pin(self.timed_out()).await
                 }
             };
             if flow == Flow::Stop {
