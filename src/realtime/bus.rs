@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::SocketIo;
@@ -43,6 +44,9 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Bus {
     io: SocketIo,
     metrics: Arc<Metrics>,
+    /// Rooms with members on this node → how many (dummies included); in a
+    /// cluster their channels are subscribed.
+    watched: std::sync::Mutex<HashMap<String, u64>>,
     redis: Option<RedisBus>,
 }
 
@@ -55,8 +59,6 @@ struct RedisBus {
     resubscribed: tokio::sync::Notify,
     /// Readiness probes waiting to hear themselves back.
     probes: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
-    /// Rooms with members on this node → how many; their channels are subscribed.
-    watched: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl Bus {
@@ -65,6 +67,7 @@ impl Bus {
         Arc::new(Bus {
             io,
             metrics,
+            watched: std::sync::Mutex::new(HashMap::new()),
             redis: None,
         })
     }
@@ -83,13 +86,13 @@ impl Bus {
         let bus = Arc::new(Bus {
             io,
             metrics,
+            watched: std::sync::Mutex::new(HashMap::new()),
             redis: Some(RedisBus {
                 redis,
                 messages,
                 delivered: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
                 probes: std::sync::Mutex::new(HashMap::new()),
-                watched: std::sync::Mutex::new(HashMap::new()),
             }),
         });
         tokio::spawn(dispatch(bus.clone()));
@@ -122,10 +125,55 @@ impl Bus {
 
     /// Emits to this node's members of `room` but `except`; returns how
     /// many were sent to, counting the ones dropped for a full send buffer.
+    ///
+    /// One broadcast through socketioxide's local adapter, which encodes
+    /// the packet once for all recipients; the delivery count comes from
+    /// this node's member count of the room.
     pub fn emit_local(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
-        self.emit_local_but(room, ev, data, |s| {
-            except.is_some_and(|x| s.id.as_str() == x)
-        })
+        let Some(ns) = self.io.of("/") else {
+            return 0; // shutting down
+        };
+        // The sender is one of this node's members only if it is connected here.
+        let excluded = except
+            .and_then(|x| x.parse().ok())
+            .is_some_and(|sid| ns.get_socket(sid).is_some());
+        let mut op = ns.to(room_channel(room));
+        if let Some(sid) = except {
+            op = op.except(own_channel(sid));
+        }
+        // The local adapter broadcasts synchronously: the future is ready
+        // on its first poll (now_or_never), so this works from the store's
+        // completion callbacks, which are not async.
+        let mut dropped = 0;
+        match op.emit(ev, data).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(socketioxide::BroadcastError::Socket(errors))) => {
+                for e in errors {
+                    if matches!(e, socketioxide::SocketError::InternalChannelFull) {
+                        dropped += 1;
+                        self.metrics.dropped("send_buffer_full");
+                    }
+                }
+                if dropped > 0 {
+                    tracing::debug!(%room, dropped, "send buffers full, event dropped");
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, %room, "broadcast failed"),
+            None => tracing::warn!(%room, "local broadcast did not complete at once"),
+        }
+        let members = self
+            .watched
+            .lock()
+            .ok()
+            .and_then(|w| w.get(room).copied())
+            .unwrap_or(0);
+        let sent = members
+            .saturating_sub(u64::from(excluded))
+            .saturating_sub(dropped);
+        if ev == event::MSG {
+            self.metrics.messages_relayed.inc_by(sent);
+        }
+        sent
     }
 
     fn emit_local_but(
@@ -188,15 +236,15 @@ impl Bus {
     /// missed). While Redis is unreachable this waits at most
     /// [`SUBSCRIBE_WAIT`]; the channel is subscribed when Redis is back.
     pub async fn watch(&self, room: &str) {
-        let Some(rb) = &self.redis else { return };
         let first = {
-            let Ok(mut watched) = rb.watched.lock() else {
+            let Ok(mut watched) = self.watched.lock() else {
                 return;
             };
             let count = watched.entry(room.to_owned()).or_insert(0);
             *count += 1;
             *count == 1
         };
+        let Some(rb) = &self.redis else { return };
         if first {
             // Sent on its first poll, right after the count changed, so
             // subscribes and unsubscribes reach Redis in the counts' order.
@@ -216,9 +264,8 @@ impl Bus {
 
     /// A member of `room` on this node left.
     pub async fn unwatch(&self, room: &str) {
-        let Some(rb) = &self.redis else { return };
         let last = {
-            let Ok(mut watched) = rb.watched.lock() else {
+            let Ok(mut watched) = self.watched.lock() else {
                 return;
             };
             let Some(count) = watched.get_mut(room) else {
@@ -231,6 +278,7 @@ impl Bus {
             }
             last
         };
+        let Some(rb) = &self.redis else { return };
         if last {
             if let Ok(mut delivered) = rb.delivered.lock() {
                 delivered.remove(room);
@@ -277,6 +325,12 @@ impl Bus {
         }
         outcome
     }
+}
+
+/// The socket.io room holding only connection `sid` (to leave the sender
+/// out of a broadcast).
+pub fn own_channel(sid: &str) -> String {
+    format!("sid:{sid}")
 }
 
 /// Sends the kick to a session on this node; `false` if `sid` is not here.
@@ -442,7 +496,7 @@ async fn resubscribe_on_reconnect(bus: Arc<Bus>) {
     let mut reconnects = rb.redis.subscriber.reconnect_rx();
     while reconnects.recv().await.is_ok() {
         let mut channels = vec![rb.redis.keys.control_channel()];
-        if let Ok(watched) = rb.watched.lock() {
+        if let Ok(watched) = bus.watched.lock() {
             channels.extend(watched.keys().map(|room| rb.redis.keys.room_channel(room)));
         }
         tracing::info!(

@@ -67,6 +67,8 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
         metrics: hub.metrics.clone(),
     });
     socket.on_fallback(inbox::enqueue);
+    // A room of its own, so broadcasts can leave the sender out.
+    socket.join(super::bus::own_channel(socket.id.as_str()));
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let _ = control_tx.send(Control::Closed);
         tracing::info!(sid = %s.id, %reason, "connection closed");
