@@ -201,8 +201,9 @@ async fn spawn(mut cmd: Command, addr: String, dir: PathBuf, what: &str) -> Resu
     }
 }
 
-/// Starts the real server in development mode on free ports with a fresh data dir.
-async fn start_server(bin: &Path) -> Result<Proc> {
+/// Starts the real server in development mode on free ports with a fresh
+/// data dir; `redis`, when given, makes it a node of the cluster on that Redis.
+async fn start_server(bin: &Path, redis: Option<&str>) -> Result<Proc> {
     let dir = scratch_dir("server")?;
     let addr = format!("127.0.0.1:{}", free_port()?);
     let api = format!("127.0.0.1:{}", free_port()?);
@@ -217,6 +218,9 @@ async fn start_server(bin: &Path) -> Result<Proc> {
     ])
     .arg(dir.join("data"))
     .env("RUST_LOG", "warn");
+    if let Some(redis) = redis {
+        cmd.env("AO_REDIS_URL", format!("redis://{redis}"));
+    }
     spawn(cmd, addr, dir, "the server").await
 }
 
@@ -244,22 +248,7 @@ async fn start_redis(bin: &Path) -> Result<Proc> {
 async fn start_nodes(bin: &Path, redis: &str, n: usize) -> Result<Vec<Proc>> {
     let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {
-        let dir = scratch_dir("node")?;
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let api = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "--dev",
-            "--listen",
-            &addr,
-            "--api-listen",
-            &api,
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "warn")
-        .env("AO_REDIS_URL", format!("redis://{redis}"));
-        nodes.push(spawn(cmd, addr, dir, "a cluster node").await?);
+        nodes.push(start_server(bin, Some(redis)).await?);
     }
     Ok(nodes)
 }
@@ -313,7 +302,7 @@ fn slot(side: Side) -> usize {
 
 async fn start(cfg: &SuiteConfig, side: Side) -> Result<Proc> {
     match side {
-        Side::Server => start_server(&cfg.server_bin).await,
+        Side::Server => start_server(&cfg.server_bin, None).await,
         Side::Floor => start_floor().await,
     }
 }
