@@ -1325,3 +1325,36 @@ async fn send_order_survives_a_lost_script_cache() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// A history cleared while a node was not listening
+// ---------------------------------------------------------------------------
+
+/// A node that missed a room's reset (its subscriber was reconnecting while
+/// the history went away) must not take the new history's seqs for ones it
+/// already delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_cleared_unseen_does_not_swallow_new_msgs() {
+    let cl = Cluster::start(2);
+    let mut members = room_of(&[(cl.addr(0), "sender"), (cl.addr(1), "peer")], "wiped").await;
+    let mut peer = members.pop().expect("peer");
+    let mut sender = members.pop().expect("sender");
+    send_inserts(&mut sender, "sender", 5).await;
+    let first = recv_msgs(&mut peer, 5, Duration::from_secs(10)).await;
+    assert_eq!(seq_of(&first[4]), 4);
+
+    // The history goes away without a reset frame, and every subscriber
+    // connection is cut, so the nodes reconnect and catch up.
+    cl.redis.cli(&["DEL", "msg_wiped_insert"]);
+    cl.redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let acked = send_inserts(&mut sender, "sender", 2).await;
+    assert_eq!(
+        acked,
+        vec![(0, 0), (1, 1)],
+        "the new history starts at seq 0"
+    );
+    let got = recv_msgs(&mut peer, 2, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(seq_of).collect::<Vec<_>>(), vec![0, 1]);
+}

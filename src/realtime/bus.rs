@@ -479,6 +479,16 @@ async fn catch_up(bus: &Bus, rb: &RedisBus) {
         Err(_) => return,
     };
     for (room, last) in known {
+        // A history shorter than what was delivered was cleared while this
+        // node was not listening (its reset frame was missed): start over,
+        // or the new history's first messages would count as delivered.
+        if let Ok(page) = rb.messages.page(&room, last + 1, 0).await {
+            if page.start <= last {
+                tracing::warn!(%room, "room history was cleared while redis was unreachable");
+                forget(rb, &room);
+                continue;
+            }
+        }
         let n = deliver_stored(bus, rb, &room, last + 1, 10_000).await;
         if n > 0 {
             tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable");

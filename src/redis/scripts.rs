@@ -69,7 +69,7 @@ if not e then
 end
 local from = tonumber(ARGV[1])
 local items = {}
-if from < len then
+if from < len and tonumber(ARGV[2]) > 0 then
   items = redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)
 end
 return {len, e, items}
