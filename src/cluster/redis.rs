@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::interfaces::{EventInterface, PubsubInterface};
+use fred::interfaces::EventInterface;
 use fred::prelude::{HashesInterface, KeysInterface, SetsInterface};
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::local::{LocalState, RATE_WINDOW};
 use super::{ClusterError, ClusterState, Member};
 use crate::protocol::event;
-use crate::redis::{room_frame_head, scripts, Redis, RedisError};
+use crate::redis::{scripts, Redis, RedisError};
 
 /// A member as stored in Redis.
 #[derive(Debug, Serialize, Deserialize)]
@@ -90,11 +90,6 @@ impl RedisState {
             ttl,
             dirty: AtomicBool::new(false),
         })
-    }
-
-    /// This node's id.
-    pub fn node(&self) -> &str {
-        &self.node
     }
 
     /// Registers the node and starts its heartbeat, the watch for dead
@@ -282,14 +277,9 @@ impl RedisState {
     /// Publishes `remote_disconnect {uid}` to a room on every node.
     async fn announce_gone(&self, room: &str, uid: &Value) {
         let payload = serde_json::json!({ "uid": uid }).to_string();
-        let frame = format!(
-            "{}{payload}}}",
-            room_frame_head(room, event::REMOTE_DISCONNECT, None)
-        );
-        let sent: Result<i64, _> = self
+        let sent = self
             .redis
-            .client
-            .spublish(self.redis.keys.room_channel(room), frame)
+            .publish_room(room, event::REMOTE_DISCONNECT, &payload, None)
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, %room, "could not announce a dead node's member");

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{EventInterface, PubsubInterface};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
@@ -31,7 +31,7 @@ use super::inbox::{Control, Mailbox};
 use super::room_channel;
 use crate::metrics::Metrics;
 use crate::protocol::event;
-use crate::redis::{room_frame_head, ControlFrame, Redis, RoomFrame, RESET_EVENT};
+use crate::redis::{ControlFrame, Redis, RoomFrame, RESET_EVENT};
 use crate::store::MessageStore;
 
 /// How long a join waits for its room's channel to be subscribed.
@@ -105,16 +105,8 @@ impl Bus {
     /// still get it.
     pub async fn to_room(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) {
         if let Some(rb) = &self.redis {
-            let keys = &rb.redis.keys;
-            let frame = format!("{}{}}}", room_frame_head(room, ev, except), data.get());
-            let sent: Result<i64, _> = rb
-                .redis
-                .client
-                .with_options(&crate::redis::once())
-                .spublish(keys.room_channel(room), frame)
-                .await;
-            match sent {
-                Ok(_) => return,
+            match rb.redis.publish_room(room, ev, data.get(), except).await {
+                Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, event = ev, "publish failed, delivering on this node only");
                 }
@@ -215,18 +207,10 @@ impl Bus {
             return;
         }
         let Some(rb) = &self.redis else { return };
-        let frame = match serde_json::to_string(&ControlFrame::Kick {
+        let kick = ControlFrame::Kick {
             sid: sid.to_owned(),
-        }) {
-            Ok(f) => f,
-            Err(_) => return,
         };
-        let sent: Result<i64, _> = rb
-            .redis
-            .client
-            .spublish(rb.redis.keys.control_channel(), frame)
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = rb.redis.publish_control(&kick).await {
             tracing::warn!(error = %e, %sid, "could not send kickout to another node");
         }
     }
@@ -305,13 +289,8 @@ impl Bus {
             probes.insert(nonce, tx);
         }
         let outcome = async {
-            let frame =
-                serde_json::to_string(&ControlFrame::Probe { nonce }).map_err(|e| e.to_string())?;
-            let _: i64 = rb
-                .redis
-                .client
-                .with_options(&crate::redis::once())
-                .spublish(rb.redis.keys.control_channel(), frame)
+            rb.redis
+                .publish_control(&ControlFrame::Probe { nonce })
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::time::timeout(PROBE_TIMEOUT, rx)

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::extract::AckSender;
 use std::time::Instant;
@@ -12,7 +11,7 @@ use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
 use crate::metrics::Metrics;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage, SENDER_KEY};
-use crate::store::{StoreError, Stored, Write, WriteOp};
+use crate::store::{NotStored, Stored, Write, WriteOp};
 
 impl Session {
     pub(super) async fn msg(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
@@ -91,11 +90,6 @@ impl Session {
             metrics: self.hub.metrics.clone(),
             room: joined.room.clone(),
             sender: self.sid.clone(),
-            unstored_body: if self.hub.config.redis_url.is_some() {
-                serde_json::value::to_raw_value(&msg.body).ok()
-            } else {
-                None
-            },
             ack,
             pending: self.pending_writes.clone(),
             started: Instant::now(),
@@ -121,9 +115,6 @@ struct Relay {
     metrics: Arc<Metrics>,
     room: String,
     sender: String,
-    /// In a cluster, the message to relay to this node's members should it
-    /// not be stored (while Redis is unreachable members here keep talking).
-    unstored_body: Option<Box<RawValue>>,
     ack: AckSender,
     pending: Arc<PendingWrites>,
     started: Instant,
@@ -133,7 +124,7 @@ impl Relay {
     /// Runs in the store's completion order, so relays of one room go out in seq order.
     /// The write counts as pending until its relay and ack went out, so
     /// whatever waits for it (a leave, a sync, an ignore msg) comes after them.
-    fn complete(self, res: Result<Stored, StoreError>) {
+    fn complete(self, res: Result<Stored, NotStored>) {
         self.metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {
@@ -149,10 +140,10 @@ impl Relay {
                     seq: stored.seq,
                 });
             }
-            Err(e) => {
-                tracing::error!(error = %e, "message not stored");
+            Err(failed) => {
+                tracing::error!(error = %failed.error, "message not stored");
                 self.metrics.dropped("storage");
-                if let Some(body) = &self.unstored_body {
+                if let Some(body) = &failed.relay_anyway {
                     self.bus
                         .emit_local(&self.room, event::MSG, body, Some(&self.sender));
                 }

@@ -7,6 +7,7 @@ pub mod scripts;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
+use fred::interfaces::PubsubInterface;
 use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy};
 use fred::types::config::ServerConfig;
 use serde::{Deserialize, Serialize};
@@ -101,9 +102,34 @@ impl Redis {
         })
     }
 
-    /// Whether both connections are up.
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected() && self.subscriber.is_connected()
+    /// Publishes `event` with `data` (JSON) to the members of `room` on
+    /// every node but `except`; sent once, on the command connection, so it
+    /// stays in order with the scripts sent before it.
+    pub async fn publish_room(
+        &self,
+        room: &str,
+        event: &str,
+        data: &str,
+        except: Option<&str>,
+    ) -> Result<(), RedisError> {
+        let frame = format!("{}{data}}}", room_frame_head(room, event, except));
+        let _: i64 = self
+            .client
+            .with_options(&once())
+            .spublish(self.keys.room_channel(room), frame)
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes `frame` to every node's control channel.
+    pub async fn publish_control(&self, frame: &ControlFrame) -> Result<(), RedisError> {
+        let frame = serde_json::to_string(frame).map_err(|e| RedisError(e.to_string()))?;
+        let _: i64 = self
+            .client
+            .with_options(&once())
+            .spublish(self.keys.control_channel(), frame)
+            .await?;
+        Ok(())
     }
 }
 

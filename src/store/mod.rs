@@ -45,10 +45,29 @@ pub struct Stored {
     pub body: Arc<RawValue>,
 }
 
+/// A write that failed.
+#[derive(Debug)]
+pub struct NotStored {
+    pub error: StoreError,
+    /// The message as it would have been relayed, when the store wants
+    /// this node's members to get it anyway (the clustered store does, so
+    /// a node keeps its members talking while Redis is unreachable).
+    pub relay_anyway: Option<Arc<RawValue>>,
+}
+
+impl From<StoreError> for NotStored {
+    fn from(error: StoreError) -> Self {
+        Self {
+            error,
+            relay_anyway: None,
+        }
+    }
+}
+
 /// Called once with the outcome of a write. Completions of one room run in
 /// the order the writes were submitted, and only after the write is durable,
 /// so relaying from the completion relays in `seq` order.
-pub type Completion = Box<dyn FnOnce(Result<Stored, StoreError>) + Send>;
+pub type Completion = Box<dyn FnOnce(Result<Stored, NotStored>) + Send>;
 
 /// A message to write.
 pub struct Write {

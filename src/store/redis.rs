@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fred::interfaces::{ClientLike, PubsubInterface};
 use fred::prelude::{HashesInterface, SortedSetsInterface};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -20,11 +19,11 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
+use super::{Entry, MessageStore, NotStored, Page, StoreError, Stored, Write, WriteOp};
 use crate::protocol::{event, SEQ_KEY};
 use crate::redis::{room_frame_head, scripts, Redis, RedisError, RESET_EVENT};
 
-type Pending = Pin<Box<dyn Future<Output = Result<Stored, StoreError>> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Result<Stored, NotStored>> + Send>>;
 
 /// Redis-backed [`MessageStore`].
 pub struct RedisMessageStore {
@@ -78,10 +77,14 @@ fn new_epoch() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-fn to_raw(s: String) -> Result<Arc<RawValue>, StoreError> {
-    RawValue::from_string(s)
-        .map(Arc::from)
-        .map_err(|e| StoreError::Backend(e.to_string()))
+/// JSON this store produced itself (serde's output, or it with a seq
+/// appended) as a raw value.
+fn to_raw(json: String) -> Arc<RawValue> {
+    match RawValue::from_string(json) {
+        Ok(raw) => Arc::from(raw),
+        // Unreachable: the text is valid JSON by construction.
+        Err(_) => Arc::from(RawValue::NULL.to_owned()),
+    }
 }
 
 /// A stored `{"data": <msg>, "ts": <unix s>}` element.
@@ -133,50 +136,37 @@ impl MessageStore for RedisMessageStore {
             sender,
             done,
         } = write;
-        let keys = self.redis.keys.clone();
-        let client = self.redis.client.clone();
-        let channel = keys.room_channel(&room);
-        let head = room_frame_head(&room, event::MSG, sender.as_deref());
-        let fut: Pending = match op {
-            WriteOp::Insert => {
-                body.remove(SEQ_KEY);
-                let json = match serde_json::to_string(&body) {
-                    Ok(j) if j.len() > 2 => j,
-                    _ => {
-                        done(Err(StoreError::Backend("empty message".into())));
-                        return;
-                    }
-                };
-                Box::pin(async move {
-                    let without_close = &json[..json.len() - 1];
-                    let (seq, _ts): (u64, i64) = scripts::run(
-                        &client,
+        if matches!(op, WriteOp::Insert) {
+            body.remove(SEQ_KEY);
+        }
+        // Never `{}`: the sender stamp is always there.
+        let json = match serde_json::to_string(&body) {
+            Ok(j) if j.len() > 2 => j,
+            Ok(_) => return done(Err(StoreError::Backend("empty message".into()).into())),
+            Err(e) => return done(Err(StoreError::Backend(e.to_string()).into())),
+        };
+        let redis = self.redis.clone();
+        let fut: Pending = Box::pin(async move {
+            let keys = &redis.keys;
+            let channel = keys.room_channel(&room);
+            let head = room_frame_head(&room, event::MSG, sender.as_deref());
+            let without_close = &json[..json.len() - 1];
+            // The insert's seq, or none; whether the message was written.
+            let (written, durable) = match op {
+                WriteOp::Insert => (
+                    scripts::run::<(u64, i64), _, _>(
+                        &redis.client,
                         scripts::INSERT,
                         vec![keys.msg(&room, "insert"), keys.msg(&room, "epoch")],
                         vec![without_close.to_owned(), head, channel, new_epoch()],
                     )
                     .await
-                    .map_err(backend)?;
-                    let full = format!("{without_close},\"{SEQ_KEY}\":{seq}}}");
-                    Ok(Stored {
-                        seq: Some(seq),
-                        durable: true,
-                        published: true,
-                        body: to_raw(full)?,
-                    })
-                })
-            }
-            WriteOp::Update { msg_id } => {
-                let json = match serde_json::to_string(&body) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        done(Err(StoreError::Backend(e.to_string())));
-                        return;
-                    }
-                };
-                Box::pin(async move {
-                    let _ts: i64 = scripts::run(
-                        &client,
+                    .map(|(seq, _ts)| Some(seq)),
+                    true,
+                ),
+                WriteOp::Update { msg_id } => (
+                    scripts::run::<i64, _, _>(
+                        &redis.client,
                         scripts::UPDATE,
                         vec![
                             keys.msg(&room, "update"),
@@ -187,42 +177,38 @@ impl MessageStore for RedisMessageStore {
                         vec![json.clone(), msg_id, head, channel, new_epoch()],
                     )
                     .await
-                    .map_err(backend)?;
-                    Ok(Stored {
-                        seq: None,
-                        durable: true,
-                        published: true,
-                        body: to_raw(json)?,
-                    })
-                })
-            }
-            WriteOp::Ignore => {
-                let json = match serde_json::to_string(&body) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        done(Err(StoreError::Backend(e.to_string())));
-                        return;
-                    }
-                };
-                Box::pin(async move {
-                    let frame = format!("{head}{json}}}");
-                    let _: i64 = client
-                        .with_options(&crate::redis::once())
-                        .spublish(channel, frame)
+                    .map(|_ts| None),
+                    true,
+                ),
+                WriteOp::Ignore => (
+                    redis
+                        .publish_room(&room, event::MSG, &json, sender.as_deref())
                         .await
-                        .map_err(|e| backend(e.into()))?;
-                    Ok(Stored {
-                        seq: None,
-                        durable: false,
-                        published: true,
-                        body: to_raw(json)?,
-                    })
-                })
+                        .map(|()| None),
+                    false,
+                ),
+            };
+            match written {
+                Ok(seq) => Ok(Stored {
+                    seq,
+                    durable,
+                    published: true,
+                    body: to_raw(match seq {
+                        Some(seq) => format!("{without_close},\"{SEQ_KEY}\":{seq}}}"),
+                        None => json,
+                    }),
+                }),
+                // Not written: this node's members still get it (as it was
+                // sent, without seq); the sender is told it failed.
+                Err(e) => Err(NotStored {
+                    error: backend(e),
+                    relay_anyway: Some(to_raw(json)),
+                }),
             }
-        };
+        });
         let fut = dispatch(fut);
         if let Err(mpsc::error::SendError((_, done))) = self.completions.send((fut, done)) {
-            done(Err(StoreError::Closed));
+            done(Err(StoreError::Closed.into()));
         }
     }
 
@@ -325,9 +311,6 @@ impl MessageStore for RedisMessageStore {
             .ping(None)
             .await
             .map_err(|e| backend(e.into()))?;
-        if !self.redis.subscriber.is_connected() {
-            return Err(StoreError::Backend("redis subscriber disconnected".into()));
-        }
         Ok(())
     }
 
@@ -336,7 +319,7 @@ impl MessageStore for RedisMessageStore {
         // in flight by queueing an empty completion behind them.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fut: Pending = Box::pin(async {
-            Err(StoreError::Closed) // never delivered to a client
+            Err(StoreError::Closed.into()) // never delivered to a client
         });
         let _ = self.completions.send((
             fut,

@@ -128,7 +128,7 @@ impl MessageStore for SqliteMessageStore {
     async fn submit(&self, write: Write) {
         if let Err(mpsc::error::SendError(Job::Write(w))) = self.jobs.send(Job::Write(write)).await
         {
-            (w.done)(Err(StoreError::Closed));
+            (w.done)(Err(StoreError::Closed.into()));
         }
     }
 
@@ -278,12 +278,12 @@ impl Writer {
             self.counters = before;
             let err = backend(e);
             for p in pending {
-                (p.done)(Err(err.clone()));
+                (p.done)(Err(err.clone().into()));
             }
             return;
         }
         for p in pending {
-            (p.done)(p.result);
+            (p.done)(p.result.map_err(Into::into));
         }
     }
 
