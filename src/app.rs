@@ -141,6 +141,7 @@ impl App {
             cluster,
             bus,
             metrics,
+            read_ahead: realtime::read_ahead_limit(),
         });
         realtime::register(hub.clone());
         if let Some(state) = redis_state {

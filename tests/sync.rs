@@ -117,6 +117,53 @@ async fn page_that_ends_exactly_at_the_end_is_the_last_page() {
     );
 }
 
+/// The server reads the next page while the client receives one; asking for
+/// another offset, or after the history grew, still gets exactly the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_ahead_match_what_is_asked() {
+    let ts = TestServer::with(|c| c.sync_page_size = 5).await;
+    let mut other = ts.login("bob", "r").await;
+    let mut c = ts.login("alice", "r").await;
+    // The roster: bob was there first.
+    assert_eq!(c.expect_event("remote_join").await["uid"], json!("bob"));
+    insert(&mut c, 12).await;
+
+    // Read ahead at 5, asked at 3.
+    let p = c.sync(json!({"offset": 0})).await;
+    assert_eq!(datas(&p), nums(0..5));
+    let p = c.sync(json!({"offset": 3})).await;
+    assert_eq!(datas(&p), nums(3..8));
+
+    // Read ahead at 8 (a short page: 8..12), then the history grows.
+    insert(&mut other, 3).await;
+    for i in 0..3 {
+        assert_eq!(c.expect_event("msg").await["data"], json!(i));
+    }
+    let p = c.sync(json!({"offset": 8})).await;
+    assert_eq!(
+        datas(&p),
+        nums(8..12)
+            .into_iter()
+            .chain(nums(0..1))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(p["next"], json!(1), "{p}");
+    let p = c.sync(json!({"offset": 13})).await;
+    assert_eq!(datas(&p), nums(1..3));
+    assert_eq!(p["next"], json!(0), "{p}");
+
+    // A msg between pages ends the read-ahead; the last page has its update.
+    let p = c.sync(json!({"offset": 0})).await;
+    assert_eq!(p["next"], json!(1), "{p}");
+    update(&mut c, "u", "late").await;
+    let (items, _) = c.sync_all(5).await;
+    let tail: Vec<Value> = items.iter().map(|m| m["data"].clone()).collect();
+    let mut expected = nums(5..12);
+    expected.extend(nums(0..3));
+    expected.push(json!("late"));
+    assert_eq!(tail, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_from_a_middle_offset_starts_there() {
     let ts = TestServer::with(|c| c.sync_page_size = 5).await;

@@ -257,7 +257,10 @@ async fn clear(req: AdminRequest) -> Reply {
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match hub.messages.clear(&room).await {
+    let cleared = hub.messages.clear(&room).await;
+    // Even a failed clear may have taken effect (a timeout, say).
+    hub.bus.history_cleared();
+    match cleared {
         Ok(()) => {
             tracing::info!(room = %room, "room history cleared");
             Envelope::ok(json!({})).into()

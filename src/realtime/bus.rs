@@ -19,6 +19,7 @@
 //! publish seq n+1 before seq n; here the store's script publishes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fred::interfaces::{EventInterface, PubsubInterface};
@@ -47,6 +48,8 @@ pub struct Bus {
     /// Rooms with members on this node → how many (dummies included); in a
     /// cluster their channels are subscribed.
     watched: std::sync::Mutex<HashMap<String, u64>>,
+    /// Room histories cleared so far (any room, seen from this node).
+    clears: AtomicU64,
     redis: Option<RedisBus>,
 }
 
@@ -62,12 +65,24 @@ struct RedisBus {
 }
 
 impl Bus {
+    /// Records that a room's history was cleared (here, or on another node).
+    pub fn history_cleared(&self) {
+        self.clears.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many room histories were cleared so far: a page read before the
+    /// count changed may be of a cleared history.
+    pub fn history_clears(&self) -> u64 {
+        self.clears.load(Ordering::Acquire)
+    }
+
     /// A bus for one node.
     pub fn local(io: SocketIo, metrics: Arc<Metrics>) -> Arc<Bus> {
         Arc::new(Bus {
             io,
             metrics,
             watched: std::sync::Mutex::new(HashMap::new()),
+            clears: AtomicU64::new(0),
             redis: None,
         })
     }
@@ -87,6 +102,7 @@ impl Bus {
             io,
             metrics,
             watched: std::sync::Mutex::new(HashMap::new()),
+            clears: AtomicU64::new(0),
             redis: Some(RedisBus {
                 redis,
                 messages,
@@ -367,7 +383,10 @@ async fn dispatch(bus: Arc<Bus>) {
             continue;
         }
         match serde_json::from_str::<RoomFrame<'_>>(&text) {
-            Ok(frame) if frame.event == RESET_EVENT => forget(rb, &frame.room),
+            Ok(frame) if frame.event == RESET_EVENT => {
+                bus.history_cleared();
+                forget(rb, &frame.room);
+            }
             Ok(frame) if frame.event == event::MSG => deliver_msg(&bus, rb, &frame).await,
             Ok(frame) => {
                 bus.emit_local(
@@ -464,6 +483,7 @@ async fn catch_up(bus: &Bus, rb: &RedisBus) {
         if let Ok(page) = rb.messages.page(&room, last + 1, 0).await {
             if page.start <= last {
                 tracing::warn!(%room, "room history was cleared while redis was unreachable");
+                bus.history_cleared();
                 forget(rb, &room);
                 continue;
             }

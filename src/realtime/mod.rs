@@ -6,6 +6,7 @@ pub mod bus;
 mod inbox;
 mod message;
 mod pending;
+mod read_ahead;
 mod room;
 mod session;
 mod sync;
@@ -32,6 +33,13 @@ pub struct Hub {
     /// Delivers room events to members on every node.
     pub bus: Arc<bus::Bus>,
     pub metrics: Arc<Metrics>,
+    /// Sync pages read ahead on this node ([`read_ahead_limit`]).
+    pub read_ahead: Arc<tokio::sync::Semaphore>,
+}
+
+/// The bound on sync pages read ahead at once, for [`Hub::read_ahead`].
+pub fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(read_ahead::MAX_PAGES))
 }
 
 /// This node's sockets. Empty once shutdown closed the namespace

@@ -10,6 +10,7 @@ use tokio::time::{sleep_until, Instant};
 
 use super::inbox::{self, Control, Inbound, Mailbox};
 use super::pending::PendingWrites;
+use super::read_ahead::ReadAhead;
 use super::Hub;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
@@ -55,6 +56,8 @@ pub(super) struct Session {
     pub pending_writes: Arc<PendingWrites>,
     /// When the current phase times out.
     pub deadline: Option<Instant>,
+    /// The next sync page, read while the client receives the current one.
+    pub read_ahead: Option<Box<ReadAhead>>,
 }
 
 /// Sets up the session of a new connection and starts its task.
@@ -86,6 +89,7 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
         replaced_rooms: Vec::new(),
         pending_writes: Arc::new(PendingWrites::default()),
         deadline,
+        read_ahead: None,
     };
     tokio::spawn(session.run(events, control));
 }
@@ -144,6 +148,10 @@ impl Session {
                 reason::NOT_AUTHENTICATED,
             ));
             return Flow::Continue;
+        }
+        if event != event::SYNC {
+            // Any other event ends a sync in progress.
+            self.read_ahead = None;
         }
         match event.as_str() {
             event::AUTHENTICATE => self.authenticate(data).await,

@@ -121,6 +121,16 @@ pub async fn sync_page(
     limit: usize,
 ) -> Result<SyncPage, StoreError> {
     let page = store.page(room, offset, limit).await?;
+    with_updates(store, room, page).await
+}
+
+/// Turns a page of inserts into a sync page: the last one is followed by
+/// every current update of `room`.
+pub async fn with_updates(
+    store: &dyn MessageStore,
+    room: &str,
+    page: Page,
+) -> Result<SyncPage, StoreError> {
     let next_offset = page.start + page.items.len() as u64;
     let mut entries = page.items;
     if !page.more {

@@ -138,19 +138,21 @@ impl MessageStore for SqliteMessageStore {
         self.read(move |conn| {
             let tx = conn.unchecked_transaction()?;
             let (epoch, len): (String, u64) = tx
-                .query_row(
-                    "SELECT epoch, next_seq FROM rooms WHERE room = ?1",
-                    params![room],
-                    |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
-                )
+                .prepare_cached("SELECT epoch, next_seq FROM rooms WHERE room = ?1")?
+                .query_row(params![room], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                })
                 .optional()?
                 .unwrap_or((default_epoch, 0));
             let start = offset.min(len);
-            let mut stmt = tx.prepare_cached(
-                "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-            )?;
+            // The limit is part of the statement's text: bound as a parameter,
+            // SQLite (built with STAT4) re-prepares the statement whenever
+            // the offset changes, i.e. on every page.
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 ORDER BY seq LIMIT {limit}"
+            ))?;
             let items = stmt
-                .query_map(params![room, start as i64, limit as i64], |r| {
+                .query_map(params![room, start as i64], |r| {
                     entry(r.get(0)?, r.get(1)?)
                 })?
                 .collect::<Result<Vec<_>, _>>()?;

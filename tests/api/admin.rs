@@ -618,6 +618,27 @@ async fn push_reaches_every_member_and_dummy() {
     assert_no_event(&mut a, "system", support::QUIET).await;
 }
 
+/// A page read ahead during a sync is not served once the history was cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_between_sync_pages_is_seen_by_the_next_page() {
+    let s = Server::with(Backend::Embedded, |c| c.sync_page_size = 5).await;
+    let mut c = member(&s, "pager", "paged").await;
+    for i in 0..12 {
+        assert_eq!(c.send_msg(json!({"data": i})).await["status"], json!(0));
+    }
+    let first = c.sync(json!({"offset": 0})).await;
+    assert_eq!(first["next"], json!(1), "{first}");
+    // The server reads the page at offset 5 ahead meanwhile.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.admin_post(CLEAR, Body::Json(json!({"roomId": "paged"})))
+        .await
+        .expect(0, json!({}));
+    let second = c.sync(json!({"offset": 5})).await;
+    assert_eq!(second["data"], json!([]), "cleared history: {second}");
+    assert_eq!(second["next"], json!(0), "{second}");
+    assert_ne!(second["epoch"], first["epoch"], "{second}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_room_msgs_deletes_history_and_changes_epoch() {
     let s = Server::start(Backend::Embedded).await;

@@ -1,0 +1,65 @@
+//! Sync read-ahead: while a client receives one page of history, the next
+//! page of inserts is read from the store, so its request is answered
+//! without waiting for the store.
+//!
+//! Only a page that was full when read is handed out: inserts are
+//! append-only within an epoch, so such a page is what a read at request
+//! time would return unless the history was cleared in between, which
+//! [`Bus::history_clears`](super::bus::Bus::history_clears) tells. Updates
+//! are never read ahead; the last page reads them when it is asked for.
+
+use futures_util::future::{FutureExt as _, RemoteHandle};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Hub;
+use crate::store::Page;
+
+/// Pages read ahead at once on this node, across all sessions: bounds the
+/// memory held for clients that stop syncing half-way.
+pub const MAX_PAGES: usize = 64;
+
+/// The next page of one session's sync, being read or read.
+pub struct ReadAhead {
+    room: String,
+    offset: u64,
+    /// [`Bus::history_clears`](super::bus::Bus::history_clears) when the read started.
+    clears: u64,
+    /// Dropping it cancels the read.
+    page: RemoteHandle<Option<Page>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ReadAhead {
+    /// Starts reading the page of `room` at `offset`, unless [`MAX_PAGES`]
+    /// are being read ahead already.
+    pub fn start(hub: &Hub, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
+        let permit = hub.read_ahead.clone().try_acquire_owned().ok()?;
+        let clears = hub.bus.history_clears();
+        let store = hub.messages.clone();
+        let limit = hub.config.sync_page_size;
+        let owned_room = room.to_owned();
+        let (read, page) = async move {
+            let page = store.page(&owned_room, offset, limit).await.ok()?;
+            page.more.then_some(page)
+        }
+        .remote_handle();
+        tokio::spawn(read);
+        Some(Box::new(ReadAhead {
+            room: room.to_owned(),
+            offset,
+            clears,
+            page,
+            _permit: permit,
+        }))
+    }
+
+    /// The page read ahead, if it is the one asked for, was full and no
+    /// history was cleared since it was read.
+    pub async fn take(self: Box<Self>, hub: &Hub, room: &str, offset: u64) -> Option<Page> {
+        if self.room != room || self.offset != offset {
+            return None;
+        }
+        let page = self.page.await?;
+        (hub.bus.history_clears() == self.clears).then_some(page)
+    }
+}
