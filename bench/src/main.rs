@@ -113,7 +113,13 @@ enum Cmd {
         /// Aggregate rate of the fixed-rate fanout, msg/s.
         #[arg(long, default_value_t = 2_000.0)]
         rate: f64,
-        /// Stop after this many seconds [default: 1200, quick 240].
+        /// Connections held idle to check none is lost [default: 19000, quick 4000].
+        #[arg(long)]
+        hold_conns: Option<usize>,
+        /// Seconds they are held [default: 300, quick 20].
+        #[arg(long)]
+        hold_seconds: Option<u64>,
+        /// Stop after this many seconds [default: 1800, quick 240].
         #[arg(long)]
         max_seconds: Option<u64>,
         /// redis-server for the 2-node cluster figure.
@@ -282,6 +288,8 @@ async fn run(cli: Cli) -> Result<()> {
             rate,
             max_seconds,
             redis_server,
+            hold_conns,
+            hold_seconds,
         } => {
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
@@ -292,6 +300,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(n) = sync_messages {
                 cfg.sync_messages = n;
+            }
+            if let Some(n) = hold_conns {
+                cfg.hold_conns = n;
+            }
+            if let Some(s) = hold_seconds {
+                cfg.hold_time = Duration::from_secs(s);
             }
             if let Some(s) = max_seconds {
                 cfg.max_time = Duration::from_secs(s);

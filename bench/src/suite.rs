@@ -36,11 +36,16 @@ pub struct SuiteConfig {
     pub max_time: Duration,
     /// redis-server for the 2-node cluster row (skipped when it cannot start).
     pub redis_server: PathBuf,
+    /// Connections of the long hold (none lost is the target).
+    pub hold_conns: usize,
+    /// How long the long hold keeps them.
+    pub hold_time: Duration,
 }
 
 impl SuiteConfig {
-    /// Defaults: full (10,000 connections, 50,000 messages, 20 minutes at
-    /// most) or quick (2,000 connections, 10,000 messages, 4 minutes at most).
+    /// Defaults: full (10,000 connections, 50,000 messages, 19,000
+    /// connections held 5 minutes, 30 minutes at most) or quick (2,000
+    /// connections, 10,000 messages, 4,000 held 20 s, 4 minutes at most).
     pub fn new(server_bin: PathBuf, quick: bool) -> Self {
         Self {
             server_bin,
@@ -49,8 +54,10 @@ impl SuiteConfig {
             sync_messages: if quick { 10_000 } else { 50_000 },
             rate: 2_000.0,
             eio: Eio::V4,
-            max_time: Duration::from_secs(if quick { 240 } else { 1_200 }),
+            max_time: Duration::from_secs(if quick { 240 } else { 1_800 }),
             redis_server: PathBuf::from("redis-server"),
+            hold_conns: if quick { 4_000 } else { 19_000 },
+            hold_time: Duration::from_secs(if quick { 20 } else { 300 }),
         }
     }
 
@@ -94,6 +101,14 @@ impl SuiteConfig {
             concurrency: 128,
             hold: secs(if self.quick { 2.0 } else { 5.0 }),
             server_pids: vec![pid],
+        }
+    }
+
+    fn hold(&self, addr: &str, pid: u32) -> ConnsConfig {
+        ConnsConfig {
+            conns: self.hold_conns,
+            hold: self.hold_time,
+            ..self.conns(addr, pid)
         }
     }
 
@@ -287,6 +302,8 @@ struct Figures {
     /// find-max with members spread over 2 nodes on one Redis.
     cluster_find_max: Option<FindMaxResult>,
     conns: [Option<ConnsResult>; 2],
+    /// The long hold against the server.
+    hold: Option<ConnsResult>,
     sync: Option<SyncResult>,
     notes: Vec<String>,
     /// Load average when the suite started.
@@ -398,6 +415,23 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
             with(figs, |f| f.sync = Some(r));
         }
         Err(e) => note(figs, format!("sync against the server: {e}")),
+    }
+    eprintln!(
+        "== {} connections held {} s against the server",
+        cfg.hold_conns,
+        cfg.hold_time.as_secs()
+    );
+    let r = async {
+        let p = start(cfg, Side::Server).await?;
+        conns::conns(&cfg.hold(&p.addr, p.pid())).await
+    }
+    .await;
+    match r {
+        Ok(r) => {
+            eprintln!("{}", r.summary());
+            with(figs, |f| f.hold = Some(r));
+        }
+        Err(e) => note(figs, format!("hold against the server: {e}")),
     }
 }
 
@@ -560,6 +594,17 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
             floor: None,
             target: "—",
             check: None,
+        },
+        Row {
+            figure: format!(
+                "connections lost of {} held {} s",
+                cfg.hold_conns,
+                cfg.hold_time.as_secs()
+            ),
+            server: f.hold.as_ref().map(|r| r.lost as f64),
+            floor: None,
+            target: "0",
+            check: Some(Check::AtMost(0.0)),
         },
         Row {
             figure: format!("delivered/s @ {rate:.0} msg/s"),
@@ -770,6 +815,6 @@ mod tests {
         let cfg = SuiteConfig::new(PathBuf::from("/nonexistent"), true);
         let out = report(&cfg, &Figures::default(), Duration::from_secs(1));
         assert!(out.contains("| figure"));
-        assert_eq!(out.matches("not run").count(), 7);
+        assert_eq!(out.matches("not run").count(), 8);
     }
 }

@@ -85,9 +85,7 @@ impl ConnsResult {
                 per / 1024.0
             ));
         }
-        if self.lost > 0 {
-            s.push_str(&format!(", {} connections lost while idle", self.lost));
-        }
+        s.push_str(&format!(", {} lost while held", self.lost));
         s
     }
 }
