@@ -180,6 +180,10 @@ struct LoadArgs {
     /// find-max: at most this many steps.
     #[arg(long, default_value_t = 14)]
     max_steps: usize,
+    /// find-max: runs of a failing step again before it counts as failed
+    /// (a stall of the shared machine fails one run, not two).
+    #[arg(long, default_value_t = 1)]
+    retries: usize,
 }
 
 fn secs(s: f64) -> Duration {
@@ -215,6 +219,7 @@ impl LoadArgs {
             factor: self.step_factor.max(1.01),
             refine: self.refine,
             max_steps: self.max_steps.max(1),
+            retries: self.retries,
             criteria: Criteria {
                 max_p99: Duration::from_secs_f64(self.max_p99_ms.max(0.0) / 1e3),
                 min_delivery: self.min_delivery / 100.0,

@@ -87,6 +87,7 @@ impl SuiteConfig {
             factor: if self.quick { 2.0 } else { 1.5 },
             refine: if self.quick { 1 } else { 3 },
             max_steps: if self.quick { 7 } else { 14 },
+            retries: 1,
             criteria: Criteria::default(),
         };
         (cfg, fm)

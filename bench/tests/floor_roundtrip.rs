@@ -78,6 +78,7 @@ async fn find_max_stops_at_the_step_limit() {
         factor: 2.0,
         refine: 1,
         max_steps: 2,
+        retries: 1,
         criteria: lenient(),
     };
     let r = find_max(&cfg, &fm).await.expect("find-max");

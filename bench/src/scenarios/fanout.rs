@@ -73,6 +73,9 @@ pub struct FindMax {
     pub refine: usize,
     /// At most this many steps in all.
     pub max_steps: usize,
+    /// Runs of a failing step again before it counts as failed (unless it
+    /// lost connections).
+    pub retries: usize,
     /// Pass criteria.
     pub criteria: Criteria,
 }
@@ -324,16 +327,27 @@ pub async fn find_max(cfg: &FanoutConfig, fm: &FindMax) -> Result<FindMaxResult>
     let mut refined = 0usize;
     let mut rate = cfg.rate;
     for _ in 0..fm.max_steps {
-        let r = run_step(&fleet, cfg, rate).await;
-        let verdict = r.verdict(&fm.criteria);
-        eprintln!(
-            "find-max step: {} → {}",
-            r.summary(),
-            match &verdict {
-                Ok(()) => "ok".to_owned(),
-                Err(why) => format!("fails ({why})"),
+        let mut tries = 0;
+        let (r, verdict) = loop {
+            let r = run_step(&fleet, cfg, rate).await;
+            let verdict = r.verdict(&fm.criteria);
+            eprintln!(
+                "find-max step: {} → {}",
+                r.summary(),
+                match &verdict {
+                    Ok(()) => "ok".to_owned(),
+                    Err(why) => format!("fails ({why})"),
+                }
+            );
+            if verdict.is_ok() || r.lost_conns > 0 || tries >= fm.retries {
+                break (r, verdict);
             }
-        );
+            tries += 1;
+            steps.push((r, verdict));
+            fleet
+                .settle(Duration::from_millis(500), Duration::from_secs(15))
+                .await;
+        };
         let lost = r.lost_conns > 0;
         if verdict.is_ok() {
             if good.as_ref().is_none_or(|g| r.rate > g.rate) {
