@@ -1358,3 +1358,31 @@ async fn history_cleared_unseen_does_not_swallow_new_msgs() {
     let got = recv_msgs(&mut peer, 2, Duration::from_secs(10)).await;
     assert_eq!(got.iter().map(seq_of).collect::<Vec<_>>(), vec![0, 1]);
 }
+
+/// A sync page read ahead on one node is not served after another node
+/// cleared the room's history (the reset frame tells every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_on_another_node_is_seen_by_the_next_sync_page() {
+    let cl = Cluster::start_with(2, |cmd| {
+        cmd.env("AO_SYNC_PAGE_SIZE", "5");
+    });
+    let mut c = member(cl.addr(1), "pager", "paged").await;
+    send_inserts(&mut c, "pager", 12).await;
+    let first = c.sync(json!({"offset": 0})).await;
+    assert_eq!(first["next"], json!(1), "{first}");
+    // Node 1 reads the page at offset 5 ahead meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin_ok(
+        reqwest::Method::POST,
+        cl.addr(0),
+        "/admin/system/clear_room_msgs",
+        Some(json!({"roomId": "paged"})),
+    )
+    .await;
+    // The reset frame reaches node 1 through Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = c.sync(json!({"offset": 5})).await;
+    assert_eq!(second["data"], json!([]), "cleared history: {second}");
+    assert_eq!(second["next"], json!(0), "{second}");
+    assert_ne!(second["epoch"], first["epoch"], "{second}");
+}
