@@ -71,14 +71,19 @@ for (const [label, opts] of [
 test('a live burst during the sync: every message exactly once, in seq order', async () => {
   const roomId = 'burst';
   const a = await open('carol', roomId);
-  const N = 300;
+  // The burst goes on until dave syncs and AFTER more messages past that, so
+  // it overlaps dave's sync however long dave takes to connect.
+  const AFTER = 240;
+  let d = null;
   let sent = 0;
   const sending = (async () => {
     const acks = [];
-    for (let i = 0; i < N; i++) {
+    let syncingAt = null;
+    for (let i = 0; i < 5000 && (syncingAt === null || i <= syncingAt + AFTER); i++) {
       acks.push(a.send(i));
       sent++;
       if (i % 5 === 4) await delay(2);
+      if (syncingAt === null && d && d.states.includes('syncing')) syncingAt = i;
     }
     return Promise.all(acks);
   })();
@@ -89,10 +94,11 @@ test('a live burst during the sync: every message exactly once, in seq order', a
     const on = sock.on.bind(sock);
     sock.on = (event, fn) => on(event, event === 'sync' ? (r) => setTimeout(() => fn(r), 20) : fn);
   };
-  const d = await open('dave', roomId, { live: false, wrap: slowSync });
+  d = await open('dave', roomId, { live: false, wrap: slowSync });
   let rawLive = 0;
   d.sock.on('msg', () => rawLive++);
   const acks = await sending;
+  const N = acks.length;
   assert.deepEqual(
     acks.map((x) => x.seq),
     Array.from({ length: N }, (_, i) => i),
