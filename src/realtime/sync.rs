@@ -87,9 +87,7 @@ impl Session {
         }
         Flow::Continue
     }
-}
 
-impl Session {
     /// The sync page of `room` at `offset`: read ahead while the client
     /// received the previous one, or read now.
     async fn read_page(&mut self, room: &str, offset: u64) -> Result<SyncPage, StoreError> {
