@@ -1,18 +1,17 @@
 //! Delivers a socket's events to its session task in arrival order.
 //!
 //! socketioxide runs every async message handler in a task of its own, so two
-//! events of one socket may be handled out of order. Extractors, however, run
-//! synchronously in arrival order; [`Enqueued`] is an extractor that moves
-//! the event into the session's bounded queue, and the handler it feeds does
-//! nothing else. This is the one place that works around that ordering.
+//! events of one socket may be handled out of order. [`Enqueue`] is a
+//! handler that runs synchronously in arrival order and only moves the event
+//! into the session's bounded queue. This is the one place that works around
+//! that ordering.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, TryData};
-use socketioxide::handler::FromMessageParts;
+use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 
@@ -51,47 +50,56 @@ pub struct Mailbox {
     pub metrics: Arc<Metrics>,
 }
 
-/// Extractor that enqueues the event; see the module docs.
-pub struct Enqueued;
+/// The message handler of every socket: moves each event into the session's
+/// queue, synchronously, in arrival order (see the module docs).
+///
+/// Implemented by hand rather than as a closure: socketioxide spawns a task
+/// for every call of a closure handler, and this handler has nothing to await.
+pub struct Enqueue {
+    mailbox: Mailbox,
+}
 
-impl FromMessageParts<LocalAdapter> for Enqueued {
-    type Error = Infallible;
+impl Enqueue {
+    /// A handler that feeds `mailbox`.
+    pub fn new(mailbox: Mailbox) -> Self {
+        Self { mailbox }
+    }
+}
 
-    fn from_message_parts(
-        s: &Arc<Socket<LocalAdapter>>,
-        v: &mut socketioxide_core::Value,
-        ack_id: &Option<i64>,
-    ) -> Result<Self, Infallible> {
-        let event = match Event::from_message_parts(s, v, ack_id) {
+/// Marker for [`Enqueue`]'s `MessageHandler` implementation.
+pub enum ViaQueue {}
+
+impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
+    fn call(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        mut v: socketioxide_core::Value,
+        ack_id: Option<i64>,
+    ) {
+        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
             Ok(Event(name)) => name,
-            Err(_) => return Ok(Enqueued),
+            Err(_) => return,
         };
-        let data = match TryData::<Value>::from_message_parts(s, v, ack_id) {
+        let data = match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
             Ok(TryData(Ok(v))) => Ok(v),
             Ok(TryData(Err(e))) => Err(e.to_string()),
             Err(never) => match never {},
         };
-        let ack = match AckSender::from_message_parts(s, v, ack_id) {
+        let ack = match AckSender::from_message_parts(&s, &mut v, &ack_id) {
             Ok(ack) => ack,
             Err(never) => match never {},
         };
-        let Some(mailbox) = s.extensions.get::<Mailbox>() else {
-            return Ok(Enqueued);
-        };
-        if let Err(mpsc::error::TrySendError::Full(inbound)) = mailbox
+        if let Err(mpsc::error::TrySendError::Full(inbound)) = self
+            .mailbox
             .events
             .try_send(Box::new(Inbound { event, data, ack }))
         {
             tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
-            mailbox.metrics.dropped("queue_full");
+            self.mailbox.metrics.dropped("queue_full");
             let _ = inbound.ack.send(&StatusReply::fail(
                 ack_status::TOO_MANY_REQUESTS,
                 reason::TOO_MANY_REQUESTS,
             ));
         }
-        Ok(Enqueued)
     }
 }
-
-/// The handler fed by [`Enqueued`].
-pub async fn enqueue(_: Enqueued) {}

@@ -64,12 +64,13 @@ pub(super) struct Session {
 pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
     let (events_tx, events) = mpsc::channel(inbox::QUEUE_DEPTH);
     let (control_tx, control) = mpsc::unbounded_channel();
-    socket.extensions.insert(Mailbox {
+    let mailbox = Mailbox {
         events: events_tx,
         control: control_tx.clone(),
         metrics: hub.metrics.clone(),
-    });
-    socket.on_fallback(inbox::enqueue);
+    };
+    socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
+    socket.extensions.insert(mailbox);
     // A room of its own, so broadcasts can leave the sender out.
     socket.join(super::bus::own_channel(socket.id.as_str()));
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
