@@ -158,7 +158,7 @@ impl App {
                 crate::http::compat::default_engineio_version,
             ))
             .layer(axum::middleware::map_request(
-                crate::http::compat::detach_upgrade_request,
+                crate::http::compat::detach_session_request,
             ));
         let api_router = crate::http::api_router(hub.clone());
 
