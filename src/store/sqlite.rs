@@ -117,10 +117,17 @@ fn new_epoch() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
-fn entry(body: String, ts: i64) -> Result<Entry, rusqlite::Error> {
-    let body = RawValue::from_string(body)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    Ok(Entry { body, ts })
+/// A stored message from its row (body, ts). The body is checked to be JSON
+/// and copied once, straight out of SQLite's row buffer.
+fn entry(row: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
+    let body = row.get_ref(0)?.as_str()?;
+    let body = serde_json::from_str::<Box<RawValue>>(body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(Entry {
+        body,
+        ts: row.get(1)?,
+    })
 }
 
 #[async_trait::async_trait]
@@ -152,9 +159,7 @@ impl MessageStore for SqliteMessageStore {
                 "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 ORDER BY seq LIMIT {limit}"
             ))?;
             let items = stmt
-                .query_map(params![room, start as i64], |r| {
-                    entry(r.get(0)?, r.get(1)?)
-                })?
+                .query_map(params![room, start as i64], entry)?
                 .collect::<Result<Vec<_>, _>>()?;
             let more = start + (items.len() as u64) < len;
             Ok(Page {
@@ -173,7 +178,7 @@ impl MessageStore for SqliteMessageStore {
             let mut stmt =
                 conn.prepare_cached("SELECT body, ts FROM updates WHERE room = ?1 ORDER BY ord")?;
             let rows = stmt
-                .query_map(params![room], |r| entry(r.get(0)?, r.get(1)?))?
+                .query_map(params![room], entry)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
