@@ -149,12 +149,29 @@ async fn insert(cfg: &SyncConfig, uid: &str, room: &str) -> Result<f64> {
     Ok(took)
 }
 
+/// A sync reply; `D` is what `data` is decoded into.
 #[derive(Deserialize)]
-struct Page<'a> {
-    #[serde(borrow)]
-    data: &'a RawValue,
+struct Page<D> {
+    data: D,
     offset: u64,
     next: u8,
+}
+
+/// Decodes a `sync` event's array (`["sync", page]`) in one pass over the
+/// page, as a client's `JSON.parse` does; `None` for any other event.
+fn sync_page<'a, D: Deserialize<'a>>(frame: &'a str) -> Option<Result<Page<D>>> {
+    let Ok(Packet::Message(SioPacket::Event { nsp: "/", data, .. })) = engineio::decode(frame)
+    else {
+        return None;
+    };
+    if !data.starts_with("[\"sync\",") {
+        return None;
+    }
+    Some(
+        serde_json::from_str::<(&'a str, Page<D>)>(data)
+            .map(|(_, page)| page)
+            .map_err(|_| format!("unexpected sync reply {data:.160}").into()),
+    )
 }
 
 /// One fresh client syncing the whole room; the gzip pages are decoded
@@ -176,24 +193,31 @@ async fn sync_once(cfg: &SyncConfig, uid: &str, room: &str, gzip: bool) -> Resul
             if conn.answer_ping(&frame).await? {
                 continue;
             }
-            let Some((args, _)) = engineio::as_event(&frame) else {
-                continue;
+            let page = if gzip {
+                let Some(page) = sync_page::<&RawValue>(&frame) else {
+                    continue;
+                };
+                let page = page?;
+                compressed.push(page.data.get().to_owned());
+                Page {
+                    data: (),
+                    offset: page.offset,
+                    next: page.next,
+                }
+            } else {
+                let Some(page) = sync_page::<Vec<&RawValue>>(&frame) else {
+                    continue;
+                };
+                let page = page?;
+                messages += page.data.len() as u64;
+                Page {
+                    data: (),
+                    offset: page.offset,
+                    next: page.next,
+                }
             };
-            if args.name != "sync" {
-                continue;
-            }
-            let arg = args.arg.ok_or("sync reply without payload")?;
-            let page: Page<'_> = serde_json::from_str(arg.get())
-                .map_err(|_| format!("unexpected sync reply {:.160}", arg.get()))?;
             bytes += frame.len() as u64;
             pages += 1;
-            if gzip {
-                compressed.push(page.data.get().to_owned());
-            } else {
-                let items: Vec<&RawValue> = serde_json::from_str(page.data.get())
-                    .map_err(|_| "sync data is not an array")?;
-                messages += items.len() as u64;
-            }
             if page.next != 0 && page.offset <= offset {
                 return Err(format!("sync offset did not advance from {offset}").into());
             }
@@ -263,6 +287,29 @@ pub async fn sync(cfg: &SyncConfig) -> Result<SyncResult> {
 mod tests {
     use super::*;
     use std::io::Write as _;
+
+    #[test]
+    fn sync_pages_decode_in_one_pass_and_other_events_are_skipped() {
+        let frame = r#"42["sync",{"data":[{"a":1},{"b":[2,3]}],"offset":2,"next":1,"epoch":"e"}]"#;
+        let page = sync_page::<Vec<&RawValue>>(frame)
+            .expect("a sync event")
+            .expect("a page");
+        assert_eq!(page.data.len(), 2);
+        assert_eq!(page.data[1].get(), r#"{"b":[2,3]}"#);
+        assert_eq!((page.offset, page.next), (2, 1));
+
+        let frame = r#"42["sync",{"data":"H4sI","offset":200,"next":0,"encoding":"gzip"}]"#;
+        let page = sync_page::<&RawValue>(frame)
+            .expect("a sync event")
+            .expect("a page");
+        assert_eq!(page.data.get(), r#""H4sI""#);
+
+        assert!(sync_page::<&RawValue>(r#"42["remote_join",{"uid":"1"}]"#).is_none());
+        assert!(sync_page::<&RawValue>("3").is_none());
+        assert!(sync_page::<Vec<&RawValue>>(r#"42["sync",{"data":"x"}]"#)
+            .expect("a sync event")
+            .is_err());
+    }
 
     #[test]
     fn counts_gzip_pages() {
