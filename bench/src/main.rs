@@ -122,6 +122,10 @@ enum Cmd {
         /// Stop after this many seconds [default: 1800, quick 240].
         #[arg(long)]
         max_seconds: Option<u64>,
+        /// Runs of the fixed-rate fanout and of conns per side, server and
+        /// floor alternating; the table shows the medians [default: 3, quick 1].
+        #[arg(long)]
+        rounds: Option<usize>,
         /// redis-server for the 2-node cluster figure.
         #[arg(long, default_value = "redis-server")]
         redis_server: PathBuf,
@@ -295,6 +299,7 @@ async fn run(cli: Cli) -> Result<()> {
             redis_server,
             hold_conns,
             hold_seconds,
+            rounds,
         } => {
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
@@ -314,6 +319,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(s) = max_seconds {
                 cfg.max_time = Duration::from_secs(s);
+            }
+            if let Some(n) = rounds {
+                cfg.rounds = n.max(1);
             }
             suite::run(cfg).await.map(|_| ())
         }

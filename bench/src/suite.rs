@@ -40,6 +40,10 @@ pub struct SuiteConfig {
     pub hold_conns: usize,
     /// How long the long hold keeps them.
     pub hold_time: Duration,
+    /// Runs of the fixed-rate fanout and of conns per side, server and floor
+    /// alternating, so that a slow spell of the machine hits both; the table
+    /// shows each figure's median over them.
+    pub rounds: usize,
 }
 
 impl SuiteConfig {
@@ -58,6 +62,7 @@ impl SuiteConfig {
             redis_server: PathBuf::from("redis-server"),
             hold_conns: if quick { 4_000 } else { 19_000 },
             hold_time: Duration::from_secs(if quick { 20 } else { 300 }),
+            rounds: if quick { 1 } else { 3 },
         }
     }
 
@@ -119,7 +124,7 @@ impl SuiteConfig {
             eio: self.eio,
             messages: self.sync_messages,
             size: 200,
-            repeat: if self.quick { 1 } else { 5 },
+            repeat: if self.quick { 1 } else { 9 },
             window: 128,
         }
     }
@@ -298,11 +303,13 @@ impl Side {
 /// stopped by its time limit still prints what it has).
 #[derive(Default)]
 struct Figures {
-    fanout: [Option<StepResult>; 2],
+    /// Every round's fixed-rate fanout, per side.
+    fanout: [Vec<StepResult>; 2],
     find_max: [Option<FindMaxResult>; 2],
     /// find-max with members spread over 2 nodes on one Redis.
     cluster_find_max: Option<FindMaxResult>,
-    conns: [Option<ConnsResult>; 2],
+    /// Every round's conns, per side.
+    conns: [Vec<ConnsResult>; 2],
     /// The long hold against the server.
     hold: Option<ConnsResult>,
     sync: Option<SyncResult>,
@@ -340,23 +347,26 @@ fn with<F: FnOnce(&mut Figures)>(figs: &Mutex<Figures>, f: F) {
 
 async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
     let sides = [Side::Server, Side::Floor];
-    for side in sides {
-        eprintln!(
-            "== fanout at {} msg/s against the {}",
-            cfg.rate,
-            side.name()
-        );
-        let r = async {
-            let p = start(cfg, side).await?;
-            fanout::fanout(&cfg.fanout(&p.addr, p.pid())).await
-        }
-        .await;
-        match r {
-            Ok(r) => {
-                eprintln!("{}: {}", side.name(), r.summary());
-                with(figs, |f| f.fanout[slot(side)] = Some(r));
+    for round in 1..=cfg.rounds {
+        for side in sides {
+            eprintln!(
+                "== fanout at {} msg/s against the {} (round {round} of {})",
+                cfg.rate,
+                side.name(),
+                cfg.rounds
+            );
+            let r = async {
+                let p = start(cfg, side).await?;
+                fanout::fanout(&cfg.fanout(&p.addr, p.pid())).await
             }
-            Err(e) => note(figs, format!("fanout against the {}: {e}", side.name())),
+            .await;
+            match r {
+                Ok(r) => {
+                    eprintln!("{}: {}", side.name(), r.summary());
+                    with(figs, |f| f.fanout[slot(side)].push(r));
+                }
+                Err(e) => note(figs, format!("fanout against the {}: {e}", side.name())),
+            }
         }
     }
     for side in sides {
@@ -386,19 +396,26 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
         Ok(r) => with(figs, |f| f.cluster_find_max = Some(r)),
         Err(e) => note(figs, format!("find-max against 2 nodes on Redis: {e}")),
     }
-    for side in sides {
-        eprintln!("== conns ({}) against the {}", cfg.conns, side.name());
-        let r = async {
-            let p = start(cfg, side).await?;
-            conns::conns(&cfg.conns(&p.addr, p.pid())).await
-        }
-        .await;
-        match r {
-            Ok(r) => {
-                eprintln!("{}: {}", side.name(), r.summary());
-                with(figs, |f| f.conns[slot(side)] = Some(r));
+    for round in 1..=cfg.rounds {
+        for side in sides {
+            eprintln!(
+                "== conns ({}) against the {} (round {round} of {})",
+                cfg.conns,
+                side.name(),
+                cfg.rounds
+            );
+            let r = async {
+                let p = start(cfg, side).await?;
+                conns::conns(&cfg.conns(&p.addr, p.pid())).await
             }
-            Err(e) => note(figs, format!("conns against the {}: {e}", side.name())),
+            .await;
+            match r {
+                Ok(r) => {
+                    eprintln!("{}: {}", side.name(), r.summary());
+                    with(figs, |f| f.conns[slot(side)].push(r));
+                }
+                Err(e) => note(figs, format!("conns against the {}: {e}", side.name())),
+            }
         }
     }
     eprintln!(
@@ -520,11 +537,31 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+fn median_of(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
 fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
     let rate = cfg.rate;
-    let fan = |i: usize| f.fanout[i].as_ref();
+    // Each figure's median over the rounds.
+    let fan = |i: usize, fig: &dyn Fn(&StepResult) -> Option<f64>| {
+        median_of(f.fanout[i].iter().filter_map(fig))
+    };
     let best = |i: usize| f.find_max[i].as_ref().and_then(|r| r.best.as_ref());
-    let cn = |i: usize| f.conns[i].as_ref();
+    let cn = |i: usize, fig: &dyn Fn(&ConnsResult) -> Option<f64>| {
+        median_of(f.conns[i].iter().filter_map(fig))
+    };
     let sync_ms = |gzip: bool| {
         f.sync
             .as_ref()
@@ -552,33 +589,29 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
         },
         Row {
             figure: format!("deliveries per server CPU-s @ {rate:.0} msg/s"),
-            server: fan(0).and_then(StepResult::deliveries_per_cpu_s),
-            floor: fan(1).and_then(StepResult::deliveries_per_cpu_s),
+            server: fan(0, &StepResult::deliveries_per_cpu_s),
+            floor: fan(1, &StepResult::deliveries_per_cpu_s),
             target: "≥ 0.8 × floor",
             check: Some(Check::RatioAtLeast(0.8)),
         },
         Row {
             figure: format!("p99 latency @ {rate:.0} msg/s (ms)"),
-            server: fan(0).map(|r| r.latency_ms(0.99)),
-            floor: fan(1).map(|r| r.latency_ms(0.99)),
+            server: fan(0, &|r| Some(r.latency_ms(0.99))),
+            floor: fan(1, &|r| Some(r.latency_ms(0.99))),
             target: "≤ 5 ms",
             check: Some(Check::AtMost(5.0)),
         },
         Row {
             figure: format!("RSS per idle connection @ {} conns (KiB)", cfg.conns),
-            server: cn(0)
-                .and_then(ConnsResult::rss_per_conn)
-                .map(|b| b / 1024.0),
-            floor: cn(1)
-                .and_then(ConnsResult::rss_per_conn)
-                .map(|b| b / 1024.0),
+            server: cn(0, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
+            floor: cn(1, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
             target: "≤ 10 KiB",
             check: Some(Check::AtMost(10.0)),
         },
         Row {
             figure: format!("set-ups/s @ {} conns", cfg.conns),
-            server: cn(0).map(ConnsResult::setups_per_s),
-            floor: cn(1).map(ConnsResult::setups_per_s),
+            server: cn(0, &|r| Some(r.setups_per_s())),
+            floor: cn(1, &|r| Some(r.setups_per_s())),
             target: "≥ 0.7 × floor",
             check: Some(Check::RatioAtLeast(0.7)),
         },
@@ -609,22 +642,22 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
         },
         Row {
             figure: format!("delivered/s @ {rate:.0} msg/s"),
-            server: fan(0).map(StepResult::delivered_rate),
-            floor: fan(1).map(StepResult::delivered_rate),
+            server: fan(0, &|r| Some(r.delivered_rate())),
+            floor: fan(1, &|r| Some(r.delivered_rate())),
             target: "—",
             check: None,
         },
         Row {
             figure: format!("deliveries received @ {rate:.0} msg/s (%)"),
-            server: fan(0).map(|r| r.delivery_ratio() * 100.0),
-            floor: fan(1).map(|r| r.delivery_ratio() * 100.0),
+            server: fan(0, &|r| Some(r.delivery_ratio() * 100.0)),
+            floor: fan(1, &|r| Some(r.delivery_ratio() * 100.0)),
             target: "—",
             check: None,
         },
         Row {
             figure: format!("p50 latency @ {rate:.0} msg/s (ms)"),
-            server: fan(0).map(|r| r.latency_ms(0.5)),
-            floor: fan(1).map(|r| r.latency_ms(0.5)),
+            server: fan(0, &|r| Some(r.latency_ms(0.5))),
+            floor: fan(1, &|r| Some(r.latency_ms(0.5))),
             target: "—",
             check: None,
         },
@@ -637,8 +670,8 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
         },
         Row {
             figure: format!("server CPU per set-up @ {} conns (µs)", cfg.conns),
-            server: cn(0).and_then(ConnsResult::cpu_per_setup_us),
-            floor: cn(1).and_then(ConnsResult::cpu_per_setup_us),
+            server: cn(0, &ConnsResult::cpu_per_setup_us),
+            floor: cn(1, &ConnsResult::cpu_per_setup_us),
             target: "—",
             check: None,
         },
@@ -705,12 +738,13 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
         let _ = writeln!(out, "{}", line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]));
     }
     for (i, side) in [Side::Server, Side::Floor].iter().enumerate() {
-        if let Some(r) = &f.fanout[i] {
+        for (round, r) in f.fanout[i].iter().enumerate() {
             let _ = writeln!(
                 out,
-                "fanout @ {:.0} msg/s, {}: {}",
+                "fanout @ {:.0} msg/s, {}, round {}: {}",
                 cfg.rate,
                 side.name(),
+                round + 1,
                 r.summary()
             );
         }
@@ -723,8 +757,14 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
                 let _ = writeln!(out, "find-max {} step {:.0}/s: {v}", side.name(), step.rate);
             }
         }
-        if let Some(r) = &f.conns[i] {
-            let _ = writeln!(out, "conns, {}: {}", side.name(), r.summary());
+        for (round, r) in f.conns[i].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "conns, {}, round {}: {}",
+                side.name(),
+                round + 1,
+                r.summary()
+            );
         }
     }
     if let Some(s) = &f.sync {
@@ -767,6 +807,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_over_rounds() {
+        assert_eq!(median_of([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median_of([4.0, 1.0].into_iter()), Some(2.5));
+        assert_eq!(median_of([f64::NAN, 5.0].into_iter()), Some(5.0));
+        assert_eq!(median_of(std::iter::empty()), None);
+    }
 
     #[test]
     fn dates() {
