@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod by_crate;
 pub mod client;
 pub mod clock;
 pub mod engineio;

@@ -96,6 +96,13 @@ enum Cmd {
         #[arg(long)]
         no_nodelay: bool,
     },
+    /// Splits a perf profile by crate and layer: reads
+    /// `perf script -F ip,sym,dso` on stdin (record with `--call-graph dwarf`).
+    ByCrate {
+        /// CPU µs per unit of work (a delivery, a set-up) to split over the layers.
+        #[arg(long)]
+        cost_us: Option<f64>,
+    },
     /// Everything against the real server and the floor, with the table of targets.
     Suite {
         /// The real server's binary (cargo build --release).
@@ -288,6 +295,16 @@ async fn run(cli: Cli) -> Result<()> {
                 r = floor::serve(listen, !no_nodelay) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
+        }
+        Cmd::ByCrate { cost_us } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            let split = ao_bench::by_crate::Split::from_perf_script(&text);
+            if split.total() == 0 {
+                return Err("no samples on stdin (perf script -F ip,sym,dso)".into());
+            }
+            print!("{}", split.report(cost_us));
+            Ok(())
         }
         Cmd::Suite {
             server_bin,
