@@ -524,3 +524,24 @@ async fn resubscribe_on_reconnect(bus: Arc<Bus>) {
         rb.resubscribed.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Session handlers await these; every event's handler future is boxed
+    /// and sized by the largest of them, so they must stay small.
+    #[tokio::test]
+    async fn the_futures_session_handlers_await_are_small() {
+        let (_layer, io) = SocketIo::new_layer();
+        let bus = Bus::local(io, Arc::new(Metrics::new()));
+        let raw = serde_json::value::to_raw_value(&1).expect("encodes");
+        let sizes = [
+            std::mem::size_of_val(&bus.to_room("r", "msg", &raw, Some("s"))),
+            std::mem::size_of_val(&bus.kick("s")),
+            std::mem::size_of_val(&bus.watch("r")),
+            std::mem::size_of_val(&bus.unwatch("r")),
+        ];
+        assert!(sizes.iter().all(|&s| s <= 256), "{sizes:?}");
+    }
+}
