@@ -132,10 +132,14 @@ pub fn owner(frames: &[Frame]) -> &str {
         .unwrap_or(UNATTRIBUTED)
 }
 
-/// The layer a crate (or [`KERNEL`]) belongs to.
+/// The layer a crate belongs to; [`KERNEL`] and [`UNATTRIBUTED`] are layers of their own.
 pub fn layer_of(owner: &str) -> &'static str {
-    if owner == KERNEL {
-        return KERNEL;
+    if owner == KERNEL || owner == UNATTRIBUTED {
+        return if owner == KERNEL {
+            KERNEL
+        } else {
+            UNATTRIBUTED
+        };
     }
     LAYERS
         .iter()
@@ -290,6 +294,7 @@ mod tests {
         assert_eq!(layer_of("mio"), "tokio runtime and channels");
         assert_eq!(layer_of("always_online"), "this server");
         assert_eq!(layer_of(KERNEL), KERNEL);
+        assert_eq!(layer_of(UNATTRIBUTED), UNATTRIBUTED);
         assert_eq!(layer_of("indexmap_like"), "other crates");
         let split = Split::from_perf_script(SCRIPT);
         let report = split.report(Some(10.0));
