@@ -345,30 +345,47 @@ fn with<F: FnOnce(&mut Figures)>(figs: &Mutex<Figures>, f: F) {
     }
 }
 
-async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
-    let sides = [Side::Server, Side::Floor];
+/// Runs a scenario `cfg.rounds` times per side, server and floor
+/// alternating, each run against a fresh process; `keep` files each result.
+async fn alternating_rounds<R>(
+    cfg: &SuiteConfig,
+    figs: &Mutex<Figures>,
+    title: &str,
+    run: impl AsyncFn(&Proc) -> Result<R>,
+    summary: impl Fn(&R) -> String,
+    keep: impl Fn(&mut Figures, Side, R),
+) {
     for round in 1..=cfg.rounds {
-        for side in sides {
+        for side in [Side::Server, Side::Floor] {
             eprintln!(
-                "== fanout at {} msg/s against the {} (round {round} of {})",
-                cfg.rate,
+                "== {title} against the {} (round {round} of {})",
                 side.name(),
                 cfg.rounds
             );
-            let r = async {
-                let p = start(cfg, side).await?;
-                fanout::fanout(&cfg.fanout(&p.addr, p.pid())).await
-            }
-            .await;
+            let r = async { run(&start(cfg, side).await?).await }.await;
             match r {
                 Ok(r) => {
-                    eprintln!("{}: {}", side.name(), r.summary());
-                    with(figs, |f| f.fanout[slot(side)].push(r));
+                    eprintln!("{}: {}", side.name(), summary(&r));
+                    with(figs, |f| keep(f, side, r));
                 }
-                Err(e) => note(figs, format!("fanout against the {}: {e}", side.name())),
+                Err(e) => note(figs, format!("{title} against the {}: {e}", side.name())),
             }
         }
     }
+}
+
+async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
+    let sides = [Side::Server, Side::Floor];
+    let title = format!("fanout at {} msg/s", cfg.rate);
+    alternating_rounds(
+        cfg,
+        figs,
+        &title,
+        async |p: &Proc| fanout::fanout(&cfg.fanout(&p.addr, p.pid())).await,
+        StepResult::summary,
+        |f, side, r| f.fanout[slot(side)].push(r),
+    )
+    .await;
     for side in sides {
         eprintln!("== find-max against the {}", side.name());
         let r = async {
@@ -396,28 +413,16 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
         Ok(r) => with(figs, |f| f.cluster_find_max = Some(r)),
         Err(e) => note(figs, format!("find-max against 2 nodes on Redis: {e}")),
     }
-    for round in 1..=cfg.rounds {
-        for side in sides {
-            eprintln!(
-                "== conns ({}) against the {} (round {round} of {})",
-                cfg.conns,
-                side.name(),
-                cfg.rounds
-            );
-            let r = async {
-                let p = start(cfg, side).await?;
-                conns::conns(&cfg.conns(&p.addr, p.pid())).await
-            }
-            .await;
-            match r {
-                Ok(r) => {
-                    eprintln!("{}: {}", side.name(), r.summary());
-                    with(figs, |f| f.conns[slot(side)].push(r));
-                }
-                Err(e) => note(figs, format!("conns against the {}: {e}", side.name())),
-            }
-        }
-    }
+    let title = format!("conns ({})", cfg.conns);
+    alternating_rounds(
+        cfg,
+        figs,
+        &title,
+        async |p: &Proc| conns::conns(&cfg.conns(&p.addr, p.pid())).await,
+        ConnsResult::summary,
+        |f, side, r| f.conns[slot(side)].push(r),
+    )
+    .await;
     eprintln!(
         "== sync of {} stored messages against the server",
         cfg.sync_messages
