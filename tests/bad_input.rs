@@ -150,6 +150,29 @@ async fn deeply_nested_msg_payload_does_not_hurt_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msg_nested_to_the_limit_passes_and_one_level_more_is_refused() {
+    let ts = TestServer::start().await;
+    let mut a = ts.login("alice", "r").await;
+    let mut b = ts.login("bob", "r").await;
+    a.expect_event("remote_join").await;
+    b.expect_event("remote_join").await;
+    // The msg object is level 1; a client reading with serde_json can still
+    // decode the deepest one that passes, relayed and in a sync page.
+    let nested = |depth: usize| -> Value {
+        serde_json::from_str(&format!(r#"{{"data":{}}}"#, deep_array(depth - 1))).expect("json")
+    };
+    let ack = a.emit_with_ack("msg", nested(120)).await;
+    assert_eq!(ack, json!({"status": 0, "seq": 0}));
+    assert_eq!(b.expect_event("msg").await["data"], nested(120)["data"]);
+    let ack = a.emit_with_ack("msg", nested(121)).await;
+    assert_eq!(ack, json!({"status": 1, "data": "malformed payload"}));
+    b.expect_no_event(QUIET).await;
+    let page = b.sync(json!({"offset": 0})).await;
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(1), "{page}");
+    ts.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_authenticate_payload_does_not_hurt_the_server() {
     let ts = TestServer::start().await;
     let mut c = Client::connect(ts.addr()).await;

@@ -107,6 +107,40 @@ async fn sender_stamp_overwrites_a_spoofed_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_gets_the_stored_seq_not_the_one_it_was_sent_with() {
+    let ts = TestServer::start().await;
+    let (mut a, mut b) = pair(&ts).await;
+    let ack = a.send_msg(json!({"data": "x", "seq": 41})).await;
+    assert_eq!(ack, json!({"status": 0, "seq": 0}));
+    assert_eq!(
+        b.expect_event("msg").await,
+        json!({"data": "x", "2": "alice", "seq": 0})
+    );
+    // Only inserts are numbered by the server: the others carry what was sent.
+    a.emit("msg", json!({"data": "y", "seq": 41, "s": 2})).await;
+    assert_eq!(b.expect_event("msg").await["seq"], json!(41));
+    let items = synced(&mut b).await;
+    assert_eq!(items, vec![json!({"data": "x", "2": "alice", "seq": 0})]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_msg_is_relayed_and_stored_with_its_keys_in_the_order_sent() {
+    let ts = TestServer::start().await;
+    let (mut a, mut b) = pair(&ts).await;
+    a.emit_raw(r#"42["msg",{"z":1,"data":{"b":[1,{"y":null}],"a":"\u00e9"},"m":true}]"#)
+        .await;
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+    let got = b.expect_event("msg").await;
+    assert_eq!(
+        keys(&got),
+        keys(&json!({"z": 0, "data": 0, "m": 0, "2": 0, "seq": 0}))
+    );
+    assert_eq!(got["data"], json!({"b": [1, {"y": null}], "a": "é"}));
+    let items = synced(&mut b).await;
+    assert_eq!(items, vec![got]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_stamp_keeps_a_numeric_uid_a_number() {
     let ts = TestServer::start().await;
     let mut a = ts.login(1000, "r").await;

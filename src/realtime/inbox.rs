@@ -8,6 +8,11 @@
 
 use std::sync::Arc;
 
+use std::fmt;
+
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::Deserializer as _;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, Event, TryData};
@@ -24,8 +29,9 @@ pub const QUEUE_DEPTH: usize = 256;
 /// One client event.
 pub struct Inbound {
     pub event: String,
-    /// The payload, or why it could not be decoded.
-    pub data: Result<Value, String>,
+    /// The payload's JSON text (the event's first argument), or why
+    /// there is none.
+    pub data: Result<Box<RawValue>, String>,
     pub ack: AckSender,
 }
 
@@ -76,14 +82,8 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
         mut v: socketioxide_core::Value,
         ack_id: Option<i64>,
     ) {
-        let event = match Event::from_message_parts(&s, &mut v, &ack_id) {
-            Ok(Event(name)) => name,
-            Err(_) => return,
-        };
-        let data = match TryData::<Value>::from_message_parts(&s, &mut v, &ack_id) {
-            Ok(TryData(Ok(v))) => Ok(v),
-            Ok(TryData(Err(e))) => Err(e.to_string()),
-            Err(never) => match never {},
+        let Some((event, data)) = event_and_payload(&s, &mut v, &ack_id) else {
+            return;
         };
         let ack = match AckSender::from_message_parts(&s, &mut v, &ack_id) {
             Ok(ack) => ack,
@@ -101,5 +101,100 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
                 reason::TOO_MANY_REQUESTS,
             ));
         }
+    }
+}
+
+/// The event name and first argument of an event packet, or `None` if it is
+/// not an event.
+///
+/// The argument is kept as JSON text: a `msg` is relayed as sent, and other
+/// events decode what they read. An event with binary attachments goes
+/// through socketioxide's decoder, which puts the attachments in place.
+fn event_and_payload(
+    s: &Arc<Socket<LocalAdapter>>,
+    v: &mut socketioxide_core::Value,
+    ack_id: &Option<i64>,
+) -> Option<(String, Result<Box<RawValue>, String>)> {
+    match v {
+        socketioxide_core::Value::Str(text, bins) if bins.as_ref().is_none_or(|b| b.is_empty()) => {
+            split_event(text.as_str()).ok()
+        }
+        _ => {
+            let Event(event) = Event::from_message_parts(s, v, ack_id).ok()?;
+            let data = match TryData::<Value>::from_message_parts(s, v, ack_id) {
+                Ok(TryData(Ok(v))) => {
+                    serde_json::value::to_raw_value(&v).map_err(|e| e.to_string())
+                }
+                Ok(TryData(Err(e))) => Err(e.to_string()),
+                Err(never) => match never {},
+            };
+            Some((event, data))
+        }
+    }
+}
+
+/// Splits an event packet's `["event", arg, ...]` into the event name and
+/// the first argument's text, in one pass. Done here rather than with
+/// socketioxide's `TryData<Box<RawValue>>`, which returns the whole array
+/// instead of the argument (socketioxide-parser-common 0.17).
+fn split_event(text: &str) -> serde_json::Result<(String, Result<Box<RawValue>, String>)> {
+    struct Args;
+    impl<'de> Visitor<'de> for Args {
+        type Value = (String, Result<Box<RawValue>, String>);
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            use serde::de::Error;
+            let event: String = seq
+                .next_element()?
+                .ok_or_else(|| A::Error::custom("event name not found"))?;
+            let data = seq
+                .next_element::<Box<RawValue>>()?
+                .ok_or_else(|| "first element not found".to_owned());
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok((event, data))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let args = (&mut de).deserialize_seq(Args)?;
+    de.end()?;
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Option<(String, Result<String, String>)> {
+        split_event(text)
+            .ok()
+            .map(|(e, d)| (e, d.map(|r| r.get().to_owned())))
+    }
+
+    #[test]
+    fn the_first_argument_is_split_off_as_sent() {
+        assert_eq!(
+            split(r#"["msg",{"data":[1, 2.50]},"extra",3]"#),
+            Some(("msg".into(), Ok(r#"{"data":[1, 2.50]}"#.into())))
+        );
+        assert_eq!(
+            split(r#"[ "join" , {"roomId":1} ]"#),
+            Some(("join".into(), Ok(r#"{"roomId":1}"#.into())))
+        );
+        assert_eq!(
+            split(r#"["m\u0073g",null]"#),
+            Some(("msg".into(), Ok("null".into())))
+        );
+    }
+
+    #[test]
+    fn a_missing_argument_or_event_is_told_apart() {
+        assert!(matches!(split(r#"["leave"]"#), Some((e, Err(_))) if e == "leave"));
+        assert_eq!(split("[]"), None);
+        assert_eq!(split("[1,{}]"), None);
+        assert_eq!(split(r#"{"msg":1}"#), None);
+        assert_eq!(split(r#"["msg",{}"#), None);
+        assert_eq!(split(r#"["msg",{}] x"#), None);
     }
 }

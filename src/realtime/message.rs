@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use socketioxide::extract::AckSender;
 use std::time::Instant;
 
@@ -10,11 +10,15 @@ use super::bus::Bus;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
 use crate::metrics::Metrics;
-use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage, SENDER_KEY};
+use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
 
 impl Session {
-    pub(super) async fn msg(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
+    pub(super) async fn msg(
+        &mut self,
+        data: Result<Box<RawValue>, String>,
+        ack: AckSender,
+    ) -> Flow {
         let metrics = self.hub.metrics.clone();
         metrics.messages_received.inc();
         let refuse = |ack: AckSender, label: &'static str, reply: StatusReply<'_>| {
@@ -43,15 +47,13 @@ impl Session {
                 StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
             );
         };
-        let size = encoded_len(&payload);
-        let mut msg = match protocol::parse_msg(payload, size, self.hub.config.max_msg_bytes) {
-            Ok(m) => m,
-            Err(e) => return refuse(ack, e.metric_label(), e.reply()),
-        };
         let Some(uid) = &self.uid else {
             return Flow::Continue;
         };
-        msg.body.insert(SENDER_KEY.to_owned(), uid.json.clone());
+        let msg = match protocol::parse_msg(&payload, self.hub.config.max_msg_bytes, &uid.json) {
+            Ok(m) => m,
+            Err(e) => return refuse(ack, e.metric_label(), e.reply()),
+        };
 
         let op = match (msg.storage, msg.msg_id) {
             (Storage::Insert, _) => WriteOp::Insert,
@@ -60,7 +62,7 @@ impl Session {
             (Storage::Ignore, _) => {
                 if self.pending_writes.is_idle() {
                     // Nothing of this sender is still being stored: relay at once.
-                    match serde_json::value::to_raw_value(&msg.body) {
+                    match RawValue::from_string(msg.body.into_string()) {
                         Ok(body) => {
                             self.hub
                                 .bus
@@ -71,6 +73,7 @@ impl Session {
                                 seq: None,
                             });
                         }
+                        // Unreachable: the stamped text is JSON by construction.
                         Err(_) => {
                             return refuse(
                                 ack,
@@ -154,24 +157,5 @@ impl Relay {
             }
         }
         self.pending.finished();
-    }
-}
-
-/// Length in bytes of `v`'s compact JSON encoding, without building it.
-fn encoded_len(v: &Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Counter(0);
-    match serde_json::to_writer(&mut c, v) {
-        Ok(()) => c.0,
-        Err(_) => usize::MAX,
     }
 }

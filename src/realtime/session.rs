@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+use serde_json::Value;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::DisconnectReason;
 use tokio::sync::mpsc;
@@ -155,10 +157,10 @@ impl Session {
             self.read_ahead = None;
         }
         match event.as_str() {
-            event::AUTHENTICATE => self.authenticate(data).await,
-            event::JOIN => self.join(data).await,
+            event::AUTHENTICATE => self.authenticate(decoded(data)).await,
+            event::JOIN => self.join(decoded(data)).await,
             event::MSG => self.msg(data, ack).await,
-            event::SYNC => self.sync(data, ack).await,
+            event::SYNC => self.sync(decoded(data), ack).await,
             event::LEAVE => self.leave().await,
             _ => Flow::Continue,
         }
@@ -218,4 +220,9 @@ impl Session {
         }
         tracing::debug!(sid = %self.sid, "session ended");
     }
+}
+
+/// An event's payload decoded, for the events that read more than a few keys.
+fn decoded(data: Result<Box<RawValue>, String>) -> Result<Value, String> {
+    serde_json::from_str(data?.get()).map_err(|e| e.to_string())
 }

@@ -6,7 +6,8 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+
+use crate::protocol::StampedMsg;
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,8 +75,8 @@ pub struct Write {
     /// The room's string form.
     pub room: String,
     pub op: WriteOp,
-    /// The message object (already stamped with the sender).
-    pub body: Map<String, Value>,
+    /// The message, stamped with its sender (an insert's without `seq`).
+    pub body: StampedMsg,
     /// The sender's socket id (not relayed back to it).
     pub sender: Option<String>,
     pub done: Completion,

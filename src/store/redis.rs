@@ -132,19 +132,12 @@ impl MessageStore for RedisMessageStore {
         let Write {
             room,
             op,
-            mut body,
+            body,
             sender,
             done,
         } = write;
-        if matches!(op, WriteOp::Insert) {
-            body.remove(SEQ_KEY);
-        }
         // Never `{}`: the sender stamp is always there.
-        let json = match serde_json::to_string(&body) {
-            Ok(j) if j.len() > 2 => j,
-            Ok(_) => return done(Err(StoreError::Backend("empty message".into()).into())),
-            Err(e) => return done(Err(StoreError::Backend(e.to_string()).into())),
-        };
+        let json = body.into_string();
         let redis = self.redis.clone();
         let fut: Pending = Box::pin(async move {
             let keys = &redis.keys;

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
-use crate::protocol::SEQ_KEY;
+use crate::protocol::StampedMsg;
 use crate::sqlite::{open, unix_now};
 
 /// Most writes committed in one transaction.
@@ -367,12 +366,12 @@ impl Counters {
         tx: &rusqlite::Transaction<'_>,
         room: String,
         op: WriteOp,
-        mut body: serde_json::Map<String, Value>,
+        body: StampedMsg,
         ts: i64,
         touched: &mut HashMap<String, Option<u64>>,
     ) -> Result<Result<Stored, StoreError>, rusqlite::Error> {
         match op {
-            WriteOp::Ignore => Ok(encode(&Value::Object(body)).map(|b| Stored {
+            WriteOp::Ignore => Ok(encode(body.into_string()).map(|b| Stored {
                 seq: None,
                 durable: false,
                 published: false,
@@ -391,8 +390,7 @@ impl Counters {
                         .map(|s| s as u64)
                         .unwrap_or(0),
                 };
-                body.insert(SEQ_KEY.to_owned(), Value::from(seq));
-                let raw = match encode(&Value::Object(body)) {
+                let raw = match encode(body.with_seq(seq)) {
                     Ok(raw) => raw,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -410,7 +408,7 @@ impl Counters {
                 }))
             }
             WriteOp::Update { msg_id } => {
-                let raw = match encode(&Value::Object(body)) {
+                let raw = match encode(body.into_string()) {
                     Ok(raw) => raw,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -440,7 +438,7 @@ impl Counters {
     }
 }
 
-fn encode(v: &Value) -> Result<Arc<RawValue>, StoreError> {
-    let text = serde_json::to_string(v).map_err(backend)?;
+/// A message's JSON text as a raw value, checked to be JSON.
+fn encode(text: String) -> Result<Arc<RawValue>, StoreError> {
     RawValue::from_string(text).map(Arc::from).map_err(backend)
 }

@@ -5,7 +5,11 @@
 //! types here, so a change to the protocol is a change to this module.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+mod msg;
+
+pub use msg::{parse_msg, IncomingMsg, MsgError, StampedMsg, Storage, SENDER_KEY, SEQ_KEY};
 
 /// Longest uid or roomId (in bytes of its string form) the server accepts.
 pub const MAX_ID_BYTES: usize = 256;
@@ -185,104 +189,6 @@ pub fn parse_join(payload: &Value) -> Result<JoinRequest, JoinError> {
     Ok(JoinRequest { room, dummy })
 }
 
-/// How a message is kept: the `s` / `storage` key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
-    /// 0: appended to the room's history.
-    Insert,
-    /// 1: replaces the earlier update with the same msgId.
-    Update,
-    /// 2: relayed only.
-    Ignore,
-}
-
-/// A `msg` payload, checked.
-#[derive(Debug, Clone)]
-pub struct IncomingMsg {
-    /// The whole object as sent; the server adds `"2"` (and `seq`).
-    pub body: Map<String, Value>,
-    pub storage: Storage,
-    /// The string form of `"1"` / `msgId`, when present and usable.
-    pub msg_id: Option<String>,
-}
-
-/// Why a msg was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MsgError {
-    #[error("payload must be an object")]
-    NotAnObject,
-    #[error("message too large")]
-    TooLarge,
-    #[error("update requires msgId")]
-    UpdateNeedsMsgId,
-}
-
-impl MsgError {
-    /// The `reason` label of the dropped-messages metric.
-    pub fn metric_label(self) -> &'static str {
-        match self {
-            MsgError::NotAnObject => "not_an_object",
-            MsgError::TooLarge => "too_large",
-            MsgError::UpdateNeedsMsgId => "missing_msg_id",
-        }
-    }
-
-    /// The ack `{status, data}` for this refusal.
-    pub fn reply(self) -> StatusReply<'static> {
-        match self {
-            MsgError::NotAnObject => {
-                StatusReply::fail(ack_status::BAD_REQUEST, reason::NOT_AN_OBJECT)
-            }
-            MsgError::TooLarge => StatusReply::fail(ack_status::TOO_LARGE, reason::TOO_LARGE),
-            MsgError::UpdateNeedsMsgId => {
-                StatusReply::fail(ack_status::BAD_REQUEST, reason::UPDATE_NEEDS_MSG_ID)
-            }
-        }
-    }
-}
-
-/// Key of the sender stamp in relayed messages.
-pub const SENDER_KEY: &str = "2";
-/// Key of the sequence number in relayed inserts (Part 2).
-pub const SEQ_KEY: &str = "seq";
-
-/// Reads a `msg` payload. `encoded_len` is the length of its JSON encoding,
-/// checked against `max_bytes` (exactly the limit passes).
-pub fn parse_msg(
-    payload: Value,
-    encoded_len: usize,
-    max_bytes: usize,
-) -> Result<IncomingMsg, MsgError> {
-    let Value::Object(body) = payload else {
-        return Err(MsgError::NotAnObject);
-    };
-    if encoded_len > max_bytes {
-        return Err(MsgError::TooLarge);
-    }
-    // The compact key wins when both forms are present.
-    let storage = match body.get("s").or_else(|| body.get("storage")) {
-        Some(v) => match v.as_f64() {
-            Some(1.0) => Storage::Update,
-            Some(2.0) => Storage::Ignore,
-            _ => Storage::Insert,
-        },
-        None => Storage::Insert,
-    };
-    let msg_id = match body.get("1").or_else(|| body.get("msgId")) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    if storage == Storage::Update && msg_id.is_none() {
-        return Err(MsgError::UpdateNeedsMsgId);
-    }
-    Ok(IncomingMsg {
-        body,
-        storage,
-        msg_id,
-    })
-}
-
 /// A `sync` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncRequest {
@@ -395,30 +301,6 @@ mod tests {
             parse_join(&json!({"roomId": 1, "dummy": true}))
                 .expect("ok")
                 .dummy
-        );
-    }
-
-    #[test]
-    fn msg_compact_form_wins() {
-        let m = parse_msg(json!({"s": 2, "storage": 1, "msgId": "a"}), 10, 100).expect("ok");
-        assert_eq!(m.storage, Storage::Ignore);
-        let m = parse_msg(json!({"storage": 1, "1": 7, "msgId": "a"}), 10, 100).expect("ok");
-        assert_eq!(m.storage, Storage::Update);
-        assert_eq!(m.msg_id.as_deref(), Some("7"));
-        let m = parse_msg(json!({"s": "x"}), 10, 100).expect("ok");
-        assert_eq!(m.storage, Storage::Insert);
-        assert_eq!(
-            parse_msg(json!({"s": 1}), 10, 100).err(),
-            Some(MsgError::UpdateNeedsMsgId)
-        );
-        assert_eq!(
-            parse_msg(json!([1]), 10, 100).err(),
-            Some(MsgError::NotAnObject)
-        );
-        assert!(parse_msg(json!({}), 100, 100).is_ok());
-        assert_eq!(
-            parse_msg(json!({}), 101, 100).err(),
-            Some(MsgError::TooLarge)
         );
     }
 
