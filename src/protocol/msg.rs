@@ -128,18 +128,16 @@ pub fn parse_msg(
     if text.len() > max_bytes {
         return Err(MsgError::TooLarge);
     }
-    if nested_deeper_than(text, MAX_DEPTH) {
+    // Each level takes two bytes, so only a longer text can be too deep.
+    if text.len() > 2 * MAX_DEPTH && nested_deeper_than(text, MAX_DEPTH) {
         return Err(MsgError::TooDeep);
     }
     let keys: Keys<'_> = serde_json::from_str(text).map_err(|_| MsgError::NotAnObject)?;
     // The compact key wins when both forms are present.
-    let storage = match keys.s.or(keys.storage).map(scalar) {
-        Some(v) => match v.as_f64() {
-            Some(1.0) => Storage::Update,
-            Some(2.0) => Storage::Ignore,
-            _ => Storage::Insert,
-        },
-        None => Storage::Insert,
+    let storage = match keys.s.or(keys.storage).map(number) {
+        Some(Some(1.0)) => Storage::Update,
+        Some(Some(2.0)) => Storage::Ignore,
+        _ => Storage::Insert,
     };
     let msg_id = match keys.id.or(keys.msg_id).map(scalar) {
         Some(Value::String(s)) => Some(s),
@@ -203,6 +201,11 @@ fn nested_deeper_than(text: &str, max: usize) -> bool {
         }
     }
     false
+}
+
+/// A key's value as a number, if it is one.
+fn number(raw: &RawValue) -> Option<f64> {
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// A key's value as a [`Value`]; `Null` if it does not decode (a number

@@ -145,14 +145,16 @@ impl Bus {
         let Some(ns) = self.io.of("/") else {
             return 0; // shutting down
         };
-        // The sender is one of this node's members only if it is connected here.
-        let excluded = except
+        // The sender is one of this node's members only if it is connected
+        // here; a broadcast from its socket leaves it out.
+        let sender = except
             .and_then(|x| x.parse().ok())
-            .is_some_and(|sid| ns.get_socket(sid).is_some());
-        let mut op = ns.to(room_channel(room));
-        if let Some(sid) = except {
-            op = op.except(own_channel(sid));
-        }
+            .and_then(|sid| ns.get_socket(sid));
+        let excluded = sender.is_some();
+        let op = match sender {
+            Some(socket) => socket.to(room_channel(room)),
+            None => ns.to(room_channel(room)),
+        };
         // The local adapter broadcasts synchronously: the future is ready
         // on its first poll (now_or_never), so this works from the store's
         // completion callbacks, which are not async.
@@ -324,12 +326,6 @@ impl Bus {
         }
         outcome
     }
-}
-
-/// The socket.io room holding only connection `sid` (to leave the sender
-/// out of a broadcast).
-pub fn own_channel(sid: &str) -> String {
-    format!("sid:{sid}")
 }
 
 /// Sends the kick to a session on this node; `false` if `sid` is not here.

@@ -6,9 +6,8 @@
 //! into the session's bounded queue. This is the one place that works around
 //! that ordering.
 
-use std::sync::Arc;
-
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::Deserializer as _;

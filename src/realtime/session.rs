@@ -73,8 +73,6 @@ pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
     };
     socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
     socket.extensions.insert(mailbox);
-    // A room of its own, so broadcasts can leave the sender out.
-    socket.join(super::bus::own_channel(socket.id.as_str()));
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let _ = control_tx.send(Control::Closed);
         tracing::info!(sid = %s.id, %reason, "connection closed");
