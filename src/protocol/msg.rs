@@ -7,6 +7,7 @@
 //! (numbers, escapes and key order included), apart from the keys the server
 //! sets itself.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -149,11 +150,12 @@ pub fn parse_msg(
     }
     // The client's own `"2"` never passes; nor does its `seq` on an insert.
     let drop_seq = storage == Storage::Insert && keys.seq;
-    let members = if keys.sender || drop_seq {
+    let members: Cow<'_, str> = if keys.sender || drop_seq {
         without_keys(text, |k| k == SENDER_KEY || (drop_seq && k == SEQ_KEY))
             .map_err(|_| MsgError::NotAnObject)?
+            .into()
     } else {
-        text[1..text.len() - 1].trim().to_owned()
+        text[1..text.len() - 1].trim().into()
     };
     let sender = serde_json::to_string(sender).map_err(|_| MsgError::NotAnObject)?;
     let mut body = String::with_capacity(members.len() + sender.len() + 8);
