@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{ClusterError, ClusterState, Member};
@@ -13,7 +13,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct Inner {
     /// room → members in join order.
-    rooms: HashMap<String, Vec<Member>>,
+    rooms: HashMap<String, Vec<Arc<Member>>>,
     /// sid → room.
     room_of: HashMap<String, String>,
     /// uid → its connections, oldest first.
@@ -43,7 +43,7 @@ impl LocalState {
                 inner
                     .rooms
                     .iter()
-                    .flat_map(|(room, ms)| ms.iter().map(move |m| (room.clone(), m.clone())))
+                    .flat_map(|(room, ms)| ms.iter().map(move |m| (room.clone(), Member::clone(m))))
                     .collect()
             },
         )
@@ -97,13 +97,13 @@ impl ClusterState for LocalState {
         Ok(())
     }
 
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError> {
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError> {
         let mut inner = self.lock()?;
         inner.room_of.insert(member.sid.clone(), room.to_owned());
         let list = inner.rooms.entry(room.to_owned()).or_default();
         list.retain(|m| m.sid != member.sid);
         let before = list.clone();
-        list.push(member);
+        list.push(Arc::new(member));
         Ok(before)
     }
 
@@ -116,7 +116,7 @@ impl ClusterState for LocalState {
             return Ok(None);
         };
         let pos = list.iter().position(|m| m.sid == sid);
-        let removed = pos.map(|i| list.remove(i));
+        let removed = pos.map(|i| Arc::unwrap_or_clone(list.remove(i)));
         if list.is_empty() {
             inner.rooms.remove(room);
         }
@@ -128,7 +128,12 @@ impl ClusterState for LocalState {
     }
 
     async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError> {
-        Ok(self.lock()?.rooms.get(room).cloned().unwrap_or_default())
+        Ok(self
+            .lock()?
+            .rooms
+            .get(room)
+            .map(|ms| ms.iter().map(|m| Member::clone(m)).collect())
+            .unwrap_or_default())
     }
 
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {

@@ -5,6 +5,8 @@
 pub mod local;
 pub mod redis;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// A connection present in a room.
@@ -36,8 +38,10 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError>;
     /// Forgets `sid` as a connection of `uid` (no-op if it was replaced).
     async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError>;
-    /// Adds `member` to `room` and returns the members that were there before, in join order.
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError>;
+    /// Adds `member` to `room` and returns the members that were there
+    /// before, in join order. Shared rather than copied: every join reads
+    /// the whole room.
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError>;
     /// Removes connection `sid` from `room`; returns it if it was there.
     async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError>;
     /// The room a connection is in, if any.

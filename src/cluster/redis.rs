@@ -450,10 +450,10 @@ impl ClusterState for RedisState {
         Ok(())
     }
 
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Member>, ClusterError> {
+    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError> {
         let local = self.local.join(room, member.clone()).await?;
         match self.redis_join(room, &member, false).await {
-            Ok(before) => Ok(before),
+            Ok(before) => Ok(before.into_iter().map(Arc::new).collect()),
             Err(e) => {
                 self.missed("join", &e);
                 Ok(local)
