@@ -14,7 +14,6 @@ mod sync;
 use std::sync::Arc;
 
 use socketioxide::extract::SocketRef;
-use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 
 use crate::accounts::AccountStore;
@@ -60,22 +59,5 @@ pub fn room_channel(room: &str) -> String {
 /// Registers the default namespace's handlers on `hub.io`.
 pub fn register(hub: Arc<Hub>) {
     let io = hub.io.clone();
-    // socketioxide sends the client its connect packet before it marks the
-    // socket connected, and emits fail until then; the connect handler runs
-    // after that point and tells the session it may start answering.
-    let on_connect = async |socket: SocketRef| {
-        if let Some(mailbox) = socket.extensions.get::<inbox::Mailbox>() {
-            let _ = mailbox.control.send(inbox::Control::Ready);
-        }
-    };
-    let setup = move |socket: SocketRef| {
-        let hub = hub.clone();
-        async move {
-            session::start(hub, socket);
-            Ok::<(), std::convert::Infallible>(())
-        }
-    };
-    // The session is set up in a connect middleware, which runs before the
-    // client is told it is connected, so no event can arrive before it.
-    io.ns("/", on_connect.with(setup));
+    io.ns("/", session::OnConnect::new(hub));
 }

@@ -1,12 +1,18 @@
 //! A connection's session: its protocol state and the task that runs its
 //! events one at a time, with the authentication and join deadlines.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -62,8 +68,53 @@ pub(super) struct Session {
     pub read_ahead: Option<Box<ReadAhead>>,
 }
 
+/// The namespace's connect handler: sets up each connection's session and
+/// lets it answer once socket.io marked the socket connected.
+///
+/// Implemented by hand rather than as an async closure with a middleware:
+/// socketioxide spawns a task for every call of an async connect handler,
+/// and both steps here are synchronous.
+#[derive(Clone)]
+pub(super) struct OnConnect {
+    hub: Arc<Hub>,
+}
+
+impl OnConnect {
+    pub(super) fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+/// Marker for [`OnConnect`]'s `ConnectHandler` implementation.
+pub(super) enum Inline {}
+
+/// What a connect middleware returns (socketioxide's own alias is private).
+type MiddlewareFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>>;
+
+impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
+    /// Runs after socket.io marked the socket connected: from now on emits
+    /// reach the client, so the session may start answering.
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, _: Option<socketioxide_core::Value>) {
+        if let Some(mailbox) = s.extensions.get::<Mailbox>() {
+            let _ = mailbox.control.send(Control::Ready);
+        }
+    }
+
+    /// Runs before the client is told it is connected, so the session's
+    /// queue is in place before any event can arrive.
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        _: &'a Option<socketioxide_core::Value>,
+    ) -> MiddlewareFuture<'a> {
+        start(self.hub.clone(), SocketRef::from(s));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 /// Sets up the session of a new connection and starts its task.
-pub(super) fn start(hub: Arc<Hub>, socket: SocketRef) {
+fn start(hub: Arc<Hub>, socket: SocketRef) {
     let (events_tx, events) = mpsc::channel(inbox::QUEUE_DEPTH);
     let (control_tx, control) = mpsc::unbounded_channel();
     let mailbox = Mailbox {
