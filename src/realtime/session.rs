@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
-use socketioxide::handler::ConnectHandler;
+use socketioxide::handler::{ConnectHandler, DisconnectHandler};
 use socketioxide::socket::DisconnectReason;
 use socketioxide::socket::Socket;
 use tokio::sync::mpsc;
@@ -113,6 +113,27 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
     }
 }
 
+/// A connection's disconnect handler: tells its session the connection closed.
+///
+/// By hand for the same reason as [`OnConnect`]: socketioxide spawns a task
+/// for every call of an async disconnect handler.
+struct OnDisconnect {
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
+    fn call_with_defer(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        reason: DisconnectReason,
+        defer: fn(Arc<Socket<LocalAdapter>>),
+    ) {
+        let _ = self.control.send(Control::Closed);
+        tracing::info!(sid = %s.id, %reason, "connection closed");
+        defer(s);
+    }
+}
+
 /// Sets up the session of a new connection and starts its task.
 fn start(hub: Arc<Hub>, socket: SocketRef) {
     let (events_tx, events) = mpsc::channel(inbox::QUEUE_DEPTH);
@@ -124,10 +145,8 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
     };
     socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
     socket.extensions.insert(mailbox);
-    socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
-        let _ = control_tx.send(Control::Closed);
-        tracing::info!(sid = %s.id, %reason, "connection closed");
-        async {}
+    socket.on_disconnect(OnDisconnect {
+        control: control_tx,
     });
     let sid = socket.id.to_string();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
