@@ -11,8 +11,7 @@ use serde_json::Value;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler};
-use socketioxide::socket::DisconnectReason;
-use socketioxide::socket::Socket;
+use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -85,7 +84,8 @@ impl OnConnect {
     }
 }
 
-/// Marker for [`OnConnect`]'s `ConnectHandler` implementation.
+/// Marker for the hand-written handlers' implementations ([`OnConnect`],
+/// [`OnDisconnect`]).
 pub(super) enum Inline {}
 
 /// What a connect middleware returns (socketioxide's own alias is private).
