@@ -337,7 +337,7 @@ fn kick_local(io: &SocketIo, sid: &str) -> bool {
         return false;
     };
     if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
-        let _ = mailbox.control.send(Control::Kick);
+        mailbox.inbox.signal(Control::Kick);
     }
     true
 }

@@ -12,10 +12,9 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, DisconnectHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::inbox::{self, Control, Inbound, Mailbox};
+use super::inbox::{self, Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
 use super::Hub;
@@ -97,7 +96,7 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
     /// reach the client, so the session may start answering.
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _: Option<socketioxide_core::Value>) {
         if let Some(mailbox) = s.extensions.get::<Mailbox>() {
-            let _ = mailbox.control.send(Control::Ready);
+            mailbox.inbox.signal(Control::Ready);
         }
     }
 
@@ -118,7 +117,7 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
 /// By hand for the same reason as [`OnConnect`]: socketioxide spawns a task
 /// for every call of an async disconnect handler.
 struct OnDisconnect {
-    control: mpsc::UnboundedSender<Control>,
+    inbox: Arc<Inbox>,
 }
 
 impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
@@ -128,7 +127,7 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
         reason: DisconnectReason,
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
-        let _ = self.control.send(Control::Closed);
+        self.inbox.signal(Control::Closed);
         tracing::info!(sid = %s.id, %reason, "connection closed");
         defer(s);
     }
@@ -136,18 +135,14 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
 
 /// Sets up the session of a new connection and starts its task.
 fn start(hub: Arc<Hub>, socket: SocketRef) {
-    let (events_tx, events) = mpsc::channel(inbox::QUEUE_DEPTH);
-    let (control_tx, control) = mpsc::unbounded_channel();
+    let (inbox, receiver) = Inbox::new();
     let mailbox = Mailbox {
-        events: events_tx,
-        control: control_tx.clone(),
+        inbox: inbox.clone(),
         metrics: hub.metrics.clone(),
     };
     socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
     socket.extensions.insert(mailbox);
-    socket.on_disconnect(OnDisconnect {
-        control: control_tx,
-    });
+    socket.on_disconnect(OnDisconnect { inbox });
     let sid = socket.id.to_string();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
     let deadline = Some(Instant::now() + hub.config.auth_timeout);
@@ -162,32 +157,24 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
         deadline,
         read_ahead: None,
     };
-    tokio::spawn(session.run(events, control));
+    tokio::spawn(session.run(receiver));
 }
 
 impl Session {
     /// The connection's event loop. Every handler future is boxed: the loop
     /// lives as long as the connection, and inlined handlers would make
     /// every idle connection carry the largest handler's state (kilobytes).
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<Box<Inbound>>,
-        mut control: mpsc::UnboundedReceiver<Control>,
-    ) {
-        let mut ready = false;
+    async fn run(mut self, inbox: InboxReceiver) {
         loop {
             let deadline = self.deadline;
             let flow = tokio::select! {
                 biased;
-                ctl = control.recv() => match ctl {
-                    Some(Control::Ready) => {
-                        ready = true;
-                        Flow::Continue
-                    }
-                    Some(Control::Kick) => Box::pin(self.kicked_out()).await,
-                    Some(Control::Closed) | None => {
+                next = inbox.next() => match next {
+                    Next::Event(ev) => Box::pin(self.handle(ev)).await,
+                    Next::Kick => Box::pin(self.kicked_out()).await,
+                    Next::Closed => {
                         // Events the client sent before it went away still count.
-                        while let Ok(ev) = events.try_recv() {
+                        while let Some(ev) = inbox.try_event() {
                             if Box::pin(self.handle(ev)).await == Flow::Stop {
                                 return;
                             }
@@ -195,10 +182,6 @@ impl Session {
                         Box::pin(self.closed()).await;
                         Flow::Stop
                     }
-                },
-                ev = events.recv(), if ready => match ev {
-                    Some(ev) => Box::pin(self.handle(ev)).await,
-                    None => Flow::Stop,
                 },
                 _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     Box::pin(self.timed_out()).await
