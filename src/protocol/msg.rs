@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -157,8 +158,7 @@ pub fn parse_msg(
     } else {
         text[1..text.len() - 1].trim().into()
     };
-    let sender = serde_json::to_string(sender).map_err(|_| MsgError::NotAnObject)?;
-    let mut body = String::with_capacity(members.len() + sender.len() + 8);
+    let mut body = String::with_capacity(members.len() + STAMP_ROOM);
     body.push('{');
     if !members.is_empty() {
         body.push_str(&members);
@@ -167,13 +167,34 @@ pub fn parse_msg(
     body.push('"');
     body.push_str(SENDER_KEY);
     body.push_str("\":");
-    body.push_str(&sender);
+    serde_json::to_writer(StrWriter(&mut body), sender).map_err(|_| MsgError::NotAnObject)?;
     body.push('}');
     Ok(IncomingMsg {
         body: StampedMsg(body),
         storage,
         msg_id,
     })
+}
+
+/// Bytes reserved for the sender stamp and braces: a typical uid fits.
+const STAMP_ROOM: usize = 40;
+
+/// Lets serde_json encode straight into a `String` (the sender stamp is
+/// encoded once per msg; this spares a buffer for it). serde_json writes
+/// whole tokens and string fragments cut at ASCII escapes, so every write is
+/// UTF-8; a write that were not would fail, not corrupt the text.
+struct StrWriter<'a>(&'a mut String);
+
+impl io::Write for StrWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Whether the JSON text `text` nests arrays and objects deeper than `max`.

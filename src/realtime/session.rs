@@ -183,7 +183,7 @@ impl Session {
                         Flow::Stop
                     }
                 },
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                _ = wait_until(deadline), if deadline.is_some() => {
                     Box::pin(self.timed_out()).await
                 }
             };
@@ -270,6 +270,16 @@ impl Session {
             }
         }
         tracing::debug!(sid = %self.sid, "session ended");
+    }
+}
+
+/// Waits until `deadline`, or forever without one. The timer is made on the
+/// first poll: the session loop builds this future on every turn, and only
+/// polls it while a deadline is set.
+async fn wait_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
