@@ -483,3 +483,44 @@ async fn msg_data_of_any_json_type_is_relayed_unchanged() {
         assert_eq!(&b.expect_event("msg").await["data"], v);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignore_msg_sent_right_after_leave_is_not_relayed() {
+    let ts = TestServer::start().await;
+    let (mut a, mut b) = pair(&ts).await;
+    // Relayed while alice is in the room and her session waits.
+    a.emit("msg", json!({"data": "before", "s": 2})).await;
+    assert_eq!(b.expect_event("msg").await["data"], json!("before"));
+    a.emit("leave", json!({})).await;
+    a.emit("msg", json!({"data": "after", "s": 2})).await;
+    assert_eq!(
+        b.expect_event("remote_leave").await,
+        json!({"uid": "alice"})
+    );
+    b.expect_no_event(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_msgs_between_sync_pages_are_relayed_in_order() {
+    let ts = TestServer::start().await;
+    let (mut a, mut b) = pair(&ts).await;
+    for i in 0..120 {
+        a.emit("msg", json!({"data": i})).await;
+    }
+    for i in 0..120 {
+        assert_eq!(b.expect_event("msg").await["data"], json!(i));
+    }
+    // A sync (several pages) with ignore msgs sent around it.
+    a.emit("msg", json!({"data": "x0", "s": 2})).await;
+    let (items, _) = a.sync_all(0).await;
+    assert_eq!(items.len(), 120);
+    a.emit("msg", json!({"data": "x1", "s": 2})).await;
+    a.emit("msg", json!({"data": 120})).await;
+    a.emit("msg", json!({"data": "x2", "s": 2})).await;
+    assert_eq!(b.expect_event("msg").await["data"], json!("x0"));
+    assert_eq!(b.expect_event("remote_sync").await, json!({"uid": "alice"}));
+    for want in [json!("x1"), json!(120), json!("x2")] {
+        assert_eq!(b.expect_event("msg").await["data"], want);
+    }
+    b.expect_no_event(QUIET).await;
+}

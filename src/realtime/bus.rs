@@ -25,7 +25,10 @@ use std::sync::Arc;
 use fred::interfaces::{EventInterface, PubsubInterface};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
@@ -150,11 +153,38 @@ impl Bus {
         let sender = except
             .and_then(|x| x.parse().ok())
             .and_then(|sid| ns.get_socket(sid));
-        let excluded = sender.is_some();
-        let op = match sender {
-            Some(socket) => socket.to(room_channel(room)),
-            None => ns.to(room_channel(room)),
-        };
+        match sender {
+            Some(socket) => self.emit_from(&socket, room, ev, data),
+            None => self.broadcast(ns.to(room_channel(room)), false, room, ev, data),
+        }
+    }
+
+    /// Emits to this node's members of `room` but `sender`, whose socket
+    /// is at hand; returns how many were sent to, as [`Bus::emit_local`].
+    pub fn emit_from(
+        &self,
+        sender: &Socket<LocalAdapter>,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+    ) -> u64 {
+        self.broadcast(sender.to(room_channel(room)), true, room, ev, data)
+    }
+
+    /// Whether room events stay on this node (no Redis): then emitting
+    /// never waits.
+    pub fn is_local_only(&self) -> bool {
+        self.redis.is_none()
+    }
+
+    fn broadcast(
+        &self,
+        op: BroadcastOperators<LocalAdapter>,
+        excluded: bool,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+    ) -> u64 {
         // The local adapter broadcasts synchronously: the future is ready
         // on its first poll (now_or_never), so this works from the store's
         // completion callbacks, which are not async.

@@ -21,8 +21,9 @@ use socketioxide::extract::{AckSender, Event, TryData};
 use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::socket::Socket;
 
-use crate::metrics::Metrics;
-use crate::protocol::{ack_status, reason, StatusReply};
+use super::message::{relay_directly, DirectRelay};
+use super::Hub;
+use crate::protocol::{ack_status, event, reason, StatusReply};
 
 /// Events a session may have queued before the client is refused more.
 pub const QUEUE_DEPTH: usize = 256;
@@ -79,6 +80,10 @@ struct State<T> {
     closed: bool,
     /// The session is gone: nothing is queued any more.
     gone: bool,
+    /// The session is handling what it took last (until it asks for more).
+    busy: bool,
+    /// Published by the session while msgs may bypass it.
+    direct: Option<Arc<DirectRelay>>,
     waker: Option<Waker>,
 }
 
@@ -95,6 +100,8 @@ impl<T> Inbox<T> {
                 kick: false,
                 closed: false,
                 gone: false,
+                busy: false,
+                direct: None,
                 waker: None,
             }),
         });
@@ -125,6 +132,25 @@ impl<T> Inbox<T> {
         Ok(())
     }
 
+    /// What a msg arriving now needs to be relayed without the session
+    /// ([`super::message::relay_directly`]): only while the session published
+    /// it and is waiting with nothing queued, so the msg keeps its place
+    /// after every event before it.
+    pub fn direct(&self) -> Option<Arc<DirectRelay>> {
+        let state = self.state();
+        let idle = state.ready
+            && !state.busy
+            && !state.kick
+            && !state.closed
+            && !state.gone
+            && state.events.is_empty();
+        if idle {
+            state.direct.clone()
+        } else {
+            None
+        }
+    }
+
     /// Signals the session. A kick that comes after the connection closed is
     /// not delivered: the session handles the close and ends.
     pub fn signal(&self, control: Control) {
@@ -150,19 +176,22 @@ pub struct InboxReceiver<T = Box<Inbound>>(Arc<Inbox<T>>);
 impl<T> InboxReceiver<T> {
     /// What the session handles next: a kick, then the close, then events
     /// in arrival order once ready.
+    /// The session is busy from the moment this returns until it asks again.
     pub fn next(&self) -> impl Future<Output = Next<T>> + '_ {
         std::future::poll_fn(|cx| {
             let mut state = self.0.state();
-            if std::mem::take(&mut state.kick) {
-                return Poll::Ready(Next::Kick);
-            }
-            if state.closed {
-                return Poll::Ready(Next::Closed);
-            }
-            if state.ready {
-                if let Some(event) = pop(&mut state) {
-                    return Poll::Ready(Next::Event(event));
-                }
+            let next = if std::mem::take(&mut state.kick) {
+                Some(Next::Kick)
+            } else if state.closed {
+                Some(Next::Closed)
+            } else if state.ready {
+                pop(&mut state).map(Next::Event)
+            } else {
+                None
+            };
+            state.busy = next.is_some();
+            if let Some(next) = next {
+                return Poll::Ready(next);
             }
             match &mut state.waker {
                 Some(w) => w.clone_from(cx.waker()),
@@ -170,6 +199,12 @@ impl<T> InboxReceiver<T> {
             }
             Poll::Pending
         })
+    }
+
+    /// Lets msgs bypass the session ([`Inbox::direct`]) with `direct`, or
+    /// stops that with `None`.
+    pub fn publish(&self, direct: Option<Arc<DirectRelay>>) {
+        self.0.state().direct = direct;
     }
 
     /// The next queued event, without waiting (to finish after [`Next::Closed`]).
@@ -191,6 +226,7 @@ impl<T> Drop for InboxReceiver<T> {
         let mut state = self.0.state();
         state.gone = true;
         state.waker = None;
+        state.direct = None;
         let queued = std::mem::take(&mut state.events);
         drop(state);
         // Dropped outside the lock: an event's ack sender may run code of its own.
@@ -202,7 +238,7 @@ impl<T> Drop for InboxReceiver<T> {
 #[derive(Clone)]
 pub struct Mailbox {
     pub inbox: Arc<Inbox>,
-    pub metrics: Arc<Metrics>,
+    pub hub: Arc<Hub>,
 }
 
 /// The message handler of every socket: moves each event into the session's
@@ -238,13 +274,24 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             Ok(ack) => ack,
             Err(never) => match never {},
         };
+        let direct = match event == event::MSG {
+            true => self.mailbox.inbox.direct(),
+            false => None,
+        };
+        let (data, ack) = match direct {
+            Some(direct) => match relay_directly(&self.mailbox.hub, &s, &direct, data, ack) {
+                Ok(()) => return,
+                Err(back) => back,
+            },
+            None => (data, ack),
+        };
         if let Err(inbound) = self
             .mailbox
             .inbox
             .push(Box::new(Inbound { event, data, ack }))
         {
             tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
-            self.mailbox.metrics.dropped("queue_full");
+            self.mailbox.hub.metrics.dropped("queue_full");
             let _ = inbound.ack.send(&StatusReply::fail(
                 ack_status::TOO_MANY_REQUESTS,
                 reason::TOO_MANY_REQUESTS,
@@ -408,6 +455,46 @@ mod tests {
         let late = Arc::new(3);
         inbox.push(late.clone()).unwrap();
         assert_eq!(Arc::strong_count(&late), 1, "later events are not kept");
+    }
+
+    #[test]
+    fn msgs_bypass_the_session_only_while_it_waits_with_nothing_queued() {
+        let (inbox, rx) = Inbox::new();
+        rx.publish(Some(Arc::new(DirectRelay {
+            room: "r".into(),
+            sender: Value::from("alice"),
+            pending: Default::default(),
+        })));
+        assert!(inbox.direct().is_none(), "not before ready");
+        inbox.signal(Control::Ready);
+        assert_eq!(now(&rx), None);
+        assert!(inbox.direct().is_some(), "ready and waiting");
+        inbox.push(1).unwrap();
+        assert!(inbox.direct().is_none(), "an event is queued");
+        assert_eq!(now(&rx), Some(Next::Event(1)));
+        assert!(inbox.direct().is_none(), "the session handles an event");
+        assert_eq!(now(&rx), None);
+        assert!(inbox.direct().is_some(), "waiting again");
+        let published = inbox.direct();
+        rx.publish(None);
+        assert!(inbox.direct().is_none(), "withdrawn");
+        rx.publish(published);
+        assert!(inbox.direct().is_some(), "published again");
+        inbox.signal(Control::Kick);
+        assert!(inbox.direct().is_none(), "a kick is pending");
+    }
+
+    #[test]
+    fn a_session_that_ended_lets_nothing_bypass_it() {
+        let (inbox, rx) = Inbox::<u32>::new();
+        rx.publish(Some(Arc::new(DirectRelay {
+            room: "r".into(),
+            sender: Value::from(7),
+            pending: Default::default(),
+        })));
+        inbox.signal(Control::Ready);
+        drop(rx);
+        assert!(inbox.direct().is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::{sleep_until, Instant};
 
 use super::inbox::{self, Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
+use super::message::DirectRelay;
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
 use super::Hub;
@@ -64,6 +65,8 @@ pub(super) struct Session {
     pub deadline: Option<Instant>,
     /// The next sync page, read while the client receives the current one.
     pub read_ahead: Option<Box<ReadAhead>>,
+    /// What this session published to let msgs bypass its task.
+    direct: Option<Arc<DirectRelay>>,
 }
 
 /// The namespace's connect handler: sets up each connection's session and
@@ -138,7 +141,7 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
     let (inbox, receiver) = Inbox::new();
     let mailbox = Mailbox {
         inbox: inbox.clone(),
-        metrics: hub.metrics.clone(),
+        hub: hub.clone(),
     };
     socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
     socket.extensions.insert(mailbox);
@@ -156,6 +159,7 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
         pending_writes: Arc::new(PendingWrites::default()),
         deadline,
         read_ahead: None,
+        direct: None,
     };
     tokio::spawn(session.run(receiver));
 }
@@ -166,6 +170,7 @@ impl Session {
     /// every idle connection carry the largest handler's state (kilobytes).
     async fn run(mut self, inbox: InboxReceiver) {
         loop {
+            self.publish_direct(&inbox);
             let deadline = self.deadline;
             let flow = tokio::select! {
                 biased;
@@ -191,6 +196,34 @@ impl Session {
                 break;
             }
         }
+    }
+
+    /// Lets the socket's handler relay this session's ignore msgs itself
+    /// ([`super::message::relay_directly`]) while the session is in a room
+    /// as a sender and no sync is under way, on a node without Redis; stops
+    /// it otherwise. The handler only does so while this task waits with
+    /// nothing queued, so every msg still comes after the events before it.
+    fn publish_direct(&mut self, inbox: &InboxReceiver) {
+        let wanted = match (&self.phase, &self.uid) {
+            (Phase::Joined(joined), Some(uid))
+                if !joined.dummy && self.read_ahead.is_none() && self.hub.bus.is_local_only() =>
+            {
+                Some((&joined.room, &uid.json))
+            }
+            _ => None,
+        };
+        let published = self.direct.as_deref().map(|d| (&d.room, &d.sender));
+        if wanted == published {
+            return;
+        }
+        self.direct = wanted.map(|(room, sender)| {
+            Arc::new(DirectRelay {
+                room: room.clone(),
+                sender: sender.clone(),
+                pending: self.pending_writes.clone(),
+            })
+        });
+        inbox.publish(self.direct.clone());
     }
 
     async fn handle(&mut self, ev: Box<Inbound>) -> Flow {
