@@ -64,6 +64,7 @@ impl Session {
             (Storage::Update, Some(msg_id)) => WriteOp::Update { msg_id },
             (Storage::Update, None) => return Flow::Continue,
             (Storage::Ignore, _) => {
+                self.sends_ignore = true;
                 if self.pending_writes.is_idle() {
                     // Nothing of this sender is still being stored: relay at once.
                     match RawValue::from_string(msg.body.into_string()) {

@@ -67,6 +67,8 @@ pub(super) struct Session {
     pub read_ahead: Option<Box<ReadAhead>>,
     /// What this session published to let msgs bypass its task.
     direct: Option<Arc<DirectRelay>>,
+    /// The client sent an ignore msg: later ones may bypass this task.
+    pub sends_ignore: bool,
 }
 
 /// The namespace's connect handler: sets up each connection's session and
@@ -160,6 +162,7 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
         deadline,
         read_ahead: None,
         direct: None,
+        sends_ignore: false,
     };
     tokio::spawn(session.run(receiver));
 }
@@ -201,12 +204,16 @@ impl Session {
     /// Lets the socket's handler relay this session's ignore msgs itself
     /// ([`super::message::relay_directly`]) while the session is in a room
     /// as a sender and no sync is under way, on a node without Redis; stops
-    /// it otherwise. The handler only does so while this task waits with
+    /// it otherwise. Only once the client sent an ignore msg: an idle
+    /// connection does not carry what it would need. The handler only does so while this task waits with
     /// nothing queued, so every msg still comes after the events before it.
     fn publish_direct(&mut self, inbox: &InboxReceiver) {
         let wanted = match (&self.phase, &self.uid) {
             (Phase::Joined(joined), Some(uid))
-                if !joined.dummy && self.read_ahead.is_none() && self.hub.bus.is_local_only() =>
+                if self.sends_ignore
+                    && !joined.dummy
+                    && self.read_ahead.is_none()
+                    && self.hub.bus.is_local_only() =>
             {
                 Some((&joined.room, &uid.json))
             }
