@@ -57,10 +57,10 @@ impl Session {
         self.deadline = None;
         tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
 
-        let _ = self.socket.emit(
-            event::JOIN,
-            &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
-        );
+        // The room hears of the joiner before the joiner's ack goes out
+        // (the joiner cannot tell: it never gets its own remote_join). A
+        // member that joins once this ack is out has the joiner in its
+        // roster, and must not get the announcement as well.
         if !request.dummy && !replaces {
             self.to_room(
                 &request.room,
@@ -69,6 +69,10 @@ impl Session {
             )
             .await;
         }
+        let _ = self.socket.emit(
+            event::JOIN,
+            &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
+        );
         for m in before.iter().filter(|m| !m.dummy && m.uid_key != uid.key) {
             let _ = self
                 .socket
