@@ -2,9 +2,10 @@
 //!
 //! socketioxide runs every async message handler in a task of its own, so two
 //! events of one socket may be handled out of order. [`Enqueue`] is a
-//! handler that runs synchronously in arrival order and only moves the event
-//! into the session's bounded queue. This is the one place that works around
-//! that ordering.
+//! handler that runs synchronously in arrival order and moves the event
+//! into the session's bounded [`Inbox`] (or, for an ignore msg while the
+//! session waits with nothing queued, relays it in place). This is the one
+//! place that works around that ordering.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -175,8 +176,8 @@ pub struct InboxReceiver<T = Box<Inbound>>(Arc<Inbox<T>>);
 
 impl<T> InboxReceiver<T> {
     /// What the session handles next: a kick, then the close, then events
-    /// in arrival order once ready.
-    /// The session is busy from the moment this returns until it asks again.
+    /// in arrival order once ready. The session counts as busy from the
+    /// moment this returns until it asks again.
     pub fn next(&self) -> impl Future<Output = Next<T>> + '_ {
         std::future::poll_fn(|cx| {
             let mut state = self.0.state();
@@ -242,7 +243,7 @@ pub struct Mailbox {
 }
 
 /// The message handler of every socket: moves each event into the session's
-/// queue, synchronously, in arrival order (see the module docs).
+/// inbox, synchronously, in arrival order (see the module docs).
 ///
 /// Implemented by hand rather than as a closure: socketioxide spawns a task
 /// for every call of a closure handler, and this handler has nothing to await.
@@ -274,9 +275,10 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             Ok(ack) => ack,
             Err(never) => match never {},
         };
-        let direct = match event == event::MSG {
-            true => self.mailbox.inbox.direct(),
-            false => None,
+        let direct = if event == event::MSG {
+            self.mailbox.inbox.direct()
+        } else {
+            None
         };
         let (data, ack) = match direct {
             Some(direct) => match relay_directly(&self.mailbox.hub, &s, &direct, data, ack) {

@@ -205,8 +205,9 @@ impl Session {
     /// ([`super::message::relay_directly`]) while the session is in a room
     /// as a sender and no sync is under way, on a node without Redis; stops
     /// it otherwise. Only once the client sent an ignore msg: an idle
-    /// connection does not carry what it would need. The handler only does so while this task waits with
-    /// nothing queued, so every msg still comes after the events before it.
+    /// connection does not carry what it would need. The handler only does
+    /// so while this task waits with nothing queued, so every msg still
+    /// comes after the events before it.
     fn publish_direct(&mut self, inbox: &InboxReceiver) {
         let wanted = match (&self.phase, &self.uid) {
             (Phase::Joined(joined), Some(uid))
