@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{ClusterError, ClusterState, Member};
+use super::{Arrival, ClusterError, ClusterState, Departure, Member};
 
 /// Length of the authentication rate limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -20,6 +20,8 @@ struct Inner {
     connections: HashMap<String, Vec<String>>,
     /// uid → (window start, successful authentications in it).
     windows: HashMap<String, (Instant, u32)>,
+    /// The last presence change's number ([`super::PresenceSeq`]).
+    presence_seq: u64,
 }
 
 /// In-process [`ClusterState`].
@@ -97,17 +99,19 @@ impl ClusterState for LocalState {
         Ok(())
     }
 
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError> {
+    async fn join(&self, room: &str, member: Member) -> Result<Arrival, ClusterError> {
         let mut inner = self.lock()?;
+        inner.presence_seq += 1;
+        let seq = Some(inner.presence_seq);
         inner.room_of.insert(member.sid.clone(), room.to_owned());
         let list = inner.rooms.entry(room.to_owned()).or_default();
         list.retain(|m| m.sid != member.sid);
         let before = list.clone();
         list.push(Arc::new(member));
-        Ok(before)
+        Ok(Arrival { before, seq })
     }
 
-    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError> {
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Departure>, ClusterError> {
         let mut inner = self.lock()?;
         if inner.room_of.get(sid).is_some_and(|r| r == room) {
             inner.room_of.remove(sid);
@@ -120,7 +124,14 @@ impl ClusterState for LocalState {
         if list.is_empty() {
             inner.rooms.remove(room);
         }
-        Ok(removed)
+        let Some(member) = removed else {
+            return Ok(None);
+        };
+        inner.presence_seq += 1;
+        Ok(Some(Departure {
+            member,
+            seq: Some(inner.presence_seq),
+        }))
     }
 
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError> {
@@ -189,11 +200,44 @@ mod tests {
     #[tokio::test]
     async fn presence_keeps_join_order() {
         let s = LocalState::new();
-        assert!(s.join("r", member("a", "1")).await.expect("ok").is_empty());
-        assert_eq!(s.join("r", member("b", "2")).await.expect("ok").len(), 1);
+        assert!(s
+            .join("r", member("a", "1"))
+            .await
+            .expect("ok")
+            .before
+            .is_empty());
+        assert_eq!(
+            s.join("r", member("b", "2"))
+                .await
+                .expect("ok")
+                .before
+                .len(),
+            1
+        );
         assert_eq!(s.room_of("2").await.expect("ok").as_deref(), Some("r"));
         assert!(s.leave("r", "1").await.expect("ok").is_some());
         assert_eq!(s.members("r").await.expect("ok"), vec![member("b", "2")]);
+    }
+
+    #[tokio::test]
+    async fn every_presence_change_takes_the_next_number() {
+        let s = LocalState::new();
+        assert_eq!(
+            s.join("r", member("a", "1")).await.expect("ok").seq,
+            Some(1)
+        );
+        assert_eq!(
+            s.join("q", member("b", "2")).await.expect("ok").seq,
+            Some(2)
+        );
+        let left = s.leave("r", "1").await.expect("ok").expect("was there");
+        assert_eq!((left.member.sid.as_str(), left.seq), ("1", Some(3)));
+        // Leaving a room one is not in changes nothing and takes no number.
+        assert_eq!(s.leave("r", "1").await.expect("ok"), None);
+        assert_eq!(
+            s.join("r", member("c", "3")).await.expect("ok").seq,
+            Some(4)
+        );
     }
 
     #[tokio::test]

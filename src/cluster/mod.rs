@@ -22,6 +22,31 @@ pub struct Member {
     pub dummy: bool,
 }
 
+/// A presence change's place in the deployment's one order of presence
+/// changes (every join and leave of every room takes the next number).
+/// A member is told of a change to its room only if the change comes after
+/// its own join: the changes before it are in the roster it got. `None`
+/// when the change could not be ordered (the shared registry was
+/// unreachable); such changes reach every member.
+pub type PresenceSeq = Option<u64>;
+
+/// A member added to a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arrival {
+    /// The members that were there before, in join order.
+    pub before: Vec<Arc<Member>>,
+    /// The join's place in the order of presence changes.
+    pub seq: PresenceSeq,
+}
+
+/// A member taken out of a room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Departure {
+    pub member: Member,
+    /// The leave's place in the order of presence changes.
+    pub seq: PresenceSeq,
+}
+
 /// Why shared state could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cluster state unavailable: {0}")]
@@ -38,12 +63,13 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError>;
     /// Forgets `sid` as a connection of `uid` (no-op if it was replaced).
     async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError>;
-    /// Adds `member` to `room` and returns the members that were there
-    /// before, in join order. Shared rather than copied: every join reads
-    /// the whole room.
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError>;
-    /// Removes connection `sid` from `room`; returns it if it was there.
-    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError>;
+    /// Adds `member` to `room`; returns the members that were there before,
+    /// in join order (shared rather than copied: every join reads the whole
+    /// room), and the join's [`PresenceSeq`].
+    async fn join(&self, room: &str, member: Member) -> Result<Arrival, ClusterError>;
+    /// Removes connection `sid` from `room`; returns it, with the leave's
+    /// [`PresenceSeq`], if it was there.
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Departure>, ClusterError>;
     /// The room a connection is in, if any.
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError>;
     /// The members of `room` in join order.

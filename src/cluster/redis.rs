@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::local::{LocalState, RATE_WINDOW};
-use super::{ClusterError, ClusterState, Member};
+use super::{Arrival, ClusterError, ClusterState, Departure, Member, PresenceSeq};
 use crate::protocol::event;
 use crate::redis::{scripts, Redis, RedisError};
 
@@ -250,8 +250,9 @@ impl RedisState {
                 continue;
             };
             let removed = self.redis_leave(&stored.room, sid, node).await?;
-            if let Some(m) = removed.filter(|m| !m.dummy) {
-                self.announce_gone(&stored.room, &m.uid).await;
+            if let Some(gone) = removed.filter(|d| !d.member.dummy) {
+                self.announce_gone(&stored.room, &gone.member.uid, gone.seq)
+                    .await;
             }
         }
         let conn_set = self.node_key(node, "conns");
@@ -274,12 +275,13 @@ impl RedisState {
         Ok(())
     }
 
-    /// Publishes `remote_disconnect {uid}` to a room on every node.
-    async fn announce_gone(&self, room: &str, uid: &Value) {
+    /// Publishes `remote_disconnect {uid}` to a room on every node, the
+    /// leave's presence seq with it.
+    async fn announce_gone(&self, room: &str, uid: &Value, seq: PresenceSeq) {
         let payload = serde_json::json!({ "uid": uid }).to_string();
         let sent = self
             .redis
-            .publish_room(room, event::REMOTE_DISCONNECT, &payload, None)
+            .publish_room(room, event::REMOTE_DISCONNECT, &payload, None, seq)
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, %room, "could not announce a dead node's member");
@@ -291,7 +293,7 @@ impl RedisState {
         room: &str,
         member: &Member,
         keep_existing: bool,
-    ) -> Result<Vec<Member>, ClusterError> {
+    ) -> Result<(Vec<Member>, PresenceSeq), ClusterError> {
         let stored = StoredMember {
             room: room.to_owned(),
             uid: member.uid.clone(),
@@ -301,7 +303,7 @@ impl RedisState {
             node: self.node.clone(),
         };
         let json = serde_json::to_string(&stored).map_err(|e| ClusterError(e.to_string()))?;
-        let before: Vec<String> = scripts::run(
+        let reply: Vec<String> = scripts::run(
             &self.redis.client,
             scripts::JOIN,
             vec![
@@ -320,7 +322,10 @@ impl RedisState {
         )
         .await
         .map_err(cluster_err)?;
-        Ok(parse_members(&before))
+        let Some((seq, before)) = reply.split_first() else {
+            return Ok((Vec::new(), None));
+        };
+        Ok((parse_members(before), seq.parse().ok()))
     }
 
     async fn redis_leave(
@@ -328,8 +333,8 @@ impl RedisState {
         room: &str,
         sid: &str,
         node: &str,
-    ) -> Result<Option<Member>, ClusterError> {
-        let removed: Option<String> = scripts::run(
+    ) -> Result<Option<Departure>, ClusterError> {
+        let removed: Option<Vec<String>> = scripts::run(
             &self.redis.client,
             scripts::LEAVE,
             vec![
@@ -337,14 +342,21 @@ impl RedisState {
                 self.key("members"),
                 self.key("rooms"),
                 self.node_key(node, "members"),
+                self.key("joinseq"),
             ],
             vec![room.to_owned(), sid.to_owned()],
         )
         .await
         .map_err(cluster_err)?;
-        Ok(removed
-            .and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
-            .map(StoredMember::member))
+        let Some([member, seq]) = removed.as_deref() else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_str::<StoredMember>(member)
+            .ok()
+            .map(|m| Departure {
+                member: m.member(),
+                seq: seq.parse().ok(),
+            }))
     }
 
     async fn redis_register(
@@ -450,24 +462,28 @@ impl ClusterState for RedisState {
         Ok(())
     }
 
-    async fn join(&self, room: &str, member: Member) -> Result<Vec<Arc<Member>>, ClusterError> {
+    async fn join(&self, room: &str, member: Member) -> Result<Arrival, ClusterError> {
         let local = self.local.join(room, member.clone()).await?;
         match self.redis_join(room, &member, false).await {
-            Ok(before) => Ok(before.into_iter().map(Arc::new).collect()),
+            Ok((before, seq)) => Ok(Arrival {
+                before: before.into_iter().map(Arc::new).collect(),
+                seq,
+            }),
             Err(e) => {
                 self.missed("join", &e);
-                Ok(local)
+                // This node's numbers are not the cluster's: unordered.
+                Ok(Arrival { seq: None, ..local })
             }
         }
     }
 
-    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Member>, ClusterError> {
+    async fn leave(&self, room: &str, sid: &str) -> Result<Option<Departure>, ClusterError> {
         let local = self.local.leave(room, sid).await?;
         match self.redis_leave(room, sid, &self.node).await {
             Ok(removed) => Ok(removed),
             Err(e) => {
                 self.missed("leave", &e);
-                Ok(local)
+                Ok(local.map(|d| Departure { seq: None, ..d }))
             }
         }
     }

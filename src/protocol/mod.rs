@@ -27,6 +27,12 @@ pub mod event {
     pub const REMOTE_SYNC: &str = "remote_sync";
     pub const KICKOUT: &str = "kickout";
     pub const SYSTEM: &str = "system";
+
+    /// Whether `event` announces a change of a room's members (told to each
+    /// member according to join order, see `realtime::presence`).
+    pub fn is_presence(event: &str) -> bool {
+        matches!(event, REMOTE_JOIN | REMOTE_LEAVE | REMOTE_DISCONNECT)
+    }
 }
 
 /// Reason strings sent in `data` of failed replies.

@@ -107,8 +107,8 @@ impl Session {
             if let Ok(Some(room)) = cluster.room_of(&sid).await {
                 // Only a member the room knew of is taken over silently; a
                 // replaced observer was never announced.
-                if let Ok(Some(member)) = cluster.leave(&room, &sid).await {
-                    if !member.dummy {
+                if let Ok(Some(gone)) = cluster.leave(&room, &sid).await {
+                    if !gone.member.dummy {
                         self.replaced_rooms.push(room);
                     }
                 }
@@ -121,6 +121,7 @@ impl Session {
     pub(super) async fn kicked_out(&mut self) -> Flow {
         tracing::info!(sid = %self.sid, "kicked out by a newer login");
         if let Phase::Joined(joined) = &self.phase {
+            self.inbox.gate().shut();
             // The newer login already took this member out of the room
             // (possibly from another node); forget it here too, silently.
             if let Err(e) = self.hub.cluster.leave(&joined.room, &self.sid).await {

@@ -33,6 +33,7 @@ use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
 use super::room_channel;
+use crate::cluster::PresenceSeq;
 use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{ControlFrame, Redis, RoomFrame, RESET_EVENT};
@@ -128,7 +129,7 @@ impl Bus {
             // kick, watch and unwatch) so that the session handlers awaiting
             // these stay small: a session boxes one handler future per
             // event, which was 11.9 KiB for every msg, Redis or not.
-            match Box::pin(rb.redis.publish_room(room, ev, data.get(), except)).await {
+            match Box::pin(rb.redis.publish_room(room, ev, data.get(), except, None)).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, event = ev, "publish failed, delivering on this node only");
@@ -136,6 +137,55 @@ impl Bus {
             }
         }
         self.emit_local(room, ev, data, except);
+    }
+
+    /// Tells the members of `room` on every node of a presence change
+    /// (`remote_join`, `remote_leave`, `remote_disconnect`) numbered `seq`:
+    /// each member whose join came before the change ([`super::presence`]).
+    /// When Redis cannot be reached, members on this node are still told.
+    pub async fn presence(&self, room: &str, ev: &str, data: &RawValue, seq: PresenceSeq) {
+        if let Some(rb) = &self.redis {
+            match Box::pin(rb.redis.publish_room(room, ev, data.get(), None, seq)).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, event = ev, "publish failed, telling members on this node only");
+                }
+            }
+        }
+        self.emit_presence_local(room, ev, data, seq);
+    }
+
+    /// Offers a presence change numbered `seq` to the gate of each of this
+    /// node's members of `room` ([`super::presence::Gate::offer`]).
+    fn emit_presence_local(&self, room: &str, ev: &str, data: &RawValue, seq: PresenceSeq) {
+        let Some(ns) = self.io.of("/") else {
+            return; // shutting down
+        };
+        for socket in ns.to(room_channel(room)).sockets() {
+            let deliver = |ev: &str, data: &RawValue| {
+                self.emit_to(&socket, ev, data);
+            };
+            match socket.extensions.get::<Mailbox>() {
+                Some(mailbox) => mailbox.inbox.gate().offer(room, seq, ev, data, deliver),
+                None => deliver(ev, data),
+            }
+        }
+    }
+
+    /// Emits to one socket; `false` when it was not sent (its send buffer
+    /// is full, counted as a drop, or it is closing).
+    pub fn emit_to(&self, socket: &Socket<LocalAdapter>, ev: &str, data: &RawValue) -> bool {
+        match socket.emit(ev, data) {
+            Ok(()) => true,
+            Err(socketioxide::SendError::Socket(
+                socketioxide::SocketError::InternalChannelFull,
+            )) => {
+                self.metrics.dropped("send_buffer_full");
+                tracing::debug!(sid = %socket.id, "send buffer full, event dropped");
+                false
+            }
+            Err(_) => false, // closing: its session announces it
+        }
     }
 
     /// Emits to this node's members of `room` but `except`; returns how
@@ -232,18 +282,8 @@ impl Bus {
             return 0; // shutting down
         };
         for socket in ns.to(room_channel(room)).sockets() {
-            if skip(&socket) {
-                continue;
-            }
-            match socket.emit(ev, data) {
-                Ok(()) => sent += 1,
-                Err(socketioxide::SendError::Socket(
-                    socketioxide::SocketError::InternalChannelFull,
-                )) => {
-                    self.metrics.dropped("send_buffer_full");
-                    tracing::debug!(sid = %socket.id, "send buffer full, event dropped");
-                }
-                Err(_) => {} // closing: its session announces it
+            if !skip(&socket) && self.emit_to(&socket, ev, data) {
+                sent += 1;
             }
         }
         if ev == event::MSG {
@@ -418,6 +458,9 @@ async fn dispatch(bus: Arc<Bus>) {
                 forget(rb, &frame.room);
             }
             Ok(frame) if frame.event == event::MSG => deliver_msg(&bus, rb, &frame).await,
+            Ok(frame) if event::is_presence(&frame.event) => {
+                bus.emit_presence_local(&frame.room, &frame.event, frame.data, frame.presence);
+            }
             Ok(frame) => {
                 bus.emit_local(
                     &frame.room,

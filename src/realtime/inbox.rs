@@ -23,6 +23,7 @@ use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::socket::Socket;
 
 use super::message::{relay_directly, DirectRelay};
+use super::presence::Gate;
 use super::Hub;
 use crate::protocol::{ack_status, event, reason, StatusReply};
 
@@ -72,6 +73,8 @@ pub enum Next<T> {
 /// bytes; the ring of events grows only while events wait.
 pub struct Inbox<T = Box<Inbound>> {
     state: Mutex<State<T>>,
+    /// Which presence events of its room the connection is told.
+    gate: Gate,
 }
 
 struct State<T> {
@@ -105,6 +108,7 @@ impl<T> Inbox<T> {
                 direct: None,
                 waker: None,
             }),
+            gate: Gate::new(),
         });
         (inbox.clone(), InboxReceiver(inbox))
     }
@@ -150,6 +154,11 @@ impl<T> Inbox<T> {
         } else {
             None
         }
+    }
+
+    /// The connection's filter for its room's presence events.
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Signals the session. A kick that comes after the connection closed is

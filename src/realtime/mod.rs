@@ -6,6 +6,7 @@ pub mod bus;
 mod inbox;
 mod message;
 mod pending;
+mod presence;
 mod read_ahead;
 mod room;
 mod session;

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::room_channel;
 use super::session::{Flow, Joined, Phase, Session};
-use crate::cluster::Member;
+use crate::cluster::{Member, PresenceSeq};
 use crate::protocol::{self, event, StatusReply, UidEvent};
 
 impl Session {
@@ -27,16 +27,29 @@ impl Session {
         if let Phase::Joined(old) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
             self.leave_room(&old, event::REMOTE_LEAVE).await;
         }
+        // Listen for the room's events from other nodes before the join is
+        // registered and confirmed: the client syncs after the ack, so
+        // nothing falls in between.
+        self.hub.bus.watch(&request.room).await;
+        // In the room's delivery set before the join is registered, so no
+        // presence change after the join passes this connection by; the gate
+        // holds the room's presence events until this join is numbered.
+        let channel = room_channel(&request.room);
+        self.inbox.gate().joining(&request.room);
+        self.socket.join(channel.clone());
         let member = Member {
             uid: uid.json.clone(),
             uid_key: uid.key.clone(),
             sid: self.sid.clone(),
             dummy: request.dummy,
         };
-        let before = match self.hub.cluster.join(&request.room, member).await {
-            Ok(before) => before,
+        let arrival = match self.hub.cluster.join(&request.room, member).await {
+            Ok(arrival) => arrival,
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during join");
+                self.inbox.gate().shut();
+                self.socket.leave(channel);
+                self.hub.bus.unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
                     &StatusReply::fail(1, protocol::reason::SERVER_ERROR),
@@ -44,40 +57,39 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let channel = room_channel(&request.room);
-        self.socket.join(channel.clone());
-        // Listen for the room's events from other nodes before the join is
-        // confirmed: the client syncs after it, so nothing falls in between.
-        self.hub.bus.watch(&request.room).await;
         // A login that replaced an older connection of the same uid in this
         // room takes its place silently.
         let replaces = self.replaced_rooms.contains(&request.room)
-            || before.iter().any(|m| !m.dummy && m.uid_key == uid.key);
+            || arrival
+                .before
+                .iter()
+                .any(|m| !m.dummy && m.uid_key == uid.key);
         self.replaced_rooms.clear();
         self.deadline = None;
         tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
 
-        // The room hears of the joiner before the joiner's ack goes out
-        // (the joiner cannot tell: it never gets its own remote_join). A
-        // member that joins once this ack is out has the joiner in its
-        // roster, and must not get the announcement as well.
         if !request.dummy && !replaces {
-            self.to_room(
-                &request.room,
-                event::REMOTE_JOIN,
-                &UidEvent { uid: &uid.json },
-            )
-            .await;
+            self.announce(&request.room, event::REMOTE_JOIN, arrival.seq)
+                .await;
         }
         let _ = self.socket.emit(
             event::JOIN,
             &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
         );
-        for m in before.iter().filter(|m| !m.dummy && m.uid_key != uid.key) {
+        for m in arrival
+            .before
+            .iter()
+            .filter(|m| !m.dummy && m.uid_key != uid.key)
+        {
             let _ = self
                 .socket
                 .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
         }
+        // The roster is out: now the changes that came after this join.
+        let (bus, socket) = (&self.hub.bus, &self.socket);
+        self.inbox.gate().open(arrival.seq, |ev, data| {
+            bus.emit_to(socket, ev, data);
+        });
         self.phase = Phase::Joined(Joined {
             room: request.room,
             channel,
@@ -99,22 +111,30 @@ impl Session {
     /// Takes this connection out of `joined`'s room and, unless it is a
     /// dummy, tells the others with `announce` (remote_leave or remote_disconnect).
     pub(super) async fn leave_room(&mut self, joined: &Joined, announce: &str) {
-        let was_present = match self.hub.cluster.leave(&joined.room, &self.sid).await {
-            Ok(m) => m.is_some(),
+        self.inbox.gate().shut();
+        let departed = match self.hub.cluster.leave(&joined.room, &self.sid).await {
+            Ok(gone) => gone.map(|d| d.seq),
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during leave");
-                true
+                Some(None)
             }
         };
-        if was_present && !joined.dummy {
-            if let Some(uid) = &self.uid {
-                let uid = uid.json.clone();
-                self.to_room(&joined.room, announce, &UidEvent { uid: &uid })
-                    .await;
-            }
+        if let Some(seq) = departed.filter(|_| !joined.dummy) {
+            self.announce(&joined.room, announce, seq).await;
         }
         self.socket.leave(joined.channel.clone());
         self.hub.bus.unwatch(&joined.room).await;
+    }
+
+    /// Tells the other members of `room`, on every node, of this member's
+    /// presence change `ev` (remote_join, remote_leave, remote_disconnect)
+    /// numbered `seq`.
+    async fn announce(&self, room: &str, ev: &str, seq: PresenceSeq) {
+        let Some(uid) = &self.uid else { return };
+        match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
+            Ok(raw) => self.hub.bus.presence(room, ev, &raw, seq).await,
+            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
+        }
     }
 
     /// Emits to every other member of `room`, on every node.

@@ -54,6 +54,8 @@ pub(super) enum Flow {
 pub(super) struct Session {
     pub hub: Arc<Hub>,
     pub socket: SocketRef,
+    /// The connection's inbox (its presence gate, for the room handlers).
+    pub inbox: Arc<Inbox>,
     pub sid: String,
     pub phase: Phase,
     pub uid: Option<Uid>,
@@ -147,13 +149,16 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
     };
     socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
     socket.extensions.insert(mailbox);
-    socket.on_disconnect(OnDisconnect { inbox });
+    socket.on_disconnect(OnDisconnect {
+        inbox: inbox.clone(),
+    });
     let sid = socket.id.to_string();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
     let deadline = Some(Instant::now() + hub.config.auth_timeout);
     let session = Session {
         hub,
         socket,
+        inbox,
         sid,
         phase: Phase::Connected,
         uid: None,

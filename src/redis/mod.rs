@@ -103,16 +103,18 @@ impl Redis {
     }
 
     /// Publishes `event` with `data` (JSON) to the members of `room` on
-    /// every node but `except`; sent once, on the command connection, so it
-    /// stays in order with the scripts sent before it.
+    /// every node but `except`; a presence event carries its presence seq.
+    /// Sent once, on the command connection, so it stays in order with the
+    /// scripts sent before it.
     pub async fn publish_room(
         &self,
         room: &str,
         event: &str,
         data: &str,
         except: Option<&str>,
+        presence: Option<u64>,
     ) -> Result<(), RedisError> {
-        let frame = format!("{}{data}}}", room_frame_head(room, event, except));
+        let frame = format!("{}{data}}}", room_frame_head(room, event, except, presence));
         let _: i64 = self
             .client
             .with_options(&once())
@@ -189,6 +191,10 @@ pub struct RoomFrame<'a> {
     /// A socket not to deliver to (the sender).
     #[serde(rename = "x", default, borrow)]
     pub except: Option<std::borrow::Cow<'a, str>>,
+    /// A presence event's place in the order of presence changes
+    /// ([`crate::cluster::PresenceSeq`]).
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<u64>,
     /// The event's payload.
     #[serde(rename = "d", borrow)]
     pub data: &'a RawValue,
@@ -196,11 +202,17 @@ pub struct RoomFrame<'a> {
 
 /// The JSON of a [`RoomFrame`] up to its payload: the payload and a closing
 /// `}` complete it (lets a Lua script publish what it just stored).
-pub fn room_frame_head(room: &str, event: &str, except: Option<&str>) -> String {
+pub fn room_frame_head(
+    room: &str,
+    event: &str,
+    except: Option<&str>,
+    presence: Option<u64>,
+) -> String {
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     let except = except.map_or_else(|| "null".to_owned(), quote);
+    let presence = presence.map_or_else(String::new, |seq| format!("\"p\":{seq},"));
     format!(
-        "{{\"r\":{},\"e\":{},\"x\":{except},\"d\":",
+        "{{\"r\":{},\"e\":{},\"x\":{except},{presence}\"d\":",
         quote(room),
         quote(event)
     )

@@ -86,35 +86,42 @@ redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
 
-/// Adds a member to a room; returns the members before it, in join order.
-/// KEYS: room zset, members hash, rooms set, node's member set, join counter.
+/// Adds a member to a room; returns the join's presence seq (the next value
+/// of the counter every join and leave takes, also its score in the room),
+/// then the members before it, in join order; nothing when an existing
+/// entry was kept.
+/// KEYS: room zset, members hash, rooms set, node's member set, presence counter.
 /// ARGV: room, sid, member JSON, "1" to leave an existing entry as it is.
 pub const JOIN: &str = r#"
 if ARGV[4] == '1' and redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {} end
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
-local out = {}
+local seq = redis.call('INCR', KEYS[5])
+local out = {tostring(seq)}
 for _, sid in ipairs(before) do
   if sid ~= ARGV[2] then
     local m = redis.call('HGET', KEYS[2], sid)
     if m then table.insert(out, m) end
   end
 end
-redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[5]), ARGV[2])
+redis.call('ZADD', KEYS[1], seq, ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[2])
 return out
 "#;
 
-/// Removes a member from a room; returns its JSON, or nil if it was not there.
-/// KEYS: room zset, members hash, rooms set, node's member set. ARGV: room, sid.
+/// Removes a member from a room; returns its JSON and the leave's presence
+/// seq, or nil if it was not there.
+/// KEYS: room zset, members hash, rooms set, node's member set, presence
+/// counter. ARGV: room, sid.
 pub const LEAVE: &str = r#"
 redis.call('SREM', KEYS[4], ARGV[2])
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return false end
 local m = redis.call('HGET', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
-return m
+if not m then return false end
+return {m, tostring(redis.call('INCR', KEYS[5]))}
 "#;
 
 /// The members of a room in join order.

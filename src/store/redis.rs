@@ -142,7 +142,7 @@ impl MessageStore for RedisMessageStore {
         let fut: Pending = Box::pin(async move {
             let keys = &redis.keys;
             let channel = keys.room_channel(&room);
-            let head = room_frame_head(&room, event::MSG, sender.as_deref());
+            let head = room_frame_head(&room, event::MSG, sender.as_deref(), None);
             let without_close = &json[..json.len() - 1];
             // The insert's seq, or none; whether the message was written.
             let (written, durable) = match op {
@@ -175,7 +175,7 @@ impl MessageStore for RedisMessageStore {
                 ),
                 WriteOp::Ignore => (
                     redis
-                        .publish_room(&room, event::MSG, &json, sender.as_deref())
+                        .publish_room(&room, event::MSG, &json, sender.as_deref(), None)
                         .await
                         .map(|()| None),
                     false,
@@ -288,7 +288,7 @@ impl MessageStore for RedisMessageStore {
             vec![
                 new_epoch(),
                 keys.room_channel(room),
-                format!("{}null}}", room_frame_head(room, RESET_EVENT, None)),
+                format!("{}null}}", room_frame_head(room, RESET_EVENT, None, None)),
             ],
         )
         .await

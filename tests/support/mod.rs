@@ -733,3 +733,39 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// Presence as `c` sees it: starting from `known`, every `remote_join` adds
+/// a uid and every `remote_leave` / `remote_disconnect` removes one, until
+/// nothing arrives for [`QUIET`]. Panics on an announcement that contradicts
+/// what the client was told before (a second join of a present uid, a
+/// leave of an absent one) or that names the client itself.
+pub async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<String> {
+    let mut view: Vec<String> = known.to_vec();
+    while let Some(r) = c.recv_within(QUIET).await {
+        let Received::Event(name, payload) = r else {
+            panic!("{me}: unexpected {r:?}");
+        };
+        let uid = id_string(&payload["uid"]);
+        match name.as_str() {
+            "join" => assert_eq!(payload["status"], json!(0), "{me}: join ack {payload}"),
+            "remote_join" => {
+                assert_ne!(uid, me, "{me} was announced to itself");
+                assert!(
+                    !view.contains(&uid),
+                    "{me}: {uid} announced twice: {view:?}"
+                );
+                view.push(uid);
+            }
+            "remote_leave" | "remote_disconnect" => {
+                assert!(
+                    view.contains(&uid),
+                    "{me}: {name} of {uid}, not present: {view:?}"
+                );
+                view.retain(|u| u != &uid);
+            }
+            other => panic!("{me}: unexpected event {other}"),
+        }
+    }
+    view.sort();
+    view
+}

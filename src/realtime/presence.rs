@@ -1,0 +1,214 @@
+//! Which presence events of its room a connection is told.
+//!
+//! A joiner learns of the members before it from its roster and of the ones
+//! after it from their `remote_join`; a member learns of a leave only if it
+//! knew of the leaver. Joins and leaves of one room run concurrently (on
+//! several tasks, on several nodes), so "before" and "after" cannot be the
+//! order in which events happen to reach a socket: every join and leave
+//! takes the next number of one counter in the presence registry (a
+//! [`PresenceSeq`]), and a member is told exactly the changes numbered after
+//! its own join.
+//!
+//! A joiner's socket is in the room's delivery set before its join is
+//! registered, so no change after the join can pass it by; until the
+//! registry has numbered the join, the room's presence events wait in the
+//! [`Gate`], and once the joiner has its ack and roster the ones after its
+//! join are delivered, in arrival order, and the gate opens.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde_json::value::RawValue;
+
+use crate::cluster::PresenceSeq;
+
+/// A connection's filter for its room's presence events.
+pub struct Gate {
+    state: Mutex<State>,
+}
+
+enum State {
+    /// In no room: presence events are not for this connection.
+    Shut,
+    /// Joining `room`: its presence events wait for the join's number.
+    Joining { room: String, held: Vec<Held> },
+    /// In `room` since the join numbered `seq`.
+    Open { room: String, seq: PresenceSeq },
+}
+
+/// A presence event waiting for its recipient's join to be numbered.
+struct Held {
+    seq: PresenceSeq,
+    event: String,
+    data: Box<RawValue>,
+}
+
+/// Whether a member whose join is numbered `member` is told of the change
+/// numbered `change`: only if the change came later. An unnumbered join or
+/// change (the registry was unreachable) cannot be ordered: it is told.
+fn comes_after(member: PresenceSeq, change: PresenceSeq) -> bool {
+    match (member, change) {
+        (Some(member), Some(change)) => change > member,
+        _ => true,
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    /// A shut gate (the connection is in no room).
+    pub const fn new() -> Self {
+        Gate {
+            state: Mutex::new(State::Shut),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is one assignment or push: a panic cannot leave it half done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection starts joining `room`: that room's presence events
+    /// wait until [`Gate::open`].
+    pub fn joining(&self, room: &str) {
+        *self.state() = State::Joining {
+            room: room.to_owned(),
+            held: Vec::new(),
+        };
+    }
+
+    /// The connection left its room (or its join failed).
+    pub fn shut(&self) {
+        *self.state() = State::Shut;
+    }
+
+    /// The join was numbered `seq`: the events held since [`Gate::joining`]
+    /// that came after it go to `deliver`, in arrival order, and later ones
+    /// are told as they come. Delivers under the gate's lock, so an event
+    /// offered meanwhile cannot overtake the held ones.
+    pub fn open(&self, seq: PresenceSeq, mut deliver: impl FnMut(&str, &RawValue)) {
+        let mut state = self.state();
+        let State::Joining { room, held } = std::mem::replace(&mut *state, State::Shut) else {
+            return;
+        };
+        for h in held.iter().filter(|h| comes_after(seq, h.seq)) {
+            deliver(&h.event, &h.data);
+        }
+        *state = State::Open { room, seq };
+    }
+
+    /// A presence event of `room` numbered `seq`: goes to `deliver` now if
+    /// it is for this connection, waits if the connection is joining
+    /// `room`, and is dropped otherwise.
+    pub fn offer(
+        &self,
+        room: &str,
+        seq: PresenceSeq,
+        event: &str,
+        data: &RawValue,
+        deliver: impl FnOnce(&str, &RawValue),
+    ) {
+        let mut state = self.state();
+        match &mut *state {
+            State::Open { room: r, seq: mine } if r == room && comes_after(*mine, seq) => {
+                deliver(event, data);
+            }
+            State::Joining { room: r, held } if r == room => held.push(Held {
+                seq,
+                event: event.to_owned(),
+                data: data.to_owned(),
+            }),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(uid: &str) -> Box<RawValue> {
+        RawValue::from_string(format!("{{\"uid\":\"{uid}\"}}")).expect("json")
+    }
+
+    fn offer(gate: &Gate, room: &str, seq: PresenceSeq, uid: &str, told: &mut Vec<String>) {
+        gate.offer(room, seq, "remote_join", &raw(uid), |ev, data| {
+            told.push(format!("{ev} {}", data.get()))
+        });
+    }
+
+    fn open(gate: &Gate, seq: PresenceSeq, told: &mut Vec<String>) {
+        gate.open(seq, |ev, data| told.push(format!("{ev} {}", data.get())));
+    }
+
+    #[test]
+    fn a_shut_gate_tells_nothing() {
+        let gate = Gate::new();
+        let mut told = Vec::new();
+        offer(&gate, "r", Some(5), "a", &mut told);
+        open(&gate, Some(1), &mut told);
+        offer(&gate, "r", Some(6), "b", &mut told);
+        assert!(told.is_empty(), "{told:?}");
+    }
+
+    #[test]
+    fn a_joiner_is_told_the_changes_after_its_join_in_arrival_order() {
+        let gate = Gate::new();
+        let mut told = Vec::new();
+        gate.joining("r");
+        offer(&gate, "r", Some(9), "late", &mut told);
+        offer(&gate, "r", Some(3), "early", &mut told); // in its roster
+        offer(&gate, "q", Some(8), "elsewhere", &mut told);
+        offer(&gate, "r", Some(5), "itself", &mut told); // its own join
+        offer(&gate, "r", Some(7), "next", &mut told);
+        assert!(told.is_empty(), "nothing before the gate opens: {told:?}");
+        open(&gate, Some(5), &mut told);
+        assert_eq!(
+            told,
+            vec![
+                r#"remote_join {"uid":"late"}"#,
+                r#"remote_join {"uid":"next"}"#
+            ]
+        );
+        told.clear();
+        offer(&gate, "r", Some(4), "stale", &mut told);
+        offer(&gate, "r", Some(10), "now", &mut told);
+        offer(&gate, "q", Some(11), "elsewhere", &mut told);
+        assert_eq!(told, vec![r#"remote_join {"uid":"now"}"#]);
+    }
+
+    #[test]
+    fn unnumbered_joins_and_changes_are_told() {
+        let gate = Gate::new();
+        let mut told = Vec::new();
+        gate.joining("r");
+        offer(&gate, "r", None, "a", &mut told);
+        offer(&gate, "r", Some(1), "b", &mut told);
+        open(&gate, None, &mut told);
+        offer(&gate, "r", Some(2), "c", &mut told);
+        assert_eq!(told.len(), 3, "{told:?}");
+        gate.joining("q");
+        open(&gate, Some(10), &mut told);
+        offer(&gate, "q", None, "d", &mut told);
+        assert_eq!(told.len(), 4, "{told:?}");
+    }
+
+    #[test]
+    fn joining_again_forgets_the_old_room() {
+        let gate = Gate::new();
+        let mut told = Vec::new();
+        gate.joining("r");
+        open(&gate, Some(1), &mut told);
+        gate.joining("q");
+        offer(&gate, "r", Some(2), "old", &mut told);
+        open(&gate, Some(3), &mut told);
+        offer(&gate, "r", Some(4), "old", &mut told);
+        assert!(told.is_empty(), "{told:?}");
+        gate.shut();
+        offer(&gate, "q", Some(5), "gone", &mut told);
+        assert!(told.is_empty(), "{told:?}");
+    }
+}
