@@ -122,9 +122,15 @@ impl App {
                 let node = hex::encode(rand::random::<[u8; 6]>());
                 let state = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
                 redis_state = Some(state.clone());
-                let bus = Bus::redis(io.clone(), metrics.clone(), redis.clone(), messages.clone())
-                    .await
-                    .map_err(|e| StartError::Redis(e.0))?;
+                let bus = Bus::redis(
+                    io.clone(),
+                    metrics.clone(),
+                    redis.clone(),
+                    messages.clone(),
+                    node.clone(),
+                )
+                .await
+                .map_err(|e| StartError::Redis(e.0))?;
                 tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
                 (state, bus)
             }

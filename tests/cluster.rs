@@ -559,6 +559,31 @@ async fn racing_joins_and_leaves_across_nodes_leave_every_member_with_the_true_r
     }
 }
 
+/// Redis losing the presence counter (a restart without persistence, a
+/// flush) while members keep their numbers: joins and leaves after it are
+/// still told to the members already in the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_told_after_redis_lost_the_presence_counter() {
+    let cl = Cluster::start(2);
+    let mut cs = room_of(&[(cl.addr(0), "a"), (cl.addr(1), "b")], "lost").await;
+    let mut b = cs.pop().expect("b");
+    let mut a = cs.pop().expect("a");
+    assert_eq!(cl.redis.cli(&["DEL", "{ao}:joinseq"]), "1");
+
+    let mut c = member(cl.addr(0), "c", "lost").await;
+    expect_presence(&mut c, "remote_join", "a").await;
+    expect_presence(&mut c, "remote_join", "b").await;
+    expect_presence(&mut a, "remote_join", "c").await;
+    expect_presence(&mut b, "remote_join", "c").await;
+
+    b.emit("leave", json!({})).await;
+    b.expect_disconnect().await;
+    expect_presence(&mut a, "remote_leave", "b").await;
+    expect_presence(&mut c, "remote_leave", "b").await;
+    a.expect_no_event(QUIET).await;
+    c.expect_no_event(Duration::ZERO).await;
+}
+
 // ---------------------------------------------------------------------------
 // 3. kickout
 // ---------------------------------------------------------------------------
@@ -982,6 +1007,70 @@ async fn killed_node_is_healed_by_the_others() {
         let m = &items[seq as usize];
         assert_eq!(m["data"], json!({"from": "u2", "i": i}), "seq {seq}");
     }
+}
+
+/// Sends `signal` (STOP, CONT) to node `i`'s process.
+fn signal_node(cl: &Cluster, i: usize, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &cl.nodes[i].child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// A node that stalls longer than its heartbeat lives is taken for dead:
+/// the others tell its rooms its members are gone. When it comes back with
+/// its connections still open, the rooms are told they are back; its own
+/// members, which never saw anyone leave, are told nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_node_taken_for_dead_are_announced_again_when_it_returns() {
+    let cl = Cluster::start_with(2, |cmd| {
+        cmd.env("AO_NODE_TTL_MS", "2000");
+    });
+    let mut cs = room_of(
+        &[(cl.addr(0), "u1"), (cl.addr(1), "u2"), (cl.addr(1), "u3")],
+        "stall",
+    )
+    .await;
+    let mut u3 = cs.pop().expect("u3");
+    let mut u2 = cs.pop().expect("u2");
+    let mut u1 = cs.pop().expect("u1");
+
+    signal_node(&cl, 1, "STOP");
+    let mut gone = Vec::new();
+    for _ in 0..2 {
+        match u1.recv_within(Duration::from_secs(8)).await {
+            Some(Received::Event(name, v)) if name == "remote_disconnect" => gone.push(v),
+            other => {
+                signal_node(&cl, 1, "CONT");
+                panic!("u1: expected remote_disconnect while B stalls, got {other:?}");
+            }
+        }
+    }
+    signal_node(&cl, 1, "CONT");
+    gone.sort_by_key(|v| v.to_string());
+    assert_eq!(gone, vec![json!({"uid": "u2"}), json!({"uid": "u3"})]);
+
+    let mut back = Vec::new();
+    for _ in 0..2 {
+        match u1.recv_within(Duration::from_secs(8)).await {
+            Some(Received::Event(name, v)) if name == "remote_join" => back.push(v),
+            other => panic!("u1: expected remote_join once B is back, got {other:?}"),
+        }
+    }
+    back.sort_by_key(|v| v.to_string());
+    assert_eq!(back, vec![json!({"uid": "u2"}), json!({"uid": "u3"})]);
+    u1.expect_no_event(QUIET).await;
+    u2.expect_no_event(Duration::ZERO).await;
+    u3.expect_no_event(Duration::ZERO).await;
+    let mut users = room_users(cl.addr(0), "stall").await;
+    users.sort();
+    assert_eq!(users, vec!["u1", "u2", "u3"]);
+
+    // The room works across both nodes as before.
+    u1.emit("msg", json!({"data": "still here?", "s": 2})).await;
+    assert_eq!(u2.expect_event("msg").await["data"], json!("still here?"));
+    assert_eq!(u3.expect_event("msg").await["data"], json!("still here?"));
 }
 
 // ---------------------------------------------------------------------------

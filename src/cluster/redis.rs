@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::local::{LocalState, RATE_WINDOW};
 use super::{Arrival, ClusterError, ClusterState, Departure, Member, PresenceSeq};
 use crate::protocol::event;
-use crate::redis::{scripts, Redis, RedisError};
+use crate::redis::{scripts, FrameTags, Redis, RedisError};
 
 /// A member as stored in Redis.
 #[derive(Debug, Serialize, Deserialize)]
@@ -186,8 +186,17 @@ impl RedisState {
         }
     }
 
-    /// Makes Redis hold exactly this node's local truth.
+    /// Makes Redis hold exactly this node's local truth. When another node
+    /// took this one for dead meanwhile (and told the rooms its members
+    /// were gone), the members registered again are announced again.
     async fn resync(&self) -> Result<(), ClusterError> {
+        let reaped_key = self.node_key(&self.node, "reaped");
+        let reaped: bool = self
+            .redis
+            .client
+            .exists(&reaped_key)
+            .await
+            .map_err(fred_err)?;
         let members = self.local.member_snapshot();
         let connections = self.local.online_users().await?;
         let keep: HashSet<String> = members
@@ -197,7 +206,15 @@ impl RedisState {
             .collect();
         self.purge(&self.node, &keep).await?;
         for (room, member) in &members {
-            self.redis_join(room, member, true).await?;
+            // A seq means the member was missing and is registered anew.
+            let (_, seq) = self.redis_join(room, member, true).await?;
+            if reaped && seq.is_some() && !member.dummy {
+                self.announce_for(&self.node, room, event::REMOTE_JOIN, &member.uid, seq)
+                    .await;
+            }
+        }
+        if reaped {
+            let _: i64 = self.redis.client.del(&reaped_key).await.map_err(fred_err)?;
         }
         for (uid, sid) in &connections {
             self.redis_register(uid, sid, true).await?;
@@ -217,7 +234,11 @@ impl RedisState {
             let claimed: i64 = scripts::run(
                 &self.redis.client,
                 scripts::CLAIM,
-                vec![self.node_key(&node, "alive"), self.key("nodes")],
+                vec![
+                    self.node_key(&node, "alive"),
+                    self.key("nodes"),
+                    self.node_key(&node, "reaped"),
+                ],
                 vec![node.clone()],
             )
             .await
@@ -251,7 +272,8 @@ impl RedisState {
             };
             let removed = self.redis_leave(&stored.room, sid, node).await?;
             if let Some(gone) = removed.filter(|d| !d.member.dummy) {
-                self.announce_gone(&stored.room, &gone.member.uid, gone.seq)
+                let (room, uid) = (&stored.room, &gone.member.uid);
+                self.announce_for(node, room, event::REMOTE_DISCONNECT, uid, gone.seq)
                     .await;
             }
         }
@@ -275,13 +297,24 @@ impl RedisState {
         Ok(())
     }
 
-    /// Publishes `remote_disconnect {uid}` to a room on every node, the
-    /// leave's presence seq with it.
-    async fn announce_gone(&self, room: &str, uid: &Value, seq: PresenceSeq) {
+    /// Tells a room on every node but `node` (whose members it was) that a
+    /// member of `node` is gone (`remote_disconnect {uid}`) or back
+    /// (`remote_join {uid}`): a change that node's own members were told of
+    /// when it happened, or that never happened as far as they know.
+    async fn announce_for(&self, node: &str, room: &str, ev: &str, uid: &Value, seq: PresenceSeq) {
         let payload = serde_json::json!({ "uid": uid }).to_string();
         let sent = self
             .redis
-            .publish_room(room, event::REMOTE_DISCONNECT, &payload, None, seq)
+            .publish_room(
+                room,
+                ev,
+                &payload,
+                FrameTags {
+                    presence: seq,
+                    skip_node: Some(node),
+                    ..FrameTags::default()
+                },
+            )
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, %room, "could not announce a dead node's member");

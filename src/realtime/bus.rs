@@ -36,7 +36,7 @@ use super::room_channel;
 use crate::cluster::PresenceSeq;
 use crate::metrics::Metrics;
 use crate::protocol::event;
-use crate::redis::{ControlFrame, Redis, RoomFrame, RESET_EVENT};
+use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, RESET_EVENT};
 use crate::store::MessageStore;
 
 /// How long a join waits for its room's channel to be subscribed.
@@ -59,6 +59,8 @@ pub struct Bus {
 
 struct RedisBus {
     redis: Redis,
+    /// This node's id (frames may be for every node but one).
+    node: String,
     messages: Arc<dyn MessageStore>,
     /// Room → the last seq delivered on this node (gaps are filled from the store).
     delivered: std::sync::Mutex<HashMap<String, u64>>,
@@ -97,6 +99,7 @@ impl Bus {
         metrics: Arc<Metrics>,
         redis: Redis,
         messages: Arc<dyn MessageStore>,
+        node: String,
     ) -> Result<Arc<Bus>, crate::redis::RedisError> {
         redis
             .subscriber
@@ -109,6 +112,7 @@ impl Bus {
             clears: AtomicU64::new(0),
             redis: Some(RedisBus {
                 redis,
+                node,
                 messages,
                 delivered: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
@@ -129,7 +133,12 @@ impl Bus {
             // kick, watch and unwatch) so that the session handlers awaiting
             // these stay small: a session boxes one handler future per
             // event, which was 11.9 KiB for every msg, Redis or not.
-            match Box::pin(rb.redis.publish_room(room, ev, data.get(), except, None)).await {
+            match Box::pin(
+                rb.redis
+                    .publish_room(room, ev, data.get(), FrameTags::except(except)),
+            )
+            .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, event = ev, "publish failed, delivering on this node only");
@@ -145,7 +154,17 @@ impl Bus {
     /// When Redis cannot be reached, members on this node are still told.
     pub async fn presence(&self, room: &str, ev: &str, data: &RawValue, seq: PresenceSeq) {
         if let Some(rb) = &self.redis {
-            match Box::pin(rb.redis.publish_room(room, ev, data.get(), None, seq)).await {
+            match Box::pin(rb.redis.publish_room(
+                room,
+                ev,
+                data.get(),
+                FrameTags {
+                    presence: seq,
+                    ..FrameTags::default()
+                },
+            ))
+            .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, event = ev, "publish failed, telling members on this node only");
@@ -453,6 +472,7 @@ async fn dispatch(bus: Arc<Bus>) {
             continue;
         }
         match serde_json::from_str::<RoomFrame<'_>>(&text) {
+            Ok(frame) if frame.skip_node.as_deref() == Some(rb.node.as_str()) => {}
             Ok(frame) if frame.event == RESET_EVENT => {
                 bus.history_cleared();
                 forget(rb, &frame.room);

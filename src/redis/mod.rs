@@ -103,18 +103,16 @@ impl Redis {
     }
 
     /// Publishes `event` with `data` (JSON) to the members of `room` on
-    /// every node but `except`; a presence event carries its presence seq.
-    /// Sent once, on the command connection, so it stays in order with the
-    /// scripts sent before it.
+    /// every node, as `tags` say. Sent once, on the command connection, so
+    /// it stays in order with the scripts sent before it.
     pub async fn publish_room(
         &self,
         room: &str,
         event: &str,
         data: &str,
-        except: Option<&str>,
-        presence: Option<u64>,
+        tags: FrameTags<'_>,
     ) -> Result<(), RedisError> {
-        let frame = format!("{}{data}}}", room_frame_head(room, event, except, presence));
+        let frame = format!("{}{data}}}", room_frame_head(room, event, tags));
         let _: i64 = self
             .client
             .with_options(&once())
@@ -195,27 +193,55 @@ pub struct RoomFrame<'a> {
     /// ([`crate::cluster::PresenceSeq`]).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<u64>,
+    /// A node whose members are not told (the node a presence change is
+    /// about, when that node decided it without Redis: its members were
+    /// told, or are alive as far as it knows).
+    #[serde(rename = "n", default, borrow, skip_serializing_if = "Option::is_none")]
+    pub skip_node: Option<std::borrow::Cow<'a, str>>,
     /// The event's payload.
     #[serde(rename = "d", borrow)]
     pub data: &'a RawValue,
 }
 
+/// Who a [`RoomFrame`] is for, besides the members of its room.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameTags<'a> {
+    /// A socket not to deliver to (the sender).
+    pub except: Option<&'a str>,
+    /// A presence event's place in the order of presence changes.
+    pub presence: Option<u64>,
+    /// A node whose members are not told.
+    pub skip_node: Option<&'a str>,
+}
+
+impl<'a> FrameTags<'a> {
+    /// For everyone in the room but socket `sid`, if any.
+    pub fn except(sid: Option<&'a str>) -> Self {
+        FrameTags {
+            except: sid,
+            ..Self::default()
+        }
+    }
+}
+
 /// The JSON of a [`RoomFrame`] up to its payload: the payload and a closing
 /// `}` complete it (lets a Lua script publish what it just stored).
-pub fn room_frame_head(
-    room: &str,
-    event: &str,
-    except: Option<&str>,
-    presence: Option<u64>,
-) -> String {
+pub fn room_frame_head(room: &str, event: &str, tags: FrameTags<'_>) -> String {
     let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    let except = except.map_or_else(|| "null".to_owned(), quote);
-    let presence = presence.map_or_else(String::new, |seq| format!("\"p\":{seq},"));
-    format!(
-        "{{\"r\":{},\"e\":{},\"x\":{except},{presence}\"d\":",
+    let except = tags.except.map_or_else(|| "null".to_owned(), quote);
+    let mut head = format!(
+        "{{\"r\":{},\"e\":{},\"x\":{except},",
         quote(room),
         quote(event)
-    )
+    );
+    if let Some(seq) = tags.presence {
+        head.push_str(&format!("\"p\":{seq},"));
+    }
+    if let Some(node) = tags.skip_node {
+        head.push_str(&format!("\"n\":{},", quote(node)));
+    }
+    head.push_str("\"d\":");
+    head
 }
 
 /// The internal room event a history clear publishes: nodes forget the

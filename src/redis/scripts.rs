@@ -86,17 +86,39 @@ redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
 
+/// Lua that sets `seq` to the next presence seq, the counter being KEYS[5].
+/// A counter that is missing (a fresh Redis, or one that lost its data
+/// while nodes kept their members' numbers) starts from the current time in
+/// microseconds, so numbers keep growing across such a loss as long as
+/// there were fewer presence changes than microseconds since the last one
+/// started. Returned as text (`%d`): `tostring` would round numbers this
+/// large.
+macro_rules! next_presence_seq {
+    () => {
+        r#"
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[5], string.format('%d', tonumber(now[1]) * 1000000 + tonumber(now[2])))
+end
+local seq = redis.call('INCR', KEYS[5])
+"#
+    };
+}
+
 /// Adds a member to a room; returns the join's presence seq (the next value
 /// of the counter every join and leave takes, also its score in the room),
 /// then the members before it, in join order; nothing when an existing
 /// entry was kept.
 /// KEYS: room zset, members hash, rooms set, node's member set, presence counter.
 /// ARGV: room, sid, member JSON, "1" to leave an existing entry as it is.
-pub const JOIN: &str = r#"
+pub const JOIN: &str = concat!(
+    r#"
 if ARGV[4] == '1' and redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {} end
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
-local seq = redis.call('INCR', KEYS[5])
-local out = {tostring(seq)}
+"#,
+    next_presence_seq!(),
+    r#"
+local out = {string.format('%d', seq)}
 for _, sid in ipairs(before) do
   if sid ~= ARGV[2] then
     local m = redis.call('HGET', KEYS[2], sid)
@@ -108,21 +130,27 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[2])
 return out
-"#;
+"#
+);
 
 /// Removes a member from a room; returns its JSON and the leave's presence
 /// seq, or nil if it was not there.
 /// KEYS: room zset, members hash, rooms set, node's member set, presence
 /// counter. ARGV: room, sid.
-pub const LEAVE: &str = r#"
+pub const LEAVE: &str = concat!(
+    r#"
 redis.call('SREM', KEYS[4], ARGV[2])
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return false end
 local m = redis.call('HGET', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[2])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 if not m then return false end
-return {m, tostring(redis.call('INCR', KEYS[5]))}
-"#;
+"#,
+    next_presence_seq!(),
+    r#"
+return {m, string.format('%d', seq)}
+"#
+);
 
 /// The members of a room in join order.
 /// KEYS: room zset, members hash.
@@ -173,11 +201,15 @@ return 1
 "#;
 
 /// Takes responsibility for cleaning up after a node whose heartbeat
-/// expired: 1 for exactly one caller.
-/// KEYS: the node's heartbeat, nodes set. ARGV: node id.
+/// expired: 1 for exactly one caller, who also marks the node as reaped
+/// for a day (should it come back, it announces its members again).
+/// KEYS: the node's heartbeat, nodes set, the node's reaped marker.
+/// ARGV: node id.
 pub const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-return redis.call('SREM', KEYS[2], ARGV[1])
+local claimed = redis.call('SREM', KEYS[2], ARGV[1])
+if claimed == 1 then redis.call('SET', KEYS[3], '1', 'EX', 86400) end
+return claimed
 "#;
 
 /// Creates an account unless it exists: 1 if created.

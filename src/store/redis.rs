@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{Entry, MessageStore, NotStored, Page, StoreError, Stored, Write, WriteOp};
 use crate::protocol::{event, SEQ_KEY};
-use crate::redis::{room_frame_head, scripts, Redis, RedisError, RESET_EVENT};
+use crate::redis::{room_frame_head, scripts, FrameTags, Redis, RedisError, RESET_EVENT};
 
 type Pending = Pin<Box<dyn Future<Output = Result<Stored, NotStored>> + Send>>;
 
@@ -142,7 +142,7 @@ impl MessageStore for RedisMessageStore {
         let fut: Pending = Box::pin(async move {
             let keys = &redis.keys;
             let channel = keys.room_channel(&room);
-            let head = room_frame_head(&room, event::MSG, sender.as_deref(), None);
+            let head = room_frame_head(&room, event::MSG, FrameTags::except(sender.as_deref()));
             let without_close = &json[..json.len() - 1];
             // The insert's seq, or none; whether the message was written.
             let (written, durable) = match op {
@@ -175,7 +175,12 @@ impl MessageStore for RedisMessageStore {
                 ),
                 WriteOp::Ignore => (
                     redis
-                        .publish_room(&room, event::MSG, &json, sender.as_deref(), None)
+                        .publish_room(
+                            &room,
+                            event::MSG,
+                            &json,
+                            FrameTags::except(sender.as_deref()),
+                        )
                         .await
                         .map(|()| None),
                     false,
@@ -288,7 +293,10 @@ impl MessageStore for RedisMessageStore {
             vec![
                 new_epoch(),
                 keys.room_channel(room),
-                format!("{}null}}", room_frame_head(room, RESET_EVENT, None, None)),
+                format!(
+                    "{}null}}",
+                    room_frame_head(room, RESET_EVENT, FrameTags::default())
+                ),
             ],
         )
         .await
