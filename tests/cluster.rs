@@ -1009,6 +1009,44 @@ async fn killed_node_is_healed_by_the_others() {
     }
 }
 
+/// With Redis unreachable, joins and leaves cannot be numbered: the node's
+/// own members are still told of them, and a joiner is never told of itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_on_a_node_without_redis_reaches_its_own_members() {
+    let mut cl = Cluster::start(1);
+    let mut a1 = member(cl.addr(0), "a1", "cut").await;
+    let mut a2 = Client::connect(cl.addr(0)).await;
+    a2.authenticate(json!("a2"), "any").await;
+    cl.redis.kill();
+    poll(Duration::from_secs(5), "readyz 503", || async {
+        match http_status(cl.addr(0), "/readyz").await {
+            Some(503) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    assert_eq!(
+        a2.request("join", json!({"roomId": "cut"})).await,
+        json!({"status": 0, "data": "join success"})
+    );
+    expect_presence(&mut a2, "remote_join", "a1").await;
+    expect_presence(&mut a1, "remote_join", "a2").await;
+    a2.expect_no_event(QUIET).await;
+
+    // Each registry call waits for its Redis command to time out first.
+    a2.emit("leave", json!({})).await;
+    assert_eq!(
+        a1.recv_within(Duration::from_secs(15)).await,
+        Some(Received::Event("remote_leave".into(), json!({"uid": "a2"})))
+    );
+    assert_eq!(
+        a2.recv_within(Duration::from_secs(15)).await,
+        Some(Received::Disconnect)
+    );
+    a1.expect_no_event(QUIET).await;
+}
+
 /// Sends `signal` (STOP, CONT) to node `i`'s process.
 fn signal_node(cl: &Cluster, i: usize, signal: &str) {
     let status = Command::new("kill")

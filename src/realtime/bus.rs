@@ -150,15 +150,24 @@ impl Bus {
 
     /// Tells the members of `room` on every node of a presence change
     /// (`remote_join`, `remote_leave`, `remote_disconnect`) numbered `seq`:
-    /// each member whose join came before the change ([`super::presence`]).
-    /// When Redis cannot be reached, members on this node are still told.
-    pub async fn presence(&self, room: &str, ev: &str, data: &RawValue, seq: PresenceSeq) {
+    /// each member whose join came before the change ([`super::presence`]),
+    /// never `origin` (the member it is about). When Redis cannot be
+    /// reached, members on this node are still told.
+    pub async fn presence(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        seq: PresenceSeq,
+        origin: &str,
+    ) {
         if let Some(rb) = &self.redis {
             match Box::pin(rb.redis.publish_room(
                 room,
                 ev,
                 data.get(),
                 FrameTags {
+                    except: Some(origin),
                     presence: seq,
                     ..FrameTags::default()
                 },
@@ -171,16 +180,26 @@ impl Bus {
                 }
             }
         }
-        self.emit_presence_local(room, ev, data, seq);
+        self.emit_presence_local(room, ev, data, seq, Some(origin));
     }
 
     /// Offers a presence change numbered `seq` to the gate of each of this
-    /// node's members of `room` ([`super::presence::Gate::offer`]).
-    fn emit_presence_local(&self, room: &str, ev: &str, data: &RawValue, seq: PresenceSeq) {
+    /// node's members of `room` but `origin` ([`super::presence::Gate::offer`]).
+    fn emit_presence_local(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        seq: PresenceSeq,
+        origin: Option<&str>,
+    ) {
         let Some(ns) = self.io.of("/") else {
             return; // shutting down
         };
         for socket in ns.to(room_channel(room)).sockets() {
+            if origin.is_some_and(|sid| socket.id.as_str() == sid) {
+                continue;
+            }
             let deliver = |ev: &str, data: &RawValue| {
                 self.emit_to(&socket, ev, data);
             };
@@ -479,7 +498,13 @@ async fn dispatch(bus: Arc<Bus>) {
             }
             Ok(frame) if frame.event == event::MSG => deliver_msg(&bus, rb, &frame).await,
             Ok(frame) if event::is_presence(&frame.event) => {
-                bus.emit_presence_local(&frame.room, &frame.event, frame.data, frame.presence);
+                bus.emit_presence_local(
+                    &frame.room,
+                    &frame.event,
+                    frame.data,
+                    frame.presence,
+                    frame.except.as_deref(),
+                );
             }
             Ok(frame) => {
                 bus.emit_local(

@@ -132,7 +132,7 @@ impl Session {
     async fn announce(&self, room: &str, ev: &str, seq: PresenceSeq) {
         let Some(uid) = &self.uid else { return };
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
-            Ok(raw) => self.hub.bus.presence(room, ev, &raw, seq).await,
+            Ok(raw) => self.hub.bus.presence(room, ev, &raw, seq, &self.sid).await,
             Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
         }
     }
