@@ -421,6 +421,32 @@ async fn kickout_removes_the_old_connection_from_the_roster_before_a_rejoin() {
     c.expect_no_event(QUIET).await;
 }
 
+/// A member that joined between a kickout and the new login's join never
+/// knew of that uid: the rejoin is announced to it, and only to it (the
+/// members from before the kickout still know the uid).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_after_kickout_is_announced_to_members_who_joined_in_between() {
+    let ts = TestServer::start().await;
+    let (mut a, mut b) = pair(&ts).await;
+    let mut a2 = ts.authenticated("alice").await;
+    assert_kicked_out(&mut a).await;
+    let mut c = ts.login("carol", "r").await;
+    assert_eq!(c.expect_event("remote_join").await, json!({"uid": "bob"}));
+    assert_eq!(b.expect_event("remote_join").await, json!({"uid": "carol"}));
+
+    let reply = a2.request("join", json!({"roomId": "r"})).await;
+    assert_eq!(reply, json!({"status": 0, "data": "join success"}));
+    assert_eq!(a2.expect_event("remote_join").await, json!({"uid": "bob"}));
+    assert_eq!(
+        a2.expect_event("remote_join").await,
+        json!({"uid": "carol"})
+    );
+    assert_eq!(c.expect_event("remote_join").await, json!({"uid": "alice"}));
+    c.expect_no_event(QUIET).await;
+    b.expect_no_event(Duration::ZERO).await;
+    a2.expect_no_event(Duration::ZERO).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_login_does_not_kick_out() {
     let ts = TestServer::start().await;

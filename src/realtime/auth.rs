@@ -109,7 +109,7 @@ impl Session {
                 // replaced observer was never announced.
                 if let Ok(Some(gone)) = cluster.leave(&room, &sid).await {
                     if !gone.member.dummy {
-                        self.replaced_rooms.push(room);
+                        self.replaced_rooms.push((room, gone.seq));
                     }
                 }
             }

@@ -32,8 +32,8 @@ use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
+use super::presence::Order;
 use super::room_channel;
-use crate::cluster::PresenceSeq;
 use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, RESET_EVENT};
@@ -149,16 +149,16 @@ impl Bus {
     }
 
     /// Tells the members of `room` on every node of a presence change
-    /// (`remote_join`, `remote_leave`, `remote_disconnect`) numbered `seq`:
-    /// each member whose join came before the change ([`super::presence`]),
-    /// never `origin` (the member it is about). When Redis cannot be
-    /// reached, members on this node are still told.
+    /// (`remote_join`, `remote_leave`, `remote_disconnect`): each member
+    /// `order` is for ([`super::presence`]), never `origin` (the member it
+    /// is about). When Redis cannot be reached, members on this node are
+    /// still told.
     pub async fn presence(
         &self,
         room: &str,
         ev: &str,
         data: &RawValue,
-        seq: PresenceSeq,
+        order: Order,
         origin: &str,
     ) {
         if let Some(rb) = &self.redis {
@@ -168,7 +168,8 @@ impl Bus {
                 data.get(),
                 FrameTags {
                     except: Some(origin),
-                    presence: seq,
+                    presence: order.seq,
+                    since: order.since,
                     ..FrameTags::default()
                 },
             ))
@@ -180,17 +181,17 @@ impl Bus {
                 }
             }
         }
-        self.emit_presence_local(room, ev, data, seq, Some(origin));
+        self.emit_presence_local(room, ev, data, order, Some(origin));
     }
 
-    /// Offers a presence change numbered `seq` to the gate of each of this
+    /// Offers a presence change in `order` to the gate of each of this
     /// node's members of `room` but `origin` ([`super::presence::Gate::offer`]).
     fn emit_presence_local(
         &self,
         room: &str,
         ev: &str,
         data: &RawValue,
-        seq: PresenceSeq,
+        order: Order,
         origin: Option<&str>,
     ) {
         let Some(ns) = self.io.of("/") else {
@@ -204,7 +205,7 @@ impl Bus {
                 self.emit_to(&socket, ev, data);
             };
             match socket.extensions.get::<Mailbox>() {
-                Some(mailbox) => mailbox.inbox.gate().offer(room, seq, ev, data, deliver),
+                Some(mailbox) => mailbox.inbox.gate().offer(room, order, ev, data, deliver),
                 None => deliver(ev, data),
             }
         }
@@ -502,7 +503,10 @@ async fn dispatch(bus: Arc<Bus>) {
                     &frame.room,
                     &frame.event,
                     frame.data,
-                    frame.presence,
+                    Order {
+                        seq: frame.presence,
+                        since: frame.since,
+                    },
                     frame.except.as_deref(),
                 );
             }

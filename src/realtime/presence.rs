@@ -35,9 +35,35 @@ enum State {
     Open { room: String, seq: PresenceSeq },
 }
 
+/// Which members a presence change is for: the ones whose own join is
+/// numbered before the change (`seq`) and, when `since` is set, after it (a
+/// login that replaced an older connection of its uid is news only to the
+/// members that joined after the older one was taken out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Order {
+    pub seq: PresenceSeq,
+    pub since: PresenceSeq,
+}
+
+impl Order {
+    /// A change numbered `seq`, for every member that joined before it.
+    pub fn at(seq: PresenceSeq) -> Self {
+        Order { seq, since: None }
+    }
+
+    /// Whether a member whose join is numbered `member` is told.
+    fn tells(self, member: PresenceSeq) -> bool {
+        let after_since = match (member, self.since) {
+            (Some(member), Some(since)) => member > since,
+            _ => true,
+        };
+        comes_after(member, self.seq) && after_since
+    }
+}
+
 /// A presence event waiting for its recipient's join to be numbered.
 struct Held {
-    seq: PresenceSeq,
+    order: Order,
     event: String,
     data: Box<RawValue>,
 }
@@ -94,30 +120,30 @@ impl Gate {
         let State::Joining { room, held } = std::mem::replace(&mut *state, State::Shut) else {
             return;
         };
-        for h in held.iter().filter(|h| comes_after(seq, h.seq)) {
+        for h in held.iter().filter(|h| h.order.tells(seq)) {
             deliver(&h.event, &h.data);
         }
         *state = State::Open { room, seq };
     }
 
-    /// A presence event of `room` numbered `seq`: goes to `deliver` now if
-    /// it is for this connection, waits if the connection is joining
-    /// `room`, and is dropped otherwise.
+    /// A presence event of `room` in `order`: goes to `deliver` now if it
+    /// is for this connection, waits if the connection is joining `room`,
+    /// and is dropped otherwise.
     pub fn offer(
         &self,
         room: &str,
-        seq: PresenceSeq,
+        order: Order,
         event: &str,
         data: &RawValue,
         deliver: impl FnOnce(&str, &RawValue),
     ) {
         let mut state = self.state();
         match &mut *state {
-            State::Open { room: r, seq: mine } if r == room && comes_after(*mine, seq) => {
+            State::Open { room: r, seq: mine } if r == room && order.tells(*mine) => {
                 deliver(event, data);
             }
             State::Joining { room: r, held } if r == room => held.push(Held {
-                seq,
+                order,
                 event: event.to_owned(),
                 data: data.to_owned(),
             }),
@@ -135,7 +161,11 @@ mod tests {
     }
 
     fn offer(gate: &Gate, room: &str, seq: PresenceSeq, uid: &str, told: &mut Vec<String>) {
-        gate.offer(room, seq, "remote_join", &raw(uid), |ev, data| {
+        offer_in(gate, room, Order::at(seq), uid, told);
+    }
+
+    fn offer_in(gate: &Gate, room: &str, order: Order, uid: &str, told: &mut Vec<String>) {
+        gate.offer(room, order, "remote_join", &raw(uid), |ev, data| {
             told.push(format!("{ev} {}", data.get()))
         });
     }
@@ -194,6 +224,27 @@ mod tests {
         open(&gate, Some(10), &mut told);
         offer(&gate, "q", None, "d", &mut told);
         assert_eq!(told.len(), 4, "{told:?}");
+    }
+
+    #[test]
+    fn a_change_since_a_number_is_told_only_to_members_who_joined_after_it() {
+        let order = Order {
+            seq: Some(10),
+            since: Some(4),
+        };
+        let mut told = Vec::new();
+        for (member, expected) in [(3, 0), (4, 0), (5, 1), (9, 2), (10, 2), (11, 2)] {
+            let gate = Gate::new();
+            gate.joining("r");
+            open(&gate, Some(member), &mut told);
+            offer_in(&gate, "r", order, "back", &mut told);
+            assert_eq!(told.len(), expected, "member {member}");
+        }
+        let gate = Gate::new();
+        gate.joining("r");
+        offer_in(&gate, "r", order, "held", &mut told);
+        open(&gate, Some(7), &mut told);
+        assert_eq!(told.len(), 3, "held, then told at open");
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use serde_json::Value;
 
+use super::presence::Order;
 use super::room_channel;
 use super::session::{Flow, Joined, Phase, Session};
-use crate::cluster::{Member, PresenceSeq};
+use crate::cluster::Member;
 use crate::protocol::{self, event, StatusReply, UidEvent};
 
 impl Session {
@@ -58,18 +59,34 @@ impl Session {
             }
         };
         // A login that replaced an older connection of the same uid in this
-        // room takes its place silently.
-        let replaces = self.replaced_rooms.contains(&request.room)
-            || arrival
-                .before
-                .iter()
-                .any(|m| !m.dummy && m.uid_key == uid.key);
+        // room takes its place silently for the members that knew the older
+        // one: all of them while it is still registered, the ones that
+        // joined before it was taken out otherwise.
+        let still_there = arrival
+            .before
+            .iter()
+            .any(|m| !m.dummy && m.uid_key == uid.key);
+        let taken_out = self
+            .replaced_rooms
+            .iter()
+            .find(|(room, _)| *room == request.room)
+            .map(|(_, seq)| *seq);
         self.replaced_rooms.clear();
+        let announce = match taken_out {
+            _ if still_there => None,
+            None => Some(Order::at(arrival.seq)),
+            Some(Some(since)) => Some(Order {
+                seq: arrival.seq,
+                since: Some(since),
+            }),
+            // Who joined after an unnumbered removal cannot be told apart.
+            Some(None) => None,
+        };
         self.deadline = None;
         tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
 
-        if !request.dummy && !replaces {
-            self.announce(&request.room, event::REMOTE_JOIN, arrival.seq)
+        if let Some(order) = announce.filter(|_| !request.dummy) {
+            self.announce(&request.room, event::REMOTE_JOIN, order)
                 .await;
         }
         let _ = self.socket.emit(
@@ -120,19 +137,24 @@ impl Session {
             }
         };
         if let Some(seq) = departed.filter(|_| !joined.dummy) {
-            self.announce(&joined.room, announce, seq).await;
+            self.announce(&joined.room, announce, Order::at(seq)).await;
         }
         self.socket.leave(joined.channel.clone());
         self.hub.bus.unwatch(&joined.room).await;
     }
 
     /// Tells the other members of `room`, on every node, of this member's
-    /// presence change `ev` (remote_join, remote_leave, remote_disconnect)
-    /// numbered `seq`.
-    async fn announce(&self, room: &str, ev: &str, seq: PresenceSeq) {
+    /// presence change `ev` (remote_join, remote_leave, remote_disconnect),
+    /// to the members `order` is for.
+    async fn announce(&self, room: &str, ev: &str, order: Order) {
         let Some(uid) = &self.uid else { return };
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
-            Ok(raw) => self.hub.bus.presence(room, ev, &raw, seq, &self.sid).await,
+            Ok(raw) => {
+                self.hub
+                    .bus
+                    .presence(room, ev, &raw, order, &self.sid)
+                    .await
+            }
             Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
         }
     }

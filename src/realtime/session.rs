@@ -19,6 +19,7 @@ use super::message::DirectRelay;
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
 use super::Hub;
+use crate::cluster::PresenceSeq;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
 /// Where a session is in the protocol.
@@ -59,8 +60,9 @@ pub(super) struct Session {
     pub sid: String,
     pub phase: Phase,
     pub uid: Option<Uid>,
-    /// Rooms whose presence this login took over from the connection it kicked out.
-    pub replaced_rooms: Vec<String>,
+    /// Rooms whose presence this login took over from the connection it
+    /// kicked out, with the number of that connection's removal.
+    pub replaced_rooms: Vec<(String, PresenceSeq)>,
     /// Writes submitted and not yet completed (keeps ignore messages in send order).
     pub pending_writes: Arc<PendingWrites>,
     /// When the current phase times out.

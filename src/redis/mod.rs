@@ -193,6 +193,10 @@ pub struct RoomFrame<'a> {
     /// ([`crate::cluster::PresenceSeq`]).
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<u64>,
+    /// A presence event is only for members whose join came after this
+    /// number ([`crate::realtime::presence::Order`]).
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
     /// A node whose members are not told (the node a presence change is
     /// about, when that node decided it without Redis: its members were
     /// told, or are alive as far as it knows).
@@ -210,6 +214,8 @@ pub struct FrameTags<'a> {
     pub except: Option<&'a str>,
     /// A presence event's place in the order of presence changes.
     pub presence: Option<u64>,
+    /// A presence event is only for members whose join came after this.
+    pub since: Option<u64>,
     /// A node whose members are not told.
     pub skip_node: Option<&'a str>,
 }
@@ -236,6 +242,9 @@ pub fn room_frame_head(room: &str, event: &str, tags: FrameTags<'_>) -> String {
     );
     if let Some(seq) = tags.presence {
         head.push_str(&format!("\"p\":{seq},"));
+    }
+    if let Some(since) = tags.since {
+        head.push_str(&format!("\"s\":{since},"));
     }
     if let Some(node) = tags.skip_node {
         head.push_str(&format!("\"n\":{},", quote(node)));
