@@ -7,7 +7,8 @@
 //! order in which events happen to reach a socket: every join and leave
 //! takes the next number of one counter in the presence registry (a
 //! [`PresenceSeq`]), and a member is told exactly the changes numbered after
-//! its own join.
+//! its own join (and, for a change with a lower bound, [`Order::since`],
+//! only if its join also came after that).
 //!
 //! A joiner's socket is in the room's delivery set before its join is
 //! registered, so no change after the join can pass it by; until the
@@ -36,9 +37,9 @@ enum State {
 }
 
 /// Which members a presence change is for: the ones whose own join is
-/// numbered before the change (`seq`) and, when `since` is set, after it (a
-/// login that replaced an older connection of its uid is news only to the
-/// members that joined after the older one was taken out).
+/// numbered before the change (`seq`) and, when `since` is set, after
+/// `since` (a login that replaced an older connection of its uid is news
+/// only to the members that joined after the older one was taken out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Order {
     pub seq: PresenceSeq,
