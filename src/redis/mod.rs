@@ -266,3 +266,42 @@ pub enum ControlFrame {
     /// A readiness probe: the node that sent it waits to hear it back.
     Probe { nonce: u64 },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(head: String, data: &str) -> String {
+        format!("{head}{data}}}")
+    }
+
+    #[test]
+    fn a_frame_head_and_payload_read_back_as_the_room_frame() {
+        let text = frame(
+            room_frame_head("r \"1\"", "msg", FrameTags::except(Some("sid1"))),
+            r#"{"data":[1,2],"2":"u"}"#,
+        );
+        let f: RoomFrame<'_> = serde_json::from_str(&text).expect("frame");
+        assert_eq!((&*f.room, &*f.event), ("r \"1\"", "msg"));
+        assert_eq!(f.except.as_deref(), Some("sid1"));
+        assert_eq!((f.presence, f.since, f.skip_node), (None, None, None));
+        assert_eq!(f.data.get(), r#"{"data":[1,2],"2":"u"}"#);
+    }
+
+    #[test]
+    fn presence_tags_read_back() {
+        let tags = FrameTags {
+            except: None,
+            presence: Some(1_795_000_000_000_123),
+            since: Some(7),
+            skip_node: Some("node-a"),
+        };
+        let text = frame(room_frame_head("r", "remote_join", tags), r#"{"uid":1}"#);
+        let f: RoomFrame<'_> = serde_json::from_str(&text).expect("frame");
+        assert_eq!(f.except, None);
+        assert_eq!(f.presence, Some(1_795_000_000_000_123));
+        assert_eq!(f.since, Some(7));
+        assert_eq!(f.skip_node.as_deref(), Some("node-a"));
+        assert_eq!(f.data.get(), r#"{"uid":1}"#);
+    }
+}
