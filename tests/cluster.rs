@@ -487,75 +487,38 @@ async fn roster_events_cross_nodes_in_join_order() {
 async fn racing_joins_and_leaves_across_nodes_leave_every_member_with_the_true_room() {
     let cl = Cluster::start(2);
     let node = |i: usize| cl.addr(i % 2);
-    let uids: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
     for round in 0..4 {
-        let room = format!("crowd-{round}");
-        let mut clients = Vec::new();
-        for (i, uid) in uids.iter().enumerate() {
+        let (room, what) = (format!("crowd-{round}"), format!("round {round}"));
+        let mut members = Vec::new();
+        for i in 0..8 {
+            let uid = format!("u{i}");
             let mut c = Client::connect(node(i)).await;
             c.authenticate(json!(uid), "any").await;
-            clients.push(c);
+            members.push((uid, c));
         }
-        futures_util::future::join_all(
-            clients
-                .iter_mut()
-                .map(|c| c.emit("join", json!({ "roomId": room }))),
-        )
-        .await;
-        let views = futures_util::future::join_all(
-            clients
-                .iter_mut()
-                .zip(&uids)
-                .map(|(c, uid)| support::presence_view(uid, c, &[])),
-        )
-        .await;
-        for (uid, view) in uids.iter().zip(views) {
-            let others: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
-            assert_eq!(view, others, "round {round}: what {uid} was told");
-        }
+        support::join_at_once(&room, &mut members, &what).await;
 
         // The first three leave while four more join.
-        let new: Vec<String> = (0..4).map(|i| format!("n{round}-{i}")).collect();
+        let before: Vec<String> = members.iter().map(|(u, _)| u.clone()).collect();
+        let mut staying = members.split_off(3);
+        let mut going: Vec<Client> = members.into_iter().map(|(_, c)| c).collect();
         let mut joining = Vec::new();
-        for (i, uid) in new.iter().enumerate() {
+        for i in 0..4 {
+            let uid = format!("n{round}-{i}");
             let mut c = Client::connect(node(i + 1)).await;
             c.authenticate(json!(uid), "any").await;
-            joining.push(c);
+            joining.push((uid, c));
         }
-        let (going, staying) = clients.split_at_mut(3);
-        let leaves = futures_util::future::join_all(going.iter_mut().map(|c| c.emit_bare("leave")));
-        let joins = futures_util::future::join_all(
-            joining
-                .iter_mut()
-                .map(|c| c.emit("join", json!({ "roomId": room }))),
-        );
-        tokio::join!(leaves, joins);
-        let stay = &uids[3..];
-        let after: Vec<String> = stay.iter().chain(&new).cloned().collect();
-        let staying_views =
-            futures_util::future::join_all(staying.iter_mut().zip(stay).map(|(c, uid)| {
-                let known: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
-                async move { support::presence_view(uid, c, &known).await }
-            }));
-        let joining_views = futures_util::future::join_all(
-            joining
-                .iter_mut()
-                .zip(&new)
-                .map(|(c, uid)| support::presence_view(uid, c, &[])),
-        );
-        let (staying_views, joining_views) = tokio::join!(staying_views, joining_views);
-        for (uid, view) in stay
-            .iter()
-            .chain(&new)
-            .zip(staying_views.into_iter().chain(joining_views))
-        {
-            let mut others: Vec<String> = after.iter().filter(|u| *u != uid).cloned().collect();
-            others.sort();
-            assert_eq!(
-                view, others,
-                "round {round}: what {uid} was told after the churn"
-            );
-        }
+        let what = format!("{what}, after the churn");
+        support::churn(
+            &room,
+            &before,
+            &mut staying,
+            &mut going,
+            &mut joining,
+            &what,
+        )
+        .await;
     }
 }
 

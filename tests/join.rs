@@ -281,30 +281,14 @@ async fn moved_socket_is_gone_from_the_old_rooms_roster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simultaneous_joins_announce_every_member_exactly_once() {
     let ts = TestServer::start().await;
-    let uids: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
     for round in 0..6 {
-        let room = format!("crowd-{round}");
-        let mut clients = Vec::new();
-        for uid in &uids {
-            clients.push(ts.authenticated(uid.as_str()).await);
+        let mut members = Vec::new();
+        for i in 0..8 {
+            let uid = format!("u{i}");
+            members.push((uid.clone(), ts.authenticated(uid.as_str()).await));
         }
-        futures_util::future::join_all(
-            clients
-                .iter_mut()
-                .map(|c| c.emit("join", json!({ "roomId": room }))),
-        )
-        .await;
-        let views = futures_util::future::join_all(
-            clients
-                .iter_mut()
-                .zip(&uids)
-                .map(|(c, uid)| support::presence_view(uid, c, &[])),
-        )
-        .await;
-        for (uid, view) in uids.iter().zip(views) {
-            let others: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
-            assert_eq!(view, others, "round {round}: what {uid} was told");
-        }
+        let (room, what) = (format!("crowd-{round}"), format!("round {round}"));
+        support::join_at_once(&room, &mut members, &what).await;
     }
 }
 
@@ -315,55 +299,36 @@ async fn leaves_racing_joins_leave_every_member_with_the_true_room() {
     let ts = TestServer::start().await;
     for round in 0..6 {
         let room = format!("churn-{round}");
-        let stay: Vec<String> = (0..2).map(|i| format!("stay{i}")).collect();
-        let go: Vec<String> = (0..3).map(|i| format!("go{i}")).collect();
-        let new: Vec<String> = (0..4).map(|i| format!("new{i}")).collect();
         let mut staying = Vec::new();
-        for uid in &stay {
-            staying.push(ts.login(uid.as_str(), room.as_str()).await);
+        for i in 0..2 {
+            let uid = format!("stay{i}");
+            staying.push((uid.clone(), ts.login(uid.as_str(), room.as_str()).await));
         }
         let mut going = Vec::new();
-        for uid in &go {
+        let mut before: Vec<String> = staying.iter().map(|(u, _)| u.clone()).collect();
+        for i in 0..3 {
+            let uid = format!("go{i}");
             going.push(ts.login(uid.as_str(), room.as_str()).await);
+            before.push(uid);
         }
-        let before: Vec<String> = stay.iter().chain(&go).cloned().collect();
         // The announcements of the set-up.
-        for c in staying.iter_mut().chain(&mut going) {
+        for c in staying.iter_mut().map(|(_, c)| c).chain(&mut going) {
             while c.recv_within(QUIET).await.is_some() {}
         }
         let mut joining = Vec::new();
-        for uid in &new {
-            joining.push(ts.authenticated(uid.as_str()).await);
+        for i in 0..4 {
+            let uid = format!("new{i}");
+            joining.push((uid.clone(), ts.authenticated(uid.as_str()).await));
         }
-        let leaves = futures_util::future::join_all(going.iter_mut().map(|c| c.emit_bare("leave")));
-        let joins = futures_util::future::join_all(
-            joining
-                .iter_mut()
-                .map(|c| c.emit("join", json!({ "roomId": room }))),
-        );
-        tokio::join!(leaves, joins);
-
-        let after: Vec<String> = stay.iter().chain(&new).cloned().collect();
-        let staying_views =
-            futures_util::future::join_all(staying.iter_mut().zip(&stay).map(|(c, uid)| {
-                let known: Vec<String> = before.iter().filter(|u| *u != uid).cloned().collect();
-                async move { support::presence_view(uid, c, &known).await }
-            }));
-        let joining_views = futures_util::future::join_all(
-            joining
-                .iter_mut()
-                .zip(&new)
-                .map(|(c, uid)| support::presence_view(uid, c, &[])),
-        );
-        let (staying_views, joining_views) = tokio::join!(staying_views, joining_views);
-        for (uid, view) in stay
-            .iter()
-            .chain(&new)
-            .zip(staying_views.into_iter().chain(joining_views))
-        {
-            let mut others: Vec<String> = after.iter().filter(|u| *u != uid).cloned().collect();
-            others.sort();
-            assert_eq!(view, others, "round {round}: what {uid} was told");
-        }
+        let what = format!("round {round}");
+        support::churn(
+            &room,
+            &before,
+            &mut staying,
+            &mut going,
+            &mut joining,
+            &what,
+        )
+        .await;
     }
 }

@@ -769,3 +769,68 @@ pub async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<St
     view.sort();
     view
 }
+
+/// Each of `members` (uid, client) sends `join` to `room` at the same
+/// moment; each must be told of every other exactly once.
+pub async fn join_at_once(room: &str, members: &mut [(String, Client)], what: &str) {
+    let uids: Vec<String> = members.iter().map(|(u, _)| u.clone()).collect();
+    futures_util::future::join_all(
+        members
+            .iter_mut()
+            .map(|(_, c)| c.emit("join", json!({ "roomId": room }))),
+    )
+    .await;
+    let views = futures_util::future::join_all(
+        members
+            .iter_mut()
+            .map(|(uid, c)| presence_view(uid, c, &[])),
+    )
+    .await;
+    for (uid, view) in uids.iter().zip(views) {
+        let others: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
+        assert_eq!(view, others, "{what}: what {uid} was told");
+    }
+}
+
+/// `going` send `leave` while `joining` send `join` to `room`, all at the
+/// same moment; every member left in the room (`staying`, which knew of
+/// `before`, and `joining`) must end up told of exactly the others in it.
+pub async fn churn(
+    room: &str,
+    before: &[String],
+    staying: &mut [(String, Client)],
+    going: &mut [Client],
+    joining: &mut [(String, Client)],
+    what: &str,
+) {
+    let leaves = futures_util::future::join_all(going.iter_mut().map(|c| c.emit_bare("leave")));
+    let joins = futures_util::future::join_all(
+        joining
+            .iter_mut()
+            .map(|(_, c)| c.emit("join", json!({ "roomId": room }))),
+    );
+    tokio::join!(leaves, joins);
+    let after: Vec<String> = staying
+        .iter()
+        .chain(joining.iter())
+        .map(|(u, _)| u.clone())
+        .collect();
+    let staying_views = futures_util::future::join_all(staying.iter_mut().map(|(uid, c)| {
+        let known: Vec<String> = before.iter().filter(|u| *u != uid).cloned().collect();
+        async move { presence_view(uid, c, &known).await }
+    }));
+    let joining_views = futures_util::future::join_all(
+        joining
+            .iter_mut()
+            .map(|(uid, c)| presence_view(uid, c, &[])),
+    );
+    let (staying_views, joining_views) = tokio::join!(staying_views, joining_views);
+    for (uid, view) in after
+        .iter()
+        .zip(staying_views.into_iter().chain(joining_views))
+    {
+        let mut others: Vec<String> = after.iter().filter(|u| *u != uid).cloned().collect();
+        others.sort();
+        assert_eq!(view, others, "{what}: what {uid} was told");
+    }
+}
