@@ -63,6 +63,9 @@ pub struct Metrics {
     pub messages_stored: Counter,
     /// Deliveries made from the store because pub/sub missed them (cluster).
     pub relay_recovered: Counter,
+    /// Presence changes told from a room's presence log because pub/sub
+    /// missed them (cluster).
+    pub presence_recovered: Counter,
     pub messages_dropped: Family<Reason, Counter>,
     pub sync_pages: Counter,
     pub auth_failures: Family<Reason, Counter>,
@@ -87,6 +90,7 @@ impl Metrics {
         let messages_relayed = Counter::default();
         let messages_stored = Counter::default();
         let relay_recovered = Counter::default();
+        let presence_recovered = Counter::default();
         let messages_dropped = Family::<Reason, Counter>::default();
         let sync_pages = Counter::default();
         let auth_failures = Family::<Reason, Counter>::default();
@@ -142,6 +146,11 @@ impl Metrics {
             relay_recovered.clone(),
         );
         registry.register(
+            "presence_recovered",
+            "presence changes told from a room's presence log after Redis pub/sub missed them",
+            presence_recovered.clone(),
+        );
+        registry.register(
             "messages_dropped",
             "msg events refused, by reason",
             messages_dropped.clone(),
@@ -167,6 +176,7 @@ impl Metrics {
             messages_relayed,
             messages_stored,
             relay_recovered,
+            presence_recovered,
             messages_dropped,
             sync_pages,
             auth_failures,

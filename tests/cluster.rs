@@ -981,13 +981,7 @@ async fn presence_on_a_node_without_redis_reaches_its_own_members() {
     let mut a2 = Client::connect(cl.addr(0)).await;
     a2.authenticate(json!("a2"), "any").await;
     cl.redis.kill();
-    poll(Duration::from_secs(5), "readyz 503", || async {
-        match http_status(cl.addr(0), "/readyz").await {
-            Some(503) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    await_readiness(cl.addr(0), 503).await;
 
     assert_eq!(
         a2.request("join", json!({"roomId": "cut"})).await,
@@ -1008,6 +1002,64 @@ async fn presence_on_a_node_without_redis_reaches_its_own_members() {
         Some(Received::Disconnect)
     );
     a1.expect_no_event(QUIET).await;
+}
+
+/// Polls node `addr`'s `/readyz` until it answers `status`.
+async fn await_readiness(addr: SocketAddr, status: u16) {
+    poll(Duration::from_secs(10), "readyz", || async {
+        match http_status(addr, "/readyz").await {
+            Some(s) if s == status => Ok(()),
+            other => Err(format!("{other:?}, waiting for {status}")),
+        }
+    })
+    .await;
+}
+
+/// A node cut off from Redis for a moment misses the presence changes the
+/// other nodes publish meanwhile. Once it is back, its members are told
+/// them, in order and once, from the rooms' presence logs; the members of
+/// the other nodes are told nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changes_missed_while_cut_off_are_told_when_the_node_is_back() {
+    let redis = RedisServer::start();
+    let relay = support::cut::Relay::start(redis.port()).await;
+    let (a, _a_dir) = start_nodes(&redis.url(), 1, &|_| {});
+    let (b, _b_dir) = start_nodes(&relay.redis_url(), 1, &|_| {});
+    let (addr_a, addr_b) = (a[0].addr, b[0].addr);
+    let mut cs = room_of(&[(addr_a, "a1"), (addr_b, "b1"), (addr_b, "b2")], "gap").await;
+    let mut b2 = cs.pop().expect("b2");
+    let mut b1 = cs.pop().expect("b1");
+    let mut a1 = cs.pop().expect("a1");
+
+    relay.cut();
+    await_readiness(addr_b, 503).await;
+    let mut a2 = member(addr_a, "a2", "gap").await;
+    for earlier in ["a1", "b1", "b2"] {
+        expect_presence(&mut a2, "remote_join", earlier).await;
+    }
+    expect_presence(&mut a1, "remote_join", "a2").await;
+    a1.emit("leave", json!({})).await;
+    a1.expect_disconnect().await;
+    expect_presence(&mut a2, "remote_leave", "a1").await;
+    b1.expect_no_event(QUIET).await;
+
+    relay.restore();
+    await_readiness(addr_b, 200).await;
+    for b in [&mut b1, &mut b2] {
+        expect_presence(b, "remote_join", "a2").await;
+        expect_presence(b, "remote_leave", "a1").await;
+    }
+    b1.expect_no_event(QUIET).await;
+    b2.expect_no_event(Duration::ZERO).await;
+    a2.expect_no_event(Duration::ZERO).await;
+
+    // Presence goes on as before, once.
+    b2.emit("leave", json!({})).await;
+    b2.expect_disconnect().await;
+    expect_presence(&mut a2, "remote_leave", "b2").await;
+    expect_presence(&mut b1, "remote_leave", "b2").await;
+    a2.expect_no_event(QUIET).await;
+    b1.expect_no_event(Duration::ZERO).await;
 }
 
 /// Sends `signal` (STOP, CONT) to node `i`'s process.

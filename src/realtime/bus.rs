@@ -11,7 +11,9 @@
 //! Pub/sub delivers at most once: a frame published while a node's
 //! subscriber was reconnecting never reaches it. Each node therefore tracks
 //! the last seq it delivered per room and, seeing a later one arrive, first
-//! delivers the ones in between from the store.
+//! delivers the ones in between from the store. Presence changes are kept
+//! in a short log per room as they are published; after a reconnect a node
+//! tells its members the ones it has not told yet ([`Told`]).
 //!
 //! This is written on fred's sharded pub/sub directly rather than through
 //! socketioxide-redis: that adapter publishes a broadcast after the store
@@ -32,7 +34,7 @@ use socketioxide::socket::Socket;
 use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
-use super::presence::Order;
+use super::presence::{Order, Told};
 use super::room_channel;
 use crate::metrics::Metrics;
 use crate::protocol::event;
@@ -49,12 +51,21 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 pub struct Bus {
     io: SocketIo,
     metrics: Arc<Metrics>,
-    /// Rooms with members on this node → how many (dummies included); in a
-    /// cluster their channels are subscribed.
-    watched: std::sync::Mutex<HashMap<String, u64>>,
+    /// Rooms with members on this node; in a cluster their channels are
+    /// subscribed.
+    watched: std::sync::Mutex<HashMap<String, Watch>>,
     /// Room histories cleared so far (any room, seen from this node).
     clears: AtomicU64,
     redis: Option<RedisBus>,
+}
+
+/// A room with members on this node.
+#[derive(Default)]
+struct Watch {
+    /// How many (dummies included).
+    members: u64,
+    /// The numbered presence changes of the room told here (cluster only).
+    told: Told,
 }
 
 struct RedisBus {
@@ -211,6 +222,17 @@ impl Bus {
         }
     }
 
+    /// The lowest number of a numbered join among this node's members of `room`.
+    fn earliest_join(&self, room: &str) -> Option<u64> {
+        let ns = self.io.of("/")?;
+        ns.to(room_channel(room))
+            .sockets()
+            .iter()
+            .filter_map(|s| s.extensions.get::<Mailbox>())
+            .filter_map(|m| m.inbox.gate().joined_at(room))
+            .min()
+    }
+
     /// Emits to one socket; `false` when it was not sent (its send buffer
     /// is full, counted as a drop, or it is closing).
     pub fn emit_to(&self, socket: &Socket<LocalAdapter>, ev: &str, data: &RawValue) -> bool {
@@ -298,7 +320,7 @@ impl Bus {
             .watched
             .lock()
             .ok()
-            .and_then(|w| w.get(room).copied())
+            .and_then(|w| w.get(room).map(|w| w.members))
             .unwrap_or(0);
         let sent = members
             .saturating_sub(u64::from(excluded))
@@ -355,9 +377,9 @@ impl Bus {
             let Ok(mut watched) = self.watched.lock() else {
                 return;
             };
-            let count = watched.entry(room.to_owned()).or_insert(0);
-            *count += 1;
-            *count == 1
+            let watch = watched.entry(room.to_owned()).or_default();
+            watch.members += 1;
+            watch.members == 1
         };
         let Some(rb) = &self.redis else { return };
         if first {
@@ -383,11 +405,11 @@ impl Bus {
             let Ok(mut watched) = self.watched.lock() else {
                 return;
             };
-            let Some(count) = watched.get_mut(room) else {
+            let Some(watch) = watched.get_mut(room) else {
                 return;
             };
-            *count = count.saturating_sub(1);
-            let last = *count == 0;
+            watch.members = watch.members.saturating_sub(1);
+            let last = watch.members == 0;
             if last {
                 watched.remove(room);
             }
@@ -470,6 +492,7 @@ async fn dispatch(bus: Arc<Bus>) {
             },
             () = rb.resubscribed.notified() => {
                 catch_up(&bus, rb).await;
+                catch_up_presence(&bus, rb).await;
                 continue;
             }
         };
@@ -499,16 +522,7 @@ async fn dispatch(bus: Arc<Bus>) {
             }
             Ok(frame) if frame.event == event::MSG => deliver_msg(&bus, rb, &frame).await,
             Ok(frame) if event::is_presence(&frame.event) => {
-                bus.emit_presence_local(
-                    &frame.room,
-                    &frame.event,
-                    frame.data,
-                    Order {
-                        seq: frame.presence,
-                        since: frame.since,
-                    },
-                    frame.except.as_deref(),
-                );
+                tell_presence(&bus, &frame);
             }
             Ok(frame) => {
                 bus.emit_local(
@@ -519,6 +533,73 @@ async fn dispatch(bus: Arc<Bus>) {
                 );
             }
             Err(e) => tracing::warn!(error = %e, "unreadable frame on a room channel"),
+        }
+    }
+}
+
+/// Tells this node's members of a presence change, unless it was told
+/// already (read back from the room's presence log after a gap, then
+/// arriving late, or the other way round).
+fn tell_presence(bus: &Bus, frame: &RoomFrame<'_>) -> bool {
+    if let Some(seq) = frame.presence {
+        let first = bus
+            .watched
+            .lock()
+            .ok()
+            .and_then(|mut w| w.get_mut(&*frame.room).map(|w| w.told.first_time(seq)));
+        if first != Some(true) {
+            return false; // told, or no member here any more
+        }
+    }
+    bus.emit_presence_local(
+        &frame.room,
+        &frame.event,
+        frame.data,
+        Order {
+            seq: frame.presence,
+            since: frame.since,
+        },
+        frame.except.as_deref(),
+    );
+    true
+}
+
+/// After a reconnect, tells each watched room's members here the presence
+/// changes published while the subscriber was away, from the rooms'
+/// presence logs: the ones after the earliest numbered join of a member
+/// here that were not told yet.
+async fn catch_up_presence(bus: &Bus, rb: &RedisBus) {
+    let rooms: Vec<(String, u64)> = match bus.watched.lock() {
+        Ok(w) => w
+            .iter()
+            .map(|(room, watch)| (room.clone(), watch.told.told_up_to()))
+            .collect(),
+        Err(_) => return,
+    };
+    for (room, told_up_to) in rooms {
+        // Changes before every member's join are in their rosters.
+        let Some(first_join) = bus.earliest_join(&room) else {
+            continue;
+        };
+        let after = told_up_to.max(first_join);
+        let frames = match rb.redis.presence_log(&room, after).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, %room, "could not read the room's presence log");
+                continue;
+            }
+        };
+        let mut told = 0u64;
+        for text in &frames {
+            match serde_json::from_str::<RoomFrame<'_>>(text) {
+                Ok(frame) if frame.skip_node.as_deref() == Some(rb.node.as_str()) => {}
+                Ok(frame) => told += u64::from(tell_presence(bus, &frame)),
+                Err(e) => tracing::warn!(error = %e, %room, "unreadable frame in a presence log"),
+            }
+        }
+        if told > 0 {
+            bus.metrics.presence_recovered.inc_by(told);
+            tracing::warn!(%room, count = told, "told presence changes published while redis was unreachable");
         }
     }
 }

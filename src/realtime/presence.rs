@@ -16,6 +16,7 @@
 //! [`Gate`], and once the joiner has its ack and roster the ones after its
 //! join are delivered, in arrival order, and the gate opens.
 
+use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::value::RawValue;
@@ -127,6 +128,14 @@ impl Gate {
         *state = State::Open { room, seq };
     }
 
+    /// The number of this connection's join of `room`, once numbered.
+    pub fn joined_at(&self, room: &str) -> Option<u64> {
+        match &*self.state() {
+            State::Open { room: r, seq } if r == room => *seq,
+            _ => None,
+        }
+    }
+
     /// A presence event of `room` in `order`: goes to `deliver` now if it
     /// is for this connection, waits if the connection is joining `room`,
     /// and is dropped otherwise.
@@ -150,6 +159,43 @@ impl Gate {
             }),
             _ => {}
         }
+    }
+}
+
+/// The numbered presence changes of one room a node has told its members
+/// of, so that one read back from the room's presence log after the node
+/// missed some is not told twice.
+///
+/// Changes are published by whichever node made them, so they may arrive a
+/// little out of order: the last [`Told::KEPT`] numbers are kept, and
+/// everything below them counts as told.
+#[derive(Debug, Default)]
+pub struct Told {
+    below: u64,
+    recent: BTreeSet<u64>,
+}
+
+impl Told {
+    /// How many numbers are kept (at least as many as a room's presence
+    /// log holds, [`crate::redis::PRESENCE_LOG_CAP`]).
+    pub const KEPT: usize = 256;
+
+    /// Records change `seq`; `false` if it was told already.
+    pub fn first_time(&mut self, seq: u64) -> bool {
+        if seq < self.below || !self.recent.insert(seq) {
+            return false;
+        }
+        while self.recent.len() > Self::KEPT {
+            if let Some(oldest) = self.recent.pop_first() {
+                self.below = oldest + 1;
+            }
+        }
+        true
+    }
+
+    /// Every change numbered at or below this counts as told.
+    pub fn told_up_to(&self) -> u64 {
+        self.below.saturating_sub(1)
     }
 }
 
@@ -246,6 +292,41 @@ mod tests {
         offer_in(&gate, "r", order, "held", &mut told);
         open(&gate, Some(7), &mut told);
         assert_eq!(told.len(), 3, "held, then told at open");
+    }
+
+    #[test]
+    fn the_number_of_a_join_is_known_once_the_gate_opens() {
+        let gate = Gate::new();
+        gate.joining("r");
+        assert_eq!(gate.joined_at("r"), None);
+        open(&gate, Some(7), &mut Vec::new());
+        assert_eq!((gate.joined_at("r"), gate.joined_at("q")), (Some(7), None));
+        gate.shut();
+        assert_eq!(gate.joined_at("r"), None);
+    }
+
+    #[test]
+    fn a_change_is_told_once_whatever_the_order_it_arrives_in() {
+        let mut told = Told::default();
+        assert!(told.first_time(5));
+        assert!(told.first_time(3));
+        assert!(!told.first_time(5));
+        assert!(!told.first_time(3));
+        assert!(told.first_time(4));
+        assert_eq!(told.told_up_to(), 0);
+    }
+
+    #[test]
+    fn numbers_below_the_kept_ones_count_as_told() {
+        let mut told = Told::default();
+        for seq in 100..100 + Told::KEPT as u64 + 10 {
+            assert!(told.first_time(seq));
+        }
+        assert_eq!(told.told_up_to(), 109);
+        assert!(!told.first_time(50), "far below: counted as told");
+        assert!(!told.first_time(109));
+        assert!(!told.first_time(110), "kept");
+        assert!(told.first_time(1_000));
     }
 
     #[test]

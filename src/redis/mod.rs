@@ -18,6 +18,12 @@ use crate::config::Config;
 /// How long one Redis command may take before it counts as failed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How many presence events of a room its presence log keeps.
+pub const PRESENCE_LOG_CAP: usize = 128;
+
+/// How long a room's presence log is kept after its last event.
+pub const PRESENCE_LOG_TTL: Duration = Duration::from_secs(300);
+
 /// Command options for anything that must not be retried or wait for a
 /// reconnect: sent once, failing at once while Redis is unreachable.
 pub fn once() -> fred::types::config::Options {
@@ -105,6 +111,9 @@ impl Redis {
     /// Publishes `event` with `data` (JSON) to the members of `room` on
     /// every node, as `tags` say. Sent once, on the command connection, so
     /// it stays in order with the scripts sent before it.
+    ///
+    /// A numbered presence event is also kept in the room's presence log
+    /// (in the same step), for nodes that miss it.
     pub async fn publish_room(
         &self,
         room: &str,
@@ -113,12 +122,41 @@ impl Redis {
         tags: FrameTags<'_>,
     ) -> Result<(), RedisError> {
         let frame = format!("{}{data}}}", room_frame_head(room, event, tags));
-        let _: i64 = self
-            .client
-            .with_options(&once())
-            .spublish(self.keys.room_channel(room), frame)
-            .await?;
+        let channel = self.keys.room_channel(room);
+        let Some(seq) = tags.presence else {
+            let _: i64 = self
+                .client
+                .with_options(&once())
+                .spublish(channel, frame)
+                .await?;
+            return Ok(());
+        };
+        let _: i64 = scripts::run(
+            &self.client,
+            scripts::PRESENCE,
+            vec![self.keys.presence_log(room)],
+            vec![
+                seq.to_string(),
+                frame,
+                channel,
+                PRESENCE_LOG_CAP.to_string(),
+                PRESENCE_LOG_TTL.as_secs().to_string(),
+            ],
+        )
+        .await?;
         Ok(())
+    }
+
+    /// The frames of `room`'s presence log numbered after `after`, in
+    /// presence order.
+    pub async fn presence_log(&self, room: &str, after: u64) -> Result<Vec<String>, RedisError> {
+        scripts::run(
+            &self.client,
+            scripts::PRESENCE_AFTER,
+            vec![self.keys.presence_log(room)],
+            vec![after.to_string()],
+        )
+        .await
     }
 
     /// Publishes `frame` to every node's control channel.
@@ -164,6 +202,12 @@ impl Keys {
     /// The channel a room's events are published on.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}ao:room:{}", self.prefix, self.room_part(room))
+    }
+
+    /// The log of a room's recent presence events (in the room's slot, so
+    /// the script that publishes an event can keep it).
+    pub fn presence_log(&self, room: &str) -> String {
+        format!("{}ao:presence:{}", self.prefix, self.room_part(room))
     }
 
     /// The channel every node listens on for node-directed commands (kickout).

@@ -86,6 +86,26 @@ redis.call('SPUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
 
+/// Publishes a numbered presence event and keeps it in the room's presence
+/// log, atomically: a node whose subscriber missed the event reads it back
+/// from the log ([`crate::redis::Redis::presence_log`]). The log keeps the
+/// room's last `cap` events, for `ttl` seconds after the last one.
+/// KEYS: the room's presence log. ARGV: the event's presence seq, the
+/// frame, the room's channel, cap, ttl.
+pub const PRESENCE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('SPUBLISH', ARGV[3], ARGV[2])
+return 1
+"#;
+
+/// The frames of a room's presence log numbered after ARGV[1].
+/// KEYS: the room's presence log.
+pub const PRESENCE_AFTER: &str = r#"
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+"#;
+
 /// Lua that sets `seq` to the next presence seq, the counter being KEYS[5].
 /// A counter that is missing (a fresh Redis, or one that lost its data
 /// while nodes kept their members' numbers) starts from the current time in

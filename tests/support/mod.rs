@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod cut;
 pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
