@@ -13,7 +13,7 @@
 //! the last seq it delivered per room and, seeing a later one arrive, first
 //! delivers the ones in between from the store. Presence changes are kept
 //! in a short log per room as they are published; after a reconnect a node
-//! tells its members the ones it has not told yet ([`Told`]).
+//! tells its members the ones it has not told yet (`presence::Told`).
 //!
 //! This is written on fred's sharded pub/sub directly rather than through
 //! socketioxide-redis: that adapter publishes a broadcast after the store
