@@ -84,7 +84,7 @@ impl AccountStore for RedisAccountStore {
     async fn verify(&self, kind: Kind, uid: &str, token: &str) -> Result<bool, AccountError> {
         let stored: Option<String> = self
             .redis
-            .client
+            .cmd()
             .hget(self.key(kind, uid), "token_hash")
             .await
             .map_err(unavailable)?;
@@ -93,7 +93,7 @@ impl AccountStore for RedisAccountStore {
 
     async fn ping(&self) -> Result<(), AccountError> {
         use fred::interfaces::ClientLike;
-        let _: String = self.redis.client.ping(None).await.map_err(unavailable)?;
+        let _: String = self.redis.cmd().ping(None).await.map_err(unavailable)?;
         Ok(())
     }
 }

@@ -126,7 +126,7 @@ impl RedisState {
         let ttl_ms = self.ttl.as_millis() as i64;
         let old: Option<String> = self
             .redis
-            .client
+            .cmd()
             .set(
                 self.node_key(&self.node, "alive"),
                 sockets as i64,
@@ -138,7 +138,7 @@ impl RedisState {
             .map_err(fred_err)?;
         let _: i64 = self
             .redis
-            .client
+            .cmd()
             .sadd(self.key("nodes"), self.node.as_str())
             .await
             .map_err(fred_err)?;
@@ -193,7 +193,7 @@ impl RedisState {
         let reaped_key = self.node_key(&self.node, "reaped");
         let reaped: bool = self
             .redis
-            .client
+            .cmd()
             .exists(&reaped_key)
             .await
             .map_err(fred_err)?;
@@ -214,7 +214,7 @@ impl RedisState {
             }
         }
         if reaped {
-            let _: i64 = self.redis.client.del(&reaped_key).await.map_err(fred_err)?;
+            let _: i64 = self.redis.cmd().del(&reaped_key).await.map_err(fred_err)?;
         }
         for (uid, sid) in &connections {
             self.redis_register(uid, sid, true).await?;
@@ -226,7 +226,7 @@ impl RedisState {
     async fn reap(&self) -> Result<(), ClusterError> {
         let nodes: Vec<String> = self
             .redis
-            .client
+            .cmd()
             .smembers(self.key("nodes"))
             .await
             .map_err(fred_err)?;
@@ -254,7 +254,7 @@ impl RedisState {
     /// Removes every member and connection of `node` not in `keep`,
     /// telling the rooms of removed members `remote_disconnect`.
     async fn purge(&self, node: &str, keep: &HashSet<String>) -> Result<(), ClusterError> {
-        let client = &self.redis.client;
+        let client = self.redis.cmd();
         let member_set = self.node_key(node, "members");
         let sids: Vec<String> = client.smembers(&member_set).await.map_err(fred_err)?;
         for sid in sids.iter().filter(|s| !keep.contains(*s)) {
@@ -523,7 +523,7 @@ impl ClusterState for RedisState {
 
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError> {
         let stored: Result<Option<String>, _> =
-            self.redis.client.hget(self.key("members"), sid).await;
+            self.redis.cmd().hget(self.key("members"), sid).await;
         match stored {
             Ok(s) => Ok(s
                 .and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
@@ -549,7 +549,7 @@ impl ClusterState for RedisState {
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {
         let all: std::collections::HashMap<String, String> = self
             .redis
-            .client
+            .cmd()
             .hgetall(self.key("conns"))
             .await
             .map_err(fred_err)?;
@@ -568,7 +568,7 @@ impl ClusterState for RedisState {
     async fn rooms(&self) -> Result<Vec<String>, ClusterError> {
         let mut rooms: Vec<String> = self
             .redis
-            .client
+            .cmd()
             .smembers(self.key("rooms"))
             .await
             .map_err(fred_err)?;
@@ -579,7 +579,7 @@ impl ClusterState for RedisState {
     async fn force_user_auth(&self) -> Result<bool, ClusterError> {
         let v: Option<String> = self
             .redis
-            .client
+            .cmd()
             .get(self.key("force_user_auth"))
             .await
             .map_err(fred_err)?;
@@ -589,7 +589,7 @@ impl ClusterState for RedisState {
     async fn set_force_user_auth(&self, on: bool) -> Result<(), ClusterError> {
         let _: () = self
             .redis
-            .client
+            .cmd()
             .set(
                 self.key("force_user_auth"),
                 if on { "1" } else { "0" },
@@ -608,12 +608,12 @@ impl ClusterState for RedisState {
         }
         let _: Result<i64, _> = self
             .redis
-            .client
+            .cmd()
             .del(self.node_key(&self.node, "alive"))
             .await;
         let _: Result<i64, _> = self
             .redis
-            .client
+            .cmd()
             .srem(self.key("nodes"), self.node.as_str())
             .await;
     }
@@ -621,7 +621,7 @@ impl ClusterState for RedisState {
     async fn socket_count(&self, local: usize) -> Result<usize, ClusterError> {
         let nodes: Vec<String> = self
             .redis
-            .client
+            .cmd()
             .smembers(self.key("nodes"))
             .await
             .map_err(fred_err)?;
@@ -633,7 +633,7 @@ impl ClusterState for RedisState {
         if others.is_empty() {
             return Ok(local);
         }
-        let counts: Vec<Option<i64>> = self.redis.client.mget(others).await.map_err(fred_err)?;
+        let counts: Vec<Option<i64>> = self.redis.cmd().mget(others).await.map_err(fred_err)?;
         Ok(local
             + counts
                 .into_iter()

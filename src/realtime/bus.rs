@@ -44,6 +44,11 @@ use crate::store::MessageStore;
 /// How long a join waits for its room's channel to be subscribed.
 const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long after a catch-up that could not read everything it is tried
+/// again, and how many times.
+const CATCH_UP_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+const CATCH_UP_TRIES: u32 = 20;
+
 /// How long a readiness probe waits to hear itself back.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -77,6 +82,8 @@ struct RedisBus {
     delivered: std::sync::Mutex<HashMap<String, u64>>,
     /// Signals the dispatcher that the subscriber is listening again.
     resubscribed: tokio::sync::Notify,
+    /// Catch-ups tried again in a row since the last complete one.
+    catch_up_retries: std::sync::atomic::AtomicU32,
     /// Readiness probes waiting to hear themselves back.
     probes: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
 }
@@ -127,6 +134,7 @@ impl Bus {
                 messages,
                 delivered: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
+                catch_up_retries: std::sync::atomic::AtomicU32::new(0),
                 probes: std::sync::Mutex::new(HashMap::new()),
             }),
         });
@@ -491,8 +499,16 @@ async fn dispatch(bus: Arc<Bus>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             () = rb.resubscribed.notified() => {
-                catch_up(&bus, rb).await;
-                catch_up_presence(&bus, rb).await;
+                let msgs = catch_up(&bus, rb).await;
+                let presence = catch_up_presence(&bus, rb).await;
+                if msgs && presence {
+                    rb.catch_up_retries.store(0, Ordering::Relaxed);
+                } else if rb.catch_up_retries.fetch_add(1, Ordering::Relaxed) < CATCH_UP_TRIES {
+                    catch_up_later(&bus);
+                } else {
+                    tracing::error!("gave up catching up after a reconnect: redis stays unreadable");
+                    rb.catch_up_retries.store(0, Ordering::Relaxed);
+                }
                 continue;
             }
         };
@@ -567,15 +583,17 @@ fn tell_presence(bus: &Bus, frame: &RoomFrame<'_>) -> bool {
 /// After a reconnect, tells each watched room's members here the presence
 /// changes published while the subscriber was away, from the rooms'
 /// presence logs: the ones after the earliest numbered join of a member
-/// here that were not told yet.
-async fn catch_up_presence(bus: &Bus, rb: &RedisBus) {
+/// here that were not told yet. Returns `false` if a room's log could not
+/// be read.
+async fn catch_up_presence(bus: &Bus, rb: &RedisBus) -> bool {
     let rooms: Vec<(String, u64)> = match bus.watched.lock() {
         Ok(w) => w
             .iter()
             .map(|(room, watch)| (room.clone(), watch.told.told_up_to()))
             .collect(),
-        Err(_) => return,
+        Err(_) => return true,
     };
+    let mut complete = true;
     for (room, told_up_to) in rooms {
         // Changes before every member's join are in their rosters.
         let Some(first_join) = bus.earliest_join(&room) else {
@@ -586,6 +604,7 @@ async fn catch_up_presence(bus: &Bus, rb: &RedisBus) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, %room, "could not read the room's presence log");
+                complete = false;
                 continue;
             }
         };
@@ -602,6 +621,7 @@ async fn catch_up_presence(bus: &Bus, rb: &RedisBus) {
             tracing::warn!(%room, count = told, "told presence changes published while redis was unreachable");
         }
     }
+    complete
 }
 
 /// The room's seqs start again from 0.
@@ -632,7 +652,9 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
             Some(last) if seq > last + 1 => {
                 let missing = (seq - last - 1) as usize;
                 tracing::warn!(room = %frame.room, from = last + 1, count = missing, "missed room events; delivering them from the store");
-                deliver_stored(bus, rb, &frame.room, last + 1, missing).await;
+                // Unreadable: those msgs are not relayed here (they are
+                // stored; a sync returns them).
+                let _ = deliver_stored(bus, rb, &frame.room, last + 1, missing).await;
             }
             _ => {}
         }
@@ -645,13 +667,19 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
 
 /// Delivers up to `count` stored messages of `room` from seq `from` to
 /// every member here but their senders, recording each as delivered;
-/// returns how many there were.
-async fn deliver_stored(bus: &Bus, rb: &RedisBus, room: &str, from: u64, count: usize) -> usize {
+/// returns how many there were, `None` if the store could not be read.
+async fn deliver_stored(
+    bus: &Bus,
+    rb: &RedisBus,
+    room: &str,
+    from: u64,
+    count: usize,
+) -> Option<usize> {
     let page = match rb.messages.page(room, from, count).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "could not read the missed messages");
-            return 0;
+            return None;
         }
     };
     let n = page.items.len();
@@ -670,32 +698,56 @@ async fn deliver_stored(bus: &Bus, rb: &RedisBus, room: &str, from: u64, count: 
             d.insert(room.to_owned(), page.start + i as u64);
         }
     }
-    n
+    Some(n)
 }
 
 /// After a reconnect, delivers what each watched room stored meanwhile.
-async fn catch_up(bus: &Bus, rb: &RedisBus) {
+/// Returns `false` if a room's store could not be read.
+async fn catch_up(bus: &Bus, rb: &RedisBus) -> bool {
     let known: Vec<(String, u64)> = match rb.delivered.lock() {
         Ok(d) => d.iter().map(|(r, s)| (r.clone(), *s)).collect(),
-        Err(_) => return,
+        Err(_) => return true,
     };
+    let mut complete = true;
     for (room, last) in known {
         // A history shorter than what was delivered was cleared while this
         // node was not listening (its reset frame was missed): start over,
         // or the new history's first messages would count as delivered.
-        if let Ok(page) = rb.messages.page(&room, last + 1, 0).await {
-            if page.start <= last {
+        match rb.messages.page(&room, last + 1, 0).await {
+            Ok(page) if page.start <= last => {
                 tracing::warn!(%room, "room history was cleared while redis was unreachable");
                 bus.history_cleared();
                 forget(rb, &room);
                 continue;
             }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, %room, "could not read the room's history to catch up");
+                complete = false;
+                continue;
+            }
         }
-        let n = deliver_stored(bus, rb, &room, last + 1, 10_000).await;
-        if n > 0 {
-            tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable");
+        match deliver_stored(bus, rb, &room, last + 1, 10_000).await {
+            Some(0) => {}
+            Some(n) => {
+                tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable")
+            }
+            None => complete = false,
         }
     }
+    complete
+}
+
+/// Catches up again shortly: the subscriber can be back before the
+/// command connection the catch-up reads through.
+fn catch_up_later(bus: &Arc<Bus>) {
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(CATCH_UP_RETRY).await;
+        if let Some(rb) = &bus.redis {
+            rb.resubscribed.notify_one();
+        }
+    });
 }
 
 /// The uid a connection authenticated as, kept in its socket's extensions.

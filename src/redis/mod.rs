@@ -6,7 +6,7 @@ pub mod scripts;
 
 use std::time::Duration;
 
-use fred::clients::SubscriberClient;
+use fred::clients::{SubscriberClient, WithOptions};
 use fred::interfaces::PubsubInterface;
 use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy};
 use fred::types::config::ServerConfig;
@@ -56,6 +56,13 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// The command connection with every command sent once and failing at
+    /// once while Redis is unreachable ([`once`]), instead of waiting for a
+    /// reconnect until its timeout.
+    pub fn cmd(&self) -> WithOptions<Client> {
+        self.client.with_options(&once())
+    }
+
     /// Connects to the Redis (or Redis Cluster) the configuration names.
     /// Fails when the URL is invalid or the first connection is refused;
     /// after that, lost connections are re-established forever.
@@ -124,11 +131,7 @@ impl Redis {
         let frame = format!("{}{data}}}", room_frame_head(room, event, tags));
         let channel = self.keys.room_channel(room);
         let Some(seq) = tags.presence else {
-            let _: i64 = self
-                .client
-                .with_options(&once())
-                .spublish(channel, frame)
-                .await?;
+            let _: i64 = self.cmd().spublish(channel, frame).await?;
             return Ok(());
         };
         let _: i64 = scripts::run(
@@ -163,8 +166,7 @@ impl Redis {
     pub async fn publish_control(&self, frame: &ControlFrame) -> Result<(), RedisError> {
         let frame = serde_json::to_string(frame).map_err(|e| RedisError(e.to_string()))?;
         let _: i64 = self
-            .client
-            .with_options(&once())
+            .cmd()
             .spublish(self.keys.control_channel(), frame)
             .await?;
         Ok(())

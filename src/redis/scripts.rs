@@ -5,23 +5,38 @@
 //! `EVAL` that retries a refused `EVALSHA` goes out after commands sent
 //! meanwhile, which would reorder one sender's messages.
 
-use fred::interfaces::LuaInterface;
 use fred::prelude::{Client, ClientLike, FromValue};
-use fred::types::{MultipleKeys, MultipleValues};
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 use super::RedisError;
 
 /// Runs `script` and converts its reply to `R`.
-pub async fn run<R, K, V>(client: &Client, script: &str, keys: K, args: V) -> Result<R, RedisError>
-where
-    R: FromValue,
-    K: Into<MultipleKeys> + Send,
-    V: TryInto<MultipleValues> + Send,
-    V::Error: Into<fred::error::Error> + Send,
-{
+///
+/// Sent as a custom `EVAL` command rather than with fred's
+/// `LuaInterface::eval`: fred 10.1's `WithOptions` does not implement that
+/// interface, so `client.with_options(..).eval(..)` reaches the plain client
+/// through `Deref` and drops the options. A script sent while Redis was
+/// unreachable then waited for its whole timeout (3 s for every join, leave
+/// and login) instead of failing at once like every other command.
+pub async fn run<R: FromValue>(
+    client: &Client,
+    script: &str,
+    keys: Vec<String>,
+    args: Vec<String>,
+) -> Result<R, RedisError> {
+    // On a Redis Cluster the script runs where its first key lives (a
+    // custom command routes only by an explicit slot).
+    let hash = keys.first().map_or(ClusterHash::Random, |key| {
+        ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+    });
+    let mut eval: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+    eval.push(script.into());
+    eval.push(Value::Integer(keys.len() as i64));
+    eval.extend(keys.into_iter().map(Value::from));
+    eval.extend(args.into_iter().map(Value::from));
     Ok(client
         .with_options(&super::once())
-        .eval(script, keys, args)
+        .custom(CustomCommand::new_static("EVAL", hash, false), eval)
         .await?)
 }
 

@@ -147,7 +147,7 @@ impl MessageStore for RedisMessageStore {
             // The insert's seq, or none; whether the message was written.
             let (written, durable) = match op {
                 WriteOp::Insert => (
-                    scripts::run::<(u64, i64), _, _>(
+                    scripts::run::<(u64, i64)>(
                         &redis.client,
                         scripts::INSERT,
                         vec![keys.msg(&room, "insert"), keys.msg(&room, "epoch")],
@@ -158,7 +158,7 @@ impl MessageStore for RedisMessageStore {
                     true,
                 ),
                 WriteOp::Update { msg_id } => (
-                    scripts::run::<i64, _, _>(
+                    scripts::run::<i64>(
                         &redis.client,
                         scripts::UPDATE,
                         vec![
@@ -237,7 +237,7 @@ impl MessageStore for RedisMessageStore {
 
     async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
         let keys = &self.redis.keys;
-        let client = &self.redis.client;
+        let client = self.redis.cmd();
         let all: std::collections::HashMap<String, String> = client
             .hgetall(keys.msg(room, "update"))
             .await
@@ -308,7 +308,7 @@ impl MessageStore for RedisMessageStore {
         use fred::interfaces::ClientLike;
         let _: String = self
             .redis
-            .client
+            .cmd()
             .ping(None)
             .await
             .map_err(|e| backend(e.into()))?;
