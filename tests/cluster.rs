@@ -980,6 +980,8 @@ async fn presence_on_a_node_without_redis_reaches_its_own_members() {
     let mut a1 = member(cl.addr(0), "a1", "cut").await;
     let mut a2 = Client::connect(cl.addr(0)).await;
     a2.authenticate(json!("a2"), "any").await;
+    let mut a3 = Client::connect(cl.addr(0)).await;
+    a3.authenticate(json!("a3"), "any").await;
     cl.redis.kill();
     await_readiness(cl.addr(0), 503).await;
 
@@ -997,6 +999,13 @@ async fn presence_on_a_node_without_redis_reaches_its_own_members() {
     expect_presence(&mut a1, "remote_leave", "a2").await;
     a2.expect_disconnect().await;
     a1.expect_no_event(QUIET).await;
+
+    // A room no member here was in: its channel is subscribed once Redis
+    // is back; the join does not wait for it.
+    assert_eq!(
+        a3.request("join", json!({"roomId": "cut2"})).await,
+        json!({"status": 0, "data": "join success"})
+    );
 }
 
 /// Polls node `addr`'s `/readyz` until it answers `status`.

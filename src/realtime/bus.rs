@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fred::interfaces::{EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
@@ -378,8 +378,8 @@ impl Bus {
 
     /// A member of `room` joined on this node: listen on the room's channel
     /// (before the join is confirmed, so nothing published after it is
-    /// missed). While Redis is unreachable this waits at most
-    /// [`SUBSCRIBE_WAIT`]; the channel is subscribed when Redis is back.
+    /// missed). While Redis is unreachable it does not wait: the channel is
+    /// subscribed when Redis is back.
     pub async fn watch(&self, room: &str) {
         let first = {
             let Ok(mut watched) = self.watched.lock() else {
@@ -391,6 +391,10 @@ impl Bus {
         };
         let Some(rb) = &self.redis else { return };
         if first {
+            if !rb.redis.subscriber.is_connected() {
+                // Subscribed with every watched room when it reconnects.
+                return;
+            }
             // Sent on its first poll, right after the count changed, so
             // subscribes and unsubscribes reach Redis in the counts' order.
             let subscribe = rb
