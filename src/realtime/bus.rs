@@ -38,7 +38,7 @@ use super::presence::{Order, Told};
 use super::room_channel;
 use crate::metrics::Metrics;
 use crate::protocol::event;
-use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, RESET_EVENT};
+use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, COMMAND_TIMEOUT, RESET_EVENT};
 use crate::store::MessageStore;
 
 /// How long a join waits for its room's channel to be subscribed.
@@ -503,6 +503,7 @@ async fn dispatch(bus: Arc<Bus>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             () = rb.resubscribed.notified() => {
+                rb.redis.commands_up(COMMAND_TIMEOUT).await;
                 let msgs = catch_up(&bus, rb).await;
                 let presence = catch_up_presence(&bus, rb).await;
                 if msgs && presence {
@@ -656,6 +657,7 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
             Some(last) if seq > last + 1 => {
                 let missing = (seq - last - 1) as usize;
                 tracing::warn!(room = %frame.room, from = last + 1, count = missing, "missed room events; delivering them from the store");
+                rb.redis.commands_up(COMMAND_TIMEOUT).await;
                 // Unreadable: those msgs are not relayed here (they are
                 // stored; a sync returns them).
                 let _ = deliver_stored(bus, rb, &frame.room, last + 1, missing).await;

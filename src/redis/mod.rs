@@ -115,6 +115,20 @@ impl Redis {
         })
     }
 
+    /// Waits at most `limit` for the command connection to be up; whether
+    /// it is. The subscriber can be back before the connection a catch-up
+    /// reads through, and commands fail at once while it is down.
+    pub async fn commands_up(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.client.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// Publishes `event` with `data` (JSON) to the members of `room` on
     /// every node, as `tags` say. Sent once, on the command connection, so
     /// it stays in order with the scripts sent before it.
