@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::redis::{RedisCluster, RedisServer};
-use support::{login, BinServer, Client, Received, QUIET};
+use support::{login, BinServer, Client, Received, QUIET, WAIT};
 use tokio::time::Instant;
 
 /// The admin every node is started with.
@@ -1019,10 +1019,11 @@ async fn await_readiness(addr: SocketAddr, status: u16) {
     .await;
 }
 
-/// A node cut off from Redis for a moment misses the presence changes the
-/// other nodes publish meanwhile. Once it is back, its members are told
-/// them, in order and once, from the rooms' presence logs; the members of
-/// the other nodes are told nothing twice.
+/// A node cut off from Redis for a moment misses what the other nodes
+/// publish meanwhile. Once it is back, its members get the stored msgs
+/// (from the store) and are told the presence changes, in order and once
+/// (from the rooms' presence logs); the members of the other nodes get
+/// nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_changes_missed_while_cut_off_are_told_when_the_node_is_back() {
     let redis = RedisServer::start();
@@ -1042,6 +1043,8 @@ async fn presence_changes_missed_while_cut_off_are_told_when_the_node_is_back() 
         expect_presence(&mut a2, "remote_join", earlier).await;
     }
     expect_presence(&mut a1, "remote_join", "a2").await;
+    let sent = send_inserts(&mut a2, "a2", 3).await;
+    assert_eq!(recv_msgs(&mut a1, 3, WAIT).await.len(), 3);
     a1.emit("leave", json!({})).await;
     a1.expect_disconnect().await;
     expect_presence(&mut a2, "remote_leave", "a1").await;
@@ -1050,8 +1053,22 @@ async fn presence_changes_missed_while_cut_off_are_told_when_the_node_is_back() 
     relay.restore();
     await_readiness(addr_b, 200).await;
     for b in [&mut b1, &mut b2] {
-        expect_presence(b, "remote_join", "a2").await;
-        expect_presence(b, "remote_leave", "a1").await;
+        let (mut msgs, mut presence) = (Vec::new(), Vec::new());
+        while msgs.len() + presence.len() < 5 {
+            match b.recv_within(WAIT).await {
+                Some(Received::Event(name, v)) if name == "msg" => msgs.push(seq_of(&v)),
+                Some(Received::Event(name, v)) => presence.push((name, v)),
+                other => panic!("expected the missed events, got {other:?}"),
+            }
+        }
+        assert_eq!(msgs, sent.iter().map(|&(_, seq)| seq).collect::<Vec<_>>());
+        assert_eq!(
+            presence,
+            vec![
+                ("remote_join".to_owned(), json!({"uid": "a2"})),
+                ("remote_leave".to_owned(), json!({"uid": "a1"}))
+            ]
+        );
     }
     b1.expect_no_event(QUIET).await;
     b2.expect_no_event(Duration::ZERO).await;

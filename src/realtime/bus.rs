@@ -10,8 +10,9 @@
 //!
 //! Pub/sub delivers at most once: a frame published while a node's
 //! subscriber was reconnecting never reaches it. Each node therefore tracks
-//! the last seq it delivered per room and, seeing a later one arrive, first
-//! delivers the ones in between from the store. Presence changes are kept
+//! the seq of the next msg to deliver per room (from the room's length when
+//! it starts listening) and, seeing a later one arrive or after a
+//! reconnect, first delivers the ones in between from the store. Presence changes are kept
 //! in a short log per room as they are published; after a reconnect a node
 //! tells its members the ones it has not told yet (`presence::Told`).
 //!
@@ -78,8 +79,9 @@ struct RedisBus {
     /// This node's id (frames may be for every node but one).
     node: String,
     messages: Arc<dyn MessageStore>,
-    /// Room → the last seq delivered on this node (gaps are filled from the store).
-    delivered: std::sync::Mutex<HashMap<String, u64>>,
+    /// Room → the seq of the next msg to deliver on this node (gaps are
+    /// filled from the store).
+    next_seq: std::sync::Mutex<HashMap<String, u64>>,
     /// Signals the dispatcher that the subscriber is listening again.
     resubscribed: tokio::sync::Notify,
     /// Catch-ups tried again in a row since the last complete one.
@@ -132,7 +134,7 @@ impl Bus {
                 redis,
                 node,
                 messages,
-                delivered: std::sync::Mutex::new(HashMap::new()),
+                next_seq: std::sync::Mutex::new(HashMap::new()),
                 resubscribed: tokio::sync::Notify::new(),
                 catch_up_retries: std::sync::atomic::AtomicU32::new(0),
                 probes: std::sync::Mutex::new(HashMap::new()),
@@ -402,12 +404,27 @@ impl Bus {
                 .subscriber
                 .ssubscribe(rb.redis.keys.room_channel(room));
             match Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, subscribe)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => Box::pin(self.start_listening(rb, room)).await,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, %room, "could not subscribe to the room's channel")
                 }
                 Err(_) => tracing::warn!(%room, "subscribing to the room's channel is taking long"),
             }
+        }
+    }
+
+    /// The room's channel is subscribed: msgs from its current length on
+    /// are for this node to deliver (a catch-up after a reconnect starts
+    /// there). The ones before are in the joiner's sync, which follows its
+    /// join ack; a msg the dispatcher delivered meanwhile keeps its place.
+    async fn start_listening(&self, rb: &RedisBus, room: &str) {
+        match rb.messages.page(room, u64::MAX, 0).await {
+            Ok(page) => {
+                if let Ok(mut next) = rb.next_seq.lock() {
+                    next.entry(room.to_owned()).or_insert(page.start);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, %room, "could not read the room's length"),
         }
     }
 
@@ -429,8 +446,8 @@ impl Bus {
         };
         let Some(rb) = &self.redis else { return };
         if last {
-            if let Ok(mut delivered) = rb.delivered.lock() {
-                delivered.remove(room);
+            if let Ok(mut next) = rb.next_seq.lock() {
+                next.remove(room);
             }
             let unsubscribe = rb
                 .redis
@@ -487,7 +504,8 @@ fn kick_local(io: &SocketIo, sid: &str) -> bool {
 
 /// Delivers every frame published on a channel this node listens on, and
 /// after a reconnect what the watched rooms stored meanwhile; one task, so
-/// the record of delivered seqs has one writer.
+/// the record of delivered seqs has one writer (besides the start each
+/// room's first member here sets, [`Bus::watch`]).
 async fn dispatch(bus: Arc<Bus>) {
     let Some(rb) = &bus.redis else { return };
     let control = rb.redis.keys.control_channel();
@@ -631,8 +649,8 @@ async fn catch_up_presence(bus: &Bus, rb: &RedisBus) -> bool {
 
 /// The room's seqs start again from 0.
 fn forget(rb: &RedisBus, room: &str) {
-    if let Ok(mut delivered) = rb.delivered.lock() {
-        delivered.remove(room);
+    if let Ok(mut next) = rb.next_seq.lock() {
+        next.remove(room);
     }
 }
 
@@ -647,25 +665,25 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
         .ok()
         .and_then(|s| s.seq);
     if let Some(seq) = seq {
-        let last = rb
-            .delivered
+        let next = rb
+            .next_seq
             .lock()
             .ok()
             .and_then(|d| d.get(&*frame.room).copied());
-        match last {
-            Some(last) if seq <= last => return,
-            Some(last) if seq > last + 1 => {
-                let missing = (seq - last - 1) as usize;
-                tracing::warn!(room = %frame.room, from = last + 1, count = missing, "missed room events; delivering them from the store");
+        match next {
+            Some(next) if seq < next => return,
+            Some(next) if seq > next => {
+                let missing = (seq - next) as usize;
+                tracing::warn!(room = %frame.room, from = next, count = missing, "missed room events; delivering them from the store");
                 rb.redis.commands_up(COMMAND_TIMEOUT).await;
                 // Unreadable: those msgs are not relayed here (they are
                 // stored; a sync returns them).
-                let _ = deliver_stored(bus, rb, &frame.room, last + 1, missing).await;
+                let _ = deliver_stored(bus, rb, &frame.room, next, missing).await;
             }
             _ => {}
         }
-        if let Ok(mut d) = rb.delivered.lock() {
-            d.insert(frame.room.to_string(), seq);
+        if let Ok(mut d) = rb.next_seq.lock() {
+            d.insert(frame.room.to_string(), seq + 1);
         }
     }
     bus.emit_local(&frame.room, event::MSG, frame.data, frame.except.as_deref());
@@ -700,8 +718,8 @@ async fn deliver_stored(
             matches!((&sender, uid), (Some(from), Some(uid)) if *from == uid.0)
         });
         bus.metrics.relay_recovered.inc_by(sent);
-        if let Ok(mut d) = rb.delivered.lock() {
-            d.insert(room.to_owned(), page.start + i as u64);
+        if let Ok(mut d) = rb.next_seq.lock() {
+            d.insert(room.to_owned(), page.start + i as u64 + 1);
         }
     }
     Some(n)
@@ -710,17 +728,17 @@ async fn deliver_stored(
 /// After a reconnect, delivers what each watched room stored meanwhile.
 /// Returns `false` if a room's store could not be read.
 async fn catch_up(bus: &Bus, rb: &RedisBus) -> bool {
-    let known: Vec<(String, u64)> = match rb.delivered.lock() {
+    let known: Vec<(String, u64)> = match rb.next_seq.lock() {
         Ok(d) => d.iter().map(|(r, s)| (r.clone(), *s)).collect(),
         Err(_) => return true,
     };
     let mut complete = true;
-    for (room, last) in known {
+    for (room, next) in known {
         // A history shorter than what was delivered was cleared while this
         // node was not listening (its reset frame was missed): start over,
         // or the new history's first messages would count as delivered.
-        match rb.messages.page(&room, last + 1, 0).await {
-            Ok(page) if page.start <= last => {
+        match rb.messages.page(&room, next, 0).await {
+            Ok(page) if page.start < next => {
                 tracing::warn!(%room, "room history was cleared while redis was unreachable");
                 bus.history_cleared();
                 forget(rb, &room);
@@ -733,7 +751,7 @@ async fn catch_up(bus: &Bus, rb: &RedisBus) -> bool {
                 continue;
             }
         }
-        match deliver_stored(bus, rb, &room, last + 1, 10_000).await {
+        match deliver_stored(bus, rb, &room, next, 10_000).await {
             Some(0) => {}
             Some(n) => {
                 tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable")
