@@ -151,9 +151,14 @@ impl App {
         });
         realtime::register(hub.clone());
         if let Some(state) = redis_state {
-            let counted = hub.io.clone();
+            let (counted, kicked) = (hub.io.clone(), hub.io.clone());
             state
-                .start(move || realtime::local_sockets(&counted).len())
+                .start(
+                    move || realtime::local_sockets(&counted).len(),
+                    move |sid| {
+                        realtime::bus::kick_local(&kicked, sid);
+                    },
+                )
                 .await
                 .map_err(|e| StartError::Redis(e.0))?;
         }

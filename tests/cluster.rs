@@ -1083,6 +1083,53 @@ async fn presence_changes_missed_while_cut_off_are_told_when_the_node_is_back() 
     b1.expect_no_event(Duration::ZERO).await;
 }
 
+/// A uid that logs in again on another node while the node of its older
+/// connection is cut off from Redis: the kick cannot reach that node then.
+/// When it is back, it kicks the older connection out instead of
+/// registering it again; the room hears nothing, and has the uid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_elsewhere_while_cut_off_kicks_the_older_connection_when_the_node_is_back() {
+    let redis = RedisServer::start();
+    let relay = support::cut::Relay::start(redis.port()).await;
+    let (a, _a_dir) = start_nodes(&redis.url(), 1, &|_| {});
+    let (b, _b_dir) = start_nodes(&relay.redis_url(), 1, &|_| {});
+    let (addr_a, addr_b) = (a[0].addr, b[0].addr);
+    let mut cs = room_of(&[(addr_a, "w"), (addr_b, "u")], "again").await;
+    let mut u_old = cs.pop().expect("u");
+    let mut w = cs.pop().expect("w");
+
+    relay.cut();
+    await_readiness(addr_b, 503).await;
+    let mut u_new = member(addr_a, "u", "again").await;
+    expect_presence(&mut u_new, "remote_join", "w").await;
+    u_old.expect_no_event(QUIET).await;
+
+    relay.restore();
+    await_readiness(addr_b, 200).await;
+    match u_old.recv_within(Duration::from_secs(10)).await {
+        Some(Received::Event(name, v)) if name == "kickout" => assert_eq!(v, json!(0)),
+        other => panic!("older connection: expected kickout once B is back, got {other:?}"),
+    }
+    u_old.expect_disconnect().await;
+    w.expect_no_event(QUIET).await;
+    u_new.expect_no_event(Duration::ZERO).await;
+    poll(Duration::from_secs(5), "room of w and u once", || async {
+        let mut users = room_users(addr_a, "again").await;
+        users.sort();
+        if users == ["u", "w"] {
+            Ok(())
+        } else {
+            Err(format!("{users:?}"))
+        }
+    })
+    .await;
+
+    // The newer login works both ways.
+    let ack = u_new.send_msg(json!({"data": "from u"})).await;
+    assert_eq!(ack["status"], json!(0), "{ack}");
+    assert_eq!(w.expect_event("msg").await["data"], json!("from u"));
+}
+
 /// Sends `signal` (STOP, CONT) to node `i`'s process.
 fn signal_node(cl: &Cluster, i: usize, signal: &str) {
     let status = Command::new("kill")

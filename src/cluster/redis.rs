@@ -70,6 +70,9 @@ fn fred_err(e: fred::error::Error) -> ClusterError {
     ClusterError(e.to_string())
 }
 
+/// Kicks out a connection of this node by its sid.
+type KickHere = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Redis-backed [`ClusterState`].
 pub struct RedisState {
     redis: Redis,
@@ -78,6 +81,8 @@ pub struct RedisState {
     ttl: Duration,
     /// Redis missed a change (or restarted): re-register this node's truth.
     dirty: AtomicBool,
+    /// Kicks out a connection on this node (set by [`RedisState::start`]).
+    kick_here: std::sync::OnceLock<KickHere>,
 }
 
 impl RedisState {
@@ -89,16 +94,21 @@ impl RedisState {
             node,
             ttl,
             dirty: AtomicBool::new(false),
+            kick_here: std::sync::OnceLock::new(),
         })
     }
 
     /// Registers the node and starts its heartbeat, the watch for dead
     /// nodes and re-registration after Redis outages. `sockets` counts the
-    /// node's open connections (reported to the admin API's stat).
+    /// node's open connections (reported to the admin API's stat);
+    /// `kick_here` kicks out a connection of this node that a newer login
+    /// elsewhere replaced while Redis could not tell this node.
     pub async fn start(
         self: &Arc<Self>,
         sockets: impl Fn() -> usize + Send + Sync + 'static,
+        kick_here: impl Fn(&str) + Send + Sync + 'static,
     ) -> Result<(), ClusterError> {
+        let _ = self.kick_here.set(Box::new(kick_here));
         self.heartbeat(sockets()).await?;
         let me = self.clone();
         let mut reconnects = self.redis.client.reconnect_rx();
@@ -188,7 +198,10 @@ impl RedisState {
 
     /// Makes Redis hold exactly this node's local truth. When another node
     /// took this one for dead meanwhile (and told the rooms its members
-    /// were gone), the members registered again are announced again.
+    /// were gone), the members registered again are announced again. A
+    /// connection whose uid logged in again elsewhere meanwhile (its kick
+    /// went out while this node was not listening) is not registered again
+    /// but kicked out here.
     async fn resync(&self) -> Result<(), ClusterError> {
         let reaped_key = self.node_key(&self.node, "reaped");
         let reaped: bool = self
@@ -205,7 +218,16 @@ impl RedisState {
             .chain(connections.iter().map(|(_, sid)| sid.clone()))
             .collect();
         self.purge(&self.node, &keep).await?;
+        let mut superseded = HashSet::new();
+        for (uid, sid) in &connections {
+            if !self.redis_reregister(uid, sid).await? {
+                superseded.insert(sid.as_str());
+            }
+        }
         for (room, member) in &members {
+            if superseded.contains(member.sid.as_str()) {
+                continue; // the newer login took its place
+            }
             // A seq means the member was missing and is registered anew.
             let (_, seq) = self.redis_join(room, member, true).await?;
             if reaped && seq.is_some() && !member.dummy {
@@ -216,8 +238,11 @@ impl RedisState {
         if reaped {
             let _: i64 = self.redis.cmd().del(&reaped_key).await.map_err(fred_err)?;
         }
-        for (uid, sid) in &connections {
-            self.redis_register(uid, sid, true).await?;
+        if let Some(kick) = self.kick_here.get() {
+            for sid in superseded {
+                tracing::warn!(%sid, "replaced by a newer login while redis could not tell this node; kicking it out");
+                kick(sid);
+            }
         }
         Ok(())
     }
@@ -392,12 +417,13 @@ impl RedisState {
             }))
     }
 
-    async fn redis_register(
+    /// Runs `script` (REGISTER or REREGISTER) for connection `sid` of `uid` on this node.
+    async fn redis_connection<R: fred::prelude::FromValue>(
         &self,
+        script: &str,
         uid: &str,
         sid: &str,
-        keep_newer: bool,
-    ) -> Result<Vec<String>, ClusterError> {
+    ) -> Result<R, ClusterError> {
         let json = serde_json::to_string(&StoredConnection {
             uid_key: uid.to_owned(),
             node: self.node.clone(),
@@ -405,20 +431,27 @@ impl RedisState {
         .map_err(|e| ClusterError(e.to_string()))?;
         scripts::run(
             &self.redis.client,
-            scripts::REGISTER,
+            script,
             vec![
                 self.key(&format!("conn:{uid}")),
                 self.key("conns"),
                 self.node_key(&self.node, "conns"),
             ],
-            vec![
-                sid.to_owned(),
-                json,
-                if keep_newer { "1" } else { "0" }.to_owned(),
-            ],
+            vec![sid.to_owned(), json],
         )
         .await
         .map_err(cluster_err)
+    }
+
+    /// Makes `sid` the connection of `uid`; returns the ones it replaces.
+    async fn redis_register(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError> {
+        self.redis_connection(scripts::REGISTER, uid, sid).await
+    }
+
+    /// Registers `sid` again; `false` if a newer login of `uid` replaced it.
+    async fn redis_reregister(&self, uid: &str, sid: &str) -> Result<bool, ClusterError> {
+        let registered: i64 = self.redis_connection(scripts::REREGISTER, uid, sid).await?;
+        Ok(registered == 1)
     }
 
     async fn redis_unregister(&self, uid: &str, sid: &str, node: &str) -> Result<(), ClusterError> {
@@ -472,7 +505,7 @@ impl ClusterState for RedisState {
 
     async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError> {
         let local = self.local.register_connection(uid, sid).await?;
-        match self.redis_register(uid, sid, false).await {
+        match self.redis_register(uid, sid).await {
             Ok(older) => {
                 let mut all: Vec<String> = local;
                 all.extend(older.into_iter().filter(|s| s != sid));

@@ -489,7 +489,7 @@ impl Bus {
 }
 
 /// Sends the kick to a session on this node; `false` if `sid` is not here.
-fn kick_local(io: &SocketIo, sid: &str) -> bool {
+pub fn kick_local(io: &SocketIo, sid: &str) -> bool {
     let Ok(parsed) = sid.parse() else {
         return false;
     };

@@ -200,10 +200,9 @@ return out
 
 /// Makes `sid` the connection of a uid; returns the one it replaces.
 /// KEYS: the uid's connection key, connections hash, node's connection set.
-/// ARGV: sid, connection JSON, "1" to keep a newer registration.
+/// ARGV: sid, connection JSON.
 pub const REGISTER: &str = r#"
 local old = redis.call('GET', KEYS[1])
-if ARGV[3] == '1' and old and old ~= ARGV[1] then return {} end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -212,6 +211,20 @@ if old and old ~= ARGV[1] then
   return {old}
 end
 return {}
+"#;
+
+/// Registers `sid` again as the connection of a uid (after Redis missed
+/// this node's state) unless a newer login of the uid took its place
+/// meanwhile: 1 if registered, 0 if superseded.
+/// KEYS: the uid's connection key, connections hash, node's connection set.
+/// ARGV: sid, connection JSON.
+pub const REREGISTER: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
 "#;
 
 /// Forgets a connection.
