@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
@@ -22,6 +21,7 @@ use crate::redis::Redis;
 use crate::store::redis::RedisMessageStore;
 use crate::store::sqlite::SqliteMessageStore;
 use crate::store::MessageStore;
+use crate::valve::{Peer, ValvedListener};
 
 /// Why the server could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +51,12 @@ pub struct App {
     servers: Vec<JoinHandle<()>>,
 }
 
+/// The most packets that may wait for one client before the next are
+/// dropped (and counted as `send_buffer_full`).
+const OUTBOUND_PACKETS: usize = 32_768;
+
 /// How long listeners may take to finish in-flight requests at shutdown.
 const LISTENER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.
-const FRAME_SLACK: usize = 64 * 1024;
 
 impl App {
     /// Opens the stores, binds both listeners and starts serving.
@@ -101,15 +102,17 @@ impl App {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
         }
 
-        let payload_limit = config
-            .max_msg_bytes
-            .saturating_mul(2)
-            .saturating_add(FRAME_SLACK);
+        let event_limit = realtime::max_event_bytes(&config);
         let (layer, io) = SocketIo::builder()
-            .max_payload(payload_limit as u64)
-            .ws_max_message_size(payload_limit)
-            .ws_max_frame_size(payload_limit)
-            .max_buffer_size(4096)
+            .max_payload(realtime::max_polling_body(&config) as u64)
+            .ws_max_message_size(event_limit)
+            .ws_max_frame_size(event_limit)
+            // Packets waiting for one client. A sender's burst is relayed as
+            // fast as the store takes it, so a member reading at normal speed
+            // may fall a burst behind: room for the largest burst a sender's
+            // inbound budget holds. The queue grows only while used (tokio's
+            // channel allocates its blocks on demand).
+            .max_buffer_size(OUTBOUND_PACKETS)
             // Read chunk of every websocket (4 KiB by default), held for the
             // connection's life: client frames are small (a msg is typically
             // well under 1 KiB), so 1 KiB keeps idle connections lighter.
@@ -165,6 +168,10 @@ impl App {
 
         let main_router = crate::http::main_router(hub.clone())
             .layer(layer)
+            .layer(axum::middleware::from_fn_with_state(
+                hub.clone(),
+                crate::http::inbound::tie_to_session,
+            ))
             .layer(axum::middleware::map_request(
                 crate::http::compat::default_engineio_version,
             ))
@@ -275,19 +282,17 @@ fn serve(
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        // Realtime frames are small: send them at once (no Nagle delay).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
+        let listener = ValvedListener(listener);
         // `into_make_service` turns the routes into services once; serving
         // the `Router` itself rebuilds its whole route table for every
         // accepted connection (`Router::with_state` per connection), which
         // was about a sixth of the CPU of a connection set-up.
-        if let Err(e) = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(e) = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<Peer>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
         {
             tracing::error!(error = %e, "listener failed");
         }

@@ -35,6 +35,12 @@ pub struct Config {
     pub max_msg_bytes: usize,
     /// Inserted messages per sync page.
     pub sync_page_size: usize,
+    /// Bytes of a connection's events that may wait for its session before
+    /// the server stops reading from it (`AO_INBOUND_MAX_BYTES`).
+    pub inbound_max_bytes: usize,
+    /// How long the embedded store's writer gathers writes into one commit
+    /// after the first arrives (`AO_COMMIT_WINDOW_US`).
+    pub commit_window: Duration,
     /// Development mode: any token is accepted.
     pub dev: bool,
     /// An admin account that exists from start-up (uid, token).
@@ -72,6 +78,8 @@ impl std::fmt::Debug for Config {
             .field("auth_rate_limit", &self.auth_rate_limit)
             .field("max_msg_bytes", &self.max_msg_bytes)
             .field("sync_page_size", &self.sync_page_size)
+            .field("inbound_max_bytes", &self.inbound_max_bytes)
+            .field("commit_window", &self.commit_window)
             .field("dev", &self.dev)
             .field(
                 "admin",
@@ -103,6 +111,11 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}://{user}:<redacted>@{host}")
 }
 
+/// The smallest inbound budget: room for a few ordinary events.
+const MIN_INBOUND_MAX_BYTES: usize = 64 * 1024;
+/// The default commit window of the embedded store.
+const DEFAULT_COMMIT_WINDOW_US: u64 = 1_000;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -114,6 +127,8 @@ impl Default for Config {
             auth_rate_limit: 30,
             max_msg_bytes: 512_000,
             sync_page_size: 200,
+            inbound_max_bytes: 4 << 20,
+            commit_window: Duration::from_micros(DEFAULT_COMMIT_WINDOW_US),
             dev: false,
             admin: None,
             log_format: LogFormat::Text,
@@ -159,6 +174,8 @@ struct FileConfig {
     auth_rate_limit: Option<u32>,
     max_msg_bytes: Option<usize>,
     sync_page_size: Option<usize>,
+    inbound_max_bytes: Option<usize>,
+    commit_window_us: Option<u64>,
     dev: Option<bool>,
     admin_uid: Option<String>,
     admin_token: Option<String>,
@@ -232,6 +249,11 @@ impl Config {
         set(&mut cfg.auth_rate_limit, file.auth_rate_limit);
         set(&mut cfg.max_msg_bytes, file.max_msg_bytes);
         set(&mut cfg.sync_page_size, file.sync_page_size);
+        set(&mut cfg.inbound_max_bytes, file.inbound_max_bytes);
+        set(
+            &mut cfg.commit_window,
+            file.commit_window_us.map(Duration::from_micros),
+        );
         set(&mut cfg.dev, file.dev);
         set(&mut cfg.log_format, file.log_format);
         if file.mongodb_url.is_some() {
@@ -274,6 +296,14 @@ impl Config {
         set(
             &mut cfg.sync_page_size,
             parse_env(&var, "AO_SYNC_PAGE_SIZE")?,
+        );
+        set(
+            &mut cfg.inbound_max_bytes,
+            parse_env(&var, "AO_INBOUND_MAX_BYTES")?,
+        );
+        set(
+            &mut cfg.commit_window,
+            parse_env::<u64>(&var, "AO_COMMIT_WINDOW_US")?.map(Duration::from_micros),
         );
         set(&mut cfg.dev, parse_bool_env(&var, "AO_DEV")?);
         set(&mut cfg.log_format, parse_log_format_env(&var)?);
@@ -351,6 +381,18 @@ impl Config {
         }
         if self.sync_page_size == 0 {
             return Err(ConfigError::new("sync_page_size", "must be greater than 0"));
+        }
+        if self.inbound_max_bytes < MIN_INBOUND_MAX_BYTES {
+            return Err(ConfigError::new(
+                "inbound_max_bytes",
+                format!("must be at least {MIN_INBOUND_MAX_BYTES}"),
+            ));
+        }
+        if self.commit_window > Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "commit_window_us",
+                "must be at most 100000",
+            ));
         }
         if self.node_ttl < Duration::from_millis(500) {
             return Err(ConfigError::new("node_ttl_ms", "must be at least 500"));

@@ -16,8 +16,15 @@ pub const DROP_REASONS: [&str; 9] = [
     "too_large",
     "missing_msg_id",
     "storage",
-    "queue_full",
+    "inbound_overflow",
     "send_buffer_full",
+];
+/// Reasons the server closes a connection (`ao_disconnects_total`).
+pub const DISCONNECT_REASONS: [&str; 4] = [
+    "auth_timeout",
+    "join_timeout",
+    "kickout",
+    "inbound_overflow",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).
 pub const AUTH_FAILURE_REASONS: [&str; 4] =
@@ -67,6 +74,8 @@ pub struct Metrics {
     /// missed them (cluster).
     pub presence_recovered: Counter,
     pub messages_dropped: Family<Reason, Counter>,
+    /// Connections the server closed.
+    pub disconnects: Family<Reason, Counter>,
     pub sync_pages: Counter,
     pub auth_failures: Family<Reason, Counter>,
     /// Seconds a store operation took.
@@ -92,6 +101,7 @@ impl Metrics {
         let relay_recovered = Counter::default();
         let presence_recovered = Counter::default();
         let messages_dropped = Family::<Reason, Counter>::default();
+        let disconnects = Family::<Reason, Counter>::default();
         let sync_pages = Counter::default();
         let auth_failures = Family::<Reason, Counter>::default();
         let store_latency = Family::<Op, Histogram>::new_with_constructor(
@@ -100,6 +110,9 @@ impl Metrics {
         // Every label value known in advance is exported from the start, at 0.
         for reason in DROP_REASONS {
             let _ = messages_dropped.get_or_create(&Reason { reason });
+        }
+        for reason in DISCONNECT_REASONS {
+            let _ = disconnects.get_or_create(&Reason { reason });
         }
         for reason in AUTH_FAILURE_REASONS {
             let _ = auth_failures.get_or_create(&Reason { reason });
@@ -155,6 +168,11 @@ impl Metrics {
             "msg events refused, by reason",
             messages_dropped.clone(),
         );
+        registry.register(
+            "disconnects",
+            "Connections the server closed, by reason",
+            disconnects.clone(),
+        );
         registry.register("sync_pages", "sync pages served", sync_pages.clone());
         registry.register(
             "auth_failures",
@@ -178,6 +196,7 @@ impl Metrics {
             relay_recovered,
             presence_recovered,
             messages_dropped,
+            disconnects,
             sync_pages,
             auth_failures,
             store_latency,
@@ -189,6 +208,11 @@ impl Metrics {
         self.messages_dropped
             .get_or_create(&Reason { reason })
             .inc();
+    }
+
+    /// Counts a connection the server closed.
+    pub fn disconnected(&self, reason: &'static str) {
+        self.disconnects.get_or_create(&Reason { reason }).inc();
     }
 
     /// Counts a refused authentication.

@@ -483,7 +483,7 @@ async fn frame_larger_than_the_transport_limit_is_harmless() {
 // --- flood -----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn flood_of_5000_msgs_keeps_order_and_the_server_alive() {
+async fn flood_of_5000_msgs_is_taken_whole_and_in_order() {
     const N: usize = 5000;
     let ts = TestServer::start().await;
     let mut a = ts.login("alice", "r").await;
@@ -503,40 +503,28 @@ async fn flood_of_5000_msgs_keeps_order_and_the_server_alive() {
         }
     });
 
+    // Sent back to back: nothing is refused for arriving quickly.
     let mut ids = Vec::with_capacity(N);
     for i in 0..N {
         ids.push(a.emit_ack_id("msg", json!({"data": i})).await);
     }
-    let mut accepted = Vec::new();
     for (i, id) in ids.into_iter().enumerate() {
         let ack = a.wait_ack(id).await;
-        match ack["status"].as_u64() {
-            Some(0) => accepted.push(i as u64),
-            Some(6) => assert_eq!(ack["data"], json!("too many requests")),
-            _ => panic!("unexpected ack for msg {i}: {ack}"),
-        }
+        assert_eq!(ack["status"], json!(0), "msg {i}: {ack}");
     }
-    assert!(!accepted.is_empty(), "nothing of the flood was accepted");
-    // The end marker: retried until the server takes it.
-    loop {
-        let ack = a.send_msg(json!({"data": "end"})).await;
-        if ack["status"] == json!(0) {
-            break;
-        }
-        assert_eq!(ack["status"], json!(6), "{ack}");
-        tokio::task::yield_now().await;
-    }
+    let ack = a.send_msg(json!({"data": "end"})).await;
+    assert_eq!(ack["status"], json!(0), "{ack}");
     let (got, mut b) = tokio::time::timeout(Duration::from_secs(60), reader)
         .await
         .expect("bob received the end marker")
         .expect("reader task");
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "relayed out of order");
-    assert_eq!(got, accepted, "bob got exactly the accepted messages");
+    let all: Vec<u64> = (0..N as u64).collect();
+    assert_eq!(got, all, "bob got every msg once, in send order");
 
-    // Stored in order, exactly the accepted ones.
+    // Stored in order, every one.
     let (items, _) = b.sync_all(0).await;
     let stored: Vec<u64> = items.iter().filter_map(|m| m["data"].as_u64()).collect();
-    assert_eq!(stored, accepted);
+    assert_eq!(stored, all);
     let seqs: BTreeSet<u64> = items.iter().filter_map(|m| m["seq"].as_u64()).collect();
     assert_eq!(seqs.len(), items.len());
     ts.assert_alive().await;

@@ -1556,8 +1556,7 @@ async fn send_order_survives_a_lost_script_cache() {
     for (c, uid) in clients.into_iter().zip(["sa", "sb"]) {
         tasks.push(tokio::spawn(async move {
             let mut c = c;
-            // Windows of 100 unacked msgs: well below the per-connection
-            // queue (256 events), so none is refused as too many requests.
+            // Windows of 100 msgs awaiting their acks.
             let mut seqs = Vec::new();
             let all: Vec<u64> = (0..N).collect();
             for window in all.chunks(100) {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod compat;
 pub mod demo;
 pub mod health;
+pub mod inbound;
 pub mod metrics;
 pub mod openapi;
 pub mod request;

@@ -143,6 +143,7 @@ impl Session {
         }
         self.deadline = None;
         let _ = self.socket.emit(event::KICKOUT, &0);
+        self.hub.metrics.disconnected("kickout");
         self.disconnect();
         Flow::Stop
     }

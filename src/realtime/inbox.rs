@@ -3,9 +3,20 @@
 //! socketioxide runs every async message handler in a task of its own, so two
 //! events of one socket may be handled out of order. [`Enqueue`] is a
 //! handler that runs synchronously in arrival order and moves the event
-//! into the session's bounded [`Inbox`] (or, for an ignore msg while the
-//! session waits with nothing queued, relays it in place). This is the one
-//! place that works around that ordering.
+//! into the session's [`Inbox`] (or, for an ignore msg while the session
+//! waits with nothing queued, relays it in place). This is the one place
+//! that works around that ordering.
+//!
+//! The inbox is bounded in bytes, not in events: past its budget
+//! (`AO_INBOUND_MAX_BYTES`, counted in bytes of events as received) it
+//! closes the connection's [`ReadValve`], so the server stops reading from
+//! the client until the session has worked the queue down to half the
+//! budget: a websocket's TCP stream is not read, a long-polling POST's body
+//! is not read further. A burst waits instead of being dropped. What is
+//! already read when the valve closes is at most about one largest
+//! message, so a queue that still grows past twice the budget and one
+//! largest message belongs to a transport that ignored the valve: that
+//! connection is disconnected, logged and counted.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,9 +37,7 @@ use super::message::{relay_directly, DirectRelay};
 use super::presence::Gate;
 use super::Hub;
 use crate::protocol::{ack_status, event, reason, StatusReply};
-
-/// Events a session may have queued before the client is refused more.
-pub const QUEUE_DEPTH: usize = 256;
+use crate::valve::ReadValve;
 
 /// One client event.
 pub struct Inbound {
@@ -37,6 +46,29 @@ pub struct Inbound {
     /// there is none.
     pub data: Result<Box<RawValue>, String>,
     pub ack: AckSender,
+}
+
+impl Inbound {
+    /// What the event counts against its inbox's budget: its name and
+    /// payload as received. (The event's own record adds about a hundred
+    /// bytes of memory to that, whatever its size.)
+    pub fn weight(&self) -> usize {
+        let data = match &self.data {
+            Ok(raw) => raw.get().len(),
+            Err(why) => why.len(),
+        };
+        data + self.event.len()
+    }
+}
+
+/// Why the inbox would not take an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused<T> {
+    /// The queue would grow past its hard limit: the first refusal of this
+    /// connection, which must be disconnected.
+    Overflow(T),
+    /// The connection already overflowed; it is being disconnected.
+    Overflowed(T),
 }
 
 /// Signals to a session from outside its socket's event stream.
@@ -75,10 +107,19 @@ pub struct Inbox<T = Box<Inbound>> {
     state: Mutex<State<T>>,
     /// Which presence events of its room the connection is told.
     gate: Gate,
+    /// Bytes queued past which the client's reads pause.
+    budget: usize,
 }
 
 struct State<T> {
-    events: VecDeque<T>,
+    /// Queued events with their weights.
+    events: VecDeque<(T, usize)>,
+    /// The sum of the queued events' weights.
+    bytes: usize,
+    /// Closed while the queue is over budget; none before the transport is known.
+    valve: Option<Arc<ReadValve>>,
+    /// The queue once grew past its hard limit.
+    overflowed: bool,
     ready: bool,
     kick: bool,
     closed: bool,
@@ -95,11 +136,16 @@ struct State<T> {
 const KEPT_SLOTS: usize = 8;
 
 impl<T> Inbox<T> {
-    /// An empty inbox, not yet ready, and the session's end of it.
-    pub fn new() -> (Arc<Inbox<T>>, InboxReceiver<T>) {
+    /// An empty inbox, not yet ready, that pauses the client's reads past
+    /// `budget` bytes, and the session's end of it.
+    pub fn new(budget: usize) -> (Arc<Inbox<T>>, InboxReceiver<T>) {
         let inbox = Arc::new(Inbox {
+            budget,
             state: Mutex::new(State {
                 events: VecDeque::new(),
+                bytes: 0,
+                valve: None,
+                overflowed: false,
                 ready: false,
                 kick: false,
                 closed: false,
@@ -119,16 +165,35 @@ impl<T> Inbox<T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a client event; gives it back when [`QUEUE_DEPTH`] events already wait.
-    pub fn push(&self, event: T) -> Result<(), T> {
+    /// The most the queue may hold: twice the budget and one largest
+    /// message (see the module docs).
+    fn limit(&self, max_event: usize) -> usize {
+        self.budget.saturating_mul(2).saturating_add(max_event)
+    }
+
+    /// Queues a client event of `weight` bytes (at most `max_event`, the
+    /// largest one the transport lets through), closing the valve when the
+    /// queue is over budget; refuses it when the queue would grow past its
+    /// hard limit.
+    pub fn push(&self, event: T, weight: usize, max_event: usize) -> Result<(), Refused<T>> {
         let mut state = self.state();
         if state.gone {
             return Ok(());
         }
-        if state.events.len() >= QUEUE_DEPTH {
-            return Err(event);
+        if state.overflowed {
+            return Err(Refused::Overflowed(event));
         }
-        state.events.push_back(event);
+        if state.bytes.saturating_add(weight) > self.limit(max_event) {
+            state.overflowed = true;
+            return Err(Refused::Overflow(event));
+        }
+        state.bytes += weight;
+        state.events.push_back((event, weight));
+        if state.bytes > self.budget {
+            if let Some(valve) = &state.valve {
+                valve.close();
+            }
+        }
         let waker = state.waker.take();
         drop(state);
         if let Some(w) = waker {
@@ -161,6 +226,32 @@ impl<T> Inbox<T> {
         &self.gate
     }
 
+    /// The valve of the reads that feed this inbox now.
+    pub fn valve(&self) -> Option<Arc<ReadValve>> {
+        self.state().valve.clone()
+    }
+
+    /// Makes `valve` the one closed while the queue is over budget (a new
+    /// connection, or the websocket that a long-polling session upgraded
+    /// to); the one it replaces is opened.
+    pub fn set_valve(&self, valve: Arc<ReadValve>) {
+        let mut state = self.state();
+        if state.gone {
+            return;
+        }
+        if state.bytes > self.budget {
+            valve.close();
+        }
+        if let Some(old) = state.valve.replace(valve) {
+            old.open();
+        }
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.state().bytes
+    }
+
     /// Signals the session. A kick that comes after the connection closed is
     /// not delivered: the session handles the close and ends.
     pub fn signal(&self, control: Control) {
@@ -169,7 +260,13 @@ impl<T> Inbox<T> {
             Control::Ready => state.ready = true,
             Control::Kick if !state.closed => state.kick = true,
             Control::Kick => return,
-            Control::Closed => state.closed = true,
+            Control::Closed => {
+                state.closed = true;
+                // Nothing more is read from a closed connection.
+                if let Some(valve) = &state.valve {
+                    valve.open();
+                }
+            }
         }
         let waker = state.waker.take();
         drop(state);
@@ -195,7 +292,7 @@ impl<T> InboxReceiver<T> {
             } else if state.closed {
                 Some(Next::Closed)
             } else if state.ready {
-                pop(&mut state).map(Next::Event)
+                pop(&mut state, self.0.budget).map(Next::Event)
             } else {
                 None
             };
@@ -219,16 +316,27 @@ impl<T> InboxReceiver<T> {
 
     /// The next queued event, without waiting (to finish after [`Next::Closed`]).
     pub fn try_event(&self) -> Option<T> {
-        pop(&mut self.0.state())
+        pop(&mut self.0.state(), self.0.budget)
     }
 }
 
-fn pop<T>(state: &mut State<T>) -> Option<T> {
-    let event = state.events.pop_front();
+/// Takes the oldest event; opens the valve once the queue is down to half
+/// the budget, so reads resume well before the session runs dry and a
+/// steady stream does not pause and resume on every event.
+fn pop<T>(state: &mut State<T>, budget: usize) -> Option<T> {
+    let (event, weight) = state.events.pop_front()?;
+    state.bytes -= weight;
+    if state.bytes <= budget / 2 {
+        if let Some(valve) = &state.valve {
+            if valve.is_closed() {
+                valve.open();
+            }
+        }
+    }
     if state.events.is_empty() && state.events.capacity() > KEPT_SLOTS {
         state.events = VecDeque::new();
     }
-    event
+    Some(event)
 }
 
 impl<T> Drop for InboxReceiver<T> {
@@ -237,6 +345,10 @@ impl<T> Drop for InboxReceiver<T> {
         state.gone = true;
         state.waker = None;
         state.direct = None;
+        state.bytes = 0;
+        if let Some(valve) = state.valve.take() {
+            valve.open();
+        }
         let queued = std::mem::take(&mut state.events);
         drop(state);
         // Dropped outside the lock: an event's ack sender may run code of its own.
@@ -296,17 +408,40 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             },
             None => (data, ack),
         };
-        if let Err(inbound) = self
+        let inbound = Box::new(Inbound { event, data, ack });
+        let weight = inbound.weight();
+        let hub = &self.mailbox.hub;
+        match self
             .mailbox
             .inbox
-            .push(Box::new(Inbound { event, data, ack }))
+            .push(inbound, weight, super::max_event_bytes(&hub.config))
         {
-            tracing::debug!(sid = %s.id, event = %inbound.event, "event queue full, dropping event");
-            self.mailbox.hub.metrics.dropped("queue_full");
-            let _ = inbound.ack.send(&StatusReply::fail(
-                ack_status::TOO_MANY_REQUESTS,
-                reason::TOO_MANY_REQUESTS,
-            ));
+            Ok(()) => {}
+            Err(Refused::Overflow(inbound)) => {
+                tracing::warn!(
+                    sid = %s.id,
+                    queued_bytes = self.mailbox.inbox.queued_bytes(),
+                    budget = hub.config.inbound_max_bytes,
+                    "disconnecting a client that kept sending past its inbound budget"
+                );
+                hub.metrics.dropped("inbound_overflow");
+                hub.metrics.disconnected("inbound_overflow");
+                let _ = inbound.ack.send(&StatusReply::fail(
+                    ack_status::TOO_MANY_REQUESTS,
+                    reason::TOO_MANY_REQUESTS,
+                ));
+                if let Err(e) = s.disconnect() {
+                    tracing::debug!(error = %e, "disconnect failed");
+                }
+            }
+            Err(Refused::Overflowed(inbound)) => {
+                // Counted, not logged again: the connection is being closed.
+                hub.metrics.dropped("inbound_overflow");
+                let _ = inbound.ack.send(&StatusReply::fail(
+                    ack_status::TOO_MANY_REQUESTS,
+                    reason::TOO_MANY_REQUESTS,
+                ));
+            }
         }
     }
 }
@@ -373,6 +508,8 @@ fn split_event(text: &str) -> serde_json::Result<(String, Result<Box<RawValue>, 
 mod tests {
     use super::*;
 
+    const BUDGET: usize = 1 << 20;
+
     fn split(text: &str) -> Option<(String, Result<String, String>)> {
         split_event(text)
             .ok()
@@ -402,9 +539,9 @@ mod tests {
 
     #[test]
     fn events_wait_for_ready_and_come_in_arrival_order() {
-        let (inbox, rx) = Inbox::new();
-        inbox.push(1).unwrap();
-        inbox.push(2).unwrap();
+        let (inbox, rx) = Inbox::new(BUDGET);
+        inbox.push(1, 1, 0).unwrap();
+        inbox.push(2, 1, 0).unwrap();
         assert_eq!(now(&rx), None);
         inbox.signal(Control::Ready);
         assert_eq!(now(&rx), Some(Next::Event(1)));
@@ -413,23 +550,68 @@ mod tests {
     }
 
     #[test]
-    fn a_full_inbox_gives_the_event_back() {
-        let (inbox, _rx) = Inbox::new();
-        for i in 0..QUEUE_DEPTH as u32 {
-            inbox.push(i).unwrap();
+    fn past_its_budget_the_inbox_closes_the_valve_until_half_is_taken() {
+        let (inbox, rx) = Inbox::new(100);
+        let valve = ReadValve::new();
+        inbox.set_valve(valve.clone());
+        inbox.signal(Control::Ready);
+        for i in 0..10 {
+            inbox.push(i, 10, 50).unwrap();
         }
-        assert_eq!(inbox.push(7), Err(7));
+        assert!(!valve.is_closed(), "at the budget");
+        inbox.push(10, 10, 50).unwrap();
+        assert!(valve.is_closed(), "over the budget");
+        for i in 0..5 {
+            assert_eq!(now(&rx), Some(Next::Event(i)));
+            assert!(valve.is_closed(), "still above half the budget");
+        }
+        assert_eq!(now(&rx), Some(Next::Event(5)));
+        assert!(!valve.is_closed(), "down to half the budget");
+    }
+
+    #[test]
+    fn a_valve_set_while_over_budget_starts_closed_and_the_old_one_opens() {
+        let (inbox, _rx) = Inbox::new(10);
+        let polling = ReadValve::new();
+        inbox.set_valve(polling.clone());
+        inbox.push(1u32, 20, 0).unwrap();
+        assert!(polling.is_closed());
+        let websocket = ReadValve::new();
+        inbox.set_valve(websocket.clone());
+        assert!(websocket.is_closed());
+        assert!(!polling.is_closed());
+    }
+
+    #[test]
+    fn past_twice_the_budget_and_one_event_the_inbox_refuses_once_then_for_good() {
+        let (inbox, _rx) = Inbox::new(100);
+        for i in 0..25u32 {
+            inbox.push(i, 10, 50).unwrap();
+        }
+        assert_eq!(inbox.push(25, 10, 50), Err(Refused::Overflow(25)));
+        assert_eq!(inbox.push(26, 1, 50), Err(Refused::Overflowed(26)));
+    }
+
+    #[test]
+    fn an_ended_session_leaves_the_valve_open() {
+        let (inbox, rx) = Inbox::new(10);
+        let valve = ReadValve::new();
+        inbox.set_valve(valve.clone());
+        inbox.push(1u32, 20, 0).unwrap();
+        assert!(valve.is_closed());
+        drop(rx);
+        assert!(!valve.is_closed());
     }
 
     #[test]
     fn a_kick_comes_before_the_close_only_when_it_was_first() {
-        let (inbox, rx) = Inbox::<u32>::new();
+        let (inbox, rx) = Inbox::<u32>::new(BUDGET);
         inbox.signal(Control::Kick);
         inbox.signal(Control::Closed);
         assert_eq!(now(&rx), Some(Next::Kick));
         assert_eq!(now(&rx), Some(Next::Closed));
 
-        let (inbox, rx) = Inbox::<u32>::new();
+        let (inbox, rx) = Inbox::<u32>::new(BUDGET);
         inbox.signal(Control::Closed);
         inbox.signal(Control::Kick);
         assert_eq!(now(&rx), Some(Next::Closed));
@@ -437,8 +619,8 @@ mod tests {
 
     #[test]
     fn events_queued_before_the_close_can_still_be_taken() {
-        let (inbox, rx) = Inbox::new();
-        inbox.push(1).unwrap();
+        let (inbox, rx) = Inbox::new(BUDGET);
+        inbox.push(1, 1, 0).unwrap();
         inbox.signal(Control::Closed);
         assert_eq!(now(&rx), Some(Next::Closed));
         assert_eq!(rx.try_event(), Some(1));
@@ -447,30 +629,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_session_is_woken_by_a_push() {
-        let (inbox, rx) = Inbox::new();
+        let (inbox, rx) = Inbox::new(BUDGET);
         inbox.signal(Control::Ready);
         let waiter = tokio::spawn(async move { rx.next().await });
         tokio::task::yield_now().await;
-        inbox.push(5).unwrap();
+        inbox.push(5, 1, 0).unwrap();
         assert_eq!(waiter.await.unwrap(), Next::Event(5));
     }
 
     #[test]
     fn after_the_session_ended_pushes_are_dropped() {
-        let (inbox, rx) = Inbox::new();
-        inbox.push(Arc::new(1)).unwrap();
+        let (inbox, rx) = Inbox::new(BUDGET);
+        inbox.push(Arc::new(1), 1, 0).unwrap();
         let queued = Arc::new(2);
-        inbox.push(queued.clone()).unwrap();
+        inbox.push(queued.clone(), 1, 0).unwrap();
         drop(rx);
         assert_eq!(Arc::strong_count(&queued), 1, "queued events are dropped");
         let late = Arc::new(3);
-        inbox.push(late.clone()).unwrap();
+        inbox.push(late.clone(), 1, 0).unwrap();
         assert_eq!(Arc::strong_count(&late), 1, "later events are not kept");
     }
 
     #[test]
     fn msgs_bypass_the_session_only_while_it_waits_with_nothing_queued() {
-        let (inbox, rx) = Inbox::new();
+        let (inbox, rx) = Inbox::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
             sender: Value::from("alice"),
@@ -480,7 +662,7 @@ mod tests {
         inbox.signal(Control::Ready);
         assert_eq!(now(&rx), None);
         assert!(inbox.direct().is_some(), "ready and waiting");
-        inbox.push(1).unwrap();
+        inbox.push(1, 1, 0).unwrap();
         assert!(inbox.direct().is_none(), "an event is queued");
         assert_eq!(now(&rx), Some(Next::Event(1)));
         assert!(inbox.direct().is_none(), "the session handles an event");
@@ -497,7 +679,7 @@ mod tests {
 
     #[test]
     fn a_session_that_ended_lets_nothing_bypass_it() {
-        let (inbox, rx) = Inbox::<u32>::new();
+        let (inbox, rx) = Inbox::<u32>::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
             sender: Value::from(7),
@@ -510,10 +692,10 @@ mod tests {
 
     #[test]
     fn a_ring_grown_by_a_burst_is_given_back_once_empty() {
-        let (inbox, rx) = Inbox::new();
+        let (inbox, rx) = Inbox::new(BUDGET);
         inbox.signal(Control::Ready);
         for i in 0..100 {
-            inbox.push(i).unwrap();
+            inbox.push(i, 1, 0).unwrap();
         }
         while let Some(Next::Event(_)) = now(&rx) {}
         assert!(inbox.state().events.capacity() <= KEPT_SLOTS);

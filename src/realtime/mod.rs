@@ -3,7 +3,7 @@
 
 mod auth;
 pub mod bus;
-mod inbox;
+pub mod inbox;
 mod message;
 mod pending;
 mod presence;
@@ -48,6 +48,12 @@ pub fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
     io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
 }
 
+/// The inbox of this node's socket `sid`, once its session started.
+pub fn inbox_of(io: &SocketIo, sid: socketioxide::socket::Sid) -> Option<Arc<inbox::Inbox>> {
+    let socket = io.of("/")?.get_socket(sid)?;
+    socket.extensions.get::<inbox::Mailbox>().map(|m| m.inbox)
+}
+
 /// The socket.io room that holds the members of protocol room `room`.
 pub fn room_channel(room: &str) -> String {
     // Built once per relay: a plain concatenation, not the formatting machinery.
@@ -55,6 +61,29 @@ pub fn room_channel(room: &str) -> String {
     channel.push_str("room:");
     channel.push_str(room);
     channel
+}
+
+/// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.
+const FRAME_SLACK: usize = 64 * 1024;
+
+/// The largest websocket message, and so the largest single event, a
+/// client may send: a msg of `max_msg_bytes` with its framing, escaped.
+pub fn max_event_bytes(config: &Config) -> usize {
+    config
+        .max_msg_bytes
+        .saturating_mul(2)
+        .saturating_add(FRAME_SLACK)
+}
+
+/// The largest long-polling request body: four times the inbound budget
+/// (or one largest message, if that is more). socket.io-client 2.x sends
+/// every packet it buffered while offline in one POST (engine.io 3 servers
+/// took up to 100 MB); 3.x and 4.x split their POSTs to the size the
+/// handshake tells them. A body is read only as fast as its session takes
+/// the events ([`crate::valve::ValvedBody`]), so its size costs no memory
+/// beyond what the inbox's budget allows.
+pub fn max_polling_body(config: &Config) -> usize {
+    max_event_bytes(config).max(config.inbound_max_bytes.saturating_mul(4))
 }
 
 /// Registers the default namespace's handlers on `hub.io`.

@@ -14,6 +14,9 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::{sleep_until, Instant};
 
+use axum::extract::ConnectInfo;
+use socketioxide::TransportType;
+
 use super::inbox::{self, Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::message::DirectRelay;
 use super::pending::PendingWrites;
@@ -21,6 +24,7 @@ use super::read_ahead::ReadAhead;
 use super::Hub;
 use crate::cluster::PresenceSeq;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
+use crate::valve::{Peer, ReadValve};
 
 /// Where a session is in the protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +148,8 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
 
 /// Sets up the session of a new connection and starts its task.
 fn start(hub: Arc<Hub>, socket: SocketRef) {
-    let (inbox, receiver) = Inbox::new();
+    let (inbox, receiver) = Inbox::new(hub.config.inbound_max_bytes);
+    inbox.set_valve(reads_valve(&socket));
     let mailbox = Mailbox {
         inbox: inbox.clone(),
         hub: hub.clone(),
@@ -172,6 +177,19 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
         sends_ignore: false,
     };
     tokio::spawn(session.run(receiver));
+}
+
+/// The valve that pauses this connection's reads: its TCP connection's for
+/// a websocket; for long-polling one of its own that the session's POSTs
+/// wait on (`http::inbound`), until an upgrade brings the websocket's.
+fn reads_valve(socket: &SocketRef) -> Arc<ReadValve> {
+    if socket.transport_type() != TransportType::Websocket {
+        return ReadValve::new();
+    }
+    match socket.req_parts().extensions.get::<ConnectInfo<Peer>>() {
+        Some(ConnectInfo(peer)) => peer.valve.clone(),
+        None => ReadValve::new(),
+    }
 }
 
 impl Session {
@@ -271,6 +289,7 @@ impl Session {
             Phase::Connected => {
                 tracing::info!(sid = %self.sid, "authentication timeout");
                 self.hub.metrics.auth_failed("timeout");
+                self.hub.metrics.disconnected("auth_timeout");
                 let _ = self.socket.emit(
                     event::AUTHENTICATE,
                     &StatusReply::fail(1, reason::AUTH_TIMEOUT),
@@ -280,6 +299,7 @@ impl Session {
             }
             Phase::Authenticated => {
                 tracing::info!(sid = %self.sid, "join timeout");
+                self.hub.metrics.disconnected("join_timeout");
                 self.closed_by_server().await;
                 Flow::Stop
             }
