@@ -8,7 +8,7 @@ use std::time::Duration;
 use ao_bench::engineio::Eio;
 use ao_bench::scenarios::conns::{self, ConnsConfig};
 use ao_bench::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax};
-use ao_bench::scenarios::sync::{self, SyncConfig};
+use ao_bench::scenarios::sync::{self, Preload, SyncConfig};
 use ao_bench::suite::{self, SuiteConfig};
 use ao_bench::{floor, proc_stats, Result};
 use clap::{Args, Parser, Subcommand};
@@ -83,9 +83,17 @@ enum Cmd {
         /// Timed syncs per encoding (the median is reported).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Acknowledged inserts in flight.
+        /// How the messages are stored: acked (acknowledged, --window in
+        /// flight) or unacked (one client sends them all back to back
+        /// without acks; only the last one asks for an ack).
+        #[arg(long, value_enum, default_value = "acked")]
+        preload: Preload,
+        /// Acknowledged inserts in flight (--preload acked).
         #[arg(long, default_value_t = 128)]
         window: usize,
+        /// Time syncs without encoding only, not with gzip.
+        #[arg(long)]
+        no_gzip: bool,
     },
     /// A minimal relay server (engine.io 3/4, authenticate, join, msg) to compare against.
     Floor {
@@ -108,13 +116,13 @@ enum Cmd {
         /// The real server's binary (cargo build --release).
         #[arg(long, default_value = "target/release/always-online")]
         server_bin: PathBuf,
-        /// Smaller numbers, about a minute and a half in all.
+        /// Smaller numbers, about two minutes in all.
         #[arg(long)]
         quick: bool,
         /// Connections of the conns scenario [default: 10000, quick 2000].
         #[arg(long)]
         conns: Option<usize>,
-        /// Stored messages of the sync scenario [default: 50000, quick 10000].
+        /// Stored messages of the sync scenarios [default: 50000, quick 10000].
         #[arg(long)]
         sync_messages: Option<usize>,
         /// Aggregate rate of the fixed-rate fanout, msg/s.
@@ -154,7 +162,9 @@ struct LoadArgs {
     /// Frame size of a sent msg, bytes.
     #[arg(long, default_value_t = 200)]
     size: usize,
-    /// Storage mode of the messages: 2 ignore (relay only), 0 insert, 1 update.
+    /// Storage mode of the messages: 2 ignore (relay only), 0 insert
+    /// (stored; the report adds disk bytes written and server CPU per
+    /// stored msg), 1 update.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
     storage: u8,
     /// Seconds of sending before the measured window.
@@ -276,7 +286,9 @@ async fn run(cli: Cli) -> Result<()> {
             messages,
             size,
             repeat,
+            preload,
             window,
+            no_gzip,
         } => {
             let r = sync::sync(&SyncConfig {
                 addr,
@@ -284,11 +296,19 @@ async fn run(cli: Cli) -> Result<()> {
                 messages,
                 size,
                 repeat,
+                preload,
                 window,
+                gzip: !no_gzip,
             })
             .await?;
             println!("{}", r.summary());
-            Ok(())
+            if r.not_completed.is_some() {
+                Err("the preload did not complete".into())
+            } else if !r.all_returned() {
+                Err("not every message sent was stored and returned".into())
+            } else {
+                Ok(())
+            }
         }
         Cmd::Floor { listen, no_nodelay } => {
             tokio::select! {

@@ -1,5 +1,5 @@
-//! Process figures from Linux `/proc`: CPU time, resident memory, and the
-//! open-files limit.
+//! Process figures from Linux `/proc`: CPU time, resident memory, bytes
+//! written to storage, and the open-files limit.
 
 use std::io;
 
@@ -59,6 +59,17 @@ pub fn parse_status_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// `write_bytes` from the text of `/proc/PID/io`: bytes the process caused
+/// to be sent to the storage layer (counted when it dirties a page cache
+/// page, or at the write for direct I/O).
+pub fn parse_io_write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn invalid(what: &str, pid: u32) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -79,6 +90,13 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     parse_status_rss(&status).ok_or_else(|| invalid("VmRSS", pid))
 }
 
+/// Bytes process `pid` has caused to be written to storage so far
+/// (`/proc/PID/io` is readable by the same user or root only).
+pub fn write_bytes(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    parse_io_write_bytes(&text).ok_or_else(|| invalid("write_bytes", pid))
+}
+
 /// Total CPU seconds of several processes.
 pub fn total_cpu_seconds(pids: &[u32]) -> io::Result<f64> {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
@@ -87,6 +105,11 @@ pub fn total_cpu_seconds(pids: &[u32]) -> io::Result<f64> {
 /// Total resident memory of several processes, in bytes.
 pub fn total_rss_bytes(pids: &[u32]) -> io::Result<u64> {
     pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
+/// Total bytes several processes have caused to be written to storage.
+pub fn total_write_bytes(pids: &[u32]) -> io::Result<u64> {
+    pids.iter().map(|&p| write_bytes(p)).sum()
 }
 
 /// This process's soft RLIMIT_NOFILE: how many files it may have open.
@@ -174,9 +197,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_io_write_bytes() {
+        let io = "rchar: 6976\nwchar: 12\nsyscr: 10\nsyscw: 1\nread_bytes: 4096\nwrite_bytes: 81920\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_io_write_bytes(io), Some(81_920));
+        assert_eq!(parse_io_write_bytes("rchar: 1\n"), None);
+        assert_eq!(parse_io_write_bytes("write_bytes: x\n"), None);
+    }
+
+    #[test]
     fn reads_own_process() {
         let pid = std::process::id();
         assert!(cpu_seconds(pid).expect("cpu") >= 0.0);
+        write_bytes(pid).expect("write_bytes");
         assert!(rss_bytes(pid).expect("rss") > 0);
         assert!(raise_nofile_limit().expect("rlimit") > 0);
     }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::engineio::Eio;
 use crate::scenarios::conns::{self, ConnsConfig, ConnsResult};
 use crate::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax, FindMaxResult, StepResult};
-use crate::scenarios::sync::{self, median, SyncConfig, SyncResult};
+use crate::scenarios::sync::{self, median, Preload, SyncConfig, SyncResult};
 use crate::{proc_stats, Result};
 
 /// Settings of a suite run.
@@ -22,11 +22,11 @@ use crate::{proc_stats, Result};
 pub struct SuiteConfig {
     /// The real server's binary (a release build).
     pub server_bin: PathBuf,
-    /// Smaller numbers, about a minute and a half in all.
+    /// Smaller numbers, about two minutes in all.
     pub quick: bool,
     /// Connections of the conns scenario.
     pub conns: usize,
-    /// Stored messages of the sync scenario.
+    /// Stored messages of the sync scenarios.
     pub sync_messages: usize,
     /// Aggregate rate of the fixed-rate fanout, msg/s.
     pub rate: f64,
@@ -66,7 +66,7 @@ impl SuiteConfig {
         }
     }
 
-    fn fanout(&self, addr: &str, pid: u32) -> FanoutConfig {
+    fn fanout(&self, addr: &str, pid: u32, storage: u8) -> FanoutConfig {
         FanoutConfig {
             nodes: vec![addr.to_owned()],
             eio: self.eio,
@@ -74,7 +74,7 @@ impl SuiteConfig {
             members: 10,
             rate: self.rate,
             size: 200,
-            storage: 2,
+            storage,
             warmup: secs(if self.quick { 1.0 } else { 3.0 }),
             duration: secs(if self.quick { 3.0 } else { 10.0 }),
             drain: secs(if self.quick { 1.0 } else { 2.0 }),
@@ -83,8 +83,8 @@ impl SuiteConfig {
         }
     }
 
-    fn find_max(&self, addr: &str, pid: u32) -> (FanoutConfig, FindMax) {
-        let mut cfg = self.fanout(addr, pid);
+    fn find_max(&self, addr: &str, pid: u32, storage: u8) -> (FanoutConfig, FindMax) {
+        let mut cfg = self.fanout(addr, pid, storage);
         cfg.warmup = secs(if self.quick { 0.5 } else { 2.0 });
         cfg.duration = secs(if self.quick { 1.5 } else { 5.0 });
         cfg.drain = secs(1.0);
@@ -118,14 +118,17 @@ impl SuiteConfig {
         }
     }
 
-    fn sync(&self, addr: &str) -> SyncConfig {
+    fn sync(&self, addr: &str, preload: Preload) -> SyncConfig {
         SyncConfig {
             addr: addr.to_owned(),
             eio: self.eio,
             messages: self.sync_messages,
             size: 200,
             repeat: if self.quick { 1 } else { 9 },
+            preload,
             window: 128,
+            // The gzip figure is information only: measured after the acked inserts alone.
+            gzip: preload == Preload::Acked,
         }
     }
 }
@@ -290,7 +293,48 @@ enum Side {
     Floor,
 }
 
-impl Side {
+/// What a message scenario (fanout, find-max) runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// The server with every msg stored (`s: 0`), as clients send them.
+    Inserts,
+    /// The server relaying only (`s: 2`).
+    Relay,
+    /// The floor, which stores nothing whatever `s` says.
+    Floor,
+}
+
+impl Against {
+    /// In the order the rounds run them.
+    const ALL: [Against; 3] = [Against::Inserts, Against::Relay, Against::Floor];
+
+    fn slot(self) -> usize {
+        match self {
+            Against::Inserts => 0,
+            Against::Relay => 1,
+            Against::Floor => 2,
+        }
+    }
+
+    fn storage(self) -> u8 {
+        match self {
+            Against::Inserts => 0,
+            Against::Relay | Against::Floor => 2,
+        }
+    }
+}
+
+/// A side, or a side with a storage mode, that a scenario runs against.
+trait Variant: Copy {
+    fn side(self) -> Side;
+    fn name(self) -> &'static str;
+}
+
+impl Variant for Side {
+    fn side(self) -> Side {
+        self
+    }
+
     fn name(self) -> &'static str {
         match self {
             Side::Server => "server",
@@ -299,20 +343,41 @@ impl Side {
     }
 }
 
+impl Variant for Against {
+    fn side(self) -> Side {
+        match self {
+            Against::Inserts | Against::Relay => Side::Server,
+            Against::Floor => Side::Floor,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Against::Inserts => "server, inserts (s: 0)",
+            Against::Relay => "server, relay only (s: 2)",
+            Against::Floor => "floor",
+        }
+    }
+}
+
 /// Everything measured so far (kept outside the run so that a suite
 /// stopped by its time limit still prints what it has).
 #[derive(Default)]
 struct Figures {
-    /// Every round's fixed-rate fanout, per side.
-    fanout: [Vec<StepResult>; 2],
-    find_max: [Option<FindMaxResult>; 2],
+    /// Every round's fixed-rate fanout, per [`Against`].
+    fanout: [Vec<StepResult>; 3],
+    /// Per [`Against`].
+    find_max: [Option<FindMaxResult>; 3],
     /// find-max with members spread over 2 nodes on one Redis.
     cluster_find_max: Option<FindMaxResult>,
     /// Every round's conns, per side.
     conns: [Vec<ConnsResult>; 2],
     /// The long hold against the server.
     hold: Option<ConnsResult>,
+    /// Sync after acknowledged inserts.
     sync: Option<SyncResult>,
+    /// Sync after one client's inserts sent back to back without acks.
+    sync_unacked: Option<SyncResult>,
     notes: Vec<String>,
     /// Load average when the suite started.
     load_at_start: Option<String>,
@@ -345,65 +410,68 @@ fn with<F: FnOnce(&mut Figures)>(figs: &Mutex<Figures>, f: F) {
     }
 }
 
-/// Runs a scenario `cfg.rounds` times per side, server and floor
-/// alternating, each run against a fresh process; `keep` files each result.
-async fn alternating_rounds<R>(
+/// Runs a scenario `cfg.rounds` times against each of `variants`, in turn
+/// within each round, each run against a fresh process; `keep` files each result.
+async fn alternating_rounds<V: Variant, R>(
     cfg: &SuiteConfig,
     figs: &Mutex<Figures>,
     title: &str,
-    run: impl AsyncFn(&Proc) -> Result<R>,
+    variants: &[V],
+    run: impl AsyncFn(&Proc, V) -> Result<R>,
     summary: impl Fn(&R) -> String,
-    keep: impl Fn(&mut Figures, Side, R),
+    keep: impl Fn(&mut Figures, V, R),
 ) {
     for round in 1..=cfg.rounds {
-        for side in [Side::Server, Side::Floor] {
+        for &v in variants {
             eprintln!(
                 "== {title} against the {} (round {round} of {})",
-                side.name(),
+                v.name(),
                 cfg.rounds
             );
-            let r = async { run(&start(cfg, side).await?).await }.await;
+            let r = async { run(&start(cfg, v.side()).await?, v).await }.await;
             match r {
                 Ok(r) => {
-                    eprintln!("{}: {}", side.name(), summary(&r));
-                    with(figs, |f| keep(f, side, r));
+                    eprintln!("{}: {}", v.name(), summary(&r));
+                    with(figs, |f| keep(f, v, r));
                 }
-                Err(e) => note(figs, format!("{title} against the {}: {e}", side.name())),
+                Err(e) => note(figs, format!("{title} against the {}: {e}", v.name())),
             }
         }
     }
 }
 
 async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
-    let sides = [Side::Server, Side::Floor];
     let title = format!("fanout at {} msg/s", cfg.rate);
     alternating_rounds(
         cfg,
         figs,
         &title,
-        async |p: &Proc| fanout::fanout(&cfg.fanout(&p.addr, p.pid())).await,
+        &Against::ALL,
+        async |p: &Proc, a: Against| {
+            fanout::fanout(&cfg.fanout(&p.addr, p.pid(), a.storage())).await
+        },
         StepResult::summary,
-        |f, side, r| f.fanout[slot(side)].push(r),
+        |f, a, r| f.fanout[a.slot()].push(r),
     )
     .await;
-    for side in sides {
-        eprintln!("== find-max against the {}", side.name());
+    for a in Against::ALL {
+        eprintln!("== find-max against the {}", a.name());
         let r = async {
-            let p = start(cfg, side).await?;
-            let (c, fm) = cfg.find_max(&p.addr, p.pid());
+            let p = start(cfg, a.side()).await?;
+            let (c, fm) = cfg.find_max(&p.addr, p.pid(), a.storage());
             fanout::find_max(&c, &fm).await
         }
         .await;
         match r {
-            Ok(r) => with(figs, |f| f.find_max[slot(side)] = Some(r)),
-            Err(e) => note(figs, format!("find-max against the {}: {e}", side.name())),
+            Ok(r) => with(figs, |f| f.find_max[a.slot()] = Some(r)),
+            Err(e) => note(figs, format!("find-max against the {}: {e}", a.name())),
         }
     }
-    eprintln!("== find-max against 2 nodes on Redis");
+    eprintln!("== find-max against 2 nodes on Redis, relay only (s: 2)");
     let r = async {
         let redis = start_redis(&cfg.redis_server).await?;
         let nodes = start_nodes(&cfg.server_bin, &redis.addr, 2).await?;
-        let (mut c, fm) = cfg.find_max(&nodes[0].addr, nodes[0].pid());
+        let (mut c, fm) = cfg.find_max(&nodes[0].addr, nodes[0].pid(), 2);
         c.nodes = nodes.iter().map(|n| n.addr.clone()).collect();
         c.server_pids = nodes.iter().map(Proc::pid).chain([redis.pid()]).collect();
         fanout::find_max(&c, &fm).await
@@ -418,26 +486,35 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
         cfg,
         figs,
         &title,
-        async |p: &Proc| conns::conns(&cfg.conns(&p.addr, p.pid())).await,
+        &[Side::Server, Side::Floor],
+        async |p: &Proc, _| conns::conns(&cfg.conns(&p.addr, p.pid())).await,
         ConnsResult::summary,
         |f, side, r| f.conns[slot(side)].push(r),
     )
     .await;
-    eprintln!(
-        "== sync of {} stored messages against the server",
-        cfg.sync_messages
-    );
-    let r = async {
-        let p = start(cfg, Side::Server).await?;
-        sync::sync(&cfg.sync(&p.addr)).await
-    }
-    .await;
-    match r {
-        Ok(r) => {
-            eprintln!("{}", r.summary());
-            with(figs, |f| f.sync = Some(r));
+    for (preload, what) in [
+        (Preload::Acked, "stored with acks"),
+        (Preload::Unacked, "preloaded without acks"),
+    ] {
+        eprintln!(
+            "== sync of {} messages {what} against the server",
+            cfg.sync_messages
+        );
+        let r = async {
+            let p = start(cfg, Side::Server).await?;
+            sync::sync(&cfg.sync(&p.addr, preload)).await
         }
-        Err(e) => note(figs, format!("sync against the server: {e}")),
+        .await;
+        match r {
+            Ok(r) => {
+                eprintln!("{}", r.summary());
+                with(figs, |f| match preload {
+                    Preload::Acked => f.sync = Some(r),
+                    Preload::Unacked => f.sync_unacked = Some(r),
+                });
+            }
+            Err(e) => note(figs, format!("sync ({what}) against the server: {e}")),
+        }
     }
     eprintln!(
         "== {} connections held {} s against the server",
@@ -497,6 +574,9 @@ struct Row {
     target: &'static str,
     /// Whether the figure meets its target; `None` for information only.
     check: Option<Check>,
+    /// The verdict whatever the figure says: a miss for another reason
+    /// (messages not returned), or why the figure was not measured.
+    verdict: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -508,6 +588,23 @@ enum Check {
 }
 
 impl Row {
+    fn new(
+        figure: String,
+        server: Option<f64>,
+        floor: Option<f64>,
+        target: &'static str,
+        check: Option<Check>,
+    ) -> Self {
+        Self {
+            figure,
+            server,
+            floor,
+            target,
+            check,
+            verdict: None,
+        }
+    }
+
     fn ratio(&self) -> Option<f64> {
         match (self.server, self.floor) {
             (Some(s), Some(f)) if f != 0.0 => Some(s / f),
@@ -515,9 +612,12 @@ impl Row {
         }
     }
 
-    fn result(&self) -> &'static str {
+    fn result(&self) -> String {
+        if let Some(v) = &self.verdict {
+            return v.clone();
+        }
         let Some(check) = self.check else {
-            return "info";
+            return "info".into();
         };
         let ok = match check {
             Check::RatioAtLeast(x) => self.ratio().map(|r| r >= x),
@@ -528,6 +628,7 @@ impl Row {
             Some(false) => "miss",
             None => "not run",
         }
+        .into()
     }
 }
 
@@ -557,130 +658,226 @@ fn median_of(values: impl Iterator<Item = f64>) -> Option<f64> {
     })
 }
 
+/// A sync row: the median ms of one encoding; with a target, it misses
+/// when the preload did not complete or a sync returned fewer messages
+/// than were sent.
+fn sync_row(figure: String, r: Option<&SyncResult>, gzip: bool, check: Option<Check>) -> Row {
+    let ms = r
+        .and_then(|s| median(if gzip { &s.gzip } else { &s.plain }))
+        .map(|m| m.ms);
+    let target = if check.is_some() {
+        "≤ 100 ms, all returned"
+    } else {
+        "—"
+    };
+    let mut row = Row::new(figure, ms, None, target, check);
+    if let (Some(s), Some(_)) = (r, check) {
+        row.verdict = match (&s.not_completed, s.returned()) {
+            (Some(why), _) => Some(format!("not completed: {why}")),
+            (None, Some(n)) if n != s.inserted as u64 => {
+                Some(format!("miss: {n} of {} returned", s.inserted))
+            }
+            _ => None,
+        };
+    }
+    row
+}
+
 fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
+    use Against::{Floor, Inserts, Relay};
     let rate = cfg.rate;
     // Each figure's median over the rounds.
-    let fan = |i: usize, fig: &dyn Fn(&StepResult) -> Option<f64>| {
-        median_of(f.fanout[i].iter().filter_map(fig))
+    let fan = |a: Against, fig: &dyn Fn(&StepResult) -> Option<f64>| {
+        median_of(f.fanout[a.slot()].iter().filter_map(fig))
     };
-    let best = |i: usize| f.find_max[i].as_ref().and_then(|r| r.best.as_ref());
+    let best = |a: Against| f.find_max[a.slot()].as_ref().and_then(|r| r.best.as_ref());
     let cn = |i: usize, fig: &dyn Fn(&ConnsResult) -> Option<f64>| {
         median_of(f.conns[i].iter().filter_map(fig))
     };
-    let sync_ms = |gzip: bool| {
-        f.sync
-            .as_ref()
-            .and_then(|s| median(if gzip { &s.gzip } else { &s.plain }))
-            .map(|r| r.ms)
+    let mode = |a: Against| match a {
+        Inserts => "inserts",
+        Relay | Floor => "relay only",
     };
-    vec![
-        Row {
-            figure: "find-max sent rate (msg/s)".into(),
-            server: best(0).map(StepResult::sent_rate),
-            floor: best(1).map(StepResult::sent_rate),
-            target: "≥ 0.7 × floor",
-            check: Some(Check::RatioAtLeast(0.7)),
-        },
-        Row {
-            figure: "2 nodes on Redis: find-max sent rate (msg/s)".into(),
-            server: f
-                .cluster_find_max
+    // A fanout figure of the server storing or relaying only, against the
+    // floor's; `unit` follows the mode.
+    let fan_row = |a: Against,
+                   (figure, unit): (&str, &str),
+                   fig: &dyn Fn(&StepResult) -> Option<f64>,
+                   target: &'static str,
+                   check: Option<Check>| {
+        Row::new(
+            format!("{figure}, {}{unit}", mode(a)),
+            fan(a, fig),
+            fan(Floor, fig),
+            target,
+            check,
+        )
+    };
+    let find_max_row = |a: Against, target: &'static str, check: Option<Check>| {
+        Row::new(
+            format!("find-max sent rate, {} (msg/s)", mode(a)),
+            best(a).map(StepResult::sent_rate),
+            best(Floor).map(StepResult::sent_rate),
+            target,
+            check,
+        )
+    };
+    let at = format!("@ {rate:.0} msg/s");
+    let deliveries = format!("deliveries per server CPU-s {at}");
+    let p99 = format!("p99 latency {at}");
+    let p99_of = |r: &StepResult| Some(r.latency_ms(0.99));
+    let mut rows = vec![
+        find_max_row(Inserts, "≥ 0.8 × floor", Some(Check::RatioAtLeast(0.8))),
+        find_max_row(Relay, "≥ 0.7 × floor", Some(Check::RatioAtLeast(0.7))),
+        Row::new(
+            "2 nodes on Redis, relay only: find-max sent rate (msg/s)".into(),
+            f.cluster_find_max
                 .as_ref()
                 .and_then(|r| r.best.as_ref())
                 .map(StepResult::sent_rate),
-            floor: best(1).map(StepResult::sent_rate),
-            target: "≥ 0.4 × floor",
-            check: Some(Check::RatioAtLeast(0.4)),
-        },
-        Row {
-            figure: format!("deliveries per server CPU-s @ {rate:.0} msg/s"),
-            server: fan(0, &StepResult::deliveries_per_cpu_s),
-            floor: fan(1, &StepResult::deliveries_per_cpu_s),
-            target: "≥ 0.8 × floor",
-            check: Some(Check::RatioAtLeast(0.8)),
-        },
-        Row {
-            figure: format!("p99 latency @ {rate:.0} msg/s (ms)"),
-            server: fan(0, &|r| Some(r.latency_ms(0.99))),
-            floor: fan(1, &|r| Some(r.latency_ms(0.99))),
-            target: "≤ 5 ms",
-            check: Some(Check::AtMost(5.0)),
-        },
-        Row {
-            figure: format!("RSS per idle connection @ {} conns (KiB)", cfg.conns),
-            server: cn(0, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
-            floor: cn(1, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
-            target: "≤ 10 KiB",
-            check: Some(Check::AtMost(10.0)),
-        },
-        Row {
-            figure: format!("set-ups/s @ {} conns", cfg.conns),
-            server: cn(0, &|r| Some(r.setups_per_s())),
-            floor: cn(1, &|r| Some(r.setups_per_s())),
-            target: "≥ 0.7 × floor",
-            check: Some(Check::RatioAtLeast(0.7)),
-        },
-        Row {
-            figure: format!("sync of {} stored msgs, no gzip (ms)", cfg.sync_messages),
-            server: sync_ms(false),
-            floor: None,
-            target: "≤ 100 ms",
-            check: Some(Check::AtMost(100.0)),
-        },
-        Row {
-            figure: format!("sync of {} stored msgs, gzip (ms)", cfg.sync_messages),
-            server: sync_ms(true),
-            floor: None,
-            target: "—",
-            check: None,
-        },
-        Row {
-            figure: format!(
+            best(Floor).map(StepResult::sent_rate),
+            "≥ 0.4 × floor",
+            Some(Check::RatioAtLeast(0.4)),
+        ),
+        fan_row(
+            Inserts,
+            (&deliveries, ""),
+            &StepResult::deliveries_per_cpu_s,
+            "≥ 0.7 × floor",
+            Some(Check::RatioAtLeast(0.7)),
+        ),
+        fan_row(
+            Relay,
+            (&deliveries, ""),
+            &StepResult::deliveries_per_cpu_s,
+            "≥ 0.8 × floor",
+            Some(Check::RatioAtLeast(0.8)),
+        ),
+        fan_row(
+            Inserts,
+            (&p99, " (ms)"),
+            &p99_of,
+            "≤ 5 ms",
+            Some(Check::AtMost(5.0)),
+        ),
+        fan_row(
+            Relay,
+            (&p99, " (ms)"),
+            &p99_of,
+            "≤ 5 ms",
+            Some(Check::AtMost(5.0)),
+        ),
+        Row::new(
+            format!("disk bytes written per stored msg @ {rate:.0} msg/s"),
+            fan(Inserts, &StepResult::disk_bytes_per_stored),
+            None,
+            "≤ 2 KiB",
+            Some(Check::AtMost(2048.0)),
+        ),
+        Row::new(
+            format!("RSS per idle connection @ {} conns (KiB)", cfg.conns),
+            cn(0, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
+            cn(1, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
+            "≤ 10 KiB",
+            Some(Check::AtMost(10.0)),
+        ),
+        Row::new(
+            format!("set-ups/s @ {} conns", cfg.conns),
+            cn(0, &|r| Some(r.setups_per_s())),
+            cn(1, &|r| Some(r.setups_per_s())),
+            "≥ 0.7 × floor",
+            Some(Check::RatioAtLeast(0.7)),
+        ),
+        sync_row(
+            format!(
+                "sync of {} msgs stored with acks, no gzip (ms)",
+                cfg.sync_messages
+            ),
+            f.sync.as_ref(),
+            false,
+            Some(Check::AtMost(100.0)),
+        ),
+        sync_row(
+            format!(
+                "sync of {} msgs preloaded without acks, no gzip (ms)",
+                cfg.sync_messages
+            ),
+            f.sync_unacked.as_ref(),
+            false,
+            Some(Check::AtMost(100.0)),
+        ),
+        Row::new(
+            format!(
                 "connections lost of {} held {} s",
                 cfg.hold_conns,
                 cfg.hold_time.as_secs()
             ),
-            server: f.hold.as_ref().map(|r| r.lost as f64),
-            floor: None,
-            target: "0",
-            check: Some(Check::AtMost(0.0)),
-        },
-        Row {
-            figure: format!("delivered/s @ {rate:.0} msg/s"),
-            server: fan(0, &|r| Some(r.delivered_rate())),
-            floor: fan(1, &|r| Some(r.delivered_rate())),
-            target: "—",
-            check: None,
-        },
-        Row {
-            figure: format!("deliveries received @ {rate:.0} msg/s (%)"),
-            server: fan(0, &|r| Some(r.delivery_ratio() * 100.0)),
-            floor: fan(1, &|r| Some(r.delivery_ratio() * 100.0)),
-            target: "—",
-            check: None,
-        },
-        Row {
-            figure: format!("p50 latency @ {rate:.0} msg/s (ms)"),
-            server: fan(0, &|r| Some(r.latency_ms(0.5))),
-            floor: fan(1, &|r| Some(r.latency_ms(0.5))),
-            target: "—",
-            check: None,
-        },
-        Row {
-            figure: "find-max p99 at the best step (ms)".into(),
-            server: best(0).map(|r| r.latency_ms(0.99)),
-            floor: best(1).map(|r| r.latency_ms(0.99)),
-            target: "—",
-            check: None,
-        },
-        Row {
-            figure: format!("server CPU per set-up @ {} conns (µs)", cfg.conns),
-            server: cn(0, &ConnsResult::cpu_per_setup_us),
-            floor: cn(1, &ConnsResult::cpu_per_setup_us),
-            target: "—",
-            check: None,
-        },
-    ]
+            f.hold.as_ref().map(|r| r.lost as f64),
+            None,
+            "0",
+            Some(Check::AtMost(0.0)),
+        ),
+        Row::new(
+            format!("server CPU per stored msg @ {rate:.0} msg/s (µs)"),
+            fan(Inserts, &StepResult::cpu_us_per_stored),
+            None,
+            "—",
+            None,
+        ),
+        sync_row(
+            format!(
+                "sync of {} msgs stored with acks, gzip (ms)",
+                cfg.sync_messages
+            ),
+            f.sync.as_ref(),
+            true,
+            None,
+        ),
+    ];
+    for a in [Inserts, Relay] {
+        rows.push(fan_row(
+            a,
+            (&format!("delivered/s {at}"), ""),
+            &|r| Some(r.delivered_rate()),
+            "—",
+            None,
+        ));
+    }
+    for a in [Inserts, Relay] {
+        rows.push(fan_row(
+            a,
+            (&format!("deliveries received {at}"), " (%)"),
+            &|r| Some(r.delivery_ratio() * 100.0),
+            "—",
+            None,
+        ));
+    }
+    for a in [Inserts, Relay] {
+        rows.push(fan_row(
+            a,
+            (&format!("p50 latency {at}"), " (ms)"),
+            &|r| Some(r.latency_ms(0.5)),
+            "—",
+            None,
+        ));
+    }
+    for a in [Inserts, Relay] {
+        rows.push(Row::new(
+            format!("find-max p99 at the best step, {} (ms)", mode(a)),
+            best(a).map(|r| r.latency_ms(0.99)),
+            best(Floor).map(|r| r.latency_ms(0.99)),
+            "—",
+            None,
+        ));
+    }
+    rows.push(Row::new(
+        format!("server CPU per set-up @ {} conns (µs)", cfg.conns),
+        cn(0, &ConnsResult::cpu_per_setup_us),
+        cn(1, &ConnsResult::cpu_per_setup_us),
+        "—",
+        None,
+    ));
+    rows
 }
 
 fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
@@ -713,7 +910,7 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
                 num(r.floor),
                 num(r.ratio()),
                 r.target.to_owned(),
-                r.result().to_owned(),
+                r.result(),
             ]
         })
         .collect();
@@ -742,26 +939,35 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
     for c in &cells {
         let _ = writeln!(out, "{}", line([&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]]));
     }
-    for (i, side) in [Side::Server, Side::Floor].iter().enumerate() {
-        for (round, r) in f.fanout[i].iter().enumerate() {
+    let find_max_steps = |out: &mut String, name: &str, fm: &FindMaxResult| {
+        for (step, verdict) in &fm.steps {
+            let v = match verdict {
+                Ok(()) => "ok".to_owned(),
+                Err(why) => format!("fails: {why}"),
+            };
+            let _ = writeln!(out, "find-max {name} step {:.0}/s: {v}", step.rate);
+        }
+    };
+    for a in Against::ALL {
+        for (round, r) in f.fanout[a.slot()].iter().enumerate() {
             let _ = writeln!(
                 out,
                 "fanout @ {:.0} msg/s, {}, round {}: {}",
                 cfg.rate,
-                side.name(),
+                a.name(),
                 round + 1,
                 r.summary()
             );
         }
-        if let Some(fm) = &f.find_max[i] {
-            for (step, verdict) in &fm.steps {
-                let v = match verdict {
-                    Ok(()) => "ok".to_owned(),
-                    Err(why) => format!("fails: {why}"),
-                };
-                let _ = writeln!(out, "find-max {} step {:.0}/s: {v}", side.name(), step.rate);
-            }
+        if let Some(fm) = &f.find_max[a.slot()] {
+            find_max_steps(&mut out, a.name(), fm);
         }
+    }
+    if let Some(fm) = &f.cluster_find_max {
+        find_max_steps(&mut out, "2 nodes on Redis, relay only (s: 2),", fm);
+    }
+    for side in [Side::Server, Side::Floor] {
+        let i = slot(side);
         for (round, r) in f.conns[i].iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -773,7 +979,10 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
         }
     }
     if let Some(s) = &f.sync {
-        let _ = writeln!(out, "sync, server: {}", s.summary());
+        let _ = writeln!(out, "sync with acks, server: {}", s.summary());
+    }
+    if let Some(s) = &f.sync_unacked {
+        let _ = writeln!(out, "sync without acks, server: {}", s.summary());
     }
     for n in &f.notes {
         let _ = writeln!(out, "note: {n}");
@@ -830,13 +1039,7 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let row = |server, floor, check| Row {
-            figure: String::new(),
-            server,
-            floor,
-            target: "",
-            check,
-        };
+        let row = |server, floor, check| Row::new(String::new(), server, floor, "", check);
         assert_eq!(
             row(Some(8.0), Some(10.0), Some(Check::RatioAtLeast(0.7))).result(),
             "pass"
@@ -869,6 +1072,75 @@ mod tests {
         let cfg = SuiteConfig::new(PathBuf::from("/nonexistent"), true);
         let out = report(&cfg, &Figures::default(), Duration::from_secs(1));
         assert!(out.contains("| figure"));
-        assert_eq!(out.matches("not run").count(), 8);
+        assert_eq!(out.matches("not run").count(), 13);
+    }
+
+    fn sync_result(not_completed: Option<&str>, returned: &[u64]) -> SyncResult {
+        let run = |messages| sync::SyncRun {
+            ms: 50.0,
+            pages: 50,
+            messages,
+            bytes: 1,
+        };
+        SyncResult {
+            preload: Preload::Unacked,
+            inserted: 10_000,
+            insert_s: 1.0,
+            resends: 0,
+            not_completed: not_completed.map(str::to_owned),
+            plain: returned.iter().map(|&n| run(n)).collect(),
+            gzip: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sync_rows_miss_when_messages_are_missing_or_the_preload_failed() {
+        let check = Some(Check::AtMost(100.0));
+        let all = sync_result(None, &[10_000, 10_000]);
+        assert_eq!(
+            sync_row(String::new(), Some(&all), false, check).result(),
+            "pass"
+        );
+        let short = sync_result(None, &[10_000, 9_744]);
+        assert_eq!(
+            sync_row(String::new(), Some(&short), false, check).result(),
+            "miss: 9744 of 10000 returned"
+        );
+        let failed = sync_result(
+            Some("disconnected by the server after 300 of 10000 sent"),
+            &[],
+        );
+        let row = sync_row(String::new(), Some(&failed), false, check);
+        assert_eq!(row.server, None);
+        assert_eq!(
+            row.result(),
+            "not completed: disconnected by the server after 300 of 10000 sent"
+        );
+        assert_eq!(
+            sync_row(String::new(), None, false, check).result(),
+            "not run"
+        );
+        assert_eq!(
+            sync_row(String::new(), Some(&short), true, None).result(),
+            "info"
+        );
+    }
+
+    #[test]
+    fn report_lists_inserts_relay_and_floor_figures() {
+        let cfg = SuiteConfig::new(PathBuf::from("/nonexistent"), true);
+        let out = report(&cfg, &Figures::default(), Duration::from_secs(1));
+        for figure in [
+            "find-max sent rate, inserts",
+            "find-max sent rate, relay only",
+            "2 nodes on Redis, relay only",
+            "deliveries per server CPU-s @ 2000 msg/s, inserts",
+            "deliveries per server CPU-s @ 2000 msg/s, relay only",
+            "disk bytes written per stored msg",
+            "server CPU per stored msg",
+            "sync of 10000 msgs preloaded without acks",
+        ] {
+            assert!(out.contains(figure), "{figure} missing from\n{out}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! fanout (and cluster): R rooms × M members all sending `msg` at a fixed
-//! aggregate rate; deliveries, latency, and the server's CPU and memory.
+//! aggregate rate; deliveries, latency, and the server's CPU, memory and,
+//! for stored messages, disk writes.
 //! `--find-max` raises the rate until the server falls behind.
 
 use std::sync::atomic::Ordering;
@@ -85,6 +86,8 @@ pub struct FindMax {
 pub struct StepResult {
     /// Target aggregate rate, msg/s.
     pub rate: f64,
+    /// Storage mode of the messages sent (2 ignore, 0 insert, 1 update).
+    pub storage: u8,
     /// Measured window, seconds.
     pub window_s: f64,
     /// Messages sent in the window.
@@ -99,6 +102,9 @@ pub struct StepResult {
     pub send_lag: Histogram,
     /// Server CPU seconds during the window (all `server_pids`).
     pub server_cpu_s: Option<f64>,
+    /// Bytes the server processes caused to be written to storage during
+    /// the window (`write_bytes` of `/proc/PID/io`).
+    pub server_write_bytes: Option<u64>,
     /// Server RSS at the end of the window, bytes.
     pub server_rss: Option<u64>,
     /// This load generator's CPU seconds during the window.
@@ -137,6 +143,33 @@ impl StepResult {
             .map(|c| self.received as f64 / c)
     }
 
+    /// Messages the server was asked to store in the window: those sent
+    /// with `s: 0` (other modes store nothing new).
+    pub fn stored(&self) -> u64 {
+        if self.storage == 0 {
+            self.sent
+        } else {
+            0
+        }
+    }
+
+    /// Bytes written to storage per stored message.
+    pub fn disk_bytes_per_stored(&self) -> Option<f64> {
+        let stored = self.stored();
+        self.server_write_bytes
+            .filter(|_| stored > 0)
+            .map(|b| b as f64 / stored as f64)
+    }
+
+    /// Server CPU per stored message, microseconds (all the server's work
+    /// in the window, relaying included, over the messages stored).
+    pub fn cpu_us_per_stored(&self) -> Option<f64> {
+        let stored = self.stored();
+        self.server_cpu_s
+            .filter(|_| stored > 0)
+            .map(|c| c / stored as f64 * 1e6)
+    }
+
     /// Latency at quantile `q`, milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
         self.latency.quantile(q) as f64 / 1e6
@@ -167,8 +200,9 @@ impl StepResult {
     /// A one-line summary.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "rate {:>7.0}/s: sent {:>7.0}/s, delivered {:>8.0}/s ({}/{} = {:.3} %), latency p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms",
+            "rate {:>7.0}/s, s: {}: sent {:>7.0}/s, delivered {:>8.0}/s ({}/{} = {:.3} %), latency p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms",
             self.rate,
+            self.storage,
             self.sent_rate(),
             self.delivered_rate(),
             self.received,
@@ -188,6 +222,12 @@ impl StepResult {
         }
         if let Some(d) = self.deliveries_per_cpu_s() {
             s.push_str(&format!(", {d:.0} deliveries/CPU-s"));
+        }
+        if let Some(us) = self.cpu_us_per_stored() {
+            s.push_str(&format!(", {us:.1} µs server CPU per stored msg"));
+        }
+        if let Some(b) = self.disk_bytes_per_stored() {
+            s.push_str(&format!(", {b:.0} disk bytes written per stored msg"));
         }
         if let Some(rss) = self.server_rss {
             s.push_str(&format!(", server RSS {:.1} MiB", rss as f64 / 1048576.0));
@@ -257,10 +297,12 @@ pub async fn run_step(fleet: &Fleet, cfg: &FanoutConfig, rate: f64) -> StepResul
     sleep_until(window_start).await;
     let t0 = Instant::now();
     let cpu0 = proc_stats::total_cpu_seconds(&cfg.server_pids).ok();
+    let written0 = proc_stats::total_write_bytes(&cfg.server_pids).ok();
     let self0 = proc_stats::cpu_seconds(me).ok();
     let busy0 = proc_stats::machine_busy_seconds().ok();
     sleep_until(window_end).await;
     let cpu1 = proc_stats::total_cpu_seconds(&cfg.server_pids).ok();
+    let written1 = proc_stats::total_write_bytes(&cfg.server_pids).ok();
     let self1 = proc_stats::cpu_seconds(me).ok();
     let busy1 = proc_stats::machine_busy_seconds().ok();
     let window_s = t0.elapsed().as_secs_f64().max(1e-3);
@@ -279,6 +321,10 @@ pub async fn run_step(fleet: &Fleet, cfg: &FanoutConfig, rate: f64) -> StepResul
     let sent = stats.sent.load(Ordering::Relaxed);
     let has_pids = !cfg.server_pids.is_empty();
     let server_cpu_s = cpu0.zip(cpu1).filter(|_| has_pids).map(|(a, b)| b - a);
+    let server_write_bytes = written0
+        .zip(written1)
+        .filter(|_| has_pids)
+        .map(|(a, b)| b.saturating_sub(a));
     let loadgen_cpu_s = self0.zip(self1).map(|(a, b)| b - a);
     let others_cpu_s = busy0
         .zip(busy1)
@@ -286,6 +332,7 @@ pub async fn run_step(fleet: &Fleet, cfg: &FanoutConfig, rate: f64) -> StepResul
         .map(|((a, b), me)| (b - a - me - server_cpu_s.unwrap_or(0.0)).max(0.0));
     StepResult {
         rate,
+        storage: cfg.storage,
         window_s,
         sent,
         expected: sent * fanout,
@@ -293,6 +340,7 @@ pub async fn run_step(fleet: &Fleet, cfg: &FanoutConfig, rate: f64) -> StepResul
         latency: stats.latency.snapshot(),
         send_lag: stats.send_lag.snapshot(),
         server_cpu_s,
+        server_write_bytes,
         server_rss: server_rss.filter(|_| has_pids),
         loadgen_cpu_s,
         others_cpu_s,
@@ -380,4 +428,51 @@ pub async fn find_max(cfg: &FanoutConfig, fm: &FindMax) -> Result<FindMaxResult>
     }
     fleet.stop().await;
     Ok(FindMaxResult { steps, best: good })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(storage: u8, sent: u64, cpu: Option<f64>, written: Option<u64>) -> StepResult {
+        StepResult {
+            rate: 2_000.0,
+            storage,
+            window_s: 10.0,
+            sent,
+            expected: sent * 9,
+            received: sent * 9,
+            latency: Histogram::new(),
+            send_lag: Histogram::new(),
+            server_cpu_s: cpu,
+            server_write_bytes: written,
+            server_rss: None,
+            loadgen_cpu_s: None,
+            others_cpu_s: None,
+            lost_conns: 0,
+        }
+    }
+
+    #[test]
+    fn per_stored_figures_count_inserts_only() {
+        let r = step(0, 20_000, Some(2.0), Some(40_960_000));
+        assert_eq!(r.stored(), 20_000);
+        assert_eq!(r.disk_bytes_per_stored(), Some(2_048.0));
+        assert_eq!(r.cpu_us_per_stored(), Some(100.0));
+        assert_eq!(r.deliveries_per_cpu_s(), Some(90_000.0));
+        assert!(r
+            .summary()
+            .contains("2048 disk bytes written per stored msg"));
+
+        let relay = step(2, 20_000, Some(2.0), Some(4_096));
+        assert_eq!(relay.stored(), 0);
+        assert_eq!(relay.disk_bytes_per_stored(), None);
+        assert_eq!(relay.cpu_us_per_stored(), None);
+        assert!(!relay.summary().contains("per stored msg"));
+
+        let unread = step(0, 20_000, None, None);
+        assert_eq!(unread.disk_bytes_per_stored(), None);
+        assert_eq!(unread.cpu_us_per_stored(), None);
+        assert_eq!(step(0, 0, Some(1.0), Some(1)).disk_bytes_per_stored(), None);
+    }
 }

@@ -1,5 +1,7 @@
-//! sync: N stored messages in one room (inserted first, acknowledged, `s: 0`),
-//! then fresh clients sync every page, with and without `encoding: 'gzip'`.
+//! sync: N stored messages in one room (inserted first, `s: 0`: acknowledged,
+//! a window in flight, or sent back to back by one client without acks),
+//! then fresh clients sync every page, with and without `encoding: 'gzip'`,
+//! and count what comes back.
 
 use std::borrow::Cow;
 use std::io::Read as _;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::time::Instant;
+use tokio::time::{sleep, timeout, Instant};
 
 use super::fleet::run_prefix;
 use crate::client::Conn;
@@ -29,8 +31,39 @@ pub struct SyncConfig {
     pub size: usize,
     /// Timed syncs per encoding (the median is reported).
     pub repeat: usize,
-    /// Inserts in flight (the server queues at most 256 events per connection).
+    /// How the messages are stored.
+    pub preload: Preload,
+    /// Acknowledged inserts in flight (the server queues at most 256 events
+    /// per connection); [`Preload::Acked`] only.
     pub window: usize,
+    /// Time syncs with `encoding: 'gzip'` too.
+    pub gzip: bool,
+}
+
+/// How the messages are stored before the syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preload {
+    /// Acknowledged inserts, a window of them in flight.
+    Acked,
+    /// One client sends every insert back to back, as fast as its
+    /// connection takes them, without acks; only the last one asks for an
+    /// ack, to know when the server has handled them all.
+    Unacked,
+}
+
+/// Frames fed between two flushes (and two looks at what the server sent)
+/// while preloading without acks.
+const PRELOAD_BATCH: u64 = 64;
+
+/// Pause before the last insert of a preload without acks is sent again
+/// after the server refused it as too many requests.
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// The longest a preload of `n` messages without acks may take before it
+/// counts as not completed: generous, a stuck preload should not pass for
+/// a slow one.
+pub fn preload_limit(n: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(n as u64)
 }
 
 /// One timed sync of the whole room.
@@ -56,10 +89,17 @@ impl SyncRun {
 /// What a sync run measured.
 #[derive(Debug, Clone)]
 pub struct SyncResult {
-    /// Messages stored.
+    /// How the messages were stored.
+    pub preload: Preload,
+    /// Messages sent to be stored.
     pub inserted: usize,
-    /// Time to store them, seconds.
+    /// Time to store them (or until the preload gave up), seconds.
     pub insert_s: f64,
+    /// Times the last insert of a preload without acks was refused as too
+    /// many requests and sent again.
+    pub resends: u64,
+    /// Why the preload did not complete (then nothing was synced).
+    pub not_completed: Option<String>,
     /// Timed syncs without encoding.
     pub plain: Vec<SyncRun>,
     /// Timed syncs with `encoding: 'gzip'`.
@@ -74,14 +114,52 @@ pub fn median(runs: &[SyncRun]) -> Option<&SyncRun> {
 }
 
 impl SyncResult {
+    /// The fewest messages any timed sync returned.
+    pub fn returned(&self) -> Option<u64> {
+        self.plain
+            .iter()
+            .chain(&self.gzip)
+            .map(|r| r.messages)
+            .min()
+    }
+
+    /// Whether the preload completed and every timed sync returned every
+    /// message sent.
+    pub fn all_returned(&self) -> bool {
+        self.not_completed.is_none() && self.returned() == Some(self.inserted as u64)
+    }
+
     /// A multi-line summary.
     pub fn summary(&self) -> String {
-        let mut s = format!(
-            "stored {} messages in {:.2} s ({:.0} inserts/s)",
-            self.inserted,
-            self.insert_s,
-            self.inserted as f64 / self.insert_s.max(1e-9)
-        );
+        let rate = self.inserted as f64 / self.insert_s.max(1e-9);
+        let mut s = match (self.preload, &self.not_completed) {
+            (Preload::Acked, None) => format!(
+                "stored {} messages in {:.2} s ({rate:.0} inserts/s)",
+                self.inserted, self.insert_s
+            ),
+            (Preload::Unacked, None) => {
+                let mut s = format!(
+                    "preloaded {} messages without acks in {:.2} s ({rate:.0} inserts/s)",
+                    self.inserted, self.insert_s
+                );
+                if self.resends > 0 {
+                    s.push_str(&format!(
+                        ", the last one sent again {} times after too many requests",
+                        self.resends
+                    ));
+                }
+                s
+            }
+            (_, Some(why)) => format!("preload of {} messages not completed: {why}", self.inserted),
+        };
+        if let Some(r) = self.returned() {
+            if r != self.inserted as u64 {
+                s.push_str(&format!(
+                    "\nsync returned {r} of {} messages",
+                    self.inserted
+                ));
+            }
+        }
         for (name, runs) in [("plain", &self.plain), ("gzip", &self.gzip)] {
             if let Some(m) = median(runs) {
                 let all: Vec<String> = runs.iter().map(|r| format!("{:.1}", r.ms)).collect();
@@ -147,6 +225,124 @@ async fn insert(cfg: &SyncConfig, uid: &str, room: &str) -> Result<f64> {
     let took = started.elapsed().as_secs_f64();
     conn.close().await;
     Ok(took)
+}
+
+/// How a preload without acks ended.
+struct Preloaded {
+    /// Until the last insert's ack, or until it gave up, seconds.
+    secs: f64,
+    /// Times the last insert was sent again.
+    resends: u64,
+    /// Why it did not complete.
+    not_completed: Option<String>,
+}
+
+/// Handles one frame arriving during a preload without acks: answers
+/// pings, fails when the server ends the connection, and returns the
+/// status and data of ack `want`.
+async fn preload_frame(
+    conn: &mut Conn,
+    frame: &str,
+    want: Option<u64>,
+) -> std::result::Result<Option<(i64, String)>, String> {
+    if conn
+        .answer_ping(frame)
+        .await
+        .map_err(|e| format!("connection failed: {e}"))?
+    {
+        return Ok(None);
+    }
+    match engineio::decode(frame) {
+        Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+            Err("disconnected by the server".into())
+        }
+        Ok(Packet::Message(SioPacket::Event { nsp: "/", data, .. })) => {
+            match engineio::event_args(data) {
+                Ok(args) if args.name == "kickout" => Err("kicked out".into()),
+                _ => Ok(None),
+            }
+        }
+        Ok(Packet::Message(SioPacket::Ack { id, data, .. })) if Some(id) == want => {
+            let (st,): (Status,) = serde_json::from_str(data)
+                .map_err(|_| format!("unexpected msg ack {data:.120}"))?;
+            Ok(Some((st.status, data.to_owned())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Stores `n` messages in `room` from one connection as fast as it takes
+/// them, without acks: every insert but the last is fed back to back; the
+/// last asks for an ack, and since the server handles a connection's events
+/// in order, its ack means every earlier insert was handled. Whether the
+/// server kept them all is for the syncs to tell.
+async fn preload_unacked(cfg: &SyncConfig, uid: &str, room: &str) -> Result<Preloaded> {
+    let mut conn = member(&cfg.addr, cfg.eio, uid, room).await?;
+    let template = MsgTemplate::new(cfg.size, 0);
+    let n = cfg.messages.max(1) as u64;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut resends = 0u64;
+    let run = async {
+        let failed = |e: crate::BoxError| format!("connection failed: {e}");
+        while sent + 1 < n {
+            let end = (sent + PRELOAD_BATCH).min(n - 1);
+            while sent < end {
+                conn.feed(template.render(clock::now_ns(), None))
+                    .await
+                    .map_err(failed)?;
+                sent += 1;
+            }
+            conn.flush().await.map_err(failed)?;
+            // Whatever the server sent meanwhile, without waiting for more.
+            while let Ok(frame) = timeout(Duration::ZERO, conn.next_text()).await {
+                let frame = frame.map_err(failed)?;
+                preload_frame(&mut conn, &frame, None).await?;
+            }
+        }
+        let mut id = 1u64;
+        loop {
+            conn.send(template.render(clock::now_ns(), Some(id)))
+                .await
+                .map_err(failed)?;
+            if id == 1 {
+                sent += 1;
+            }
+            let (status, data) = loop {
+                let frame = conn.next_text().await.map_err(failed)?;
+                if let Some(ack) = preload_frame(&mut conn, &frame, Some(id)).await? {
+                    break ack;
+                }
+            };
+            match status {
+                0 => return Ok(()),
+                // Too many requests: the connection's queue was full.
+                6 => {
+                    resends += 1;
+                    id += 1;
+                    sleep(RESEND_PAUSE).await;
+                }
+                _ => return Err(format!("the last insert was refused: {data:.120}")),
+            }
+        }
+    };
+    let limit = preload_limit(cfg.messages);
+    let outcome = timeout(limit, run).await;
+    let secs = started.elapsed().as_secs_f64();
+    let not_completed = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(why)) => Some(format!("{why} after {sent} of {n} sent")),
+        Err(_) => Some(format!(
+            "no ack of the last insert within {} s ({sent} of {n} sent)",
+            limit.as_secs()
+        )),
+    };
+    conn.close().await;
+    Ok(Preloaded {
+        secs,
+        resends,
+        not_completed,
+    })
 }
 
 /// A sync reply; `D` is what `data` is decoded into.
@@ -251,28 +447,37 @@ pub fn gunzip_count(data_json: &str) -> Result<u64> {
     Ok(items.len() as u64)
 }
 
-/// Runs the sync scenario.
+/// Runs the sync scenario. A preload that did not complete, or syncs that
+/// return fewer messages than were sent, are in the result, not errors.
 pub async fn sync(cfg: &SyncConfig) -> Result<SyncResult> {
     let prefix = run_prefix();
     let room = format!("{prefix}-sync");
-    let insert_s = insert(cfg, &format!("{prefix}-writer"), &room).await?;
+    let writer = format!("{prefix}-writer");
+    let preloaded = match cfg.preload {
+        Preload::Acked => Preloaded {
+            secs: insert(cfg, &writer, &room).await?,
+            resends: 0,
+            not_completed: None,
+        },
+        Preload::Unacked => preload_unacked(cfg, &writer, &room).await?,
+    };
     let mut result = SyncResult {
+        preload: cfg.preload,
         inserted: cfg.messages,
-        insert_s,
+        insert_s: preloaded.secs,
+        resends: preloaded.resends,
+        not_completed: preloaded.not_completed,
         plain: Vec::new(),
         gzip: Vec::new(),
     };
+    if result.not_completed.is_some() {
+        return Ok(result);
+    }
+    let encodings: &[bool] = if cfg.gzip { &[false, true] } else { &[false] };
     for i in 0..cfg.repeat.max(1) {
-        for gzip in [false, true] {
+        for &gzip in encodings {
             let uid = format!("{prefix}-reader{i}{}", if gzip { "z" } else { "" });
             let run = sync_once(cfg, &uid, &room, gzip).await?;
-            if run.messages != cfg.messages as u64 {
-                return Err(format!(
-                    "sync returned {} messages, {} were stored",
-                    run.messages, cfg.messages
-                )
-                .into());
-            }
             if gzip {
                 result.gzip.push(run);
             } else {
