@@ -726,6 +726,47 @@ function gunzipData(b64) {
   return JSON.parse(zlib.gunzipSync(Buffer.from(b64, 'base64')).toString('utf8'));
 }
 
+/**
+ * GET /metrics of a server (or one node of a cluster; it is on the main
+ * listener) and parse the Prometheus/OpenMetrics text into
+ * { 'name{labels}': value } (comments and the EOF line left out).
+ */
+async function scrapeMetrics(server) {
+  const res = await fetch(`${server.url}/metrics`);
+  assert.equal(res.status, 200, `GET ${server.url}/metrics`);
+  const samples = {};
+  for (const line of (await res.text()).split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    if (at > 0) samples[line.slice(0, at)] = Number(line.slice(at + 1));
+  }
+  return samples;
+}
+
+/**
+ * A counter family with a `reason` label (e.g. `ao_messages_dropped_total`)
+ * summed over the nodes of a cluster (or of one server): { reason: count }
+ * for every exported reason; {} if the server does not export it.
+ */
+async function countsByReason(server, family) {
+  const nodes = server.nodes || [server];
+  const out = {};
+  const re = new RegExp(`^${family.replace(/\W/g, '\\$&')}\\{reason="([^"]*)"\\}$`);
+  for (const node of nodes) {
+    const samples = await scrapeMetrics(node);
+    for (const [k, v] of Object.entries(samples)) {
+      const m = re.exec(k);
+      if (m) out[m[1]] = (out[m[1]] || 0) + v;
+    }
+  }
+  return out;
+}
+
+/** `ao_messages_dropped_total` by reason (see countsByReason). */
+function droppedMessages(server) {
+  return countsByReason(server, 'ao_messages_dropped_total');
+}
+
 /** Sorts messages by their msgId key `"1"` (or `msgId`), for comparing update sets. */
 function byMsgId(list) {
   const id = (m) => String(m['1'] ?? m.msgId);
@@ -752,4 +793,7 @@ module.exports = {
   gunzipData,
   byMsgId,
   delay,
+  scrapeMetrics,
+  countsByReason,
+  droppedMessages,
 };
