@@ -78,7 +78,10 @@ impl App {
             Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
             None => {
                 check_data_dir(&config)?;
-                Arc::new(SqliteMessageStore::open(&config.data_dir).map_err(|e| data_dir_err(&e))?)
+                Arc::new(
+                    SqliteMessageStore::open(&config.data_dir, config.commit_window)
+                        .map_err(|e| data_dir_err(&e))?,
+                )
             }
         };
         let accounts = crate::accounts::open(&config, redis.as_ref())

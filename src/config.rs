@@ -114,7 +114,7 @@ pub fn redact_url(url: &str) -> String {
 /// The smallest inbound budget: room for a few ordinary events.
 const MIN_INBOUND_MAX_BYTES: usize = 64 * 1024;
 /// The default commit window of the embedded store.
-const DEFAULT_COMMIT_WINDOW_US: u64 = 1_000;
+const DEFAULT_COMMIT_WINDOW_US: u64 = 2_000;
 
 impl Default for Config {
     fn default() -> Self {

@@ -74,6 +74,84 @@ async fn acked_messages_survive_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_kill_9_mid_stream_after_batches_reached_the_database() {
+    let dir = support::tempdir();
+    let server = BinServer::start(dir.path(), true);
+    let mut c = login(server.addr, "alice", "any", "r").await;
+    let started = std::time::Instant::now();
+    let mut acked = Vec::new();
+    let mut next = 0;
+    // Long enough for the commit log to be handed to the database more
+    // than once (every second), so some msgs are there and some only in
+    // the log when the server dies.
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        acked.extend(send_acked(&mut c, next..next + 50).await);
+        next += 50;
+    }
+    // A window still in flight when the server dies.
+    for i in next..next + 50 {
+        c.emit("msg", json!({"data": i})).await;
+    }
+    server.kill();
+    drop(c);
+
+    let server = BinServer::start(dir.path(), true);
+    let mut c = login(server.addr, "alice", "any", "r").await;
+    let (items, _) = c.sync_all(0).await;
+    assert!(
+        items.len() >= acked.len(),
+        "{} of {} acked",
+        items.len(),
+        acked.len()
+    );
+    assert_all_present(&items, &acked);
+    let seqs: Vec<u64> = items.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (0..items.len() as u64).collect::<Vec<_>>(),
+        "no holes"
+    );
+    let after = send_acked(&mut c, 1_000_000..1_000_001).await;
+    assert_eq!(after[0].1, items.len() as u64, "numbering goes on");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_the_same_before_and_after_it_reaches_the_database() {
+    let dir = support::tempdir();
+    let server = BinServer::start(dir.path(), true);
+    let mut c = login(server.addr, "alice", "any", "r").await;
+    send_acked(&mut c, 0..250).await;
+    for v in 0..5 {
+        let ack = c
+            .send_msg(json!({"data": v, "s": 1, "1": format!("m{}", v % 2)}))
+            .await;
+        assert_eq!(ack, json!({"status": 0}));
+    }
+    let fresh = c.sync_all(0).await;
+    // The commit log is handed to the database every second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let settled = c.sync_all(0).await;
+    assert_eq!(fresh, settled);
+    assert_eq!(
+        fresh.0.len(),
+        252,
+        "250 inserts and the latest of 2 updates"
+    );
+    // New msgs on top of what the database has.
+    send_acked(&mut c, 250..300).await;
+    let ack = c.send_msg(json!({"data": 9, "s": 1, "1": "m0"})).await;
+    assert_eq!(ack, json!({"status": 0}));
+    let (items, _) = c.sync_all(0).await;
+    let inserts: Vec<u64> = items.iter().filter_map(|m| m["seq"].as_u64()).collect();
+    assert_eq!(inserts, (0..300).collect::<Vec<_>>());
+    let updates: Vec<&Value> = items.iter().filter(|m| m["s"] == json!(1)).collect();
+    assert_eq!(updates.len(), 2);
+    assert_eq!(updates[1]["data"], json!(9), "the latest update comes last");
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seq_continues_after_kill_9() {
     let dir = support::tempdir();
     let server = BinServer::start(dir.path(), true);

@@ -1,7 +1,9 @@
 //! Message history: the [`MessageStore`] trait and its implementations.
 
+mod journal;
 pub mod redis;
 pub mod sqlite;
+mod unapplied;
 
 use std::sync::Arc;
 
@@ -9,15 +11,52 @@ use serde_json::value::RawValue;
 
 use crate::protocol::StampedMsg;
 
-/// Why a store operation failed.
+/// Why a store operation failed. Cloned to every write of a failed group,
+/// so the sources are shared.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed (disk, database, connection).
+    /// The backend failed (Redis, connection).
     #[error("store backend error: {0}")]
     Backend(String),
+    /// The embedded database failed.
+    #[error("database error: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The embedded store's commit log could not be written or read.
+    #[error("commit log error: {0}")]
+    Log(#[source] Arc<std::io::Error>),
+    /// A thread or task of the store could not be started or ended early.
+    #[error("store worker failed: {0}")]
+    Worker(String),
+    /// A message's text is not JSON (it was checked on the way in).
+    #[error("message is not JSON: {0}")]
+    Encode(#[source] Arc<serde_json::Error>),
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Log(Arc::new(e))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Encode(Arc::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for StoreError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        StoreError::Worker(e.to_string())
+    }
 }
 
 /// What to do with a message.

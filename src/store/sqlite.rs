@@ -1,62 +1,134 @@
-//! The embedded message store: SQLite in WAL mode, one writer thread that
-//! commits queued writes in batches (group commit) and read connections
-//! for sync.
+//! The embedded message store: SQLite in WAL mode behind a commit log.
+//!
+//! Three parts, each on its own thread or pool:
+//! - the **writer** gathers the writes that arrive within the commit window
+//!   (`AO_COMMIT_WINDOW_US`) after the first, numbers them, appends them to
+//!   the commit log ([`super::journal`]) with one `fdatasync`, makes them
+//!   visible to readers ([`super::unapplied`]) and only then completes them
+//!   (relay and ack): an acknowledged message survives a crash;
+//! - the **applier** takes the log's sealed segments (every
+//!   [`APPLY_INTERVAL`], or sooner once [`APPLY_BYTES`] are waiting) into
+//!   SQLite, one transaction each, then deletes the segment: SQLite pages
+//!   are written once per batch, not once per message;
+//! - **readers** (sync, admin) look at the unapplied writes first and at
+//!   SQLite second, on connections of their own.
+//!
+//! At start-up the segments a previous run left are replayed into SQLite
+//! (idempotently: an insert is keyed by room and seq, an update applies
+//! only over an older one).
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{self, Journal, Record};
+use super::unapplied::{self, Unapplied, UpdateEntry};
 use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
 use crate::protocol::StampedMsg;
 use crate::sqlite::{open, unix_now};
 
-/// Most writes committed in one transaction.
-const MAX_BATCH: usize = 2048;
+/// Most writes committed in one group.
+const MAX_BATCH: usize = 4096;
 /// Writes that may wait for the writer before submitters are held back.
 const QUEUE_DEPTH: usize = 65_536;
 /// Read connections kept open for sync.
 const READERS: usize = 4;
+/// A commit log write that takes longer is logged.
+const SLOW_SYNC: Duration = Duration::from_millis(50);
+/// How long durable writes may wait for SQLite.
+const APPLY_INTERVAL: Duration = Duration::from_secs(5);
+/// Unapplied bytes that make the writer hand its segment to SQLite early.
+const APPLY_BYTES: usize = 8 << 20;
+/// Unapplied bytes past which the writer waits for SQLite to catch up
+/// (holding submitters back, and so the clients behind them).
+const MAX_UNAPPLIED_BYTES: usize = 64 << 20;
 
 enum Job {
-    Write(Write),
+    /// A write, with when it was submitted (its commit window starts then).
+    Write(Write, Instant),
     Clear(String, oneshot::Sender<Result<(), StoreError>>),
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// What the writer hands the applier, in order.
+enum ApplyJob {
+    /// Records of the sealed log segment `segment` (none when the log could
+    /// not be rotated: the records are applied, the segment stays).
+    Apply {
+        records: Vec<Record>,
+        segment: Option<u64>,
+    },
+    /// Deletes a room's history, after everything before it was applied.
+    Clear(String, oneshot::Sender<Result<(), StoreError>>),
+    /// Answers once everything before it was applied.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// SQLite-backed [`MessageStore`].
 pub struct SqliteMessageStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    data_dir: std::path::PathBuf,
+    unapplied: Arc<Mutex<Unapplied>>,
+    data_dir: PathBuf,
     /// Epoch of rooms that have no row yet: this database's id.
     db_epoch: String,
 }
 
 impl SqliteMessageStore {
-    /// Opens (or creates) the store under `data_dir` and starts its writer thread.
-    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let conn = open(data_dir).map_err(backend)?;
-        let db_epoch = database_id(&conn).map_err(backend)?;
+    /// Opens (or creates) the store under `data_dir`, replays what the
+    /// commit log holds, and starts the writer and applier threads; the
+    /// writer gathers the writes of `commit_window` into one commit.
+    pub fn open(data_dir: &Path, commit_window: Duration) -> Result<Self, StoreError> {
+        let mut conn = open(data_dir)?;
+        let db_epoch = database_id(&conn)?;
+        let (log, leftover) = Journal::open(data_dir)?;
+        if !leftover.records.is_empty() {
+            apply(&mut conn, &leftover.records, &db_epoch)?;
+            tracing::info!(
+                records = leftover.records.len(),
+                "replayed the commit log into the database"
+            );
+        }
+        journal::remove_segments(data_dir, &leftover.segments)?;
+
+        let unapplied = Arc::new(Mutex::new(Unapplied::default()));
+        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+        let applier = Applier {
+            conn,
+            dir: data_dir.to_path_buf(),
+            db_epoch: db_epoch.clone(),
+            unapplied: unapplied.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-applier".into())
+            .spawn(move || applier.run(apply_rx))?;
+
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = Writer {
-            conn,
-            counters: Counters {
-                next_seq: HashMap::new(),
-                next_ord: None,
-                db_epoch: db_epoch.clone(),
-            },
+            log,
+            read: open(data_dir)?,
+            counters: Counters::default(),
+            unapplied: unapplied.clone(),
+            applier: apply_tx,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            segment_started: Instant::now(),
+            window: commit_window,
+            last_submitted: Instant::now(),
+            mean_gap: Duration::MAX,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .spawn(move || writer.run(rx))?;
         Ok(Self {
             jobs: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            unapplied,
             data_dir: data_dir.to_path_buf(),
             db_epoch,
         })
@@ -71,25 +143,25 @@ impl SqliteMessageStore {
         let readers = self.readers.clone();
         let dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = match readers.lock().ok().and_then(|mut v| v.pop()) {
+            let conn = match locked(&readers).pop() {
                 Some(c) => c,
-                None => open(&dir).map_err(backend)?,
+                None => open(&dir)?,
             };
-            let out = f(&conn).map_err(backend);
-            if let Ok(mut pool) = readers.lock() {
-                if pool.len() < READERS {
-                    pool.push(conn);
-                }
+            let out = f(&conn).map_err(StoreError::from);
+            let mut pool = locked(&readers);
+            if pool.len() < READERS {
+                pool.push(conn);
             }
             out
         })
-        .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .await?
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+/// The lock of state that stays consistent whatever panicked while it was
+/// held (every change is one push, pop or map update).
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The id of this database, made once when it is created.
@@ -118,22 +190,22 @@ fn new_epoch() -> String {
 
 /// A stored message from its row (body, ts). The body is checked to be JSON
 /// and copied once, straight out of SQLite's row buffer.
-fn entry(row: &rusqlite::Row<'_>) -> Result<Entry, rusqlite::Error> {
-    let body = row.get_ref(0)?.as_str()?;
+fn entry(row: &rusqlite::Row<'_>, first: usize) -> Result<Entry, rusqlite::Error> {
+    let body = row.get_ref(first)?.as_str()?;
     let body = serde_json::from_str::<Box<RawValue>>(body).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        rusqlite::Error::FromSqlConversionFailure(first, rusqlite::types::Type::Text, Box::new(e))
     })?;
     Ok(Entry {
         body,
-        ts: row.get(1)?,
+        ts: row.get(first + 1)?,
     })
 }
 
 #[async_trait::async_trait]
 impl MessageStore for SqliteMessageStore {
     async fn submit(&self, write: Write) {
-        if let Err(mpsc::error::SendError(Job::Write(w))) = self.jobs.send(Job::Write(write)).await
-        {
+        let job = Job::Write(write, Instant::now());
+        if let Err(mpsc::error::SendError(Job::Write(w, _))) = self.jobs.send(job).await {
             (w.done)(Err(StoreError::Closed.into()));
         }
     }
@@ -141,25 +213,41 @@ impl MessageStore for SqliteMessageStore {
     async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError> {
         let room = room.to_owned();
         let default_epoch = self.db_epoch.clone();
+        let unapplied = self.unapplied.clone();
         self.read(move |conn| {
+            // Unapplied writes first, SQLite second (see `unapplied`).
+            let tail = locked(&unapplied).inserts(&room, offset, limit);
             let tx = conn.unchecked_transaction()?;
-            let (epoch, len): (String, u64) = tx
+            let (epoch, stored): (String, u64) = tx
                 .prepare_cached("SELECT epoch, next_seq FROM rooms WHERE room = ?1")?
                 .query_row(params![room], |r| {
                     Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
                 })
                 .optional()?
                 .unwrap_or((default_epoch, 0));
+            let (first_unapplied, len) = tail
+                .as_ref()
+                .map_or((stored, stored), |t| (t.first_seq, t.len));
             let start = offset.min(len);
-            // The limit is part of the statement's text: bound as a parameter,
-            // SQLite (built with STAT4) re-prepares the statement whenever
-            // the offset changes, i.e. on every page.
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 ORDER BY seq LIMIT {limit}"
-            ))?;
-            let items = stmt
-                .query_map(params![room, start as i64], entry)?
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut items = Vec::new();
+            if start < first_unapplied {
+                // The limit is part of the statement's text: bound as a
+                // parameter, SQLite (built with STAT4) re-prepares the
+                // statement whenever the offset changes, i.e. on every page.
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq LIMIT {limit}"
+                ))?;
+                items = stmt
+                    .query_map(
+                        params![room, start as i64, first_unapplied as i64],
+                        |r| entry(r, 0),
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+            }
+            if let Some(tail) = tail {
+                let room_left = limit.saturating_sub(items.len());
+                items.extend(tail.items.into_iter().take(room_left));
+            }
             let more = start + (items.len() as u64) < len;
             Ok(Page {
                 start,
@@ -173,13 +261,24 @@ impl MessageStore for SqliteMessageStore {
 
     async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
         let room = room.to_owned();
+        let unapplied = self.unapplied.clone();
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT body, ts FROM updates WHERE room = ?1 ORDER BY ord")?;
-            let rows = stmt
-                .query_map(params![room], entry)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let pending = locked(&unapplied).updates(&room);
+            let mut stmt = conn.prepare_cached(
+                "SELECT msg_id, ord, body, ts FROM updates WHERE room = ?1 ORDER BY ord",
+            )?;
+            let rows = stmt.query_map(params![room], |r| {
+                Ok(UpdateEntry {
+                    msg_id: r.get(0)?,
+                    ord: r.get(1)?,
+                    entry: entry(r, 2)?,
+                })
+            })?;
+            if pending.is_empty() {
+                return rows.map(|r| r.map(|u| u.entry)).collect();
+            }
+            let stored = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(unapplied::merge_updates(stored, pending))
         })
         .await
     }
@@ -204,241 +303,512 @@ impl MessageStore for SqliteMessageStore {
             .send(Job::Flush(tx))
             .await
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-/// The writer thread's state: the only connection that writes messages.
+/// The writer thread's state: the commit log and the numbering of writes.
 struct Writer {
-    conn: Connection,
+    log: Journal,
+    /// Reads the counters of rooms it has not written yet.
+    read: Connection,
     counters: Counters,
+    unapplied: Arc<Mutex<Unapplied>>,
+    applier: std::sync::mpsc::Sender<ApplyJob>,
+    /// Records of the segment being written, for the applier.
+    pending: Vec<Record>,
+    pending_bytes: usize,
+    segment_started: Instant,
+    window: Duration,
+    /// When the last write was submitted, and the running mean of the
+    /// gaps between writes: the window is waited only while writes come
+    /// closer together than it (a lone write gains nothing from waiting).
+    last_submitted: Instant,
+    mean_gap: Duration,
 }
 
-/// The writer's cached counters, rolled back when a batch fails.
-#[derive(Clone)]
+/// The writer's numbering of rooms' inserts and of updates, loaded from
+/// SQLite on first use and rolled back when a group fails.
+#[derive(Clone, Default)]
 struct Counters {
-    /// Cached next seq per room (loaded on first use).
     next_seq: HashMap<String, u64>,
-    /// Next `ord` of an update (loaded on first use).
     next_ord: Option<i64>,
-    db_epoch: String,
 }
 
-/// A write whose outcome is known once its batch commits.
-struct Pending {
-    done: super::Completion,
-    result: Result<Stored, StoreError>,
+impl Counters {
+    fn next_seq(&mut self, read: &Connection, room: &str) -> Result<u64, rusqlite::Error> {
+        if let Some(seq) = self.next_seq.get(room) {
+            return Ok(*seq);
+        }
+        // A room this writer has not written since start-up has nothing
+        // unapplied: SQLite's count is current.
+        let seq = read
+            .prepare_cached("SELECT next_seq FROM rooms WHERE room = ?1")?
+            .query_row(params![room], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map_or(0, |s| s as u64);
+        Ok(seq)
+    }
+
+    fn next_ord(&mut self, read: &Connection) -> Result<i64, rusqlite::Error> {
+        if let Some(ord) = self.next_ord {
+            return Ok(ord);
+        }
+        read.query_row("SELECT COALESCE(MAX(ord), -1) + 1 FROM updates", [], |r| {
+            r.get(0)
+        })
+    }
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
+        // Only for a receive with a timeout: the writer itself blocks on the
+        // disk, never on the runtime.
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "the store writer could not start");
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        loop {
+            let first = if self.pending.is_empty() {
+                rx.blocking_recv()
+            } else {
+                // Durable writes wait for SQLite at most APPLY_INTERVAL.
+                let due = self.segment_started + APPLY_INTERVAL;
+                match recv_until(&rt, &mut rx, due) {
+                    Received::Job(job) => Some(job),
+                    Received::TimedOut => {
+                        self.hand_over();
+                        continue;
+                    }
+                    Received::Closed => None,
+                }
+            };
+            let Some(first) = first else { break };
+            if let Job::Write(_, submitted) = &first {
+                self.note_submitted(*submitted);
+                if self.mean_gap < self.window {
+                    // The commit window: what arrives shortly after the
+                    // first write shares its fsync.
+                    let until = *submitted + self.window;
+                    let now = Instant::now();
+                    if until > now {
+                        std::thread::sleep(until - now);
+                    }
+                }
+            }
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => {
+                        if let Job::Write(_, submitted) = &job {
+                            self.note_submitted(*submitted);
+                        }
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
             self.run_batch(&mut batch);
+            if self.pending_bytes >= APPLY_BYTES || self.segment_started.elapsed() >= APPLY_INTERVAL
+            {
+                self.hand_over();
+            }
         }
+        self.hand_over();
         tracing::debug!("store writer stopped");
     }
 
-    /// Commits all writes up to the first non-write job in one transaction,
-    /// completes them in order, then handles that job; repeats.
+    /// Updates the running mean of the gaps between writes (weight 1/8).
+    fn note_submitted(&mut self, submitted: Instant) {
+        let gap = submitted.saturating_duration_since(self.last_submitted);
+        self.last_submitted = self.last_submitted.max(submitted);
+        self.mean_gap = if self.mean_gap == Duration::MAX {
+            gap
+        } else {
+            (self.mean_gap * 7 + gap) / 8
+        };
+    }
+
+    /// Commits the writes up to the first other job as one group, then
+    /// handles that job; repeats.
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
         let mut writes = Vec::new();
         for job in batch.drain(..) {
             match job {
-                Job::Write(w) => writes.push(w),
+                Job::Write(w, _) => writes.push(w),
                 Job::Clear(room, reply) => {
                     self.commit(std::mem::take(&mut writes));
-                    let _ = reply.send(self.clear(&room));
+                    let _ = reply.send(self.clear(room));
                 }
                 Job::Flush(reply) => {
                     self.commit(std::mem::take(&mut writes));
-                    let _ = reply.send(());
+                    let _ = reply.send(self.applied());
                 }
             }
         }
         self.commit(writes);
     }
 
+    /// Numbers the group's writes, makes them durable in the log, then
+    /// completes them in order.
     fn commit(&mut self, writes: Vec<Write>) {
         if writes.is_empty() {
             return;
         }
+        self.wait_for_applier();
         let before = self.counters.clone();
-        let mut pending = Vec::with_capacity(writes.len());
-        let mut queue = writes.into_iter();
-        let outcome = write_all(&mut self.conn, &mut self.counters, &mut queue, &mut pending);
-        // Writes not reached when the batch failed fail with it.
-        pending.extend(queue.map(|w| Pending {
-            done: w.done,
-            result: Err(StoreError::Closed),
-        }));
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "message batch failed to commit");
+        let ts = unix_now();
+        let mut records = Vec::new();
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut failed = None;
+        for w in writes {
+            let Write {
+                room,
+                op,
+                body,
+                done,
+                ..
+            } = w;
+            let result = match self.number(room, op, body, ts) {
+                Ok((result, record)) => {
+                    records.extend(record);
+                    result
+                }
+                Err(e) => {
+                    failed = Some(StoreError::from(e));
+                    Err(StoreError::Closed)
+                }
+            };
+            outcomes.push((done, result));
+            if failed.is_some() {
+                break;
+            }
+        }
+        if failed.is_none() {
+            let started = Instant::now();
+            if let Err(e) = self.log.append(&records) {
+                failed = Some(StoreError::from(e));
+            }
+            let took = started.elapsed();
+            if took >= SLOW_SYNC {
+                tracing::warn!(
+                    ms = took.as_millis() as u64,
+                    records = records.len(),
+                    "slow commit log write: the disk held a group commit back"
+                );
+            }
+        }
+        if self.log.is_broken() {
+            // Hands the records before the failure over and starts a fresh
+            // segment for the next group.
+            self.hand_over();
+        }
+        if let Some(error) = failed {
+            tracing::error!(%error, "message group failed to commit");
             self.counters = before;
-            let err = backend(e);
-            for p in pending {
-                (p.done)(Err(err.clone().into()));
+            for (done, _) in outcomes {
+                done(Err(error.clone().into()));
             }
             return;
         }
-        for p in pending {
-            (p.done)(p.result.map_err(Into::into));
-        }
-    }
-
-    fn clear(&mut self, room: &str) -> Result<(), StoreError> {
-        let run = |conn: &mut Connection| -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
-            tx.execute("DELETE FROM inserts WHERE room = ?1", params![room])?;
-            tx.execute("DELETE FROM updates WHERE room = ?1", params![room])?;
-            let epoch = new_epoch();
-            tx.execute(
-                "INSERT INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, 0)
-                 ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, next_seq = 0",
-                params![room, epoch],
-            )?;
-            tx.commit()
-        };
-        let res = run(&mut self.conn).map_err(backend);
-        self.counters.next_seq.remove(room);
-        res
-    }
-}
-
-fn write_all(
-    conn: &mut Connection,
-    counters: &mut Counters,
-    writes: &mut std::vec::IntoIter<Write>,
-    pending: &mut Vec<Pending>,
-) -> Result<(), rusqlite::Error> {
-    let ts = unix_now();
-    let tx = conn.transaction()?;
-    let mut touched: HashMap<String, Option<u64>> = HashMap::new();
-    for w in writes.by_ref() {
-        let Write {
-            room,
-            op,
-            body,
-            done,
-            ..
-        } = w;
-        match counters.write_one(&tx, room, op, body, ts, &mut touched) {
-            Ok(result) => pending.push(Pending { done, result }),
-            Err(e) => {
-                pending.push(Pending {
-                    done,
-                    result: Err(StoreError::Closed),
-                });
-                return Err(e);
+        {
+            let mut unapplied = locked(&self.unapplied);
+            for r in &records {
+                unapplied.add(r);
             }
         }
+        self.pending_bytes += records.iter().map(Record::size).sum::<usize>();
+        self.pending.append(&mut records);
+        for (done, result) in outcomes {
+            done(result.map_err(Into::into));
+        }
     }
-    for (room, next) in touched {
-        match next {
-            Some(next) => tx
-                .prepare_cached(
-                    "INSERT INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (room) DO UPDATE SET next_seq = excluded.next_seq",
-                )?
-                .execute(params![room, counters.db_epoch, next as i64])?,
-            None => tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, 0)",
-                )?
-                .execute(params![room, counters.db_epoch])?,
-        };
-    }
-    tx.commit()
-}
 
-impl Counters {
-    /// Writes one message inside the batch's transaction. The outer error
-    /// fails the whole batch; the inner one fails only this message.
-    fn write_one(
+    /// Gives one write its seq or ord and its final text; the record to log
+    /// for inserts and updates. The outer error fails the whole group.
+    #[allow(clippy::type_complexity)]
+    fn number(
         &mut self,
-        tx: &rusqlite::Transaction<'_>,
         room: String,
         op: WriteOp,
         body: StampedMsg,
         ts: i64,
-        touched: &mut HashMap<String, Option<u64>>,
-    ) -> Result<Result<Stored, StoreError>, rusqlite::Error> {
+    ) -> Result<(Result<Stored, StoreError>, Option<Record>), rusqlite::Error> {
         match op {
-            WriteOp::Ignore => Ok(encode(body.into_string()).map(|b| Stored {
-                seq: None,
-                durable: false,
-                published: false,
-                body: b,
-            })),
+            WriteOp::Ignore => Ok((
+                encode(body.into_string()).map(|b| Stored {
+                    seq: None,
+                    durable: false,
+                    published: false,
+                    body: b,
+                }),
+                None,
+            )),
             WriteOp::Insert => {
-                let seq = match self.next_seq.get(&room) {
-                    Some(s) => *s,
-                    None => tx
-                        .query_row(
-                            "SELECT next_seq FROM rooms WHERE room = ?1",
-                            params![room],
-                            |r| r.get::<_, i64>(0),
-                        )
-                        .optional()?
-                        .map(|s| s as u64)
-                        .unwrap_or(0),
+                let seq = self.counters.next_seq(&self.read, &room)?;
+                let body = match encode(body.with_seq(seq)) {
+                    Ok(body) => body,
+                    Err(e) => return Ok((Err(e), None)),
                 };
-                let raw = match encode(body.with_seq(seq)) {
-                    Ok(raw) => raw,
-                    Err(e) => return Ok(Err(e)),
-                };
-                tx.prepare_cached(
-                    "INSERT INTO inserts (room, seq, ts, body) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![room, seq as i64, ts, raw.get()])?;
-                self.next_seq.insert(room.clone(), seq + 1);
-                touched.insert(room, Some(seq + 1));
-                Ok(Ok(Stored {
+                self.counters.next_seq.insert(room.clone(), seq + 1);
+                let stored = Stored {
                     seq: Some(seq),
                     durable: true,
                     published: false,
-                    body: raw,
-                }))
+                    body: body.clone(),
+                };
+                let record = Record::Insert {
+                    room,
+                    seq,
+                    ts,
+                    body,
+                };
+                Ok((Ok(stored), Some(record)))
             }
             WriteOp::Update { msg_id } => {
-                let raw = match encode(body.into_string()) {
-                    Ok(raw) => raw,
-                    Err(e) => return Ok(Err(e)),
+                let body = match encode(body.into_string()) {
+                    Ok(body) => body,
+                    Err(e) => return Ok((Err(e), None)),
                 };
-                let ord = match self.next_ord {
-                    Some(o) => o,
-                    None => {
-                        tx.query_row("SELECT COALESCE(MAX(ord), -1) + 1 FROM updates", [], |r| {
-                            r.get(0)
-                        })?
-                    }
-                };
-                self.next_ord = Some(ord + 1);
-                tx.prepare_cached(
-                    "INSERT INTO updates (room, msg_id, ord, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (room, msg_id) DO UPDATE SET ord = excluded.ord, ts = excluded.ts, body = excluded.body",
-                )?
-                .execute(params![room, msg_id, ord, ts, raw.get()])?;
-                touched.entry(room).or_insert(None);
-                Ok(Ok(Stored {
+                let ord = self.counters.next_ord(&self.read)?;
+                self.counters.next_ord = Some(ord + 1);
+                let stored = Stored {
                     seq: None,
                     durable: true,
                     published: false,
-                    body: raw,
-                }))
+                    body: body.clone(),
+                };
+                let record = Record::Update {
+                    room,
+                    msg_id,
+                    ord,
+                    ts,
+                    body,
+                };
+                Ok((Ok(stored), Some(record)))
             }
         }
     }
+
+    /// Seals the log segment being written and hands its records to SQLite.
+    fn hand_over(&mut self) {
+        self.segment_started = Instant::now();
+        if self.pending.is_empty() && !self.log.is_broken() {
+            return;
+        }
+        let segment = match self.log.rotate() {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                // The records are applied all the same; the segment stays
+                // until a later rotation seals it (replaying it is harmless).
+                tracing::error!(error = %e, "could not start a new commit log segment");
+                None
+            }
+        };
+        let records = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if self
+            .applier
+            .send(ApplyJob::Apply { records, segment })
+            .is_err()
+        {
+            tracing::error!("the store's applier stopped; writes stay in the commit log");
+        }
+    }
+
+    /// Holds new groups back while SQLite is far behind.
+    fn wait_for_applier(&mut self) {
+        let mut warned = false;
+        while locked(&self.unapplied).bytes() > MAX_UNAPPLIED_BYTES {
+            if !warned {
+                tracing::warn!("the database is behind the commit log; holding writes back");
+                warned = true;
+            }
+            self.hand_over();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until everything durable so far is in SQLite.
+    fn applied(&mut self) -> Result<(), StoreError> {
+        self.hand_over();
+        let (tx, rx) = oneshot::channel();
+        self.applier
+            .send(ApplyJob::Flush(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes a room's history once everything before is in SQLite; the
+    /// room's next insert starts at seq 0 of a new epoch.
+    fn clear(&mut self, room: String) -> Result<(), StoreError> {
+        self.hand_over();
+        let (tx, rx) = oneshot::channel();
+        self.applier
+            .send(ApplyJob::Clear(room.clone(), tx))
+            .map_err(|_| StoreError::Closed)?;
+        let res = rx.blocking_recv().map_err(|_| StoreError::Closed)?;
+        self.counters.next_seq.remove(&room);
+        locked(&self.unapplied).clear_room(&room);
+        res
+    }
+}
+
+enum Received {
+    Job(Job),
+    TimedOut,
+    Closed,
+}
+
+/// The next job, waiting at most until `due`.
+fn recv_until(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut mpsc::Receiver<Job>,
+    due: Instant,
+) -> Received {
+    let due = tokio::time::Instant::from_std(due);
+    rt.block_on(async {
+        match tokio::time::timeout_at(due, rx.recv()).await {
+            Ok(Some(job)) => Received::Job(job),
+            Ok(None) => Received::Closed,
+            Err(_) => Received::TimedOut,
+        }
+    })
+}
+
+/// The applier thread's state: the only connection that writes to SQLite.
+struct Applier {
+    conn: Connection,
+    dir: PathBuf,
+    db_epoch: String,
+    unapplied: Arc<Mutex<Unapplied>>,
+}
+
+/// How long the applier waits before trying a failed batch again.
+const APPLY_RETRY: Duration = Duration::from_secs(1);
+
+impl Applier {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<ApplyJob>) {
+        lower_priority();
+        while let Ok(job) = rx.recv() {
+            match job {
+                ApplyJob::Apply { records, segment } => {
+                    // The records are durable in the log: retried until
+                    // SQLite takes them (a full disk, say), meanwhile served
+                    // from memory.
+                    while let Err(e) = apply(&mut self.conn, &records, &self.db_epoch) {
+                        tracing::error!(error = %e, records = records.len(), "could not apply the commit log to the database; retrying");
+                        std::thread::sleep(APPLY_RETRY);
+                    }
+                    locked(&self.unapplied).remove_applied(&records);
+                    if let Some(segment) = segment {
+                        if let Err(e) = journal::remove_segments(&self.dir, &[segment]) {
+                            tracing::warn!(error = %e, segment, "could not delete an applied commit log segment");
+                        }
+                    }
+                }
+                ApplyJob::Clear(room, reply) => {
+                    let _ = reply.send(clear(&mut self.conn, &room).map_err(Into::into));
+                }
+                ApplyJob::Flush(reply) => {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        tracing::debug!("store applier stopped");
+    }
+}
+
+/// Lowers the calling thread's CPU priority: the applier's work is never
+/// waited for by a client, so the threads that relay and acknowledge go
+/// first when the cores are busy.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread, no memory passed.
+    let failed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, APPLIER_NICE) != 0
+    };
+    if failed {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the applier's priority");
+    }
+}
+
+/// The applier thread's nice value.
+const APPLIER_NICE: libc::c_int = 10;
+
+/// Writes `records` into SQLite in one transaction. Safe to repeat: an
+/// insert is keyed by its room and seq, and an update replaces only an
+/// older one.
+fn apply(conn: &mut Connection, records: &[Record], db_epoch: &str) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut next_seq: HashMap<&str, u64> = HashMap::new();
+    for record in records {
+        match record {
+            Record::Insert {
+                room,
+                seq,
+                ts,
+                body,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO inserts (room, seq, ts, body) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![room, *seq as i64, ts, body.get()])?;
+                let next = next_seq.entry(room).or_default();
+                *next = (*next).max(seq + 1);
+            }
+            Record::Update {
+                room,
+                msg_id,
+                ord,
+                ts,
+                body,
+            } => {
+                tx.prepare_cached(
+                    "INSERT INTO updates (room, msg_id, ord, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (room, msg_id) DO UPDATE
+                     SET ord = excluded.ord, ts = excluded.ts, body = excluded.body
+                     WHERE excluded.ord > updates.ord",
+                )?
+                .execute(params![room, msg_id, ord, ts, body.get()])?;
+                next_seq.entry(room).or_default();
+            }
+        }
+    }
+    for (room, next) in next_seq {
+        tx.prepare_cached(
+            "INSERT INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, ?3)
+             ON CONFLICT (room) DO UPDATE SET next_seq = MAX(next_seq, excluded.next_seq)",
+        )?
+        .execute(params![room, db_epoch, next as i64])?;
+    }
+    tx.commit()
+}
+
+/// Deletes a room's history and starts a new epoch.
+fn clear(conn: &mut Connection, room: &str) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM inserts WHERE room = ?1", params![room])?;
+    tx.execute("DELETE FROM updates WHERE room = ?1", params![room])?;
+    let epoch = new_epoch();
+    tx.execute(
+        "INSERT INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, 0)
+         ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, next_seq = 0",
+        params![room, epoch],
+    )?;
+    tx.commit()
 }
 
 /// A message's JSON text as a raw value, checked to be JSON.
 fn encode(text: String) -> Result<Arc<RawValue>, StoreError> {
-    RawValue::from_string(text).map(Arc::from).map_err(backend)
+    RawValue::from_string(text)
+        .map(Arc::from)
+        .map_err(StoreError::from)
 }

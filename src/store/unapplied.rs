@@ -1,0 +1,271 @@
+//! The writes that the commit log made durable and SQLite has not taken
+//! yet, by room, so that a sync sees every acknowledged message at once.
+//!
+//! The writer adds a group's records once they are durable, before they are
+//! acknowledged; the applier removes them once SQLite committed them. So a
+//! reader that looks here first and in SQLite second misses nothing: what
+//! was removed in between is already in SQLite, and what SQLite returns
+//! twice is told apart by seq (inserts) or by ord (updates).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::journal::Record;
+use super::Entry;
+
+/// The unapplied writes of every room.
+#[derive(Default)]
+pub struct Unapplied {
+    rooms: HashMap<String, Tail>,
+    bytes: usize,
+}
+
+/// One room's unapplied writes.
+#[derive(Default)]
+struct Tail {
+    /// The seq of `inserts[0]`.
+    first_seq: u64,
+    /// Inserts in seq order: (body, ts).
+    inserts: VecDeque<(Arc<RawValue>, i64)>,
+    /// The latest update per msgId: (ord, body, ts).
+    updates: HashMap<String, (i64, Arc<RawValue>, i64)>,
+}
+
+impl Tail {
+    fn is_empty(&self) -> bool {
+        self.inserts.is_empty() && self.updates.is_empty()
+    }
+}
+
+/// A room's unapplied inserts from some offset.
+#[derive(Debug, Default)]
+pub struct TailInserts {
+    /// The seq of the room's first unapplied insert: every insert before it
+    /// is in SQLite.
+    pub first_seq: u64,
+    /// The room's insert count, applied or not.
+    pub len: u64,
+    /// Unapplied inserts from the requested offset (or `first_seq`, if later).
+    pub items: Vec<Entry>,
+}
+
+/// An update of a room: its msgId, its order and the message.
+#[derive(Debug)]
+pub struct UpdateEntry {
+    pub msg_id: String,
+    pub ord: i64,
+    pub entry: Entry,
+}
+
+impl Unapplied {
+    /// Bytes the unapplied records hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records a durable write.
+    pub fn add(&mut self, record: &Record) {
+        self.bytes += record.size();
+        match record {
+            Record::Insert {
+                room,
+                seq,
+                ts,
+                body,
+            } => {
+                let tail = self.rooms.entry(room.clone()).or_default();
+                if tail.inserts.is_empty() {
+                    tail.first_seq = *seq;
+                }
+                tail.inserts.push_back((body.clone(), *ts));
+            }
+            Record::Update {
+                room,
+                msg_id,
+                ord,
+                ts,
+                body,
+            } => {
+                let tail = self.rooms.entry(room.clone()).or_default();
+                tail.updates
+                    .insert(msg_id.clone(), (*ord, body.clone(), *ts));
+            }
+        }
+    }
+
+    /// Forgets writes that SQLite committed: a room's inserts up to the
+    /// last seq applied, and each update unless a later one replaced it.
+    pub fn remove_applied(&mut self, records: &[Record]) {
+        for record in records {
+            self.bytes = self.bytes.saturating_sub(record.size());
+            let Some(tail) = self.rooms.get_mut(record.room()) else {
+                continue;
+            };
+            match record {
+                Record::Insert { seq, .. } => {
+                    if tail.first_seq <= *seq && tail.inserts.pop_front().is_some() {
+                        tail.first_seq += 1;
+                    }
+                }
+                Record::Update { msg_id, ord, .. } => {
+                    if tail.updates.get(msg_id).is_some_and(|(o, _, _)| o <= ord) {
+                        tail.updates.remove(msg_id);
+                    }
+                }
+            }
+            if tail.is_empty() {
+                self.rooms.remove(record.room());
+            }
+        }
+    }
+
+    /// Forgets everything of `room` (its history was cleared).
+    pub fn clear_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+    }
+
+    /// Up to `limit` of `room`'s unapplied inserts from `offset`; `None`
+    /// when the room has none.
+    pub fn inserts(&self, room: &str, offset: u64, limit: usize) -> Option<TailInserts> {
+        let tail = self.rooms.get(room).filter(|t| !t.inserts.is_empty())?;
+        let len = tail.first_seq + tail.inserts.len() as u64;
+        let skip = offset.saturating_sub(tail.first_seq) as usize;
+        let items = tail
+            .inserts
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|(body, ts)| entry(body, *ts))
+            .collect();
+        Some(TailInserts {
+            first_seq: tail.first_seq,
+            len,
+            items,
+        })
+    }
+
+    /// `room`'s unapplied updates.
+    pub fn updates(&self, room: &str) -> Vec<UpdateEntry> {
+        let Some(tail) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        tail.updates
+            .iter()
+            .map(|(msg_id, (ord, body, ts))| UpdateEntry {
+                msg_id: msg_id.clone(),
+                ord: *ord,
+                entry: entry(body, *ts),
+            })
+            .collect()
+    }
+}
+
+fn entry(body: &RawValue, ts: i64) -> Entry {
+    Entry {
+        body: body.to_owned(),
+        ts,
+    }
+}
+
+/// Merges a room's updates read from SQLite with its unapplied ones
+/// (looked up first): the latest per msgId, in the order last updated.
+pub fn merge_updates(from_sqlite: Vec<UpdateEntry>, unapplied: Vec<UpdateEntry>) -> Vec<Entry> {
+    let mut latest: HashMap<String, UpdateEntry> = HashMap::with_capacity(from_sqlite.len());
+    for u in from_sqlite.into_iter().chain(unapplied) {
+        match latest.get(&u.msg_id) {
+            Some(seen) if seen.ord >= u.ord => {}
+            _ => {
+                latest.insert(u.msg_id.clone(), u);
+            }
+        }
+    }
+    let mut all: Vec<UpdateEntry> = latest.into_values().collect();
+    all.sort_by_key(|u| u.ord);
+    all.into_iter().map(|u| u.entry).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(text: &str) -> Arc<RawValue> {
+        Arc::from(RawValue::from_string(text.to_owned()).expect("json"))
+    }
+
+    fn insert(room: &str, seq: u64) -> Record {
+        Record::Insert {
+            room: room.into(),
+            seq,
+            ts: 1,
+            body: body(&seq.to_string()),
+        }
+    }
+
+    fn update(room: &str, msg_id: &str, ord: i64) -> Record {
+        Record::Update {
+            room: room.into(),
+            msg_id: msg_id.into(),
+            ord,
+            ts: 1,
+            body: body(&format!("\"{msg_id}{ord}\"")),
+        }
+    }
+
+    fn texts(items: &[Entry]) -> Vec<String> {
+        items.iter().map(|e| e.body.get().to_owned()).collect()
+    }
+
+    #[test]
+    fn inserts_are_read_from_an_offset_until_applied() {
+        let mut u = Unapplied::default();
+        let written: Vec<Record> = (5..9).map(|s| insert("r", s)).collect();
+        for r in &written {
+            u.add(r);
+        }
+        let tail = u.inserts("r", 0, 10).expect("tail");
+        assert_eq!((tail.first_seq, tail.len), (5, 9));
+        assert_eq!(texts(&tail.items), ["5", "6", "7", "8"]);
+        let tail = u.inserts("r", 7, 1).expect("tail");
+        assert_eq!(texts(&tail.items), ["7"]);
+        assert!(u.inserts("other", 0, 10).is_none());
+
+        u.remove_applied(&written[..2]);
+        let tail = u.inserts("r", 0, 10).expect("tail");
+        assert_eq!(tail.first_seq, 7);
+        assert_eq!(texts(&tail.items), ["7", "8"]);
+        u.remove_applied(&written[2..]);
+        assert!(u.inserts("r", 0, 10).is_none());
+        assert_eq!(u.bytes(), 0);
+    }
+
+    #[test]
+    fn an_update_replaced_before_it_was_applied_stays() {
+        let mut u = Unapplied::default();
+        let first = update("r", "m", 1);
+        u.add(&first);
+        u.add(&update("r", "m", 2));
+        u.remove_applied(&[first]);
+        let left = u.updates("r");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].ord, 2);
+    }
+
+    #[test]
+    fn merged_updates_keep_the_latest_per_msg_id_in_update_order() {
+        let e = |msg_id: &str, ord: i64| UpdateEntry {
+            msg_id: msg_id.into(),
+            ord,
+            entry: Entry {
+                body: RawValue::from_string(format!("\"{msg_id}{ord}\"")).expect("json"),
+                ts: 1,
+            },
+        };
+        let merged = merge_updates(
+            vec![e("a", 1), e("b", 2)],
+            vec![e("a", 3), e("c", 4), e("b", 2)],
+        );
+        assert_eq!(texts(&merged), ["\"b2\"", "\"a3\"", "\"c4\""]);
+    }
+}
