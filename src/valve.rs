@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Default)]
 pub struct ReadValve {
     closed: AtomicBool,
+    /// Events read through the valve so far ([`ReadValve::note_event`]).
+    events: AtomicU64,
     /// Readers waiting for the valve to open (one for a websocket, the
     /// POST in flight for long-polling; empty and unallocated while open).
     waiters: Mutex<Vec<Waker>>,
@@ -58,6 +60,17 @@ impl ReadValve {
                 w.wake();
             }
         }
+    }
+
+    /// Counts an event read through the valve (the inbox does, for every
+    /// event it takes).
+    pub fn note_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events read through the valve so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
     }
 
     /// Whether reads wait.
@@ -187,32 +200,47 @@ impl Connected<IncomingStream<'_, ValvedListener>> for Peer {
     }
 }
 
-/// A request body that yields nothing while its valve is closed, in
-/// frames of at most [`DRIP_BYTES`].
+/// A request body that yields nothing while its valve is closed, in small
+/// frames while the packets in it are small.
 ///
 /// The small frames are what make the pause reach the events: engine.io's
 /// payload decoder (engineioxide-core 0.2) reads one more body frame for
-/// every packet it hands over, so with frames as large as hyper reads them
-/// it would have the whole body buffered, and keep handing its packets
-/// over, long before the valve closes. With frames shorter than a packet
-/// it stays within about a packet of what it handed over.
+/// every packet it hands over, and hands over the rest without reading
+/// once the body has ended; with frames as large as hyper reads them it
+/// would have the whole body read, and keep handing its packets over, long
+/// before the valve closes. So a frame is [`DRIP_BYTES`] after an event
+/// came through, shorter than any event packet, and the decoder stays
+/// within about a packet of what it handed over; inside a long packet
+/// (no event since the last frame) the frames double, up to
+/// [`MAX_FRAME_BYTES`], because the engine.io 3 decoder scans the whole
+/// packet read so far on every frame.
 pub struct ValvedBody {
     inner: Body,
     valve: Arc<ReadValve>,
     /// The rest of the frame read last.
     rest: Bytes,
+    /// The size of the next frame.
+    frame: usize,
+    /// The valve's event count at the last frame.
+    events: u64,
 }
 
-/// The largest frame a [`ValvedBody`] yields: shorter than any msg packet.
+/// The frame a [`ValvedBody`] yields after an event came through: shorter
+/// than any event packet.
 pub const DRIP_BYTES: usize = 64;
+/// The largest frame a [`ValvedBody`] yields.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 impl ValvedBody {
     /// `inner`, paused while `valve` is closed.
     pub fn wrap(inner: Body, valve: Arc<ReadValve>) -> Body {
+        let events = valve.events();
         Body::new(ValvedBody {
             inner,
             valve,
             rest: Bytes::new(),
+            frame: DRIP_BYTES,
+            events,
         })
     }
 }
@@ -235,7 +263,14 @@ impl http_body::Body for ValvedBody {
                 other => return Poll::Ready(other),
             }
         }
-        let n = self.rest.len().min(DRIP_BYTES);
+        let events = self.valve.events();
+        self.frame = if events != self.events {
+            DRIP_BYTES
+        } else {
+            (self.frame * 2).min(MAX_FRAME_BYTES)
+        };
+        self.events = events;
+        let n = self.rest.len().min(self.frame);
         let drip = self.rest.split_to(n);
         Poll::Ready(Some(Ok(http_body::Frame::data(drip))))
     }
@@ -295,15 +330,23 @@ mod tests {
     async fn a_body_drips_and_waits_behind_a_closed_valve() {
         use http_body_util::BodyExt;
         let valve = ReadValve::new();
-        let text = "x".repeat(DRIP_BYTES * 2 + 5);
+        let text = "x".repeat(DRIP_BYTES * 8);
         let mut body = ValvedBody::wrap(Body::from(text.clone()), valve.clone());
-        let first = body.frame().await.expect("a frame").expect("data");
-        assert_eq!(first.into_data().map(|d| d.len()).ok(), Some(DRIP_BYTES));
+        let mut next = async || {
+            let frame = body.frame().await.expect("a frame").expect("data");
+            frame.into_data().map(|d| d.len()).ok()
+        };
+        // No event came through: the frames double.
+        assert_eq!(next().await, Some(DRIP_BYTES * 2));
+        assert_eq!(next().await, Some(DRIP_BYTES * 4));
+        // An event came through: back to a drip.
+        valve.note_event();
+        assert_eq!(next().await, Some(DRIP_BYTES));
         valve.close();
         let read = tokio::time::timeout(std::time::Duration::from_millis(50), body.frame()).await;
         assert!(read.is_err(), "nothing while closed");
         valve.open();
         let rest = body.collect().await.expect("the rest").to_bytes();
-        assert_eq!(rest.len(), DRIP_BYTES + 5);
+        assert_eq!(rest.len(), DRIP_BYTES);
     }
 }

@@ -189,8 +189,9 @@ impl<T> Inbox<T> {
         }
         state.bytes += weight;
         state.events.push_back((event, weight));
-        if state.bytes > self.budget {
-            if let Some(valve) = &state.valve {
+        if let Some(valve) = &state.valve {
+            valve.note_event();
+            if state.bytes > self.budget {
                 valve.close();
             }
         }

@@ -103,6 +103,7 @@ impl SqliteMessageStore {
             dir: data_dir.to_path_buf(),
             db_epoch: db_epoch.clone(),
             unapplied: unapplied.clone(),
+            undeleted: Vec::new(),
         };
         std::thread::Builder::new()
             .name("store-applier".into())
@@ -476,6 +477,11 @@ impl Writer {
                 done,
                 ..
             } = w;
+            if failed.is_some() {
+                // The group fails as a whole; the rest is not numbered.
+                outcomes.push((done, Err(StoreError::Closed)));
+                continue;
+            }
             let result = match self.number(room, op, body, ts) {
                 Ok((result, record)) => {
                     records.extend(record);
@@ -487,9 +493,6 @@ impl Writer {
                 }
             };
             outcomes.push((done, result));
-            if failed.is_some() {
-                break;
-            }
         }
         if failed.is_none() {
             let started = Instant::now();
@@ -689,6 +692,8 @@ struct Applier {
     dir: PathBuf,
     db_epoch: String,
     unapplied: Arc<Mutex<Unapplied>>,
+    /// Applied segments whose files could not be deleted yet.
+    undeleted: Vec<u64>,
 }
 
 /// How long the applier waits before trying a failed batch again.
@@ -708,14 +713,19 @@ impl Applier {
                         std::thread::sleep(APPLY_RETRY);
                     }
                     locked(&self.unapplied).remove_applied(&records);
-                    if let Some(segment) = segment {
-                        if let Err(e) = journal::remove_segments(&self.dir, &[segment]) {
-                            tracing::warn!(error = %e, segment, "could not delete an applied commit log segment");
-                        }
+                    self.undeleted.extend(segment);
+                    if let Err(e) = self.delete_applied() {
+                        tracing::warn!(error = %e, "could not delete an applied commit log segment");
                     }
                 }
                 ApplyJob::Clear(room, reply) => {
-                    let _ = reply.send(clear(&mut self.conn, &room).map_err(Into::into));
+                    // A segment left behind would be replayed into the new
+                    // epoch after a restart: the clear waits for its deletion.
+                    let cleared = self
+                        .delete_applied()
+                        .map_err(StoreError::from)
+                        .and_then(|()| clear(&mut self.conn, &room).map_err(Into::into));
+                    let _ = reply.send(cleared);
                 }
                 ApplyJob::Flush(reply) => {
                     let _ = reply.send(Ok(()));
@@ -723,6 +733,13 @@ impl Applier {
             }
         }
         tracing::debug!("store applier stopped");
+    }
+
+    /// Deletes the applied segments' files.
+    fn delete_applied(&mut self) -> std::io::Result<()> {
+        journal::remove_segments(&self.dir, &self.undeleted)?;
+        self.undeleted.clear();
+        Ok(())
     }
 }
 
