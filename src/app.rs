@@ -35,9 +35,11 @@ pub enum StartError {
         reason: String,
     },
     #[error("config error: AO_MONGODB_URL: cannot use MongoDB: {0}")]
-    Mongo(String),
+    Mongo(#[source] crate::accounts::AccountError),
     #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
-    Redis(String),
+    Redis(#[source] crate::redis::RedisError),
+    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    RedisAccounts(#[source] crate::accounts::AccountError),
     #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
     Admin(String),
 }
@@ -63,11 +65,7 @@ impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
         let config = Arc::new(config);
         let redis = match &config.redis_url {
-            Some(_) => Some(
-                Redis::connect(&config)
-                    .await
-                    .map_err(|e| StartError::Redis(e.0))?,
-            ),
+            Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
             None => None,
         };
         let data_dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
@@ -88,9 +86,9 @@ impl App {
             .await
             .map_err(|e| {
                 if config.mongodb_url.is_some() {
-                    StartError::Mongo(e.to_string())
+                    StartError::Mongo(e)
                 } else if redis.is_some() {
-                    StartError::Redis(e.to_string())
+                    StartError::RedisAccounts(e)
                 } else {
                     data_dir_err(&e)
                 }
@@ -136,7 +134,7 @@ impl App {
                     node.clone(),
                 )
                 .await
-                .map_err(|e| StartError::Redis(e.0))?;
+                .map_err(StartError::Redis)?;
                 tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
                 (state, bus)
             }
@@ -166,7 +164,9 @@ impl App {
                     },
                 )
                 .await
-                .map_err(|e| StartError::Redis(e.0))?;
+                .map_err(|e| match e {
+                    crate::cluster::ClusterError::Redis(e) => StartError::Redis(e),
+                })?;
         }
 
         let main_router = crate::http::main_router(hub.clone())

@@ -13,6 +13,7 @@ pub mod realtime;
 pub mod redis;
 pub mod sqlite;
 pub mod store;
+pub mod sync;
 pub mod valve;
 
 pub use app::App;

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use axum::body::{Body, Bytes};
@@ -98,8 +98,7 @@ impl ReadValve {
     }
 
     fn waiters(&self) -> std::sync::MutexGuard<'_, Vec<Waker>> {
-        // A waker list is consistent after any panic: pushes and takes only.
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.waiters)
     }
 }
 

@@ -35,7 +35,13 @@ pub enum AccountError {
     #[error("account does not exist")]
     NotFound,
     #[error("account store unavailable: {0}")]
-    Unavailable(String),
+    Sqlite(#[from] rusqlite::Error),
+    #[error("account store unavailable: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("account store unavailable: {0}")]
+    Redis(#[from] crate::redis::RedisError),
+    #[error("account store unavailable: {0}")]
+    Worker(#[from] tokio::task::JoinError),
 }
 
 /// Where accounts live.

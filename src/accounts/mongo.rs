@@ -22,8 +22,8 @@ pub struct MongoAccountStore {
     db: Database,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> AccountError {
-    AccountError::Unavailable(e.to_string())
+fn unavailable(e: mongodb::error::Error) -> AccountError {
+    AccountError::Mongo(e)
 }
 
 impl MongoAccountStore {

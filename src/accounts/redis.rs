@@ -7,8 +7,8 @@ use fred::prelude::HashesInterface;
 use super::{token, AccountError, AccountStore, Kind};
 use crate::redis::{scripts, Redis, RedisError};
 
-fn unavailable(e: impl std::fmt::Display) -> AccountError {
-    AccountError::Unavailable(e.to_string())
+fn unavailable(e: impl Into<RedisError>) -> AccountError {
+    AccountError::Redis(e.into())
 }
 
 fn now() -> String {

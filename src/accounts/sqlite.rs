@@ -30,18 +30,15 @@ impl SqliteAccountStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| AccountError::Unavailable("connection lock poisoned".into()))?;
+            let mut guard = crate::sync::lock(&conn);
             f(&mut guard)
         })
-        .await
-        .map_err(|e| AccountError::Unavailable(e.to_string()))?
+        .await?
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> AccountError {
-    AccountError::Unavailable(e.to_string())
+fn unavailable(e: rusqlite::Error) -> AccountError {
+    AccountError::Sqlite(e)
 }
 
 #[async_trait::async_trait]

@@ -39,29 +39,22 @@ impl LocalState {
 
     /// Every (room, member) held here, rooms in any order, members in join order.
     pub fn member_snapshot(&self) -> Vec<(String, Member)> {
-        self.lock().map_or_else(
-            |_| Vec::new(),
-            |inner| {
-                inner
-                    .rooms
-                    .iter()
-                    .flat_map(|(room, ms)| ms.iter().map(move |m| (room.clone(), Member::clone(m))))
-                    .collect()
-            },
-        )
+        self.lock()
+            .rooms
+            .iter()
+            .flat_map(|(room, ms)| ms.iter().map(move |m| (room.clone(), Member::clone(m))))
+            .collect()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ClusterError> {
-        self.inner
-            .lock()
-            .map_err(|_| ClusterError("state lock poisoned".into()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        crate::sync::lock(&self.inner)
     }
 }
 
 #[async_trait::async_trait]
 impl ClusterState for LocalState {
     async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.lock();
         let now = Instant::now();
         if inner.windows.len() > 100_000 {
             inner
@@ -80,7 +73,7 @@ impl ClusterState for LocalState {
     }
 
     async fn register_connection(&self, uid: &str, sid: &str) -> Result<Vec<String>, ClusterError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.lock();
         let older = inner
             .connections
             .insert(uid.to_owned(), vec![sid.to_owned()])
@@ -89,7 +82,7 @@ impl ClusterState for LocalState {
     }
 
     async fn unregister_connection(&self, uid: &str, sid: &str) -> Result<(), ClusterError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.lock();
         if let Some(list) = inner.connections.get_mut(uid) {
             list.retain(|s| s != sid);
             if list.is_empty() {
@@ -100,7 +93,7 @@ impl ClusterState for LocalState {
     }
 
     async fn join(&self, room: &str, member: Member) -> Result<Arrival, ClusterError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.lock();
         inner.presence_seq += 1;
         let seq = Some(inner.presence_seq);
         inner.room_of.insert(member.sid.clone(), room.to_owned());
@@ -112,7 +105,7 @@ impl ClusterState for LocalState {
     }
 
     async fn leave(&self, room: &str, sid: &str) -> Result<Option<Departure>, ClusterError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.lock();
         if inner.room_of.get(sid).is_some_and(|r| r == room) {
             inner.room_of.remove(sid);
         }
@@ -135,12 +128,12 @@ impl ClusterState for LocalState {
     }
 
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError> {
-        Ok(self.lock()?.room_of.get(sid).cloned())
+        Ok(self.lock().room_of.get(sid).cloned())
     }
 
     async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError> {
         Ok(self
-            .lock()?
+            .lock()
             .rooms
             .get(room)
             .map(|ms| ms.iter().map(|m| Member::clone(m)).collect())
@@ -148,7 +141,7 @@ impl ClusterState for LocalState {
     }
 
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {
-        let inner = self.lock()?;
+        let inner = self.lock();
         let mut users: Vec<(String, String)> = inner
             .connections
             .iter()
@@ -159,7 +152,7 @@ impl ClusterState for LocalState {
     }
 
     async fn rooms(&self) -> Result<Vec<String>, ClusterError> {
-        let mut rooms: Vec<String> = self.lock()?.rooms.keys().cloned().collect();
+        let mut rooms: Vec<String> = self.lock().rooms.keys().cloned().collect();
         rooms.sort();
         Ok(rooms)
     }

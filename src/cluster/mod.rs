@@ -49,8 +49,23 @@ pub struct Departure {
 
 /// Why shared state could not be read or written.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("cluster state unavailable: {0}")]
-pub struct ClusterError(pub String);
+pub enum ClusterError {
+    /// Redis failed.
+    #[error("cluster state unavailable: {0}")]
+    Redis(#[from] crate::redis::RedisError),
+}
+
+impl From<fred::error::Error> for ClusterError {
+    fn from(e: fred::error::Error) -> Self {
+        ClusterError::Redis(e.into())
+    }
+}
+
+impl From<serde_json::Error> for ClusterError {
+    fn from(e: serde_json::Error) -> Self {
+        ClusterError::Redis(e.into())
+    }
+}
 
 /// Shared state of a deployment.
 #[async_trait::async_trait]

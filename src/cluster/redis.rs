@@ -63,11 +63,11 @@ struct StoredConnection {
 }
 
 fn cluster_err(e: RedisError) -> ClusterError {
-    ClusterError(e.0)
+    ClusterError::from(e)
 }
 
 fn fred_err(e: fred::error::Error) -> ClusterError {
-    ClusterError(e.to_string())
+    ClusterError::from(e)
 }
 
 /// Kicks out a connection of this node by its sid.
@@ -360,7 +360,7 @@ impl RedisState {
             dummy: member.dummy,
             node: self.node.clone(),
         };
-        let json = serde_json::to_string(&stored).map_err(|e| ClusterError(e.to_string()))?;
+        let json = serde_json::to_string(&stored)?;
         let reply: Vec<String> = scripts::run(
             &self.redis.client,
             scripts::JOIN,
@@ -428,7 +428,7 @@ impl RedisState {
             uid_key: uid.to_owned(),
             node: self.node.clone(),
         })
-        .map_err(|e| ClusterError(e.to_string()))?;
+        .map_err(ClusterError::from)?;
         scripts::run(
             &self.redis.client,
             script,

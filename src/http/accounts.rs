@@ -119,7 +119,7 @@ async fn token_call(
         }
         Err(AccountError::Exists) => Envelope::fail(ApiStatus::UserExists).into(),
         Err(AccountError::NotFound) => with_uid(ApiStatus::UserNotExists).into(),
-        Err(AccountError::Unavailable(e)) => {
+        Err(e) => {
             tracing::error!(error = %e, "account store failed");
             with_uid(ApiStatus::OperationFailed).into()
         }

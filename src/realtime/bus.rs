@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, COMMAND_TIMEOUT, RESET_EVENT};
 use crate::store::MessageStore;
+use crate::sync::lock;
 
 /// How long a join waits for its room's channel to be subscribed.
 const SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -326,12 +327,7 @@ impl Bus {
             Some(Err(e)) => tracing::debug!(error = %e, %room, "broadcast failed"),
             None => tracing::warn!(%room, "local broadcast did not complete at once"),
         }
-        let members = self
-            .watched
-            .lock()
-            .ok()
-            .and_then(|w| w.get(room).map(|w| w.members))
-            .unwrap_or(0);
+        let members = lock(&self.watched).get(room).map_or(0, |w| w.members);
         let sent = members
             .saturating_sub(u64::from(excluded))
             .saturating_sub(dropped);
@@ -384,9 +380,7 @@ impl Bus {
     /// subscribed when Redis is back.
     pub async fn watch(&self, room: &str) {
         let first = {
-            let Ok(mut watched) = self.watched.lock() else {
-                return;
-            };
+            let mut watched = lock(&self.watched);
             let watch = watched.entry(room.to_owned()).or_default();
             watch.members += 1;
             watch.members == 1
@@ -420,9 +414,8 @@ impl Bus {
     async fn start_listening(&self, rb: &RedisBus, room: &str) {
         match rb.messages.page(room, u64::MAX, 0).await {
             Ok(page) => {
-                if let Ok(mut next) = rb.next_seq.lock() {
-                    next.entry(room.to_owned()).or_insert(page.start);
-                }
+                let mut next = lock(&rb.next_seq);
+                next.entry(room.to_owned()).or_insert(page.start);
             }
             Err(e) => tracing::warn!(error = %e, %room, "could not read the room's length"),
         }
@@ -431,9 +424,7 @@ impl Bus {
     /// A member of `room` on this node left.
     pub async fn unwatch(&self, room: &str) {
         let last = {
-            let Ok(mut watched) = self.watched.lock() else {
-                return;
-            };
+            let mut watched = lock(&self.watched);
             let Some(watch) = watched.get_mut(room) else {
                 return;
             };
@@ -446,7 +437,8 @@ impl Bus {
         };
         let Some(rb) = &self.redis else { return };
         if last {
-            if let Ok(mut next) = rb.next_seq.lock() {
+            {
+                let mut next = lock(&rb.next_seq);
                 next.remove(room);
             }
             let unsubscribe = rb
@@ -467,7 +459,8 @@ impl Bus {
         };
         let nonce = rand::random::<u64>();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if let Ok(mut probes) = rb.probes.lock() {
+        {
+            let mut probes = lock(&rb.probes);
             probes.insert(nonce, tx);
         }
         let outcome = async {
@@ -481,7 +474,8 @@ impl Bus {
                 .map_err(|e| e.to_string())
         }
         .await;
-        if let Ok(mut probes) = rb.probes.lock() {
+        {
+            let mut probes = lock(&rb.probes);
             probes.remove(&nonce);
         }
         outcome
@@ -544,7 +538,7 @@ async fn dispatch(bus: Arc<Bus>) {
                     kick_local(&bus.io, &sid);
                 }
                 Ok(ControlFrame::Probe { nonce }) => {
-                    let waiter = rb.probes.lock().ok().and_then(|mut p| p.remove(&nonce));
+                    let waiter = lock(&rb.probes).remove(&nonce);
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(());
                     }
@@ -581,11 +575,9 @@ async fn dispatch(bus: Arc<Bus>) {
 /// arriving late, or the other way round).
 fn tell_presence(bus: &Bus, frame: &RoomFrame<'_>) -> bool {
     if let Some(seq) = frame.presence {
-        let first = bus
-            .watched
-            .lock()
-            .ok()
-            .and_then(|mut w| w.get_mut(&*frame.room).map(|w| w.told.first_time(seq)));
+        let first = lock(&bus.watched)
+            .get_mut(&*frame.room)
+            .map(|w| w.told.first_time(seq));
         if first != Some(true) {
             return false; // told, or no member here any more
         }
@@ -609,13 +601,10 @@ fn tell_presence(bus: &Bus, frame: &RoomFrame<'_>) -> bool {
 /// here that were not told yet. Returns `false` if a room's log could not
 /// be read.
 async fn catch_up_presence(bus: &Bus, rb: &RedisBus) -> bool {
-    let rooms: Vec<(String, u64)> = match bus.watched.lock() {
-        Ok(w) => w
-            .iter()
-            .map(|(room, watch)| (room.clone(), watch.told.told_up_to()))
-            .collect(),
-        Err(_) => return true,
-    };
+    let rooms: Vec<(String, u64)> = lock(&bus.watched)
+        .iter()
+        .map(|(room, watch)| (room.clone(), watch.told.told_up_to()))
+        .collect();
     let mut complete = true;
     for (room, told_up_to) in rooms {
         // Changes before every member's join are in their rosters.
@@ -649,7 +638,8 @@ async fn catch_up_presence(bus: &Bus, rb: &RedisBus) -> bool {
 
 /// The room's seqs start again from 0.
 fn forget(rb: &RedisBus, room: &str) {
-    if let Ok(mut next) = rb.next_seq.lock() {
+    {
+        let mut next = lock(&rb.next_seq);
         next.remove(room);
     }
 }
@@ -665,11 +655,7 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
         .ok()
         .and_then(|s| s.seq);
     if let Some(seq) = seq {
-        let next = rb
-            .next_seq
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&*frame.room).copied());
+        let next = lock(&rb.next_seq).get(&*frame.room).copied();
         match next {
             Some(next) if seq < next => return,
             Some(next) if seq > next => {
@@ -682,7 +668,8 @@ async fn deliver_msg(bus: &Bus, rb: &RedisBus, frame: &RoomFrame<'_>) {
             }
             _ => {}
         }
-        if let Ok(mut d) = rb.next_seq.lock() {
+        {
+            let mut d = lock(&rb.next_seq);
             d.insert(frame.room.to_string(), seq + 1);
         }
     }
@@ -718,7 +705,8 @@ async fn deliver_stored(
             matches!((&sender, uid), (Some(from), Some(uid)) if *from == uid.0)
         });
         bus.metrics.relay_recovered.inc_by(sent);
-        if let Ok(mut d) = rb.next_seq.lock() {
+        {
+            let mut d = lock(&rb.next_seq);
             d.insert(room.to_owned(), page.start + i as u64 + 1);
         }
     }
@@ -728,10 +716,10 @@ async fn deliver_stored(
 /// After a reconnect, delivers what each watched room stored meanwhile.
 /// Returns `false` if a room's store could not be read.
 async fn catch_up(bus: &Bus, rb: &RedisBus) -> bool {
-    let known: Vec<(String, u64)> = match rb.next_seq.lock() {
-        Ok(d) => d.iter().map(|(r, s)| (r.clone(), *s)).collect(),
-        Err(_) => return true,
-    };
+    let known: Vec<(String, u64)> = lock(&rb.next_seq)
+        .iter()
+        .map(|(r, s)| (r.clone(), *s))
+        .collect();
     let mut complete = true;
     for (room, next) in known {
         // A history shorter than what was delivered was cleared while this
@@ -784,7 +772,8 @@ async fn resubscribe_on_reconnect(bus: Arc<Bus>) {
     let mut reconnects = rb.redis.subscriber.reconnect_rx();
     while reconnects.recv().await.is_ok() {
         let mut channels = vec![rb.redis.keys.control_channel()];
-        if let Ok(watched) = bus.watched.lock() {
+        {
+            let watched = lock(&bus.watched);
             channels.extend(watched.keys().map(|room| rb.redis.keys.room_channel(room)));
         }
         tracing::info!(

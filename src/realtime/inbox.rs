@@ -21,7 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
@@ -160,9 +160,7 @@ impl<T> Inbox<T> {
     }
 
     fn state(&self) -> MutexGuard<'_, State<T>> {
-        // A panic while the lock was held cannot leave the state half
-        // changed: every change is a single push, pop or flag.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// The most the queue may hold: twice the budget and one largest

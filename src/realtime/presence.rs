@@ -17,7 +17,7 @@
 //! join are delivered, in arrival order, and the gate opens.
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use serde_json::value::RawValue;
 
@@ -95,8 +95,7 @@ impl Gate {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Every change is one assignment or push: a panic cannot leave it half done.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     /// The connection starts joining `room`: that room's presence events

@@ -37,12 +37,21 @@ pub fn once() -> fred::types::config::Options {
 
 /// Why Redis could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct RedisError(pub String);
+pub enum RedisError {
+    /// The client or the server failed.
+    #[error("redis: {0}")]
+    Driver(#[from] fred::error::Error),
+    /// A frame could not be encoded.
+    #[error("redis: frame not encodable: {0}")]
+    Encode(#[source] std::sync::Arc<serde_json::Error>),
+    /// No URL is configured.
+    #[error("redis: no URL configured")]
+    NoUrl,
+}
 
-impl From<fred::error::Error> for RedisError {
-    fn from(e: fred::error::Error) -> Self {
-        RedisError(e.to_string())
+impl From<serde_json::Error> for RedisError {
+    fn from(e: serde_json::Error) -> Self {
+        RedisError::Encode(std::sync::Arc::new(e))
     }
 }
 
@@ -67,10 +76,7 @@ impl Redis {
     /// Fails when the URL is invalid or the first connection is refused;
     /// after that, lost connections are re-established forever.
     pub async fn connect(config: &Config) -> Result<Redis, RedisError> {
-        let url = config
-            .redis_url
-            .as_deref()
-            .ok_or_else(|| RedisError("no URL".into()))?;
+        let url = config.redis_url.as_deref().ok_or(RedisError::NoUrl)?;
         let mut fred_config = FredConfig::from_url(url)?;
         if config.redis_cluster {
             if let ServerConfig::Centralized { server } = &fred_config.server {
@@ -178,7 +184,7 @@ impl Redis {
 
     /// Publishes `frame` to every node's control channel.
     pub async fn publish_control(&self, frame: &ControlFrame) -> Result<(), RedisError> {
-        let frame = serde_json::to_string(frame).map_err(|e| RedisError(e.to_string()))?;
+        let frame = serde_json::to_string(frame)?;
         let _: i64 = self
             .cmd()
             .spublish(self.keys.control_channel(), frame)

@@ -15,9 +15,9 @@ use crate::protocol::StampedMsg;
 /// so the sources are shared.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The backend failed (Redis, connection).
+    /// Redis failed.
     #[error("store backend error: {0}")]
-    Backend(String),
+    Redis(#[from] crate::redis::RedisError),
     /// The embedded database failed.
     #[error("database error: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),

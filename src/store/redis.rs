@@ -70,7 +70,7 @@ fn dispatch(mut fut: Pending) -> Pending {
 }
 
 fn backend(e: RedisError) -> StoreError {
-    StoreError::Backend(e.0)
+    StoreError::Redis(e)
 }
 
 fn new_epoch() -> String {

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -31,6 +31,7 @@ use super::unapplied::{self, Unapplied, UpdateEntry};
 use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
 use crate::protocol::StampedMsg;
 use crate::sqlite::{open, unix_now};
+use crate::sync::lock as locked;
 
 /// Most writes committed in one group.
 const MAX_BATCH: usize = 4096;
@@ -157,12 +158,6 @@ impl SqliteMessageStore {
         })
         .await?
     }
-}
-
-/// The lock of state that stays consistent whatever panicked while it was
-/// held (every change is one push, pop or map update).
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The id of this database, made once when it is created.
