@@ -141,6 +141,10 @@ enum Cmd {
         /// floor alternating; the table shows the medians [default: 3, quick 1].
         #[arg(long)]
         rounds: Option<usize>,
+        /// Also write the report as `<DIR>/<date>.md` (a run kept for the
+        /// record) [DIR default: bench/results].
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "bench/results")]
+        markdown: Option<PathBuf>,
         /// redis-server for the 2-node cluster figure.
         #[arg(long, default_value = "redis-server")]
         redis_server: PathBuf,
@@ -337,6 +341,7 @@ async fn run(cli: Cli) -> Result<()> {
             hold_conns,
             hold_seconds,
             rounds,
+            markdown,
         } => {
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
@@ -360,7 +365,13 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(n) = rounds {
                 cfg.rounds = n.max(1);
             }
-            suite::run(cfg).await.map(|_| ())
+            let report = suite::run(cfg).await?;
+            if let Some(dir) = markdown {
+                let command: Vec<String> = std::env::args().skip(1).collect();
+                let path = suite::write_markdown(&dir, &report, &command.join(" "))?;
+                eprintln!("report written to {}", path.display());
+            }
+            Ok(())
         }
     }
 }
