@@ -2,7 +2,7 @@
 //! every test ends by checking that a fresh pair of clients still
 //! authenticates, joins and exchanges a message.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! from the outside only — sockets, the admin and accounts HTTP APIs and
 //! `redis-cli`.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;

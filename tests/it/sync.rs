@@ -1,6 +1,6 @@
 //! PROTOCOL.md Part 1, "sync".
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 

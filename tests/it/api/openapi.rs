@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{call, get, Backend, Body, Creds, Server};
+use crate::api::harness::{call, get, Backend, Body, Creds, Server};
 
 /// The (path, method) pairs of `doc`'s `paths`.
 fn documented(doc: &Value) -> Vec<(String, String)> {

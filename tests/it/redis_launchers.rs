@@ -2,7 +2,7 @@
 //! its data across a restart (AOF reload), even after SIGKILL, and a
 //! three-master cluster serves keys.
 
-mod support;
+use crate::support;
 
 use support::redis::{RedisCluster, RedisServer};
 

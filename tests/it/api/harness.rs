@@ -901,7 +901,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::Embedded).await;
+                    super::$name($crate::api::harness::Backend::Embedded).await;
                 }
             )*
         }
@@ -909,7 +909,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::harness::Backend::Mongo).await;
+                    super::$name($crate::api::harness::Backend::Mongo).await;
                 }
             )*
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{
+use crate::api::harness::{
     assert_auth_ok, assert_auth_refused, assert_no_event, backend_tests, call_oversized, get, poll,
     post, try_authenticate, wait_event, Backend, Body, Creds, Server,
 };
@@ -97,13 +97,13 @@ async fn credentials_other_than_an_admin_are_refused_everywhere(backend: Backend
         Creds::None,
         Creds::Query("mallory".into(), user_token.clone()),
         Creds::Basic("mallory".into(), user_token.clone()),
-        Creds::Query(crate::harness::ADMIN.into(), user_token.clone()),
-        Creds::Basic(crate::harness::ADMIN.into(), "wrong".into()),
+        Creds::Query(crate::api::harness::ADMIN.into(), user_token.clone()),
+        Creds::Basic(crate::api::harness::ADMIN.into(), "wrong".into()),
         Creds::Query("nobody".into(), s.admin_token.clone()),
     ];
     for creds in &refused {
         for (method, path, body) in routes("vault") {
-            let r = crate::harness::call(method, &s.main_url(&path), creds, body).await;
+            let r = crate::api::harness::call(method, &s.main_url(&path), creds, body).await;
             r.expect(1, json!({}));
         }
     }
@@ -123,7 +123,7 @@ async fn admin_routes_accept_query_and_basic_credentials(backend: Backend) {
     let _c = member(&s, "eve", "open").await;
     for creds in [s.query(), s.basic()] {
         for (method, path, body) in routes("open") {
-            let r = crate::harness::call(method, &s.main_url(&path), &creds, body).await;
+            let r = crate::api::harness::call(method, &s.main_url(&path), &creds, body).await;
             r.envelope(0);
         }
     }
@@ -354,7 +354,7 @@ async fn stat_reports_who_is_online() {
 async fn stat_never_contains_secrets() {
     // A MongoDB URL with a user and password. FerretDB's SQLite backend
     // takes them with the PLAIN mechanism and does not check them.
-    let password = format!("pw{}", crate::harness::random_hex(8));
+    let password = format!("pw{}", crate::api::harness::random_hex(8));
     let pw = password.clone();
     let s = Server::with(Backend::Mongo, move |c| {
         let url = c.mongodb_url.clone().expect("mongo url");

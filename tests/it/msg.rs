@@ -1,6 +1,6 @@
 //! PROTOCOL.md Part 1, "msg".
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,14 +3,8 @@
 //! server: in process on ephemeral ports, or the real binary; MongoDB is a
 //! real FerretDB started per test (see `harness::Ferret`).
 //!
-//! Run with `cargo test --test api`. FerretDB comes from `$AO_FERRETDB_BIN`,
+//! Run with `cargo test --test it api::`. FerretDB comes from `$AO_FERRETDB_BIN`,
 //! or is built once from `tests/ferretdb` (needs Go).
-
-// The shared socket.io client (tests/support, not ours to edit) trips
-// clippy's result_large_err on tungstenite's error type.
-#[allow(clippy::result_large_err)]
-#[path = "../support/mod.rs"]
-mod support;
 
 mod harness;
 

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::harness::{
+use crate::api::harness::{
     assert_auth_ok, assert_auth_refused, backend_tests, call_oversized, get, post, Backend, Body,
     Creds, Server,
 };

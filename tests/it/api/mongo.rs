@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use crate::support::Received;
 
-use crate::harness::{
+use crate::api::harness::{
     assert_auth_ok, assert_auth_refused, free_port, get, poll, post, run_cli, try_authenticate,
     Backend, Body, Creds, Server, ADMIN,
 };
@@ -358,7 +358,7 @@ async fn unreachable_mongodb_at_start_up_exits_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_error_hides_the_mongodb_password() {
     let port = free_port();
-    let password = format!("pw{}", crate::harness::random_hex(8));
+    let password = format!("pw{}", crate::api::harness::random_hex(8));
     let url = format!("mongodb://aouser:{password}@127.0.0.1:{port}/account");
     let dir = crate::support::tempdir();
     let data_dir = dir.path().display().to_string();
@@ -387,7 +387,7 @@ async fn start_up_error_hides_the_mongodb_password() {
 async fn outage_and_recovery() {
     // With credentials in the URL (FerretDB takes PLAIN and does not check
     // them): the password must not leak through /readyz's reason.
-    let password = format!("pw{}", crate::harness::random_hex(8));
+    let password = format!("pw{}", crate::api::harness::random_hex(8));
     let pw = password.clone();
     let mut s = Server::with(Backend::Mongo, move |c| {
         let url = c.mongodb_url.clone().expect("mongo url");

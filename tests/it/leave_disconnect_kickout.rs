@@ -1,6 +1,6 @@
 //! PROTOCOL.md Part 1, "leave, disconnect, kickout".
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::harness::{
+use crate::api::harness::{
     backend_tests, get, poll, post, random_hex, strip_ansi, try_authenticate, wait_event, Backend,
     Bin, Body, Creds, Ferret, Server, ADMIN, AUTH_FAILED,
 };

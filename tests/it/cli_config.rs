@@ -1,6 +1,6 @@
 //! The `always-online` command line: account commands and configuration errors.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Output, Stdio};

@@ -1,6 +1,6 @@
 //! PROTOCOL.md Part 2: sequence numbers, acknowledged messages, history epoch.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{Client, Received, TestServer, QUIET};

@@ -1,6 +1,6 @@
 //! PROTOCOL.md Part 1, "dummy" (observers).
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::{Received, TestServer, QUIET};

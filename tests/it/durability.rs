@@ -1,7 +1,7 @@
 //! Part 2, "an acknowledged message is never lost": the real binary, killed
 //! with SIGKILL or stopped with SIGTERM, keeps every acknowledged message.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{login, BinServer, Client};
