@@ -1,0 +1,427 @@
+//! The server's configuration: defaults < TOML file (`--config`) < `AO_*`
+//! environment < command-line flags. Every setting is declared once, in
+//! [`settings::SETTINGS`].
+
+pub mod settings;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use settings::{Flag, Flags, Setting, SETTINGS};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the server is configured with, after layering. Its `Debug`
+/// form hides the admin token and any password in a database URL.
+#[derive(Clone)]
+pub struct Config {
+    /// socket.io, admin API and health (`AO_LISTEN`).
+    pub listen: SocketAddr,
+    /// Accounts API, reachable by the app's backend only (`AO_API_LISTEN`).
+    pub api_listen: SocketAddr,
+    /// Where the embedded store keeps its files (`AO_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// How long a new connection may take to authenticate.
+    pub auth_timeout: Duration,
+    /// How long an authenticated connection may take to join.
+    pub join_timeout: Duration,
+    /// Successful authentications per uid per 60 s window.
+    pub auth_rate_limit: u32,
+    /// Largest accepted msg, in bytes of its JSON encoding.
+    pub max_msg_bytes: usize,
+    /// Inserted messages per sync page.
+    pub sync_page_size: usize,
+    /// Bytes of a connection's events that may wait for its session before
+    /// the server stops reading from it (`AO_INBOUND_MAX_BYTES`).
+    pub inbound_max_bytes: usize,
+    /// How long the embedded store's writer gathers writes into one commit
+    /// after the first arrives (`AO_COMMIT_WINDOW_US`).
+    pub commit_window: Duration,
+    /// Development mode: any token is accepted.
+    pub dev: bool,
+    /// An admin account that exists from start-up (uid, token).
+    pub admin: Option<(String, String)>,
+    pub log_format: LogFormat,
+    /// How long a graceful shutdown may take (`AO_SHUTDOWN_GRACE_MS`).
+    pub shutdown_grace: Duration,
+    /// Serve the web demo at `/` (`AO_DEMO`, `--no-demo` turns it off).
+    pub demo: bool,
+    /// Where the built web demo is (`AO_WEB_DIR`).
+    pub web_dir: PathBuf,
+    /// MongoDB URL for accounts (`AO_MONGODB_URL`); embedded store when unset.
+    pub mongodb_url: Option<String>,
+    /// MongoDB database of the accounts (`AO_MONGODB_DB`).
+    pub mongodb_db: String,
+    /// Redis URL (`AO_REDIS_URL`): set, the node joins a cluster sharing
+    /// messages, presence and (without MongoDB) accounts through Redis.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel (`AO_REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// Talk to a Redis Cluster (`AO_REDIS_CLUSTER`, or a `redis-cluster://` URL).
+    pub redis_cluster: bool,
+    /// Lifetime of a node's heartbeat in Redis (`AO_NODE_TTL_MS`).
+    pub node_ttl: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Config");
+        for s in SETTINGS {
+            d.field(s.key, &(s.show)(self));
+        }
+        d.finish()
+    }
+}
+
+/// `scheme://user:secret@host` → `scheme://user:<redacted>@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+    format!("{scheme}://{user}:<redacted>@{host}")
+}
+
+impl Default for Config {
+    /// Every setting at its declared default.
+    fn default() -> Self {
+        let mut c = Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            api_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            data_dir: PathBuf::new(),
+            auth_timeout: Duration::ZERO,
+            join_timeout: Duration::ZERO,
+            auth_rate_limit: 0,
+            max_msg_bytes: 0,
+            sync_page_size: 0,
+            inbound_max_bytes: 0,
+            commit_window: Duration::ZERO,
+            dev: false,
+            admin: None,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::ZERO,
+            demo: false,
+            web_dir: PathBuf::new(),
+            mongodb_url: None,
+            mongodb_db: String::new(),
+            redis_url: None,
+            redis_prefix: String::new(),
+            redis_cluster: false,
+            node_ttl: Duration::ZERO,
+        };
+        for s in SETTINGS {
+            // Every default is checked to read back by a unit test.
+            let _ = (s.set)(&mut c, s.default);
+        }
+        c
+    }
+}
+
+/// A configuration value that could not be used: names the key and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("config error: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The smallest inbound budget: room for a few ordinary events.
+const MIN_INBOUND_MAX_BYTES: usize = 64 * 1024;
+
+impl Config {
+    /// Layers defaults, the file named by `flags.config`, the environment
+    /// (read through `env`) and the flags.
+    pub fn load(
+        flags: &Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        if let Some(path) = &flags.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
+            let table = toml::from_str::<toml::Table>(&text).map_err(|e| file_error(&e, &text))?;
+            for (key, value) in &table {
+                let setting = settings::by_key(key)
+                    .ok_or_else(|| ConfigError::new(key.as_str(), "unknown key"))?;
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(ConfigError::new(
+                            key.as_str(),
+                            format!(
+                                "expected a string, a number or a boolean, found {}",
+                                other.type_str()
+                            ),
+                        ))
+                    }
+                };
+                (setting.set)(&mut cfg, &text)
+                    .map_err(|e| ConfigError::new(key.as_str(), format!("{value}: {e}")))?;
+            }
+        }
+        for s in SETTINGS {
+            if let Some(v) = env(s.env).filter(|v| !v.is_empty()) {
+                (s.set)(&mut cfg, &v)
+                    .map_err(|e| ConfigError::new(s.env, format!("{v:?}: {e}")))?;
+            }
+        }
+        for (key, v) in &flags.values {
+            if let Some(s) = settings::by_key(key) {
+                let flag = match s.flag {
+                    Some(Flag::Value(name)) | Some(Flag::Sets(name, _)) => format!("--{name}"),
+                    None => (*key).to_owned(),
+                };
+                (s.set)(&mut cfg, v).map_err(|e| ConfigError::new(flag, format!("{v:?}: {e}")))?;
+            }
+        }
+        // The URL form alone asks for a Redis Cluster.
+        if cfg
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| u.contains("-cluster://"))
+        {
+            cfg.redis_cluster = true;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.admin {
+            Some((_, token)) if token.is_empty() => {
+                return Err(ConfigError::new(
+                    "AO_ADMIN_TOKEN",
+                    "must be set together with AO_ADMIN_UID",
+                ))
+            }
+            Some((uid, _)) if uid.is_empty() => {
+                return Err(ConfigError::new(
+                    "AO_ADMIN_UID",
+                    "must be set together with AO_ADMIN_TOKEN",
+                ))
+            }
+            _ => {}
+        }
+        if self.max_msg_bytes == 0 {
+            return Err(ConfigError::new("max_msg_bytes", "must be greater than 0"));
+        }
+        if self.sync_page_size == 0 {
+            return Err(ConfigError::new("sync_page_size", "must be greater than 0"));
+        }
+        if self.inbound_max_bytes < MIN_INBOUND_MAX_BYTES {
+            return Err(ConfigError::new(
+                "inbound_max_bytes",
+                format!("must be at least {MIN_INBOUND_MAX_BYTES}"),
+            ));
+        }
+        if self.commit_window > Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "commit_window_us",
+                "must be at most 100000",
+            ));
+        }
+        if self.node_ttl < Duration::from_millis(500) {
+            return Err(ConfigError::new("node_ttl_ms", "must be at least 500"));
+        }
+        if self.auth_rate_limit == 0 {
+            return Err(ConfigError::new(
+                "auth_rate_limit",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A config file error naming the key at fault: the TOML parser reports
+/// where the bad value is, and config files are flat `key = value` lines.
+fn file_error(e: &toml::de::Error, text: &str) -> ConfigError {
+    let reason = e.message().replace('\n', " ");
+    let key = e
+        .span()
+        .and_then(|span| {
+            let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+            let line = text.get(line_start..)?.lines().next()?;
+            let (key, _) = line.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            (!key.is_empty() && !key.starts_with('[')).then(|| key.to_owned())
+        })
+        .unwrap_or_else(|| "config file".to_owned());
+    ConfigError::new(key, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(env: &[(&str, &str)], flags: Flags) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&flags, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[], Flags::default()).expect("defaults load");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(c.max_msg_bytes, 512_000);
+        assert_eq!(c.sync_page_size, 200);
+        assert_eq!(c.auth_rate_limit, 30);
+        assert!(!c.dev);
+    }
+
+    #[test]
+    fn layering_file_env_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "sync_page_size = 10\nmax_msg_bytes = 99\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
+        let flags = Flags {
+            config: Some(path),
+            ..Flags::with(&[("listen", "127.0.0.1:3")])
+        };
+        let c = load(
+            &[("AO_MAX_MSG_BYTES", "77"), ("AO_LISTEN", "127.0.0.1:2")],
+            flags,
+        )
+        .expect("load");
+        assert_eq!(c.sync_page_size, 10);
+        assert_eq!(c.max_msg_bytes, 77);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let c = load(
+            &[
+                ("AO_ADMIN_UID", "root"),
+                ("AO_ADMIN_TOKEN", "s3cret"),
+                ("AO_MONGODB_URL", "mongodb://u:pw@h:1/db"),
+            ],
+            Flags::default(),
+        )
+        .expect("load");
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cret") && !text.contains("pw@"), "{text}");
+        assert_eq!(redact_url("mongodb://h:1"), "mongodb://h:1");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = load(&[("AO_SYNC_PAGE_SIZE", "lots")], Flags::default()).expect_err("bad");
+        assert_eq!(e.key, "AO_SYNC_PAGE_SIZE");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "no_such_key = 1\n").expect("write");
+        let e = load(
+            &[],
+            Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            },
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("no_such_key"), "{e}");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nsync_page_size = \"lots\"\n",
+        )
+        .expect("write");
+        let e = load(
+            &[],
+            Flags {
+                config: Some(path.clone()),
+                ..Flags::default()
+            },
+        )
+        .expect_err("bad type");
+        assert_eq!(e.key, "sync_page_size", "{e}");
+        let e = load(&[("AO_ADMIN_UID", "a")], Flags::default()).expect_err("half admin");
+        assert_eq!(e.key, "AO_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn every_default_reads_back_and_every_name_is_unique() {
+        let mut c = Config::default();
+        for s in SETTINGS {
+            assert_eq!((s.set)(&mut c, s.default), Ok(()), "{}", s.key);
+        }
+        let mut names: Vec<&str> = SETTINGS.iter().flat_map(|s| [s.key, s.env]).collect();
+        names.sort_unstable();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n, "a key or variable is declared twice");
+        for s in SETTINGS {
+            assert_eq!(s.env, format!("AO_{}", s.key.to_uppercase()), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn the_operations_guide_lists_every_setting_as_declared() {
+        let doc = include_str!("../../docs/OPERATIONS.md");
+        let table = settings::markdown_table();
+        assert!(
+            doc.contains(&table),
+            "docs/OPERATIONS.md must hold the settings table exactly as declared:\n{table}"
+        );
+    }
+
+    #[test]
+    fn flags_come_from_the_declarations() {
+        use clap::{Args, FromArgMatches};
+        let cmd = Flags::augment_args(clap::Command::new("t"));
+        let m = cmd
+            .try_get_matches_from([
+                "t",
+                "--listen",
+                "127.0.0.1:9",
+                "--no-demo",
+                "--dev",
+                "--config",
+                "c.toml",
+            ])
+            .expect("parses");
+        let flags = Flags::from_arg_matches(&m).expect("flags");
+        assert_eq!(flags.config, Some(PathBuf::from("c.toml")));
+        let c = load(
+            &[],
+            Flags {
+                config: None,
+                ..flags
+            },
+        )
+        .expect("load");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9");
+        assert!(!c.demo && c.dev);
+    }
+}

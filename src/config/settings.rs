@@ -1,0 +1,299 @@
+//! Every setting, declared once: its file key, environment variable, flag,
+//! default and meaning, and how its text is read into [`Config`] and shown.
+//! The file, the environment, the flags, `--help`, `Config::default()`,
+//! the `Debug` form and the table in docs/OPERATIONS.md all come from
+//! [`SETTINGS`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{redact_url, Config, LogFormat};
+
+/// A command-line flag of a setting.
+#[derive(Debug, Clone, Copy)]
+pub enum Flag {
+    /// `--name VALUE`.
+    Value(&'static str),
+    /// `--name` alone, which sets the setting to the given text.
+    Sets(&'static str, &'static str),
+}
+
+/// One setting.
+pub struct Setting {
+    /// Its key in the TOML file.
+    pub key: &'static str,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// Its flag, if it has one.
+    pub flag: Option<Flag>,
+    /// Its default, as text (`""`: unset).
+    pub default: &'static str,
+    /// What it means (the docs table and `--help`).
+    pub meaning: &'static str,
+    /// Reads the setting's text into the configuration.
+    pub set: fn(&mut Config, &str) -> Result<(), String>,
+    /// The setting's value as text, secrets hidden.
+    pub show: fn(&Config) -> String,
+}
+
+/// Reads a number, an address, a path.
+fn parse<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+/// Reads a boolean: 1/0, true/false, yes/no, on/off.
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1/0 or true/false".into()),
+    }
+}
+
+fn log_format(v: &str) -> Result<LogFormat, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected text or json".into()),
+    }
+}
+
+/// Sets half of the admin account; `Config::validate` requires both halves.
+fn set_admin(c: &mut Config, uid: Option<&str>, token: Option<&str>) {
+    let (old_uid, old_token) = c.admin.take().unwrap_or_default();
+    let uid = uid.map_or(old_uid, str::to_owned);
+    let token = token.map_or(old_token, str::to_owned);
+    c.admin = (!uid.is_empty() || !token.is_empty()).then_some((uid, token));
+}
+
+/// An optional text: empty means unset.
+fn optional(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn millis(v: &str) -> Result<Duration, String> {
+    parse::<u64>(v).map(Duration::from_millis)
+}
+
+fn micros(v: &str) -> Result<Duration, String> {
+    parse::<u64>(v).map(Duration::from_micros)
+}
+
+/// Declares a setting whose field takes `$read`'s value and shows as `$show`.
+macro_rules! setting {
+    ($key:literal, $env:literal, $flag:expr, $default:literal, $meaning:literal,
+     |$c:ident, $v:ident| $set:expr, |$s:ident| $show:expr) => {
+        Setting {
+            key: $key,
+            env: $env,
+            flag: $flag,
+            default: $default,
+            meaning: $meaning,
+            set: |$c: &mut Config, $v: &str| -> Result<(), String> {
+                $set;
+                Ok(())
+            },
+            show: |$s: &Config| -> String { $show },
+        }
+    };
+}
+
+/// Every setting, in the order the docs list them.
+pub static SETTINGS: &[Setting] = &[
+    setting!("listen", "AO_LISTEN", Some(Flag::Value("listen")), "0.0.0.0:3000",
+        "socket.io, admin API, health, metrics",
+        |c, v| c.listen = parse::<SocketAddr>(v)?, |c| c.listen.to_string()),
+    setting!("api_listen", "AO_API_LISTEN", Some(Flag::Value("api-listen")), "127.0.0.1:4000",
+        "accounts API (internal)",
+        |c, v| c.api_listen = parse::<SocketAddr>(v)?, |c| c.api_listen.to_string()),
+    setting!("data_dir", "AO_DATA_DIR", Some(Flag::Value("data-dir")), "./data",
+        "embedded store (`always-online.db`, SQLite, and its commit log `commit-log.*`)",
+        |c, v| c.data_dir = PathBuf::from(v), |c| c.data_dir.display().to_string()),
+    setting!("auth_timeout_ms", "AO_AUTH_TIMEOUT_MS", None, "10000",
+        "time to authenticate after connecting",
+        |c, v| c.auth_timeout = millis(v)?, |c| c.auth_timeout.as_millis().to_string()),
+    setting!("join_timeout_ms", "AO_JOIN_TIMEOUT_MS", None, "10000",
+        "time to join after authenticating",
+        |c, v| c.join_timeout = millis(v)?, |c| c.join_timeout.as_millis().to_string()),
+    setting!("auth_rate_limit", "AO_AUTH_RATE_LIMIT", None, "30",
+        "successful authentications per uid per 60 s window",
+        |c, v| c.auth_rate_limit = parse(v)?, |c| c.auth_rate_limit.to_string()),
+    setting!("max_msg_bytes", "AO_MAX_MSG_BYTES", None, "512000",
+        "largest msg (its JSON encoding); exactly the limit passes",
+        |c, v| c.max_msg_bytes = parse(v)?, |c| c.max_msg_bytes.to_string()),
+    setting!("sync_page_size", "AO_SYNC_PAGE_SIZE", None, "200",
+        "inserted messages per sync page",
+        |c, v| c.sync_page_size = parse(v)?, |c| c.sync_page_size.to_string()),
+    setting!("inbound_max_bytes", "AO_INBOUND_MAX_BYTES", None, "4194304",
+        "bytes of a connection's events (as received) that may wait for its session; past it the server stops reading from that client until half is handled (back-pressure), so a burst waits instead of being dropped",
+        |c, v| c.inbound_max_bytes = parse(v)?, |c| c.inbound_max_bytes.to_string()),
+    setting!("commit_window_us", "AO_COMMIT_WINDOW_US", None, "2000",
+        "how long the embedded store gathers writes into one commit (one `fdatasync`) after the first arrives, while writes come closer together than this; 0 commits each at once; at most 100000",
+        |c, v| c.commit_window = micros(v)?, |c| c.commit_window.as_micros().to_string()),
+    setting!("dev", "AO_DEV", Some(Flag::Sets("dev", "1")), "0",
+        "development mode: any token accepted (the original's `ignoreUserAuth`)",
+        |c, v| c.dev = boolean(v)?, |c| c.dev.to_string()),
+    setting!("admin_uid", "AO_ADMIN_UID", None, "",
+        "with `admin_token`: this admin account exists from start-up",
+        |c, v| set_admin(c, Some(v), None), |c| c.admin.as_ref().map(|a| a.0.clone()).unwrap_or_default()),
+    setting!("admin_token", "AO_ADMIN_TOKEN", None, "",
+        "the token of `admin_uid`",
+        |c, v| set_admin(c, None, Some(v)), |c| c.admin.as_ref().filter(|a| !a.1.is_empty()).map_or(String::new(), |_| "<redacted>".into())),
+    setting!("log_format", "AO_LOG_FORMAT", Some(Flag::Value("log-format")), "text",
+        "`text` or `json`; level from `RUST_LOG` (default `info`)",
+        |c, v| c.log_format = log_format(v)?, |c| format!("{:?}", c.log_format).to_lowercase()),
+    setting!("shutdown_grace_ms", "AO_SHUTDOWN_GRACE_MS", None, "10000",
+        "how long a graceful shutdown may take",
+        |c, v| c.shutdown_grace = millis(v)?, |c| c.shutdown_grace.as_millis().to_string()),
+    setting!("demo", "AO_DEMO", Some(Flag::Sets("no-demo", "0")), "1",
+        "serve the web demo at `/`",
+        |c, v| c.demo = boolean(v)?, |c| c.demo.to_string()),
+    setting!("web_dir", "AO_WEB_DIR", None, "web/dist",
+        "where the built web demo is",
+        |c, v| c.web_dir = PathBuf::from(v), |c| c.web_dir.display().to_string()),
+    setting!("mongodb_url", "AO_MONGODB_URL", None, "",
+        "keep accounts in MongoDB",
+        |c, v| c.mongodb_url = optional(v), |c| c.mongodb_url.as_deref().map(redact_url).unwrap_or_default()),
+    setting!("mongodb_db", "AO_MONGODB_DB", None, "account",
+        "MongoDB database of the accounts",
+        |c, v| c.mongodb_db = v.to_owned(), |c| c.mongodb_db.clone()),
+    setting!("redis_url", "AO_REDIS_URL", None, "",
+        "run as one node of a cluster sharing this Redis (see docs/CLUSTER.md)",
+        |c, v| c.redis_url = optional(v), |c| c.redis_url.as_deref().map(redact_url).unwrap_or_default()),
+    setting!("redis_prefix", "AO_REDIS_PREFIX", None, "",
+        "prefix of every Redis key and channel (several deployments on one Redis)",
+        |c, v| c.redis_prefix = v.to_owned(), |c| c.redis_prefix.clone()),
+    setting!("redis_cluster", "AO_REDIS_CLUSTER", None, "0",
+        "the URL names a Redis Cluster node (also implied by `redis-cluster://`)",
+        |c, v| c.redis_cluster = boolean(v)?, |c| c.redis_cluster.to_string()),
+    setting!("node_ttl_ms", "AO_NODE_TTL_MS", None, "10000",
+        "lifetime of a node's heartbeat; a dead node's members are removed within 2 × this; at least 500",
+        |c, v| c.node_ttl = millis(v)?, |c| c.node_ttl.as_millis().to_string()),
+];
+
+/// The setting with file key `key`.
+pub fn by_key(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// The Markdown table of every setting, as docs/OPERATIONS.md holds it.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| environment | file key | flag | default | meaning |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for s in SETTINGS {
+        let flag = match s.flag {
+            Some(Flag::Value(name)) | Some(Flag::Sets(name, _)) => format!("`--{name}`"),
+            None => String::new(),
+        };
+        let default = if s.default.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("`{}`", s.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {flag} | {default} | {} |\n",
+            s.env, s.key, s.meaning
+        ));
+    }
+    out
+}
+
+/// Values given as command-line flags (highest precedence), and the
+/// config file named by `--config`.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    /// The TOML config file.
+    pub config: Option<PathBuf>,
+    /// (file key, text) of each setting given as a flag.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Flags {
+    /// Flags with these (file key, text) values (for tests and embedders).
+    pub fn with(values: &[(&'static str, &str)]) -> Self {
+        Flags {
+            config: None,
+            values: values.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        }
+    }
+}
+
+impl clap::FromArgMatches for Flags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Flags {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            values: Vec::new(),
+        };
+        for s in SETTINGS {
+            match s.flag {
+                Some(Flag::Value(_)) => {
+                    if let Some(v) = m.get_one::<String>(s.key) {
+                        flags.values.push((s.key, v.clone()));
+                    }
+                }
+                Some(Flag::Sets(_, text)) if m.get_flag(s.key) => {
+                    flags.values.push((s.key, text.to_owned()));
+                }
+                Some(Flag::Sets(..)) | None => {}
+            }
+        }
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Flags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let mut cmd = cmd.arg(
+            clap::Arg::new("config")
+                .long("config")
+                .global(true)
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML config file (keys: the environment names without AO_, in lower case)"),
+        );
+        for s in SETTINGS {
+            let help = if s.default.is_empty() {
+                format!("{} [{}]", s.meaning, s.env)
+            } else {
+                format!("{} [{}; default: {}]", s.meaning, s.env, s.default)
+            };
+            cmd = match s.flag {
+                Some(Flag::Value(name)) => cmd.arg(
+                    clap::Arg::new(s.key)
+                        .long(name)
+                        .global(true)
+                        .value_name(s.env.trim_start_matches("AO_"))
+                        .help(help),
+                ),
+                Some(Flag::Sets(name, text)) => cmd.arg(
+                    clap::Arg::new(s.key)
+                        .long(name)
+                        .global(true)
+                        .action(clap::ArgAction::SetTrue)
+                        .help(format!(
+                            "turns {}: {} [{}={text}]",
+                            if text == "0" { "off" } else { "on" },
+                            s.meaning,
+                            s.env
+                        )),
+                ),
+                None => cmd,
+            };
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
