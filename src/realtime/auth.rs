@@ -127,7 +127,7 @@ impl Session {
             if let Err(e) = self.hub.cluster.leave(&joined.room, &self.sid).await {
                 tracing::debug!(error = %e, "leave after kickout failed");
             }
-            self.socket.leave(joined.channel.clone());
+            self.socket.leave(joined.sio_room.clone());
             self.hub.bus.unwatch(&joined.room).await;
         }
         self.phase = Phase::Connected;

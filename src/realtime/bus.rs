@@ -36,7 +36,6 @@ use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
 use super::presence::{Order, Told};
-use super::room_channel;
 use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{ControlFrame, FrameTags, Redis, RoomFrame, COMMAND_TIMEOUT, RESET_EVENT};
@@ -53,6 +52,16 @@ const CATCH_UP_TRIES: u32 = 20;
 
 /// How long a readiness probe waits to hear itself back.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The name of the socket.io room that holds this node's members of
+/// protocol room `room` (not to be confused with the room's Redis channel).
+pub fn members_room(room: &str) -> String {
+    // Built once per relay: a plain concatenation, not the formatting machinery.
+    let mut name = String::with_capacity(5 + room.len());
+    name.push_str("room:");
+    name.push_str(room);
+    name
+}
 
 /// Where room events go: this node's sockets, or every node's.
 pub struct Bus {
@@ -219,7 +228,7 @@ impl Bus {
         let Some(ns) = self.io.of("/") else {
             return; // shutting down
         };
-        for socket in ns.to(room_channel(room)).sockets() {
+        for socket in ns.to(members_room(room)).sockets() {
             if origin.is_some_and(|sid| socket.id.as_str() == sid) {
                 continue;
             }
@@ -236,7 +245,7 @@ impl Bus {
     /// The lowest number of a numbered join among this node's members of `room`.
     fn earliest_join(&self, room: &str) -> Option<u64> {
         let ns = self.io.of("/")?;
-        ns.to(room_channel(room))
+        ns.to(members_room(room))
             .sockets()
             .iter()
             .filter_map(|s| s.extensions.get::<Mailbox>())
@@ -277,7 +286,7 @@ impl Bus {
             .and_then(|sid| ns.get_socket(sid));
         match sender {
             Some(socket) => self.emit_from(&socket, room, ev, data),
-            None => self.broadcast(ns.to(room_channel(room)), false, room, ev, data),
+            None => self.broadcast(ns.to(members_room(room)), false, room, ev, data),
         }
     }
 
@@ -290,7 +299,7 @@ impl Bus {
         ev: &str,
         data: &RawValue,
     ) -> u64 {
-        self.broadcast(sender.to(room_channel(room)), true, room, ev, data)
+        self.broadcast(sender.to(members_room(room)), true, room, ev, data)
     }
 
     /// Whether room events stay on this node (no Redis): then emitting
@@ -348,7 +357,7 @@ impl Bus {
         let Some(ns) = self.io.of("/") else {
             return 0; // shutting down
         };
-        for socket in ns.to(room_channel(room)).sockets() {
+        for socket in ns.to(members_room(room)).sockets() {
             if !skip(&socket) && self.emit_to(&socket, ev, data) {
                 sent += 1;
             }

@@ -1,11 +1,6 @@
-//! Delivers a socket's events to its session task in arrival order.
-//!
-//! socketioxide runs every async message handler in a task of its own, so two
-//! events of one socket may be handled out of order. [`Enqueue`] is a
-//! handler that runs synchronously in arrival order and moves the event
-//! into the session's [`Inbox`] (or, for an ignore msg while the session
-//! waits with nothing queued, relays it in place). This is the one place
-//! that works around that ordering.
+//! A session's inbox: the client's events in arrival order, fed by the
+//! socket's handler ([`super::handler::Enqueue`]), and the signals from
+//! outside its event stream.
 //!
 //! The inbox is bounded in bytes, not in events: past its budget
 //! (`AO_INBOUND_MAX_BYTES`, counted in bytes of events as received) it
@@ -19,24 +14,15 @@
 //! connection is disconnected, logged and counted.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde::Deserializer as _;
 use serde_json::value::RawValue;
-use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, Event, TryData};
-use socketioxide::handler::{FromMessageParts, MessageHandler};
-use socketioxide::socket::Socket;
+use socketioxide::extract::AckSender;
 
-use super::message::{relay_directly, DirectRelay};
+use super::direct::DirectRelay;
 use super::presence::Gate;
-use super::Hub;
-use crate::protocol::{ack_status, event, reason, StatusReply};
 use crate::valve::ReadValve;
 
 /// One client event.
@@ -202,7 +188,7 @@ impl<T> Inbox<T> {
     }
 
     /// What a msg arriving now needs to be relayed without the session
-    /// ([`super::message::relay_directly`]): only while the session published
+    /// ([`super::direct::relay_directly`]): only while the session published
     /// it and is waiting with nothing queued, so the msg keeps its place
     /// after every event before it.
     pub fn direct(&self) -> Option<Arc<DirectRelay>> {
@@ -355,152 +341,10 @@ impl<T> Drop for InboxReceiver<T> {
     }
 }
 
-/// The handles to a session kept in its socket's extensions.
+/// The handle to a session's inbox kept in its socket's extensions.
 #[derive(Clone)]
 pub struct Mailbox {
     pub inbox: Arc<Inbox>,
-    pub hub: Arc<Hub>,
-}
-
-/// The message handler of every socket: moves each event into the session's
-/// inbox, synchronously, in arrival order (see the module docs).
-///
-/// Implemented by hand rather than as a closure: socketioxide spawns a task
-/// for every call of a closure handler, and this handler has nothing to await.
-pub struct Enqueue {
-    mailbox: Mailbox,
-}
-
-impl Enqueue {
-    /// A handler that feeds `mailbox`.
-    pub fn new(mailbox: Mailbox) -> Self {
-        Self { mailbox }
-    }
-}
-
-/// Marker for [`Enqueue`]'s `MessageHandler` implementation.
-pub enum ViaQueue {}
-
-impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
-    fn call(
-        &self,
-        s: Arc<Socket<LocalAdapter>>,
-        mut v: socketioxide_core::Value,
-        ack_id: Option<i64>,
-    ) {
-        let Some((event, data)) = event_and_payload(&s, &mut v, &ack_id) else {
-            return;
-        };
-        let ack = match AckSender::from_message_parts(&s, &mut v, &ack_id) {
-            Ok(ack) => ack,
-            Err(never) => match never {},
-        };
-        let direct = if event == event::MSG {
-            self.mailbox.inbox.direct()
-        } else {
-            None
-        };
-        let (data, ack) = match direct {
-            Some(direct) => match relay_directly(&self.mailbox.hub, &s, &direct, data, ack) {
-                Ok(()) => return,
-                Err(back) => back,
-            },
-            None => (data, ack),
-        };
-        let inbound = Box::new(Inbound { event, data, ack });
-        let weight = inbound.weight();
-        let hub = &self.mailbox.hub;
-        match self
-            .mailbox
-            .inbox
-            .push(inbound, weight, super::max_event_bytes(&hub.config))
-        {
-            Ok(()) => {}
-            Err(Refused::Overflow(inbound)) => {
-                tracing::warn!(
-                    sid = %s.id,
-                    queued_bytes = self.mailbox.inbox.queued_bytes(),
-                    budget = hub.config.inbound_max_bytes,
-                    "disconnecting a client that kept sending past its inbound budget"
-                );
-                hub.metrics.dropped("inbound_overflow");
-                hub.metrics.disconnected("inbound_overflow");
-                let _ = inbound.ack.send(&StatusReply::fail(
-                    ack_status::TOO_MANY_REQUESTS,
-                    reason::TOO_MANY_REQUESTS,
-                ));
-                if let Err(e) = s.disconnect() {
-                    tracing::debug!(error = %e, "disconnect failed");
-                }
-            }
-            Err(Refused::Overflowed(inbound)) => {
-                // Counted, not logged again: the connection is being closed.
-                hub.metrics.dropped("inbound_overflow");
-                let _ = inbound.ack.send(&StatusReply::fail(
-                    ack_status::TOO_MANY_REQUESTS,
-                    reason::TOO_MANY_REQUESTS,
-                ));
-            }
-        }
-    }
-}
-
-/// The event name and first argument of an event packet, or `None` if it is
-/// not an event.
-///
-/// The argument is kept as JSON text: a `msg` is relayed as sent, and other
-/// events decode what they read. An event with binary attachments goes
-/// through socketioxide's decoder, which puts the attachments in place.
-fn event_and_payload(
-    s: &Arc<Socket<LocalAdapter>>,
-    v: &mut socketioxide_core::Value,
-    ack_id: &Option<i64>,
-) -> Option<(String, Result<Box<RawValue>, String>)> {
-    match v {
-        socketioxide_core::Value::Str(text, bins) if bins.as_ref().is_none_or(|b| b.is_empty()) => {
-            split_event(text.as_str()).ok()
-        }
-        _ => {
-            let Event(event) = Event::from_message_parts(s, v, ack_id).ok()?;
-            let data = match TryData::<Value>::from_message_parts(s, v, ack_id) {
-                Ok(TryData(Ok(v))) => {
-                    serde_json::value::to_raw_value(&v).map_err(|e| e.to_string())
-                }
-                Ok(TryData(Err(e))) => Err(e.to_string()),
-                Err(never) => match never {},
-            };
-            Some((event, data))
-        }
-    }
-}
-
-/// Splits an event packet's `["event", arg, ...]` into the event name and
-/// the first argument's text, in one pass. Done here rather than with
-/// socketioxide's `TryData<Box<RawValue>>`, which returns the whole array
-/// instead of the argument (socketioxide-parser-common 0.17).
-fn split_event(text: &str) -> serde_json::Result<(String, Result<Box<RawValue>, String>)> {
-    struct Args;
-    impl<'de> Visitor<'de> for Args {
-        type Value = (String, Result<Box<RawValue>, String>);
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an event array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            use serde::de::Error;
-            let event: String = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::custom("event name not found"))?;
-            let data = seq
-                .next_element::<Box<RawValue>>()?
-                .ok_or_else(|| "first element not found".to_owned());
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((event, data))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let args = (&mut de).deserialize_seq(Args)?;
-    de.end()?;
-    Ok(args)
 }
 
 #[cfg(test)]
@@ -508,28 +352,6 @@ mod tests {
     use super::*;
 
     const BUDGET: usize = 1 << 20;
-
-    fn split(text: &str) -> Option<(String, Result<String, String>)> {
-        split_event(text)
-            .ok()
-            .map(|(e, d)| (e, d.map(|r| r.get().to_owned())))
-    }
-
-    #[test]
-    fn the_first_argument_is_split_off_as_sent() {
-        assert_eq!(
-            split(r#"["msg",{"data":[1, 2.50]},"extra",3]"#),
-            Some(("msg".into(), Ok(r#"{"data":[1, 2.50]}"#.into())))
-        );
-        assert_eq!(
-            split(r#"[ "join" , {"roomId":1} ]"#),
-            Some(("join".into(), Ok(r#"{"roomId":1}"#.into())))
-        );
-        assert_eq!(
-            split(r#"["m\u0073g",null]"#),
-            Some(("msg".into(), Ok("null".into())))
-        );
-    }
 
     /// What the receiver has now, without waiting.
     fn now(rx: &InboxReceiver<u32>) -> Option<Next<u32>> {
@@ -654,7 +476,7 @@ mod tests {
         let (inbox, rx) = Inbox::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
-            sender: Value::from("alice"),
+            sender: serde_json::Value::from("alice"),
             pending: Default::default(),
         })));
         assert!(inbox.direct().is_none(), "not before ready");
@@ -681,7 +503,7 @@ mod tests {
         let (inbox, rx) = Inbox::<u32>::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
-            sender: Value::from(7),
+            sender: serde_json::Value::from(7),
             pending: Default::default(),
         })));
         inbox.signal(Control::Ready);
@@ -698,15 +520,5 @@ mod tests {
         }
         while let Some(Next::Event(_)) = now(&rx) {}
         assert!(inbox.state().events.capacity() <= KEPT_SLOTS);
-    }
-
-    #[test]
-    fn a_missing_argument_or_event_is_told_apart() {
-        assert!(matches!(split(r#"["leave"]"#), Some((e, Err(_))) if e == "leave"));
-        assert_eq!(split("[]"), None);
-        assert_eq!(split("[1,{}]"), None);
-        assert_eq!(split(r#"{"msg":1}"#), None);
-        assert_eq!(split(r#"["msg",{}"#), None);
-        assert_eq!(split(r#"["msg",{}] x"#), None);
     }
 }

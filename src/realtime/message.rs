@@ -3,16 +3,13 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::AckSender;
-use socketioxide::socket::Socket;
 use std::time::Instant;
 
 use super::bus::Bus;
+use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
-use super::Hub;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
@@ -108,59 +105,6 @@ impl Session {
             .await;
         Flow::Continue
     }
-}
-
-/// The reply to a stamped text that is not JSON, which cannot happen: it
-/// is built from a checked payload.
-fn unreachable_malformed() -> StatusReply<'static> {
-    StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED)
-}
-
-/// What relaying a session's msgs takes, published by the session while
-/// it is in a room and has nothing else going on, so that the socket's
-/// event handler relays an ignore msg itself instead of waking the
-/// session's task for it ([`relay_directly`]).
-pub struct DirectRelay {
-    pub room: String,
-    /// The sender stamp: the uid as the client sent it.
-    pub sender: Value,
-    pub pending: Arc<PendingWrites>,
-}
-
-/// Relays an ignore msg and acks it, where the client's event arrives, as
-/// the session would. Gives the payload and ack back for the session when
-/// the msg is anything else: stored, refused, or behind writes of this
-/// sender not yet completed. Only for a node without Redis: there a relay
-/// is a publish to await.
-pub fn relay_directly(
-    hub: &Hub,
-    socket: &Socket<LocalAdapter>,
-    direct: &DirectRelay,
-    data: Result<Box<RawValue>, String>,
-    ack: AckSender,
-) -> Result<(), (Result<Box<RawValue>, String>, AckSender)> {
-    let Ok(payload) = &data else {
-        return Err((data, ack));
-    };
-    let msg = match protocol::parse_msg(payload, hub.config.max_msg_bytes, &direct.sender) {
-        Ok(msg) if msg.storage == Storage::Ignore && direct.pending.is_idle() => msg,
-        _ => return Err((data, ack)),
-    };
-    hub.metrics.messages_received.inc();
-    match RawValue::from_string(msg.body.into_string()) {
-        Ok(body) => {
-            hub.bus.emit_from(socket, &direct.room, event::MSG, &body);
-            let _ = ack.send(&MsgAck {
-                status: 0,
-                seq: None,
-            });
-        }
-        Err(_) => {
-            hub.metrics.dropped("malformed");
-            let _ = ack.send(&unreachable_malformed());
-        }
-    }
-    Ok(())
 }
 
 /// What to do once the store has taken a message: relay it and ack the sender.

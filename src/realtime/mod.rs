@@ -3,6 +3,8 @@
 
 mod auth;
 pub mod bus;
+mod direct;
+mod handler;
 pub mod inbox;
 mod message;
 mod pending;
@@ -52,15 +54,6 @@ pub fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
 pub fn inbox_of(io: &SocketIo, sid: socketioxide::socket::Sid) -> Option<Arc<inbox::Inbox>> {
     let socket = io.of("/")?.get_socket(sid)?;
     socket.extensions.get::<inbox::Mailbox>().map(|m| m.inbox)
-}
-
-/// The socket.io room that holds the members of protocol room `room`.
-pub fn room_channel(room: &str) -> String {
-    // Built once per relay: a plain concatenation, not the formatting machinery.
-    let mut channel = String::with_capacity(5 + room.len());
-    channel.push_str("room:");
-    channel.push_str(room);
-    channel
 }
 
 /// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.

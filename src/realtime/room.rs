@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
+use super::bus::members_room;
 use super::presence::Order;
-use super::room_channel;
 use super::session::{Flow, Joined, Phase, Session};
 use crate::cluster::Member;
 use crate::protocol::{self, event, StatusReply, UidEvent};
@@ -35,9 +35,9 @@ impl Session {
         // In the room's delivery set before the join is registered, so no
         // presence change after the join passes this connection by; the gate
         // holds the room's presence events until this join is numbered.
-        let channel = room_channel(&request.room);
+        let sio_room = members_room(&request.room);
         self.inbox.gate().joining(&request.room);
-        self.socket.join(channel.clone());
+        self.socket.join(sio_room.clone());
         let member = Member {
             uid: uid.json.clone(),
             uid_key: uid.key.clone(),
@@ -49,7 +49,7 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during join");
                 self.inbox.gate().shut();
-                self.socket.leave(channel);
+                self.socket.leave(sio_room);
                 self.hub.bus.unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
@@ -109,7 +109,7 @@ impl Session {
         });
         self.phase = Phase::Joined(Joined {
             room: request.room,
-            channel,
+            sio_room,
             dummy: request.dummy,
         });
         Flow::Continue
@@ -139,7 +139,7 @@ impl Session {
         if let Some(seq) = departed.filter(|_| !joined.dummy) {
             self.announce(&joined.room, announce, Order::at(seq)).await;
         }
-        self.socket.leave(joined.channel.clone());
+        self.socket.leave(joined.sio_room.clone());
         self.hub.bus.unwatch(&joined.room).await;
     }
 

@@ -17,8 +17,9 @@ use tokio::time::{sleep_until, Instant};
 use axum::extract::ConnectInfo;
 use socketioxide::TransportType;
 
-use super::inbox::{self, Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
-use super::message::DirectRelay;
+use super::direct::DirectRelay;
+use super::handler::Enqueue;
+use super::inbox::{Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
 use super::Hub;
@@ -42,8 +43,8 @@ pub(super) enum Phase {
 pub(super) struct Joined {
     /// The room's string form.
     pub room: String,
-    /// The socket.io room of its members.
-    pub channel: String,
+    /// The socket.io room of its members on this node ([`super::bus::members_room`]).
+    pub sio_room: String,
     pub dummy: bool,
 }
 
@@ -150,12 +151,10 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
 fn start(hub: Arc<Hub>, socket: SocketRef) {
     let (inbox, receiver) = Inbox::new(hub.config.inbound_max_bytes);
     inbox.set_valve(reads_valve(&socket));
-    let mailbox = Mailbox {
+    socket.on_fallback(Enqueue::new(inbox.clone(), hub.clone()));
+    socket.extensions.insert(Mailbox {
         inbox: inbox.clone(),
-        hub: hub.clone(),
-    };
-    socket.on_fallback(inbox::Enqueue::new(mailbox.clone()));
-    socket.extensions.insert(mailbox);
+    });
     socket.on_disconnect(OnDisconnect {
         inbox: inbox.clone(),
     });
@@ -227,7 +226,7 @@ impl Session {
     }
 
     /// Lets the socket's handler relay this session's ignore msgs itself
-    /// ([`super::message::relay_directly`]) while the session is in a room
+    /// ([`super::direct::relay_directly`]) while the session is in a room
     /// as a sender and no sync is under way, on a node without Redis; stops
     /// it otherwise. Only once the client sent an ignore msg: an idle
     /// connection does not carry what it would need. The handler only does
