@@ -16,7 +16,7 @@ use crate::cluster::redis::RedisState;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::realtime::bus::Bus;
-use crate::realtime::{self, Hub};
+use crate::realtime::{self, AppState};
 use crate::redis::Redis;
 use crate::store::redis::RedisMessageStore;
 use crate::store::sqlite::SqliteMessageStore;
@@ -46,7 +46,7 @@ pub enum StartError {
 
 /// A running server.
 pub struct App {
-    hub: Arc<Hub>,
+    state: Arc<AppState>,
     addr: SocketAddr,
     api_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -124,8 +124,8 @@ impl App {
         let (cluster, bus): (Arc<dyn ClusterState>, Arc<Bus>) = match &redis {
             Some(redis) => {
                 let node = hex::encode(rand::random::<[u8; 6]>());
-                let state = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
-                redis_state = Some(state.clone());
+                let shared = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
+                redis_state = Some(shared.clone());
                 let bus = Bus::redis(
                     io.clone(),
                     metrics.clone(),
@@ -136,14 +136,14 @@ impl App {
                 .await
                 .map_err(StartError::Redis)?;
                 tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
-                (state, bus)
+                (shared, bus)
             }
             None => (
                 Arc::new(LocalState::new()),
                 Bus::local(io.clone(), metrics.clone()),
             ),
         };
-        let hub = Arc::new(Hub {
+        let state = Arc::new(AppState {
             config: config.clone(),
             io,
             messages,
@@ -153,10 +153,10 @@ impl App {
             metrics,
             read_ahead: realtime::read_ahead_limit(),
         });
-        realtime::register(hub.clone());
-        if let Some(state) = redis_state {
-            let (counted, kicked) = (hub.io.clone(), hub.io.clone());
-            state
+        realtime::register(state.clone());
+        if let Some(shared) = redis_state {
+            let (counted, kicked) = (state.io.clone(), state.io.clone());
+            shared
                 .start(
                     move || realtime::local_sockets(&counted).len(),
                     move |sid| {
@@ -169,10 +169,10 @@ impl App {
                 })?;
         }
 
-        let main_router = crate::http::main_router(hub.clone())
+        let main_router = crate::http::main_router(state.clone())
             .layer(layer)
             .layer(axum::middleware::from_fn_with_state(
-                hub.clone(),
+                state.clone(),
                 crate::http::inbound::tie_to_session,
             ))
             .layer(axum::middleware::map_request(
@@ -181,7 +181,7 @@ impl App {
             .layer(axum::middleware::map_request(
                 crate::http::compat::detach_session_request,
             ));
-        let api_router = crate::http::api_router(hub.clone());
+        let api_router = crate::http::api_router(state.clone());
 
         let main = bind("listen", config.listen).await?;
         let api = bind("api_listen", config.api_listen).await?;
@@ -198,7 +198,7 @@ impl App {
         ];
         tracing::info!(%addr, %api_addr, data_dir = %config.data_dir.display(), "always-online listening");
         Ok(App {
-            hub,
+            state,
             addr,
             api_addr,
             stop,
@@ -217,8 +217,8 @@ impl App {
     }
 
     /// The shared state of the running server.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
     }
 
     /// Stops accepting, closes every client connection (clients reconnect,
@@ -226,15 +226,15 @@ impl App {
     /// durable and waits for the listeners to close, within the configured
     /// grace period.
     pub async fn shutdown(self) {
-        let grace = self.hub.config.shutdown_grace;
+        let grace = self.state.config.shutdown_grace;
         let _ = self.stop.send(true);
         let drain = async {
-            self.hub.io.close().await;
+            self.state.io.close().await;
             // Members whose sessions have not announced their leave yet are
             // announced and removed now, so other nodes need not wait for
             // this node's heartbeat to expire.
-            self.hub.cluster.leave_cluster().await;
-            if let Err(e) = self.hub.messages.flush().await {
+            self.state.cluster.leave_cluster().await;
+            if let Err(e) = self.state.messages.flush().await {
                 tracing::error!(error = %e, "store flush failed during shutdown");
             }
             // Clients and messages are done with. What may remain is a long-poll

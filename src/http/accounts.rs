@@ -13,10 +13,10 @@ use super::request::{body_params, query_params, require_admin, Reply};
 use crate::accounts::{AccountError, Kind};
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 
 /// `POST /user/create_token` and `POST /user/refresh_token`.
-pub fn router() -> Router<Arc<Hub>> {
+pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/user/create_token", post(create_token))
         .route("/user/refresh_token", post(refresh_token))
@@ -47,12 +47,12 @@ pub struct UidBody {
         (status = 413, description = "body over 64 kB"),
     ))]
 pub async fn create_token(
-    State(hub): State<Arc<Hub>>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Reply {
-    token_call(&hub, &headers, query.as_deref(), &body, false).await
+    token_call(&state, &headers, query.as_deref(), &body, false).await
 }
 
 /// Give a user a new token; the old one stops working at once.
@@ -69,16 +69,16 @@ pub async fn create_token(
         (status = 413, description = "body over 64 kB"),
     ))]
 pub async fn refresh_token(
-    State(hub): State<Arc<Hub>>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Reply {
-    token_call(&hub, &headers, query.as_deref(), &body, true).await
+    token_call(&state, &headers, query.as_deref(), &body, true).await
 }
 
 async fn token_call(
-    hub: &Hub,
+    state: &AppState,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
@@ -90,7 +90,7 @@ async fn token_call(
     };
     let query = query_params(query);
     let uid = body.get("uid").and_then(parse_id);
-    if let Err(e) = require_admin(hub.accounts.as_ref(), headers, &query).await {
+    if let Err(e) = require_admin(state.accounts.as_ref(), headers, &query).await {
         // A store failure names the uid the call was about, as every status 3 does.
         return match (e.meta.status, &uid) {
             (s, Some(uid)) if s == ApiStatus::OperationFailed as u8 => {
@@ -103,9 +103,9 @@ async fn token_call(
         return Envelope::fail(ApiStatus::ParamError).into();
     };
     let result = if refresh {
-        hub.accounts.refresh(Kind::User, &uid.key).await
+        state.accounts.refresh(Kind::User, &uid.key).await
     } else {
-        hub.accounts.create(Kind::User, &uid.key).await
+        state.accounts.create(Kind::User, &uid.key).await
     };
     let with_uid = |status| {
         let mut data = Map::new();

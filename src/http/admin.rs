@@ -13,11 +13,11 @@ use serde_json::{json, Map, Value};
 use super::request::{body_params, query_params, require_admin, Reply};
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 use crate::store::sync_page;
 
 /// The admin routes.
-pub fn router() -> Router<Arc<Hub>> {
+pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/monitor/stat", get(stat))
         .route("/admin/monitor/room_users", get(room_users))
@@ -33,27 +33,27 @@ pub fn router() -> Router<Arc<Hub>> {
 /// itself when the body is malformed (400), too large (413) or the
 /// credentials are wrong (status 1).
 pub struct AdminRequest {
-    hub: Arc<Hub>,
+    state: Arc<AppState>,
     params: Map<String, Value>,
 }
 
-impl FromRequest<Arc<Hub>> for AdminRequest {
+impl FromRequest<Arc<AppState>> for AdminRequest {
     type Rejection = Response;
 
-    async fn from_request(req: Request, hub: &Arc<Hub>) -> Result<Self, Response> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Response> {
         let headers = req.headers().clone();
         let query = query_params(req.uri().query());
-        let body = Bytes::from_request(req, hub)
+        let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let body = body_params(&headers, &body).map_err(IntoResponse::into_response)?;
-        require_admin(hub.accounts.as_ref(), &headers, &query)
+        require_admin(state.accounts.as_ref(), &headers, &query)
             .await
             .map_err(|e| Reply::from(e).into_response())?;
         let mut params = query;
         params.extend(body);
         Ok(Self {
-            hub: hub.clone(),
+            state: state.clone(),
             params,
         })
     }
@@ -80,8 +80,8 @@ fn failed(e: impl std::fmt::Display) -> Reply {
            ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
 pub async fn stat(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
-    let cluster = &hub.cluster;
+    let state = &req.state;
+    let cluster = &state.cluster;
     let (users, rooms, force) = match (
         cluster.online_users().await,
         cluster.rooms().await,
@@ -99,8 +99,8 @@ pub async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
-    let local_sockets = crate::realtime::local_sockets(&hub.io).len();
-    let sockets = hub
+    let local_sockets = crate::realtime::local_sockets(&state.io).len();
+    let sockets = state
         .cluster
         .socket_count(local_sockets)
         .await
@@ -134,11 +134,11 @@ fn memory() -> Value {
     params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
 pub async fn room_users(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
+    let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match hub.cluster.members(&room).await {
+    match state.cluster.members(&room).await {
         Ok(members) => {
             let users: Vec<Value> = members
                 .iter()
@@ -156,7 +156,7 @@ pub async fn room_users(req: AdminRequest) -> Reply {
     params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
 pub async fn room_msgs(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
+    let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
@@ -166,10 +166,10 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
         .map(|v| parse_offset(v, true))
         .unwrap_or(0);
     let page = match sync_page(
-        hub.messages.as_ref(),
+        state.messages.as_ref(),
         &room,
         offset,
-        hub.config.sync_page_size,
+        state.config.sync_page_size,
     )
     .await
     {
@@ -196,11 +196,11 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
     request_body(content = Object, description = "{roomId, content}"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
 pub async fn push(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
+    let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match hub.cluster.members(&room).await {
+    match state.cluster.members(&room).await {
         Ok(m) if m.is_empty() => return Envelope::fail(ApiStatus::RoomNotExists).into(),
         Ok(_) => {}
         Err(e) => return failed(e),
@@ -210,7 +210,10 @@ pub async fn push(req: AdminRequest) -> Reply {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
-    hub.bus.to_room(&room, event::SYSTEM, &content, None).await;
+    state
+        .bus
+        .to_room(&room, event::SYSTEM, &content, None)
+        .await;
     tracing::info!(room = %room, "system push");
     Envelope::ok(json!({})).into()
 }
@@ -221,11 +224,11 @@ pub async fn push(req: AdminRequest) -> Reply {
     request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
     responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
 pub async fn config(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
+    let state = &req.state;
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match hub.cluster.set_force_user_auth(on).await {
+    match state.cluster.set_force_user_auth(on).await {
         Ok(()) => {
             tracing::info!(force_user_auth = on, "config changed");
             Envelope::ok(json!({})).into()
@@ -253,13 +256,13 @@ pub async fn clear_room_msg(req: AdminRequest) -> Reply {
 }
 
 async fn clear(req: AdminRequest) -> Reply {
-    let hub = &req.hub;
+    let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    let cleared = hub.messages.clear(&room).await;
+    let cleared = state.messages.clear(&room).await;
     // Even a failed clear may have taken effect (a timeout, say).
-    hub.bus.history_cleared();
+    state.bus.history_cleared();
     match cleared {
         Ok(()) => {
             tracing::info!(room = %room, "room history cleared");

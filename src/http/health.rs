@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -21,9 +21,12 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ready\"}"),
               (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...}")))]
-pub async fn readyz(State(hub): State<Arc<Hub>>) -> (StatusCode, Json<Value>) {
-    let (messages, accounts, bus) =
-        tokio::join!(hub.messages.ping(), hub.accounts.ping(), hub.bus.probe());
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let (messages, accounts, bus) = tokio::join!(
+        state.messages.ping(),
+        state.accounts.ping(),
+        state.bus.probe()
+    );
     let failure = match (messages, accounts, bus) {
         (Ok(()), Ok(()), Ok(())) => None,
         (Err(e), _, _) => Some(format!("message store: {e}")),

@@ -11,14 +11,18 @@ use axum::middleware::Next;
 use axum::response::Response;
 use socketioxide::socket::Sid;
 
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 use crate::valve::{Peer, ValvedBody};
 
 /// The middleware: passes every request on, after tying a session's
 /// POSTs and upgrades to its inbox.
-pub async fn tie_to_session(State(hub): State<Arc<Hub>>, mut req: Request, next: Next) -> Response {
+pub async fn tie_to_session(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if let Some(sid) = session_id(&req) {
-        if let Some(inbox) = crate::realtime::inbox_of(&hub.io, sid) {
+        if let Some(inbox) = crate::realtime::inbox_of(&state.io, sid) {
             if req.method() == axum::http::Method::POST {
                 if let Some(valve) = inbox.valve() {
                     req = req.map(|body| ValvedBody::wrap(body, valve));

@@ -7,15 +7,15 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::protocol::ProtocolGeneration;
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 
 /// Prometheus text exposition of the server's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
-pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    let m = &hub.metrics;
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let m = &state.metrics;
     let (mut v3, mut v4) = (0i64, 0i64);
-    for s in crate::realtime::local_sockets(&hub.io) {
+    for s in crate::realtime::local_sockets(&state.io) {
         match ProtocolGeneration::of(s.protocol()) {
             ProtocolGeneration::EngineIo3 => v3 += 1,
             ProtocolGeneration::EngineIo4 => v4 += 1,
@@ -27,10 +27,10 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
     m.connected_sockets
         .get_or_create(&crate::metrics::Generation { engineio: "4" })
         .set(v4);
-    if let Ok(users) = hub.cluster.online_users().await {
+    if let Ok(users) = state.cluster.online_users().await {
         m.authenticated_users.set(users.len() as i64);
     }
-    if let Ok(rooms) = hub.cluster.rooms().await {
+    if let Ok(rooms) = state.cluster.rooms().await {
         m.rooms.set(rooms.len() as i64);
     }
     (

@@ -22,11 +22,11 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::OpenApi;
 
-use crate::realtime::Hub;
+use crate::realtime::AppState;
 
 /// Routes of the main listener (socket.io is layered on by the caller),
 /// with the web demo at `/` unless it is turned off.
-pub fn main_router(hub: Arc<Hub>) -> Router {
+pub fn main_router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
         .merge(admin::router())
         .route("/healthz", get(health::healthz))
@@ -36,18 +36,18 @@ pub fn main_router(hub: Arc<Hub>) -> Router {
             "/openapi.json",
             get(|| async { Json(openapi::AdminApi::openapi()) }),
         );
-    let routes = if hub.config.demo {
-        routes.merge(demo::router(&hub.config.web_dir))
+    let routes = if state.config.demo {
+        routes.merge(demo::router(&state.config.web_dir))
     } else {
         routes.fallback(not_found)
     };
     routes
         .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
-        .with_state(hub)
+        .with_state(state)
 }
 
 /// Routes of the internal listener: the accounts API.
-pub fn api_router(hub: Arc<Hub>) -> Router {
+pub fn api_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())
         .route("/healthz", get(health::healthz))
@@ -58,7 +58,7 @@ pub fn api_router(hub: Arc<Hub>) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
-        .with_state(hub)
+        .with_state(state)
 }
 
 async fn not_found() -> (StatusCode, Json<serde_json::Value>) {

@@ -36,7 +36,7 @@ impl Session {
             Check::Accepted(uid) => uid,
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
-                self.hub.metrics.auth_failed(metric_reason(why));
+                self.state.metrics.auth_failed(metric_reason(why));
                 let _ = self
                     .socket
                     .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));
@@ -52,7 +52,7 @@ impl Session {
             .insert(super::bus::Authenticated(uid.key.clone()));
         self.uid = Some(uid);
         self.phase = Phase::Authenticated;
-        self.deadline = Some(Instant::now() + self.hub.config.join_timeout);
+        self.deadline = Some(Instant::now() + self.state.config.join_timeout);
         let _ = self
             .socket
             .emit(event::AUTHENTICATE, &StatusReply::ok(reason::AUTH_SUCCESS));
@@ -63,13 +63,18 @@ impl Session {
         let Some(creds) = protocol::parse_credentials(&payload) else {
             return Check::Refused(reason::AUTH_FAILED);
         };
-        let hub = &self.hub;
-        let skip_tokens = hub.config.dev && !hub.cluster.force_user_auth().await.unwrap_or(true);
+        let state = &self.state;
+        let skip_tokens =
+            state.config.dev && !state.cluster.force_user_auth().await.unwrap_or(true);
         if !skip_tokens {
             let Some(token) = creds.token.as_deref() else {
                 return Check::Refused(reason::AUTH_FAILED);
             };
-            match hub.accounts.verify(Kind::User, &creds.uid.key, token).await {
+            match state
+                .accounts
+                .verify(Kind::User, &creds.uid.key, token)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => return Check::Refused(reason::AUTH_FAILED),
                 Err(e) => {
@@ -78,9 +83,9 @@ impl Session {
                 }
             }
         }
-        match hub
+        match state
             .cluster
-            .auth_allowed(&creds.uid.key, hub.config.auth_rate_limit)
+            .auth_allowed(&creds.uid.key, state.config.auth_rate_limit)
             .await
         {
             Ok(true) => Check::Accepted(creds.uid),
@@ -95,7 +100,7 @@ impl Session {
     /// Removes older connections of `uid` from their rooms without a word to
     /// the room, and tells their sessions to send `kickout` and close.
     async fn kick_older_logins(&mut self, uid: &str) {
-        let cluster = &self.hub.cluster;
+        let cluster = &self.state.cluster;
         let older = match cluster.register_connection(uid, &self.sid).await {
             Ok(older) => older,
             Err(e) => {
@@ -113,7 +118,7 @@ impl Session {
                     }
                 }
             }
-            self.hub.bus.kick(&sid).await;
+            self.state.bus.kick(&sid).await;
         }
     }
 
@@ -124,16 +129,16 @@ impl Session {
             self.inbox.gate().shut();
             // The newer login already took this member out of the room
             // (possibly from another node); forget it here too, silently.
-            if let Err(e) = self.hub.cluster.leave(&joined.room, &self.sid).await {
+            if let Err(e) = self.state.cluster.leave(&joined.room, &self.sid).await {
                 tracing::debug!(error = %e, "leave after kickout failed");
             }
             self.socket.leave(joined.sio_room.clone());
-            self.hub.bus.unwatch(&joined.room).await;
+            self.state.bus.unwatch(&joined.room).await;
         }
         self.phase = Phase::Connected;
         if let Some(uid) = self.uid.take() {
             if let Err(e) = self
-                .hub
+                .state
                 .cluster
                 .unregister_connection(&uid.key, &self.sid)
                 .await
@@ -143,7 +148,7 @@ impl Session {
         }
         self.deadline = None;
         let _ = self.socket.emit(event::KICKOUT, &0);
-        self.hub.metrics.disconnected("kickout");
+        self.state.metrics.disconnected("kickout");
         self.disconnect();
         Flow::Stop
     }

@@ -12,7 +12,7 @@ use socketioxide::extract::AckSender;
 use socketioxide::socket::Socket;
 
 use super::pending::PendingWrites;
-use super::Hub;
+use super::AppState;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 
 /// The reply to a stamped text that is not JSON, which cannot happen: it
@@ -38,7 +38,7 @@ pub struct DirectRelay {
 /// sender not yet completed. Only for a node without Redis: there a relay
 /// is a publish to await.
 pub fn relay_directly(
-    hub: &Hub,
+    state: &AppState,
     socket: &Socket<LocalAdapter>,
     direct: &DirectRelay,
     data: Result<Box<RawValue>, String>,
@@ -47,21 +47,21 @@ pub fn relay_directly(
     let Ok(payload) = &data else {
         return Err((data, ack));
     };
-    let msg = match protocol::parse_msg(payload, hub.config.max_msg_bytes, &direct.sender) {
+    let msg = match protocol::parse_msg(payload, state.config.max_msg_bytes, &direct.sender) {
         Ok(msg) if msg.storage == Storage::Ignore && direct.pending.is_idle() => msg,
         _ => return Err((data, ack)),
     };
-    hub.metrics.messages_received.inc();
+    state.metrics.messages_received.inc();
     match RawValue::from_string(msg.body.into_string()) {
         Ok(body) => {
-            hub.bus.emit_from(socket, &direct.room, event::MSG, &body);
+            state.bus.emit_from(socket, &direct.room, event::MSG, &body);
             let _ = ack.send(&MsgAck {
                 status: 0,
                 seq: None,
             });
         }
         Err(_) => {
-            hub.metrics.dropped("malformed");
+            state.metrics.dropped("malformed");
             let _ = ack.send(&unreachable_malformed());
         }
     }

@@ -21,7 +21,7 @@ use socketioxide::socket::Socket;
 
 use super::direct::relay_directly;
 use super::inbox::{Inbound, Inbox, Refused};
-use super::Hub;
+use super::AppState;
 use crate::protocol::{ack_status, event, reason, StatusReply};
 
 /// The message handler of every socket: moves each event into the session's
@@ -31,13 +31,13 @@ use crate::protocol::{ack_status, event, reason, StatusReply};
 /// for every call of a closure handler, and this handler has nothing to await.
 pub struct Enqueue {
     inbox: Arc<Inbox>,
-    hub: Arc<Hub>,
+    state: Arc<AppState>,
 }
 
 impl Enqueue {
     /// A handler that feeds `inbox`.
-    pub fn new(inbox: Arc<Inbox>, hub: Arc<Hub>) -> Self {
-        Self { inbox, hub }
+    pub fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
+        Self { inbox, state }
     }
 }
 
@@ -64,7 +64,7 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             None
         };
         let (data, ack) = match direct {
-            Some(direct) => match relay_directly(&self.hub, &s, &direct, data, ack) {
+            Some(direct) => match relay_directly(&self.state, &s, &direct, data, ack) {
                 Ok(()) => return,
                 Err(back) => back,
             },
@@ -72,21 +72,21 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
         };
         let inbound = Box::new(Inbound { event, data, ack });
         let weight = inbound.weight();
-        let hub = &self.hub;
+        let state = &self.state;
         match self
             .inbox
-            .push(inbound, weight, super::max_event_bytes(&hub.config))
+            .push(inbound, weight, super::max_event_bytes(&state.config))
         {
             Ok(()) => {}
             Err(Refused::Overflow(inbound)) => {
                 tracing::warn!(
                     sid = %s.id,
                     queued_bytes = self.inbox.queued_bytes(),
-                    budget = hub.config.inbound_max_bytes,
+                    budget = state.config.inbound_max_bytes,
                     "disconnecting a client that kept sending past its inbound budget"
                 );
-                hub.metrics.dropped("inbound_overflow");
-                hub.metrics.disconnected("inbound_overflow");
+                state.metrics.dropped("inbound_overflow");
+                state.metrics.disconnected("inbound_overflow");
                 let _ = inbound.ack.send(&StatusReply::fail(
                     ack_status::TOO_MANY_REQUESTS,
                     reason::TOO_MANY_REQUESTS,
@@ -97,7 +97,7 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             }
             Err(Refused::Overflowed(inbound)) => {
                 // Counted, not logged again: the connection is being closed.
-                hub.metrics.dropped("inbound_overflow");
+                state.metrics.dropped("inbound_overflow");
                 let _ = inbound.ack.send(&StatusReply::fail(
                     ack_status::TOO_MANY_REQUESTS,
                     reason::TOO_MANY_REQUESTS,

@@ -20,7 +20,7 @@ impl Session {
         data: Result<Box<RawValue>, String>,
         ack: AckSender,
     ) -> Flow {
-        let metrics = self.hub.metrics.clone();
+        let metrics = self.state.metrics.clone();
         metrics.messages_received.inc();
         let refuse = |ack: AckSender, label: &'static str, reply: StatusReply<'_>| {
             metrics.dropped(label);
@@ -51,7 +51,7 @@ impl Session {
         let Some(uid) = &self.uid else {
             return Flow::Continue;
         };
-        let msg = match protocol::parse_msg(&payload, self.hub.config.max_msg_bytes, &uid.json) {
+        let msg = match protocol::parse_msg(&payload, self.state.config.max_msg_bytes, &uid.json) {
             Ok(m) => m,
             Err(e) => return refuse(ack, e.metric_label(), e.reply()),
         };
@@ -66,7 +66,7 @@ impl Session {
                     // Nothing of this sender is still being stored: relay at once.
                     match RawValue::from_string(msg.body.into_string()) {
                         Ok(body) => {
-                            self.hub
+                            self.state
                                 .bus
                                 .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
                                 .await;
@@ -84,8 +84,8 @@ impl Session {
             }
         };
         let relay = Relay {
-            bus: self.hub.bus.clone(),
-            metrics: self.hub.metrics.clone(),
+            bus: self.state.bus.clone(),
+            metrics: self.state.metrics.clone(),
             room: joined.room.clone(),
             sender: self.sid.clone(),
             ack,
@@ -93,7 +93,7 @@ impl Session {
             started: Instant::now(),
         };
         self.pending_writes.started();
-        self.hub
+        self.state
             .messages
             .submit(Write {
                 room: joined.room.clone(),

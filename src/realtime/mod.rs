@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::store::MessageStore;
 
 /// Everything the event handlers share.
-pub struct Hub {
+pub struct AppState {
     pub config: Arc<Config>,
     pub io: SocketIo,
     pub messages: Arc<dyn MessageStore>,
@@ -39,7 +39,7 @@ pub struct Hub {
     pub read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
-/// The bound on sync pages read ahead at once, for [`Hub::read_ahead`].
+/// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].
 pub fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(read_ahead::MAX_PAGES))
 }
@@ -79,8 +79,8 @@ pub fn max_polling_body(config: &Config) -> usize {
     max_event_bytes(config).max(config.inbound_max_bytes.saturating_mul(4))
 }
 
-/// Registers the default namespace's handlers on `hub.io`.
-pub fn register(hub: Arc<Hub>) {
-    let io = hub.io.clone();
-    io.ns("/", session::OnConnect::new(hub));
+/// Registers the default namespace's handlers on `state.io`.
+pub fn register(state: Arc<AppState>) {
+    let io = state.io.clone();
+    io.ns("/", session::OnConnect::new(state));
 }

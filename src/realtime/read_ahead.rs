@@ -11,7 +11,7 @@
 use futures_util::future::{FutureExt as _, RemoteHandle};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Hub;
+use super::AppState;
 use crate::store::Page;
 
 /// Pages read ahead at once on this node, across all sessions: bounds the
@@ -32,11 +32,11 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Starts reading the page of `room` at `offset`, unless [`MAX_PAGES`]
     /// are being read ahead already.
-    pub fn start(hub: &Hub, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
-        let permit = hub.read_ahead.clone().try_acquire_owned().ok()?;
-        let clears = hub.bus.history_clears();
-        let store = hub.messages.clone();
-        let limit = hub.config.sync_page_size;
+    pub fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
+        let permit = state.read_ahead.clone().try_acquire_owned().ok()?;
+        let clears = state.bus.history_clears();
+        let store = state.messages.clone();
+        let limit = state.config.sync_page_size;
         let owned_room = room.to_owned();
         let (read, page) = async move {
             let page = store.page(&owned_room, offset, limit).await.ok()?;
@@ -55,11 +55,11 @@ impl ReadAhead {
 
     /// The page read ahead, if it is the one asked for, was full and no
     /// history was cleared since it was read.
-    pub async fn take(self: Box<Self>, hub: &Hub, room: &str, offset: u64) -> Option<Page> {
+    pub async fn take(self: Box<Self>, state: &AppState, room: &str, offset: u64) -> Option<Page> {
         if self.room != room || self.offset != offset {
             return None;
         }
         let page = self.page.await?;
-        (hub.bus.history_clears() == self.clears).then_some(page)
+        (state.bus.history_clears() == self.clears).then_some(page)
     }
 }

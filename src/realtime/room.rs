@@ -31,7 +31,7 @@ impl Session {
         // Listen for the room's events from other nodes before the join is
         // registered and confirmed: the client syncs after the ack, so
         // nothing falls in between.
-        self.hub.bus.watch(&request.room).await;
+        self.state.bus.watch(&request.room).await;
         // In the room's delivery set before the join is registered, so no
         // presence change after the join passes this connection by; the gate
         // holds the room's presence events until this join is numbered.
@@ -44,13 +44,13 @@ impl Session {
             sid: self.sid.clone(),
             dummy: request.dummy,
         };
-        let arrival = match self.hub.cluster.join(&request.room, member).await {
+        let arrival = match self.state.cluster.join(&request.room, member).await {
             Ok(arrival) => arrival,
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during join");
                 self.inbox.gate().shut();
                 self.socket.leave(sio_room);
-                self.hub.bus.unwatch(&request.room).await;
+                self.state.bus.unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
                     &StatusReply::fail(1, protocol::reason::SERVER_ERROR),
@@ -103,7 +103,7 @@ impl Session {
                 .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
         }
         // The roster is out: now the changes that came after this join.
-        let (bus, socket) = (&self.hub.bus, &self.socket);
+        let (bus, socket) = (&self.state.bus, &self.socket);
         self.inbox.gate().open(arrival.seq, |ev, data| {
             bus.emit_to(socket, ev, data);
         });
@@ -129,7 +129,7 @@ impl Session {
     /// dummy, tells the others with `announce` (remote_leave or remote_disconnect).
     pub(super) async fn leave_room(&mut self, joined: &Joined, announce: &str) {
         self.inbox.gate().shut();
-        let departed = match self.hub.cluster.leave(&joined.room, &self.sid).await {
+        let departed = match self.state.cluster.leave(&joined.room, &self.sid).await {
             Ok(gone) => gone.map(|d| d.seq),
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during leave");
@@ -140,7 +140,7 @@ impl Session {
             self.announce(&joined.room, announce, Order::at(seq)).await;
         }
         self.socket.leave(joined.sio_room.clone());
-        self.hub.bus.unwatch(&joined.room).await;
+        self.state.bus.unwatch(&joined.room).await;
     }
 
     /// Tells the other members of `room`, on every node, of this member's
@@ -150,7 +150,7 @@ impl Session {
         let Some(uid) = &self.uid else { return };
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
             Ok(raw) => {
-                self.hub
+                self.state
                     .bus
                     .presence(room, ev, &raw, order, &self.sid)
                     .await
@@ -167,7 +167,12 @@ impl Session {
         data: &T,
     ) {
         match serde_json::value::to_raw_value(data) {
-            Ok(raw) => self.hub.bus.to_room(room, ev, &raw, Some(&self.sid)).await,
+            Ok(raw) => {
+                self.state
+                    .bus
+                    .to_room(room, ev, &raw, Some(&self.sid))
+                    .await
+            }
             Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
         }
     }

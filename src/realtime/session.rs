@@ -22,7 +22,7 @@ use super::handler::Enqueue;
 use super::inbox::{Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
-use super::Hub;
+use super::AppState;
 use crate::cluster::PresenceSeq;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 use crate::valve::{Peer, ReadValve};
@@ -58,7 +58,7 @@ pub(super) enum Flow {
 
 /// One connection's protocol state.
 pub(super) struct Session {
-    pub hub: Arc<Hub>,
+    pub state: Arc<AppState>,
     pub socket: SocketRef,
     /// The connection's inbox (its presence gate, for the room handlers).
     pub inbox: Arc<Inbox>,
@@ -88,12 +88,12 @@ pub(super) struct Session {
 /// and both steps here are synchronous.
 #[derive(Clone)]
 pub(super) struct OnConnect {
-    hub: Arc<Hub>,
+    state: Arc<AppState>,
 }
 
 impl OnConnect {
-    pub(super) fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub(super) fn new(state: Arc<AppState>) -> Self {
+        Self { state }
     }
 }
 
@@ -121,7 +121,7 @@ impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
         s: Arc<Socket<LocalAdapter>>,
         _: &'a Option<socketioxide_core::Value>,
     ) -> MiddlewareFuture<'a> {
-        start(self.hub.clone(), SocketRef::from(s));
+        start(self.state.clone(), SocketRef::from(s));
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -148,10 +148,10 @@ impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
 }
 
 /// Sets up the session of a new connection and starts its task.
-fn start(hub: Arc<Hub>, socket: SocketRef) {
-    let (inbox, receiver) = Inbox::new(hub.config.inbound_max_bytes);
+fn start(state: Arc<AppState>, socket: SocketRef) {
+    let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
     inbox.set_valve(reads_valve(&socket));
-    socket.on_fallback(Enqueue::new(inbox.clone(), hub.clone()));
+    socket.on_fallback(Enqueue::new(inbox.clone(), state.clone()));
     socket.extensions.insert(Mailbox {
         inbox: inbox.clone(),
     });
@@ -160,9 +160,9 @@ fn start(hub: Arc<Hub>, socket: SocketRef) {
     });
     let sid = socket.id.to_string();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
-    let deadline = Some(Instant::now() + hub.config.auth_timeout);
+    let deadline = Some(Instant::now() + state.config.auth_timeout);
     let session = Session {
-        hub,
+        state,
         socket,
         inbox,
         sid,
@@ -238,7 +238,7 @@ impl Session {
                 if self.sends_ignore
                     && !joined.dummy
                     && self.read_ahead.is_none()
-                    && self.hub.bus.is_local_only() =>
+                    && self.state.bus.is_local_only() =>
             {
                 Some((&joined.room, &uid.json))
             }
@@ -287,8 +287,8 @@ impl Session {
         match self.phase {
             Phase::Connected => {
                 tracing::info!(sid = %self.sid, "authentication timeout");
-                self.hub.metrics.auth_failed("timeout");
-                self.hub.metrics.disconnected("auth_timeout");
+                self.state.metrics.auth_failed("timeout");
+                self.state.metrics.disconnected("auth_timeout");
                 let _ = self.socket.emit(
                     event::AUTHENTICATE,
                     &StatusReply::fail(1, reason::AUTH_TIMEOUT),
@@ -298,7 +298,7 @@ impl Session {
             }
             Phase::Authenticated => {
                 tracing::info!(sid = %self.sid, "join timeout");
-                self.hub.metrics.disconnected("join_timeout");
+                self.state.metrics.disconnected("join_timeout");
                 self.closed_by_server().await;
                 Flow::Stop
             }
@@ -328,7 +328,7 @@ impl Session {
         }
         if let Some(uid) = self.uid.take() {
             if let Err(e) = self
-                .hub
+                .state
                 .cluster
                 .unregister_connection(&uid.key, &self.sid)
                 .await

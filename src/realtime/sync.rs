@@ -41,7 +41,7 @@ impl Session {
         };
         let offset = page.next_offset;
         if page.more {
-            self.read_ahead = ReadAhead::start(&self.hub, &joined.room, offset);
+            self.read_ahead = ReadAhead::start(&self.state, &joined.room, offset);
         }
         let items: Vec<Box<RawValue>> = page.entries.into_iter().map(|e| e.body).collect();
         let next = u8::from(page.more);
@@ -74,7 +74,7 @@ impl Session {
                 },
             )
         };
-        self.hub.metrics.sync_pages.inc();
+        self.state.metrics.sync_pages.inc();
         if let Err(e) = sent {
             tracing::debug!(error = %e, "sync reply not sent");
         }
@@ -91,17 +91,17 @@ impl Session {
     /// The sync page of `room` at `offset`: read ahead while the client
     /// received the previous one, or read now.
     async fn read_page(&mut self, room: &str, offset: u64) -> Result<SyncPage, StoreError> {
-        let store = self.hub.messages.as_ref();
+        let store = self.state.messages.as_ref();
         let started = std::time::Instant::now();
         let ahead = match self.read_ahead.take() {
-            Some(ahead) => ahead.take(&self.hub, room, offset).await,
+            Some(ahead) => ahead.take(&self.state, room, offset).await,
             None => None,
         };
         let page = match ahead {
             Some(page) => with_updates(store, room, page).await,
-            None => sync_page(store, room, offset, self.hub.config.sync_page_size).await,
+            None => sync_page(store, room, offset, self.state.config.sync_page_size).await,
         };
-        self.hub.metrics.store_op("sync_page", started);
+        self.state.metrics.store_op("sync_page", started);
         page
     }
 }

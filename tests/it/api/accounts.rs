@@ -174,7 +174,7 @@ async fn admin_credentials_in_query_or_basic_auth(backend: Backend) {
     }
     // An admin created in the store (not from the configuration) works too.
     let ops = s
-        .hub()
+        .state()
         .accounts
         .create(always_online::accounts::Kind::Admin, "ops")
         .await
@@ -553,7 +553,7 @@ async fn tokens_survive_a_restart(backend: Backend) {
     let old = s.create_user(json!("pat")).await;
     let current = s.refresh_user(json!("pat")).await;
     let direct = s
-        .hub()
+        .state()
         .accounts
         .create(always_online::accounts::Kind::User, "quinn")
         .await

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use always_online::realtime::Hub;
+use always_online::realtime::AppState;
 use always_online::{App, Config};
 use serde_json::{json, Value};
 
@@ -387,8 +387,8 @@ impl Server {
         self.app().api_addr()
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
-        self.app().hub()
+    pub fn state(&self) -> &Arc<AppState> {
+        self.app().state()
     }
 
     /// `http://<main listener><path>`.

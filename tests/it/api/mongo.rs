@@ -119,7 +119,7 @@ async fn collections_hold_token_hashes_never_tokens() {
     let alice = s.create_user(json!("alice")).await;
     let n1000 = s.create_user(json!(1000)).await;
     let ops = s
-        .hub()
+        .state()
         .accounts
         .create(always_online::accounts::Kind::Admin, "ops")
         .await

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use always_online::accounts::Kind;
-use always_online::realtime::Hub;
+use always_online::realtime::AppState;
 use always_online::{App, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -87,8 +87,8 @@ impl TestServer {
     }
 
     /// The server's shared state (stores, cluster state, socket.io handle).
-    pub fn hub(&self) -> &Arc<Hub> {
-        self.app.hub()
+    pub fn state(&self) -> &Arc<AppState> {
+        self.app.state()
     }
 
     /// The token of user `uid`, creating the account on first use.
@@ -97,7 +97,7 @@ impl TestServer {
             return t.clone();
         }
         let token = self
-            .hub()
+            .state()
             .accounts
             .create(Kind::User, uid)
             .await
