@@ -4,6 +4,7 @@
 mod auth;
 pub mod bus;
 mod direct;
+mod fanout;
 mod handler;
 pub mod inbox;
 mod message;

@@ -1,0 +1,325 @@
+//! This node's side of room events: emits to this node's members of a room
+//! (one broadcast, the packet encoded once for all of them), counts the
+//! members per room, and keeps which numbered presence changes each room
+//! was told. In a cluster, what other nodes publish arrives through
+//! [`LocalRooms`], which [`Fanout`] implements for the pub/sub side
+//! (`cluster::pubsub`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
+use serde_json::value::RawValue;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Socket;
+use socketioxide::SocketIo;
+
+use super::inbox::{Control, Mailbox};
+use super::presence::{Order, Told};
+use crate::cluster::pubsub::{LocalRooms, WatchedRoom};
+use crate::metrics::Metrics;
+use crate::protocol::event;
+use crate::sync::lock;
+
+/// The name of the socket.io room that holds this node's members of
+/// protocol room `room` (not to be confused with the room's Redis channel).
+pub fn members_room(room: &str) -> String {
+    // Built once per relay: a plain concatenation, not the formatting machinery.
+    let mut name = String::with_capacity(5 + room.len());
+    name.push_str("room:");
+    name.push_str(room);
+    name
+}
+
+/// The uid a connection authenticated as, kept in its socket's extensions.
+#[derive(Clone)]
+pub struct Authenticated(pub String);
+
+/// Room events to this node's members.
+pub struct Fanout {
+    io: SocketIo,
+    metrics: Arc<Metrics>,
+    /// Rooms with members on this node.
+    watched: Mutex<HashMap<String, Watch>>,
+    /// Room histories cleared so far (any room, seen from this node).
+    clears: AtomicU64,
+}
+
+/// A room with members on this node.
+#[derive(Default)]
+struct Watch {
+    /// How many (dummies included).
+    members: u64,
+    /// The numbered presence changes of the room told here (cluster only).
+    told: Told,
+}
+
+impl Fanout {
+    /// Fan-out to the sockets of `io`.
+    pub fn new(io: SocketIo, metrics: Arc<Metrics>) -> Self {
+        Fanout {
+            io,
+            metrics,
+            watched: Mutex::new(HashMap::new()),
+            clears: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a room's history was cleared (here, or on another node).
+    pub fn history_cleared(&self) {
+        self.clears.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How many room histories were cleared so far: a page read before the
+    /// count changed may be of a cleared history.
+    pub fn history_clears(&self) -> u64 {
+        self.clears.load(Ordering::Acquire)
+    }
+
+    /// Counts a member of `room` on this node; `true` for the first.
+    pub fn watch(&self, room: &str) -> bool {
+        let mut watched = lock(&self.watched);
+        let watch = watched.entry(room.to_owned()).or_default();
+        watch.members += 1;
+        watch.members == 1
+    }
+
+    /// Counts a member of `room` gone; `true` when it was the last.
+    pub fn unwatch(&self, room: &str) -> bool {
+        let mut watched = lock(&self.watched);
+        let Some(watch) = watched.get_mut(room) else {
+            return false;
+        };
+        watch.members = watch.members.saturating_sub(1);
+        let last = watch.members == 0;
+        if last {
+            watched.remove(room);
+        }
+        last
+    }
+
+    /// Offers a presence change in `order` to the gate of each of this
+    /// node's members of `room` but `origin` ([`super::presence::Gate::offer`]).
+    pub fn emit_presence_local(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        order: Order,
+        origin: Option<&str>,
+    ) {
+        let Some(ns) = self.io.of("/") else {
+            return; // shutting down
+        };
+        for socket in ns.to(members_room(room)).sockets() {
+            if origin.is_some_and(|sid| socket.id.as_str() == sid) {
+                continue;
+            }
+            let deliver = |ev: &str, data: &RawValue| {
+                self.emit_to(&socket, ev, data);
+            };
+            match socket.extensions.get::<Mailbox>() {
+                Some(mailbox) => mailbox.inbox.gate().offer(room, order, ev, data, deliver),
+                None => deliver(ev, data),
+            }
+        }
+    }
+
+    /// The lowest number of a numbered join among this node's members of `room`.
+    fn earliest_join(&self, room: &str) -> Option<u64> {
+        let ns = self.io.of("/")?;
+        ns.to(members_room(room))
+            .sockets()
+            .iter()
+            .filter_map(|s| s.extensions.get::<Mailbox>())
+            .filter_map(|m| m.inbox.gate().joined_at(room))
+            .min()
+    }
+
+    /// Emits to one socket; `false` when it was not sent (its send buffer
+    /// is full, counted as a drop, or it is closing).
+    pub fn emit_to(&self, socket: &Socket<LocalAdapter>, ev: &str, data: &RawValue) -> bool {
+        match socket.emit(ev, data) {
+            Ok(()) => true,
+            Err(socketioxide::SendError::Socket(
+                socketioxide::SocketError::InternalChannelFull,
+            )) => {
+                self.metrics.dropped("send_buffer_full");
+                tracing::debug!(sid = %socket.id, "send buffer full, event dropped");
+                false
+            }
+            Err(_) => false, // closing: its session announces it
+        }
+    }
+
+    /// Emits to this node's members of `room` but `except`; returns how
+    /// many were sent to, counting the ones dropped for a full send buffer.
+    ///
+    /// One broadcast through socketioxide's local adapter, which encodes
+    /// the packet once for all recipients; the delivery count comes from
+    /// this node's member count of the room.
+    pub fn emit_local(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
+        let Some(ns) = self.io.of("/") else {
+            return 0; // shutting down
+        };
+        // The sender is one of this node's members only if it is connected
+        // here; a broadcast from its socket leaves it out.
+        let sender = except
+            .and_then(|x| x.parse().ok())
+            .and_then(|sid| ns.get_socket(sid));
+        match sender {
+            Some(socket) => self.emit_from(&socket, room, ev, data),
+            None => self.broadcast(ns.to(members_room(room)), false, room, ev, data),
+        }
+    }
+
+    /// Emits to this node's members of `room` but `sender`, whose socket
+    /// is at hand; returns how many were sent to, as [`Fanout::emit_local`].
+    pub fn emit_from(
+        &self,
+        sender: &Socket<LocalAdapter>,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+    ) -> u64 {
+        self.broadcast(sender.to(members_room(room)), true, room, ev, data)
+    }
+
+    fn broadcast(
+        &self,
+        op: BroadcastOperators<LocalAdapter>,
+        excluded: bool,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+    ) -> u64 {
+        // The local adapter broadcasts synchronously: the future is ready
+        // on its first poll (now_or_never), so this works from the store's
+        // completion callbacks, which are not async.
+        let mut dropped = 0;
+        match op.emit(ev, data).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(socketioxide::BroadcastError::Socket(errors))) => {
+                for e in errors {
+                    if matches!(e, socketioxide::SocketError::InternalChannelFull) {
+                        dropped += 1;
+                        self.metrics.dropped("send_buffer_full");
+                    }
+                }
+                if dropped > 0 {
+                    tracing::debug!(%room, dropped, "send buffers full, event dropped");
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, %room, "broadcast failed"),
+            None => tracing::warn!(%room, "local broadcast did not complete at once"),
+        }
+        let members = lock(&self.watched).get(room).map_or(0, |w| w.members);
+        let sent = members
+            .saturating_sub(u64::from(excluded))
+            .saturating_sub(dropped);
+        if ev == event::MSG {
+            self.metrics.messages_relayed.inc_by(sent);
+        }
+        sent
+    }
+
+    fn emit_local_but(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        skip: impl Fn(&SocketRef) -> bool,
+    ) -> u64 {
+        let mut sent = 0;
+        let Some(ns) = self.io.of("/") else {
+            return 0; // shutting down
+        };
+        for socket in ns.to(members_room(room)).sockets() {
+            if !skip(&socket) && self.emit_to(&socket, ev, data) {
+                sent += 1;
+            }
+        }
+        if ev == event::MSG {
+            self.metrics.messages_relayed.inc_by(sent);
+        }
+        sent
+    }
+}
+
+impl LocalRooms for Fanout {
+    fn emit(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
+        self.emit_local(room, ev, data, except)
+    }
+
+    fn emit_recovered(&self, room: &str, data: &RawValue, sender_uid: Option<&str>) -> u64 {
+        self.emit_local_but(room, event::MSG, data, |s| {
+            let uid = s.extensions.get::<Authenticated>();
+            matches!((sender_uid, uid), (Some(from), Some(uid)) if from == uid.0)
+        })
+    }
+
+    fn tell_presence(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        seq: Option<u64>,
+        since: Option<u64>,
+        origin: Option<&str>,
+    ) -> bool {
+        if let Some(seq) = seq {
+            let first = lock(&self.watched)
+                .get_mut(room)
+                .map(|w| w.told.first_time(seq));
+            if first != Some(true) {
+                return false; // told, or no member here any more
+            }
+        }
+        self.emit_presence_local(room, ev, data, Order { seq, since }, origin);
+        true
+    }
+
+    fn rooms(&self) -> Vec<String> {
+        lock(&self.watched).keys().cloned().collect()
+    }
+
+    fn watched(&self) -> Vec<WatchedRoom> {
+        let rooms: Vec<(String, u64)> = lock(&self.watched)
+            .iter()
+            .map(|(room, watch)| (room.clone(), watch.told.told_up_to()))
+            .collect();
+        rooms
+            .into_iter()
+            .map(|(room, told_up_to)| WatchedRoom {
+                earliest_join: self.earliest_join(&room),
+                room,
+                told_up_to,
+            })
+            .collect()
+    }
+
+    fn kick(&self, sid: &str) -> bool {
+        kick_local(&self.io, sid)
+    }
+
+    fn history_cleared(&self) {
+        Fanout::history_cleared(self);
+    }
+}
+
+/// Sends the kick to a session on this node; `false` if `sid` is not here.
+pub fn kick_local(io: &SocketIo, sid: &str) -> bool {
+    let Ok(parsed) = sid.parse() else {
+        return false;
+    };
+    let Some(socket) = io.of("/").and_then(|ns| ns.get_socket(parsed)) else {
+        return false;
+    };
+    if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
+        mailbox.inbox.signal(Control::Kick);
+    }
+    true
+}
