@@ -35,6 +35,18 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Work on the account store as a whole.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Replace every clear-text token the original service stored (in
+    /// MongoDB) with its hash, and print how many were.
+    Migrate,
 }
 
 #[derive(Subcommand)]
@@ -80,6 +92,9 @@ fn main() -> ExitCode {
             Command::Admin {
                 action: AdminAction::Create { uid },
             } => account(&config, Kind::Admin, &uid, false).await,
+            Command::Accounts {
+                action: AccountsAction::Migrate,
+            } => migrate(&config).await,
         }
     })
 }
@@ -147,32 +162,62 @@ impl StopSignals {
     }
 }
 
-async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitCode {
-    if always_online::protocol::parse_id(&serde_json::Value::String(uid.to_owned())).is_none() {
-        eprintln!("always-online: invalid uid {uid:?}");
-        return ExitCode::from(2);
+/// Hashes the original service's clear-text tokens (`accounts migrate`).
+async fn migrate(config: &Config) -> ExitCode {
+    let store = match open_accounts(config).await {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.hash_clear_tokens().await {
+        Ok((users, admins)) => {
+            println!(
+                "hashed {} clear-text tokens ({users} users, {admins} admins)",
+                users + admins
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("always-online: {e}");
+            ExitCode::from(1)
+        }
     }
+}
+
+/// The account store the configuration names, or the exit code of why not.
+async fn open_accounts(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn always_online::accounts::AccountStore>, ExitCode> {
     let redis = match (&config.mongodb_url, &config.redis_url) {
         (None, Some(_)) => match always_online::redis::Redis::connect(config).await {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("always-online: config error: AO_REDIS_URL: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
         _ => None,
     };
-    let store = match always_online::accounts::open(config, redis.as_ref()).await {
-        Ok(s) => s,
-        Err(e) => {
+    always_online::accounts::open(config, redis.as_ref())
+        .await
+        .map_err(|e| {
             let key = if config.mongodb_url.is_some() {
                 "AO_MONGODB_URL"
             } else {
                 "data_dir"
             };
             eprintln!("always-online: config error: {key}: {e}");
-            return ExitCode::from(2);
-        }
+            ExitCode::from(2)
+        })
+}
+
+async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitCode {
+    if always_online::protocol::parse_id(&serde_json::Value::String(uid.to_owned())).is_none() {
+        eprintln!("always-online: invalid uid {uid:?}");
+        return ExitCode::from(2);
+    }
+    let store = match open_accounts(config).await {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let result = if refresh {
         store.refresh(kind, uid).await

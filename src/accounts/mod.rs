@@ -57,6 +57,12 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn verify(&self, kind: Kind, uid: &str, token: &str) -> Result<bool, AccountError>;
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), AccountError>;
+    /// Replaces every clear-text token the original service stored with
+    /// its hash; returns how many (users, admins) were. Only a store the
+    /// original wrote (MongoDB) has any.
+    async fn hash_clear_tokens(&self) -> Result<(u64, u64), AccountError> {
+        Ok((0, 0))
+    }
 }
 
 /// Opens the account store the configuration names: MongoDB when

@@ -1,6 +1,14 @@
 //! Accounts in MongoDB (collections `users` and `admins`, unique index on
 //! `uid`, token hashes only), for deployments that share accounts between
 //! nodes. The driver reconnects by itself when the server comes back.
+//!
+//! The original service's documents (`{uid, token, createTime, updateTime}`,
+//! written by mongoose, the token in clear text) work as they are: a clear
+//! token is checked like a hash, and replaced by its hash at its first
+//! successful check, by one update conditional on the clear token still
+//! being there (so a refresh that happened meanwhile, on any node, is
+//! kept). `always-online accounts migrate` hashes all that remain at once.
+//! Refresh and create write only hashes and remove a clear token.
 
 use std::time::Duration;
 
@@ -58,6 +66,36 @@ impl MongoAccountStore {
     }
 }
 
+/// The field in which the original service kept a token in clear text.
+const CLEAR_TOKEN: &str = "token";
+
+impl MongoAccountStore {
+    /// Replaces the clear-text token of document `found` with its hash,
+    /// unless it changed meanwhile; `true` if this call replaced it.
+    async fn hash_clear_token(
+        &self,
+        kind: Kind,
+        found: &Document,
+        clear: &str,
+    ) -> Result<bool, AccountError> {
+        let Some(id) = found.get("_id") else {
+            return Ok(false);
+        };
+        let res = self
+            .collection(kind)
+            .update_one(
+                doc! {"_id": id.clone(), CLEAR_TOKEN: clear},
+                doc! {
+                    "$set": {"token_hash": token::hash(clear), "updated": DateTime::now()},
+                    "$unset": {CLEAR_TOKEN: ""},
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(res.modified_count == 1)
+    }
+}
+
 fn is_duplicate(e: &mongodb::error::Error) -> bool {
     matches!(e.kind.as_ref(), ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == DUPLICATE_KEY)
 }
@@ -78,7 +116,10 @@ impl AccountStore for MongoAccountStore {
 
     async fn refresh(&self, kind: Kind, uid: &str) -> Result<String, AccountError> {
         let token = token::generate();
-        let update = doc! {"$set": {"token_hash": token::hash(&token), "updated": DateTime::now()}};
+        let update = doc! {
+            "$set": {"token_hash": token::hash(&token), "updated": DateTime::now()},
+            "$unset": {CLEAR_TOKEN: ""},
+        };
         let res = self
             .collection(kind)
             .update_one(doc! {"uid": uid}, update)
@@ -95,6 +136,7 @@ impl AccountStore for MongoAccountStore {
         let update = doc! {
             "$set": {"token_hash": token::hash(token), "updated": now},
             "$setOnInsert": {"created": now},
+            "$unset": {CLEAR_TOKEN: ""},
         };
         self.collection(kind)
             .update_one(doc! {"uid": uid}, update)
@@ -110,11 +152,45 @@ impl AccountStore for MongoAccountStore {
             .find_one(doc! {"uid": uid})
             .await
             .map_err(unavailable)?;
-        let stored = found
-            .as_ref()
-            .and_then(|d| d.get_str("token_hash").ok())
-            .unwrap_or_default();
-        Ok(token::matches(token, stored) && !stored.is_empty())
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        if let Ok(stored) = found.get_str("token_hash") {
+            return Ok(!stored.is_empty() && token::matches(token, stored));
+        }
+        // A document of the original service: the token in clear text.
+        let Ok(clear) = found.get_str(CLEAR_TOKEN) else {
+            return Ok(false);
+        };
+        if clear.is_empty() || !token::matches(token, &token::hash(clear)) {
+            return Ok(false);
+        }
+        if let Err(e) = self.hash_clear_token(kind, &found, clear).await {
+            // The token was right: the hash is written next time.
+            tracing::warn!(error = %e, "could not replace a clear-text token with its hash");
+        }
+        Ok(true)
+    }
+
+    async fn hash_clear_tokens(&self) -> Result<(u64, u64), AccountError> {
+        let mut counts = [0u64; 2];
+        for (kind, count) in [Kind::User, Kind::Admin].into_iter().zip(&mut counts) {
+            let mut cursor = self
+                .collection(kind)
+                .find(doc! {CLEAR_TOKEN: {"$exists": true}})
+                .await
+                .map_err(unavailable)?;
+            while cursor.advance().await.map_err(unavailable)? {
+                let found = cursor.deserialize_current().map_err(unavailable)?;
+                let Ok(clear) = found.get_str(CLEAR_TOKEN) else {
+                    continue;
+                };
+                if self.hash_clear_token(kind, &found, clear).await? {
+                    *count += 1;
+                }
+            }
+        }
+        Ok((counts[0], counts[1]))
     }
 
     async fn ping(&self) -> Result<(), AccountError> {

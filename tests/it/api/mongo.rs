@@ -543,3 +543,101 @@ async fn store_error_reply_echoes_the_uid() {
     .await;
     r.expect(3, json!({"uid": 31}));
 }
+
+/// An account document as the original service wrote it: mongoose's
+/// ObjectId `_id` and `__v`, the token in clear text, times in milliseconds.
+fn original_account(uid: &str, token: &str) -> Document {
+    let ms = unix_now() * 1000;
+    doc! {
+        "_id": mongodb::bson::oid::ObjectId::new(),
+        "uid": uid,
+        "token": token,
+        "createTime": ms,
+        "updateTime": ms,
+        "__v": 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_services_accounts_work_unchanged() {
+    let s = Server::start(Backend::Mongo).await;
+    let db = database(&s).await;
+    db.collection::<Document>("users")
+        .insert_many([
+            original_account("1001", "tok-1001"),
+            original_account("carol", "tok-carol"),
+            original_account("dave", "tok-dave"),
+            original_account("erin", "tok-erin"),
+        ])
+        .await
+        .expect("insert the original's users");
+    db.collection::<Document>("admins")
+        .insert_many([
+            original_account("legacy-root", "tok-root"),
+            original_account("ops2", "tok-ops2"),
+        ])
+        .await
+        .expect("insert the original's admins");
+
+    // On the socket: a uid stored as digits matches a client that sends
+    // it as a number, as it did in the original; a wrong token is refused.
+    assert_auth_refused(s.addr(), json!(1001), "wrong").await;
+    assert_auth_ok(s.addr(), json!(1001), "tok-1001").await;
+    // The first success replaced the clear token with its hash, and kept
+    // the original's own fields.
+    let d = find(&db, "users", "1001").await;
+    assert!(d.get("token").is_none(), "clear token gone: {d}");
+    assert_eq!(
+        d.get_str("token_hash").ok(),
+        Some(sha256_hex("tok-1001").as_str())
+    );
+    assert!(
+        d.get("__v").is_some() && d.get("createTime").is_some(),
+        "{d}"
+    );
+    assert_auth_ok(s.addr(), json!("1001"), "tok-1001").await;
+
+    // The original's admins, on both HTTP APIs.
+    get(
+        &s.main_url("/admin/monitor/stat"),
+        &Creds::Basic("legacy-root".into(), "tok-root".into()),
+    )
+    .await
+    .envelope(0);
+    post(
+        &s.api_url("/user/create_token"),
+        &Creds::Query("ops2".into(), "tok-ops2".into()),
+        Body::Json(json!({"uid": "made-by-ops2"})),
+    )
+    .await
+    .envelope(0);
+    let d = find(&db, "admins", "legacy-root").await;
+    assert!(d.get("token").is_none(), "{d}");
+
+    // A refresh through our API of an account the original created: the
+    // old token stops working, and no clear token is left.
+    let fresh = s.refresh_user(json!("carol")).await;
+    assert_auth_refused(s.addr(), json!("carol"), "tok-carol").await;
+    assert_auth_ok(s.addr(), json!("carol"), &fresh).await;
+    let d = find(&db, "users", "carol").await;
+    assert!(d.get("token").is_none(), "{d}");
+
+    // Everything left at once.
+    let (code, out, err) = cli(&s, &["accounts", "migrate"]).await;
+    assert_eq!(code, 0, "stdout {out:?} stderr {err:?}");
+    assert_eq!(
+        out.trim(),
+        "hashed 2 clear-text tokens (2 users, 0 admins)",
+        "dave and erin were never used"
+    );
+    let clear = db
+        .collection::<Document>("users")
+        .count_documents(doc! {"token": {"$exists": true}})
+        .await
+        .expect("count");
+    assert_eq!(clear, 0);
+    assert_auth_ok(s.addr(), json!("dave"), "tok-dave").await;
+    let (code, out, _) = cli(&s, &["accounts", "migrate"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "hashed 0 clear-text tokens (0 users, 0 admins)");
+}
