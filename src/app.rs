@@ -180,7 +180,8 @@ impl App {
             ))
             .layer(axum::middleware::map_request(
                 crate::http::compat::detach_session_request,
-            ));
+            ))
+            .layer(axum::middleware::from_fn(crate::http::cors::socket_io_cors));
         let api_router = crate::http::api_router(state.clone());
 
         let main = bind("listen", config.listen).await?;

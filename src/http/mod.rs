@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod compat;
+pub mod cors;
 pub mod demo;
 pub mod health;
 pub mod inbound;
