@@ -155,12 +155,12 @@ impl AccountStore for MongoAccountStore {
         let Some(found) = found else {
             return Ok(false);
         };
-        if let Ok(stored) = found.get_str("token_hash") {
-            return Ok(!stored.is_empty() && token::matches(token, stored));
-        }
-        // A document of the original service: the token in clear text.
+        // A clear token is the newest: this server removes it whenever it
+        // writes a hash, so one beside a hash was written by the original
+        // service (after a rollback) and replaces that hash.
         let Ok(clear) = found.get_str(CLEAR_TOKEN) else {
-            return Ok(false);
+            let stored = found.get_str("token_hash").unwrap_or_default();
+            return Ok(!stored.is_empty() && token::matches(token, stored));
         };
         if clear.is_empty() || !token::matches(token, &token::hash(clear)) {
             return Ok(false);

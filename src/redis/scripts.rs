@@ -55,13 +55,17 @@ return {n, tonumber(t)}
 "#;
 
 /// Replaces an update (keeping the one it replaces in the backup hash),
-/// records the update order and publishes it, atomically.
+/// records the update order and publishes it, atomically. The original
+/// service kept its backups as a list under the same key, which nothing
+/// reads: such a list is left as it is rather than written to as a hash.
 /// KEYS: update hash, backup hash, order zset, epoch. ARGV: message JSON,
 /// msgId, frame head, channel, fresh epoch.
 pub const UPDATE: &str = r#"
 local t = redis.call('TIME')[1]
 local old = redis.call('HGET', KEYS[1], ARGV[2])
-if old then redis.call('HSET', KEYS[2], ARGV[2], old) end
+if old and redis.call('TYPE', KEYS[2])['ok'] ~= 'list' then
+  redis.call('HSET', KEYS[2], ARGV[2], old)
+end
 redis.call('HSET', KEYS[1], ARGV[2], '{"data":' .. ARGV[1] .. ',"ts":' .. t .. '}')
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 local s = 1

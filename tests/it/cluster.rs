@@ -879,6 +879,13 @@ async fn sync_reads_the_original_layout() {
         redis.cli(&["HSET", "msg_legacy_update", "m-1", &update.to_string()]),
         "1"
     );
+    // The original appended each replaced update to a list.
+    let replaced =
+        json!({"data": {"text": "first", "s": 1, "1": "m-1", "2": "old"}, "ts": 1_699_999_000});
+    assert_eq!(
+        redis.cli(&["RPUSH", "msg_legacy_update_backup", &replaced.to_string()]),
+        "1"
+    );
 
     let cl = Cluster::on(redis, 2, |_| {});
     let mut a = member(cl.addr(0), "la", "legacy").await;
@@ -922,6 +929,20 @@ async fn sync_reads_the_original_layout() {
         cl.redis.cli(&["LLEN", "msg_legacy_insert"]),
         (OLD + 1).to_string()
     );
+
+    // An update of a msgId the original stored is taken, though the
+    // original's backups are a list.
+    let ack = a
+        .send_msg(json!({"data": "edited again", "s": 1, "1": "m-1"}))
+        .await;
+    assert_eq!(ack, json!({"status": 0}), "{ack}");
+    let relayed = b.expect_event("msg").await;
+    assert_eq!(relayed["data"], json!("edited again"), "{relayed}");
+    let (all, _) = b.sync_all(0).await;
+    let updates: Vec<&Value> = all.iter().filter(|m| m["1"] == json!("m-1")).collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0]["data"], json!("edited again"));
+    assert_eq!(cl.redis.cli(&["TYPE", "msg_legacy_update_backup"]), "list");
 }
 
 // ---------------------------------------------------------------------------
