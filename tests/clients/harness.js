@@ -793,6 +793,7 @@ module.exports = {
   gunzipData,
   byMsgId,
   delay,
+  freePort,
   scrapeMetrics,
   countsByReason,
   droppedMessages,
