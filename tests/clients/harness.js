@@ -456,6 +456,19 @@ async function startCluster({ nodes = 2, env = {}, dev = false, redisUrl } = {})
 
 // ---------------------------------------------------------------- clients
 
+/**
+ * A socket of generation `gen`: socket.io-client 2.x or 4.x, or a WeChat
+ * mini program client, weapp.socket.io 2.1 (socket.io 2 protocol) or 3.x
+ * (socket.io 4 protocol), running on the `wx` stand-in of wx.js.
+ */
+function makeSocket(gen, url, options) {
+  if (gen === 2) return io2(url, options);
+  if (gen === 4) return io4(url, options);
+  require('./wx').install();
+  const weapp = require(gen);
+  return weapp(url, options);
+}
+
 let clientCounter = 0;
 
 /**
@@ -464,11 +477,14 @@ let clientCounter = 0;
  */
 class Client {
   constructor(gen, mode, url, opts = {}) {
-    if (gen !== 2 && gen !== 4) throw new Error(`unknown client generation ${gen}`);
+    if (![2, 4, 'weapp2', 'weapp3'].includes(gen)) throw new Error(`unknown client generation ${gen}`);
+    if (String(gen).startsWith('weapp') && mode !== 'websocket') {
+      throw new Error('mini programs have websocket only');
+    }
     if (!MODES[mode]) throw new Error(`unknown transport mode ${mode}`);
     this.gen = gen;
     this.mode = mode;
-    this.label = `sio${gen}/${mode}#${++clientCounter}`;
+    this.label = `${typeof gen === 'number' ? `sio${gen}` : gen}/${mode}#${++clientCounter}`;
     this.entries = [];
     this.waiters = [];
     this.counter = 0;
@@ -483,7 +499,7 @@ class Client {
       timeout: EVENT_TIMEOUT,
       ...opts,
     };
-    this.socket = gen === 2 ? io2(url, options) : io4(url, options);
+    this.socket = makeSocket(gen, url, options);
     for (const ev of [...SERVER_EVENTS, ...LIFECYCLE_EVENTS]) {
       this.socket.on(ev, (...args) => this.record(ev, args));
     }

@@ -1,3 +1,5 @@
 'use strict';
-// A WeChat-mini-program-style client (2.x, websocket only) end to end, on one server.
-require('./weapp').defineWeappSuite();
+// The WeChat mini program clients (weapp.socket.io 2.1 and 3.x) end to end, on one server.
+const { defineWeappSuite } = require('./weapp');
+defineWeappSuite({ flavor: 'weapp2' });
+defineWeappSuite({ flavor: 'weapp3' });

@@ -1,7 +1,8 @@
 'use strict';
-// A WeChat mini program client: socket.io-client 2.x protocol (weapp.socket.io)
-// over websocket only, with no polling fallback, numeric uid and room id and
-// the compact message keys, end to end against a socket.io-client 4.x peer.
+// A WeChat mini program client, the real weapp.socket.io (2.1: the
+// socket.io 2 protocol; 3.x: the socket.io 4 protocol) on the `wx`
+// stand-in of wx.js: websocket only, numeric uid and room id and the
+// compact message keys, end to end against a socket.io-client 4.x peer.
 // defineWeappSuite() is run by weapp-websocket.test.js against one server and
 // by cluster-weapp-websocket.test.js against a 2-node cluster, where the peer
 // and the mini program are on different nodes and the mini program's
@@ -12,10 +13,14 @@ const assert = require('node:assert/strict');
 
 const h = require('./harness');
 
-/** `cluster`: run against that many nodes sharing a private Redis instead of one server. */
-function defineWeappSuite({ cluster = 0 } = {}) {
+/**
+ * `flavor`: 'weapp2' (weapp.socket.io 2.1) or 'weapp3' (3.x); `cluster`:
+ * run against that many nodes sharing a private Redis instead of one server.
+ */
+function defineWeappSuite({ cluster = 0, flavor = 'weapp2' } = {}) {
   const where = cluster ? ` on a ${cluster}-node cluster` : '';
-  describe(`WeChat mini program style client: socket.io-client 2.x, websocket only${where}`, { timeout: 60000 }, () => {
+  const version = flavor === 'weapp2' ? '2.1' : '3.x';
+  describe(`WeChat mini program client weapp.socket.io ${version}${where}`, { timeout: 60000 }, () => {
     let server;
     let pool;
 
@@ -31,7 +36,7 @@ function defineWeappSuite({ cluster = 0 } = {}) {
     });
 
     const weapp = (uid, roomId) =>
-      pool.member(2, 'websocket', uid, roomId, { asNumber: true, opts: { upgrade: false } });
+      pool.member(flavor, 'websocket', uid, roomId, { asNumber: true, opts: { upgrade: false } });
 
     it('end to end: join, roster, msg both ways, update/ignore, gzip sync, reconnect and resume, leave', async () => {
       const roomId = 20240601;
@@ -40,7 +45,7 @@ function defineWeappSuite({ cluster = 0 } = {}) {
       let wx = await weapp('100200', roomId);
       assert.equal(wx.openedWith, 'websocket', 'no polling request first');
       assert.equal(wx.transport, 'websocket');
-      assert.equal(wx.eio, 3);
+      assert.equal(wx.eio, flavor === 'weapp2' ? 3 : 4);
       assert.equal(wx.uid, 100200);
       assert.deepEqual(await wx.next('remote_join'), { uid: 'weapp-peer' });
       assert.deepEqual(await peer.next('remote_join'), { uid: 100200 });
@@ -116,9 +121,19 @@ function defineWeappSuite({ cluster = 0 } = {}) {
 
     it('a wrong token: refused, server disconnect, no reconnect, over websocket only', async () => {
       await server.user('100300');
-      const wx = await pool.client(2, 'websocket', { upgrade: false });
+      const wx = await pool.client(flavor, 'websocket', { upgrade: false });
       wx.emit('authenticate', { uid: 100300, token: 'bad' });
       assert.deepEqual(await wx.next('authenticate'), { status: 1, data: 'auth failed, uid or token is wrong' });
+      await wx.expectServerDisconnect();
+    });
+
+    it('kickout: a login of the same uid elsewhere closes the mini program\'s connection', async () => {
+      const roomId = 20240602;
+      const wx = await weapp('100400', roomId);
+      const other = await pool.client(4, 'websocket');
+      other.emit('authenticate', { uid: 100400, token: await server.user('100400') });
+      assert.deepEqual(await other.next('authenticate'), { status: 0, data: 'auth success' });
+      assert.equal(await wx.next('kickout'), 0);
       await wx.expectServerDisconnect();
     });
   });
