@@ -1,0 +1,627 @@
+//! What the transport tests share: a real server on 127.0.0.1:0 with a
+//! small test application, and raw clients (websocket, HTTP long-polling,
+//! bare TCP) that speak engine.io and socket.io by hand.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ao_socketio::{Config, DisconnectReason, Event, Handler, HttpLimits, Server, Service, Socket};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// What the test application saw.
+#[derive(Debug)]
+pub enum Record {
+    Connect {
+        id: String,
+    },
+    Event {
+        id: String,
+        /// The event's name (the first element of its data).
+        name: String,
+        /// The data as the handler got it.
+        data: String,
+        attachments: Vec<Bytes>,
+    },
+    Disconnect {
+        id: String,
+        reason: DisconnectReason,
+    },
+}
+
+/// The test application. Every event is recorded; then, by name:
+/// - `echo`: its argument comes back as an ack when one is asked for,
+///   else as an `echo` event;
+/// - `join`: joins the room named by its argument;
+/// - `disconnect-me`: the server disconnects the client;
+/// - anything else with an ack: the argument comes back as the ack.
+struct App {
+    records: mpsc::UnboundedSender<Record>,
+}
+
+struct AppHandler {
+    records: mpsc::UnboundedSender<Record>,
+}
+
+impl Service for App {
+    fn connect(&self, socket: &Socket) -> Box<dyn Handler> {
+        let _ = self.records.send(Record::Connect {
+            id: socket.id().to_owned(),
+        });
+        Box::new(AppHandler {
+            records: self.records.clone(),
+        })
+    }
+}
+
+impl Handler for AppHandler {
+    fn event(&self, socket: &Socket, event: Event<'_>) {
+        // Garbage from a client must not make the test handler panic.
+        let parsed: Option<Value> = serde_json::from_str(event.data).ok();
+        let name = parsed
+            .as_ref()
+            .and_then(|v| v.get(0))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let arg = parsed
+            .as_ref()
+            .and_then(|v| v.get(1))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let _ = self.records.send(Record::Event {
+            id: socket.id().to_owned(),
+            name: name.clone(),
+            data: event.data.to_owned(),
+            attachments: event.attachments,
+        });
+        match (name.as_str(), event.ack) {
+            (_, Some(ack)) => {
+                let _ = ack.send(&arg);
+            }
+            ("echo", None) => {
+                let _ = socket.emit("echo", &arg);
+            }
+            ("join", None) => socket.join(arg.as_str().unwrap_or("")),
+            ("disconnect-me", None) => socket.disconnect(),
+            _ => {}
+        }
+    }
+
+    fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
+        let _ = self.records.send(Record::Disconnect {
+            id: socket.id().to_owned(),
+            reason,
+        });
+    }
+}
+
+/// A server listening on 127.0.0.1 for the length of a test.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub io: Server,
+    records: mpsc::UnboundedReceiver<Record>,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn start(config: Config) -> TestServer {
+    start_with(config, HttpLimits::default()).await
+}
+
+pub async fn start_with(config: Config, limits: HttpLimits) -> TestServer {
+    let (tx, records) = mpsc::unbounded_channel();
+    let io = Server::new(config, App { records: tx });
+    let router = axum::Router::new().route_service("/socket.io/", io.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(ao_socketio::serve(listener, router, limits, async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        io,
+        records,
+        _stop: stop,
+    }
+}
+
+impl TestServer {
+    /// `http://…/socket.io/?<query>`
+    pub fn url(&self, query: &str) -> String {
+        format!("http://{}/socket.io/?{}", self.addr, query)
+    }
+
+    /// `ws://…/socket.io/?<query>`
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/socket.io/?{}", self.addr, query)
+    }
+
+    /// The next thing the application saw.
+    pub async fn record(&mut self) -> Record {
+        tokio::time::timeout(WAIT, self.records.recv())
+            .await
+            .expect("the application saw nothing in time")
+            .expect("the application is gone")
+    }
+
+    /// The next event the application got (connects are skipped; a
+    /// disconnect fails the test).
+    pub async fn event(&mut self) -> (String, String, Vec<Bytes>) {
+        loop {
+            match self.record().await {
+                Record::Connect { .. } => {}
+                Record::Event {
+                    name,
+                    data,
+                    attachments,
+                    ..
+                } => return (name, data, attachments),
+                Record::Disconnect { reason, .. } => {
+                    panic!("disconnected ({reason:?}) while waiting for an event")
+                }
+            }
+        }
+    }
+
+    /// The reason of the next disconnect (connects and events are skipped).
+    pub async fn disconnect_reason(&mut self) -> DisconnectReason {
+        loop {
+            if let Record::Disconnect { reason, .. } = self.record().await {
+                return reason;
+            }
+        }
+    }
+
+    /// Everything recorded so far, without waiting.
+    pub fn drain(&mut self) -> Vec<Record> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.records.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+
+    /// Fails the test if any connection ended so far.
+    pub fn assert_no_disconnect(&mut self) {
+        for r in self.drain() {
+            if let Record::Disconnect { reason, .. } = r {
+                panic!("a connection ended: {reason:?}");
+            }
+        }
+    }
+
+    /// The one socket connected to the namespace (waits for it).
+    pub async fn only_socket(&self) -> Socket {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut all = self.io.sockets();
+            if all.len() == 1 {
+                return all.pop().unwrap();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected exactly one socket, have {}",
+                all.len()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until the server holds `n` connections.
+    pub async fn wait_connections(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.io.connections() != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} connections, have {}",
+                self.io.connections()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// websocket client
+
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw websocket client.
+pub struct Ws {
+    pub inner: WsStream,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        Ws::try_connect(url, None)
+            .await
+            .expect("websocket handshake")
+    }
+
+    /// The handshake, with an `Origin` header when given; the server's
+    /// refusal comes back as `tungstenite::Error::Http`.
+    pub async fn try_connect(url: &str, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
+        let mut req = url.into_client_request()?;
+        if let Some(origin) = origin {
+            req.headers_mut()
+                .insert("Origin", origin.parse().expect("origin header"));
+        }
+        let (inner, _res) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+            .await
+            .expect("websocket handshake in time")?;
+        Ok(Ws { inner })
+    }
+
+    /// engine.io 4: the open packet, `40` sent and `40{"sid"}` read.
+    /// Gives the open packet's JSON and the socket id.
+    pub async fn connect_v4(server: &TestServer) -> (Ws, Value, String) {
+        let mut ws = Ws::connect(&server.ws_url("EIO=4&transport=websocket")).await;
+        let open = ws.open_packet().await;
+        ws.send("40").await;
+        let sid = ws.connected_v5().await;
+        (ws, open, sid)
+    }
+
+    /// engine.io 3: the open packet and the `40` the server sends unasked.
+    pub async fn connect_v3(server: &TestServer) -> (Ws, Value) {
+        let mut ws = Ws::connect(&server.ws_url("EIO=3&transport=websocket")).await;
+        let open = ws.open_packet().await;
+        assert_eq!(ws.text().await, "40");
+        (ws, open)
+    }
+
+    /// Reads the open packet `0{...}`.
+    pub async fn open_packet(&mut self) -> Value {
+        let text = self.text().await;
+        let json = text
+            .strip_prefix('0')
+            .unwrap_or_else(|| panic!("not an open packet: {text:?}"));
+        serde_json::from_str(json).expect("open packet JSON")
+    }
+
+    /// Reads `40{"sid":"..."}` and gives the sid.
+    pub async fn connected_v5(&mut self) -> String {
+        let text = self.text().await;
+        connect_sid(&text)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.inner
+            .send(Message::text(text))
+            .await
+            .expect("websocket send");
+    }
+
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        self.inner
+            .send(Message::binary(data.to_vec()))
+            .await
+            .expect("websocket send");
+    }
+
+    /// The next engine.io frame (websocket pings and pongs skipped), or
+    /// `None` when the connection ended.
+    pub async fn next_within(&mut self, within: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.inner.next())
+                .await
+                .expect("nothing came from the server in time");
+            match msg {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Some(m),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next frame; the connection must still be open.
+    pub async fn recv(&mut self) -> Message {
+        self.next_within(WAIT).await.expect("the connection ended")
+    }
+
+    /// The next frame, which must be text.
+    pub async fn text(&mut self) -> String {
+        match self.recv().await {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame, which must be binary.
+    pub async fn binary(&mut self) -> Vec<u8> {
+        match self.recv().await {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// Reads until the TCP connection ends (a close frame is read past);
+    /// `true` if it ended within `within`, `false` if it was still open.
+    pub async fn ends_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.inner.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+/// The socket id of a protocol 5 connect packet `40{"sid":"..."}`.
+pub fn connect_sid(text: &str) -> String {
+    let json = text
+        .strip_prefix("40")
+        .unwrap_or_else(|| panic!("not a connect packet: {text:?}"));
+    let v: Value = serde_json::from_str(json).expect("connect packet JSON");
+    v["sid"]
+        .as_str()
+        .expect("sid in the connect packet")
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// long-polling client
+
+/// One packet of a polling payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Item {
+    pub fn text(&self) -> &str {
+        match self {
+            Item::Text(t) => t,
+            Item::Binary(b) => panic!("expected a text packet, got binary {b:?}"),
+        }
+    }
+}
+
+/// An HTTP client that uses no proxy.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// A long-polling session.
+pub struct Polling {
+    pub http: reqwest::Client,
+    pub addr: SocketAddr,
+    /// 3 or 4.
+    pub eio: u8,
+    /// `EIO=...&transport=polling[&b64=1]`
+    pub query: String,
+    /// The engine.io session id.
+    pub sid: String,
+}
+
+impl Polling {
+    /// The handshake GET with `query` (`EIO=4`, `EIO=3&b64=1`, ...); gives
+    /// the session, the open packet's JSON and the packets after it.
+    pub async fn handshake(server: &TestServer, query: &str) -> (Polling, Value, Vec<Item>) {
+        let http = http();
+        let query = format!("{query}&transport=polling");
+        let eio = if query.contains("EIO=4") { 4 } else { 3 };
+        let res = http
+            .get(server.url(&query))
+            .send()
+            .await
+            .expect("handshake GET");
+        assert_eq!(res.status(), 200, "handshake refused");
+        let mut items = decode_response(eio, res).await;
+        assert!(!items.is_empty(), "empty handshake answer");
+        let open = items.remove(0);
+        let json = open
+            .text()
+            .strip_prefix('0')
+            .unwrap_or_else(|| panic!("not an open packet: {open:?}"));
+        let open: Value = serde_json::from_str(json).expect("open packet JSON");
+        let sid = open["sid"].as_str().expect("sid").to_owned();
+        (
+            Polling {
+                http,
+                addr: server.addr,
+                eio,
+                query,
+                sid,
+            },
+            open,
+            items,
+        )
+    }
+
+    /// engine.io 4: the handshake, `40` posted and `40{"sid"}` polled.
+    /// Gives the session and the socket id.
+    pub async fn connect_v4(server: &TestServer) -> (Polling, String) {
+        let (p, _, rest) = Polling::handshake(server, "EIO=4").await;
+        assert!(rest.is_empty(), "more than the open packet: {rest:?}");
+        p.post(&["40"]).await;
+        let items = p.get().await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        let sid = connect_sid(items[0].text());
+        (p, sid)
+    }
+
+    /// engine.io 3: the handshake, whose answer carries `40` too.
+    pub async fn connect_v3(server: &TestServer, query: &str) -> Polling {
+        let (p, _, rest) = Polling::handshake(server, query).await;
+        assert_eq!(rest, vec![Item::Text("40".into())]);
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "http://{}/socket.io/?{}&sid={}",
+            self.addr, self.query, self.sid
+        )
+    }
+
+    /// The websocket URL that upgrades this session.
+    pub fn ws_url(&self) -> String {
+        format!(
+            "ws://{}/socket.io/?EIO={}&transport=websocket&sid={}",
+            self.addr, self.eio, self.sid
+        )
+    }
+
+    pub async fn get_raw(&self) -> reqwest::Response {
+        self.http.get(self.url()).send().await.expect("GET")
+    }
+
+    /// A long-poll; it must succeed.
+    pub async fn get(&self) -> Vec<Item> {
+        let res = self.get_raw().await;
+        assert_eq!(res.status(), 200, "poll refused");
+        decode_response(self.eio, res).await
+    }
+
+    /// Posts `packets` as one payload; it must succeed.
+    pub async fn post(&self, packets: &[&str]) {
+        let res = self.post_raw(encode_payload(self.eio, packets)).await;
+        assert_eq!(res.status(), 200, "POST refused");
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+
+    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(self.url())
+            .header("Content-Type", "text/plain;charset=UTF-8")
+            .body(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+}
+
+/// The packets of a polling answer.
+pub async fn decode_response(eio: u8, res: reqwest::Response) -> Vec<Item> {
+    let binary = res
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let body = res.bytes().await.expect("polling body");
+    match (eio, binary) {
+        (4, false) => decode_v4(&body),
+        (3, false) => decode_v3_text(&body),
+        (3, true) => decode_v3_binary(&body),
+        _ => panic!("engine.io 4 answered with a binary payload"),
+    }
+}
+
+/// `\x1e`-separated packets, binary ones as `b<base64>`.
+pub fn decode_v4(body: &[u8]) -> Vec<Item> {
+    let text = std::str::from_utf8(body).expect("an engine.io 4 payload is text");
+    text.split('\x1e')
+        .map(|p| match p.strip_prefix('b') {
+            Some(b64) => Item::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64"),
+            ),
+            None => Item::Text(p.to_owned()),
+        })
+        .collect()
+}
+
+/// `<length>:<packet>`, lengths in UTF-16 code units; binary packets as
+/// `b4<base64>`.
+pub fn decode_v3_text(body: &[u8]) -> Vec<Item> {
+    let mut rest = std::str::from_utf8(body).expect("an engine.io 3 text payload is text");
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let colon = rest.find(':').expect("a length and ':'");
+        let units: usize = rest[..colon].parse().expect("a decimal length");
+        rest = &rest[colon + 1..];
+        let mut seen = 0;
+        let mut end = 0;
+        for c in rest.chars() {
+            if seen == units {
+                break;
+            }
+            seen += c.len_utf16();
+            end += c.len_utf8();
+        }
+        assert_eq!(seen, units, "packet length past the end: {body:?}");
+        let packet = &rest[..end];
+        rest = &rest[end..];
+        if packet.is_empty() {
+            continue;
+        }
+        out.push(match packet.strip_prefix("b4") {
+            Some(b64) => Item::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("base64"),
+            ),
+            None => Item::Text(packet.to_owned()),
+        });
+    }
+    out
+}
+
+/// engine.io 3 binary payload: kind byte (0 text, 1 binary), the length's
+/// decimal digits as byte values, 255, the packet (binary as 4 + bytes).
+pub fn decode_v3_binary(body: &[u8]) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        let kind = body[i];
+        i += 1;
+        let mut len = 0usize;
+        while body[i] != 255 {
+            assert!(body[i] <= 9, "length digit {}", body[i]);
+            len = len * 10 + usize::from(body[i]);
+            i += 1;
+        }
+        i += 1;
+        let packet = &body[i..i + len];
+        i += len;
+        out.push(match kind {
+            0 => Item::Text(String::from_utf8(packet.to_vec()).expect("UTF-8")),
+            1 => {
+                assert_eq!(packet.first(), Some(&4), "binary packet type");
+                Item::Binary(packet[1..].to_vec())
+            }
+            k => panic!("unknown packet kind {k}"),
+        });
+    }
+    out
+}
+
+/// A text payload of `packets` for a POST.
+pub fn encode_payload(eio: u8, packets: &[&str]) -> Vec<u8> {
+    match eio {
+        4 => packets.join("\x1e").into_bytes(),
+        _ => packets
+            .iter()
+            .map(|p| format!("{}:{}", p.encode_utf16().count(), p))
+            .collect::<String>()
+            .into_bytes(),
+    }
+}
+
+/// The JSON of an engine.io error answer.
+pub async fn error_body(res: reqwest::Response) -> Value {
+    let text = res.text().await.expect("error body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON error: {text:?}"))
+}
