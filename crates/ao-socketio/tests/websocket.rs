@@ -144,7 +144,6 @@ async fn eio3_a_paused_client_is_not_timed_out() {
 // slow consumers
 
 #[tokio::test]
-#[ignore = "bug: a websocket whose writer waits on a full TCP socket notices its close only at the next heartbeat tick (driver::websocket never polls conn.wake)"]
 async fn a_client_that_does_not_read_is_cut_off() {
     slow_consumer(Config::default(), false).await;
 }
@@ -220,7 +219,6 @@ async fn slow_consumer(config: Config, pongs: bool) {
 /// The application disconnects a client whose socket is full (it does not
 /// read) while its queue still has room: the handler hears of it at once.
 #[tokio::test]
-#[ignore = "bug: a websocket whose writer waits on a full TCP socket notices its close only at the next heartbeat tick (driver::websocket never polls conn.wake)"]
 async fn disconnecting_a_client_that_does_not_read() {
     let mut server = support::start(Config {
         queue_max_bytes: 1024 * 1024,

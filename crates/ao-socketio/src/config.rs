@@ -1,0 +1,91 @@
+//! The server's settings.
+
+use std::time::Duration;
+
+/// Which page origins may open connections.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origins {
+    /// Any origin, with the CORS answers socket.io 2.x gave: the origin
+    /// mirrored with credentials, any preflight allowed.
+    #[default]
+    Any,
+    /// Only these origins (`scheme://host[:port]`, compared exactly);
+    /// requests from others are refused with 403. Requests without an
+    /// `Origin` header (native clients) are always accepted.
+    List(Vec<String>),
+}
+
+impl Origins {
+    /// Whether a request with this `Origin` header value may connect.
+    pub fn allows(&self, origin: Option<&[u8]>) -> bool {
+        match (self, origin) {
+            (Origins::Any, _) | (_, None) => true,
+            (Origins::List(list), Some(origin)) => list.iter().any(|o| o.as_bytes() == origin),
+        }
+    }
+}
+
+/// The server's settings; [`Config::default`] gives the reference
+/// server's defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the heartbeat runs: engine.io 4 servers ping at this
+    /// interval, engine.io 3 clients are told to.
+    pub ping_interval: Duration,
+    /// How long a heartbeat may go unanswered before the connection is
+    /// closed.
+    pub ping_timeout: Duration,
+    /// How long a websocket may take from its probe to the upgrade.
+    pub upgrade_timeout: Duration,
+    /// How long a socket.io 3.x/4.x client may take to connect to the
+    /// namespace after the engine.io handshake.
+    pub connect_timeout: Duration,
+    /// The largest websocket message (and binary attachment) a client may
+    /// send.
+    pub max_message_bytes: usize,
+    /// The largest long-polling request body.
+    pub max_payload_bytes: usize,
+    /// The most bytes that may wait in one connection's outbound queue; a
+    /// client that lets more pile up is disconnected as too slow.
+    pub queue_max_bytes: usize,
+    /// Connections this server holds at most (0: no limit).
+    pub max_connections: usize,
+    /// Connections one client address may hold at most (0: no limit).
+    pub max_connections_per_ip: usize,
+    /// Which page origins may connect.
+    pub origins: Origins,
+    /// The read buffer of each websocket, held for its whole life.
+    pub ws_read_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            connect_timeout: Duration::from_millis(45_000),
+            max_message_bytes: 1_000_000,
+            max_payload_bytes: 1_000_000,
+            queue_max_bytes: 4 * 1024 * 1024,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            origins: Origins::Any,
+            ws_read_buffer_bytes: 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_without_a_header_are_always_allowed() {
+        let list = Origins::List(vec!["https://app.example".into()]);
+        assert!(list.allows(None));
+        assert!(list.allows(Some(b"https://app.example")));
+        assert!(!list.allows(Some(b"https://evil.example")));
+        assert!(Origins::Any.allows(Some(b"https://evil.example")));
+    }
+}

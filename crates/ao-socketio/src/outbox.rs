@@ -1,0 +1,215 @@
+//! A connection's outbound queue: frames waiting for its transport,
+//! bounded in bytes. Nothing is allocated while it is empty; the ring that
+//! a burst grew is given back once the burst is written.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use crate::engine::Frame;
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The queue holds its byte limit: the client does not read fast enough.
+    #[error("outbound queue full")]
+    Full,
+    /// The connection is closed or closing.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// Rings that grew past this many slots are given back once empty.
+const KEPT_SLOTS: usize = 16;
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    limit: usize,
+}
+
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    closed: bool,
+    /// The transport's writer, waiting for frames.
+    waker: Option<Waker>,
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                waker: None,
+            }),
+            limit,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `frame`, unless the queue already holds its limit: it never
+    /// holds more than its limit and one frame.
+    pub(crate) fn push(&self, frame: Frame) -> Result<(), QueueError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(QueueError::Closed);
+        }
+        let len = frame.len().max(1);
+        if state.bytes >= self.limit {
+            return Err(QueueError::Full);
+        }
+        state.bytes += len;
+        state.frames.push_back(frame);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max_bytes` of queued frames (at least one) into `out`;
+    /// pending (with the waker registered) when there are none.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Frame>,
+        max_bytes: usize,
+    ) -> Poll<()> {
+        let mut state = self.state();
+        if state.frames.is_empty() {
+            match &mut state.waker {
+                Some(w) => w.clone_from(cx.waker()),
+                None => state.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        let mut taken = 0;
+        while let Some(frame) = state.frames.front() {
+            let len = frame.len().max(1);
+            if taken > 0 && taken + len > max_bytes {
+                break;
+            }
+            taken += len;
+            if let Some(frame) = state.frames.pop_front() {
+                out.push(frame);
+            }
+        }
+        state.bytes -= taken;
+        if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
+            state.frames = VecDeque::new();
+        }
+        Poll::Ready(())
+    }
+
+    /// Takes the oldest queued frame; pending (with the waker registered)
+    /// when there is none.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Frame> {
+        let mut state = self.state();
+        match state.frames.pop_front() {
+            Some(frame) => {
+                state.bytes -= frame.len().max(1);
+                if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
+                    state.frames = VecDeque::new();
+                }
+                Poll::Ready(frame)
+            }
+            None => {
+                match &mut state.waker {
+                    Some(w) => w.clone_from(cx.waker()),
+                    None => state.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Takes every queued frame at once, if any.
+    pub(crate) fn take_now(&self, out: &mut Vec<Frame>) {
+        let mut state = self.state();
+        state.bytes = 0;
+        out.extend(state.frames.drain(..));
+        if state.frames.capacity() > KEPT_SLOTS {
+            state.frames = VecDeque::new();
+        }
+    }
+
+    /// Bytes queued now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.state().bytes
+    }
+
+    /// Refuses further frames and wakes the writer.
+    pub(crate) fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Wakes the writer without a frame (something else changed).
+    pub(crate) fn wake(&self) {
+        let waker = self.state().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn text(n: usize) -> Frame {
+        Frame::Text(Bytes::from(vec![b'4'; n]))
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let q = Outbox::new(100);
+        q.push(text(60)).unwrap();
+        q.push(text(40)).unwrap();
+        assert_eq!(q.push(text(1)), Err(QueueError::Full));
+        let mut out = Vec::new();
+        q.take_now(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(q.bytes(), 0);
+        // A frame larger than the limit fits a queue below it.
+        q.push(text(50)).unwrap();
+        q.push(text(500)).unwrap();
+        assert_eq!(q.push(text(1)), Err(QueueError::Full));
+    }
+
+    #[test]
+    fn takes_stop_at_the_byte_budget_but_take_at_least_one() {
+        let q = Outbox::new(1000);
+        for _ in 0..5 {
+            q.push(text(100)).unwrap();
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(q.poll_take(&mut cx, &mut out, 250).is_ready());
+        assert_eq!(out.len(), 2);
+        out.clear();
+        assert!(q.poll_take(&mut cx, &mut out, 1).is_ready());
+        assert_eq!(out.len(), 1);
+        assert_eq!(q.bytes(), 200);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses() {
+        let q = Outbox::new(10);
+        q.close();
+        assert_eq!(q.push(text(1)), Err(QueueError::Closed));
+    }
+}

@@ -1,0 +1,178 @@
+//! HTTP long-polling: the handshake, the GET that waits for the server's
+//! packets and the POST that carries the client's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::engine::payload::{self, Decoder, BINARY_CONTENT_TYPE};
+use crate::engine::{Frame, Packet};
+use crate::server::{error_response, EngineError, Inner};
+use crate::socket::conn::{Conn, DisconnectReason, Transport};
+
+/// The most a long-poll answer carries at once; the rest waits for the
+/// next poll.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Answers a polling handshake: the open packet (and, for a socket.io 2.x
+/// client, the namespace's connect packet) and starts the connection's task.
+pub(crate) fn handshake(inner: Arc<Inner>, conn: Arc<Conn>) -> Response<Body> {
+    let _ = conn.push(conn.open_packet(true, &inner.config));
+    conn.opened();
+    let mut frames = Vec::new();
+    conn.outbox.take_now(&mut frames);
+    tokio::spawn(crate::driver::run(conn.clone(), None));
+    answer(&conn, &frames)
+}
+
+fn answer(conn: &Conn, frames: &[Frame]) -> Response<Body> {
+    let encoded = payload::encode(conn.eio, conn.b64, frames);
+    let mut res = Response::new(Body::from(encoded.body));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(encoded.content_type));
+    res
+}
+
+/// Clears a flag of the connection's state when the request ends, however
+/// it ends (answered, or dropped because the client went away).
+struct Busy<'a> {
+    conn: &'a Conn,
+    get: bool,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut state = self.conn.state();
+        if self.get {
+            state.polling = false;
+        } else {
+            state.posting = false;
+        }
+    }
+}
+
+/// A long-poll: waits for packets, the upgrade or the close.
+pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
+    {
+        let mut state = conn.state();
+        if state.transport == Transport::Websocket {
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+        if state.polling {
+            drop(state);
+            tracing::debug!(sid = %conn.id, "two long-polls at once");
+            conn.close(DisconnectReason::ProtocolError);
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+        state.polling = true;
+    }
+    let _busy = Busy {
+        conn: &conn,
+        get: true,
+    };
+    let mut frames = Vec::new();
+    std::future::poll_fn(|cx| {
+        let ready = conn.outbox.poll_take(cx, &mut frames, MAX_ANSWER_BYTES);
+        if ready.is_ready() {
+            return ready;
+        }
+        let state = conn.state();
+        if state.closing.is_some() || state.upgrading || state.transport == Transport::Websocket {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    let (closing, upgrading) = {
+        let state = conn.state();
+        (
+            state.closing.is_some(),
+            state.upgrading || state.transport == Transport::Websocket,
+        )
+    };
+    // The close packet goes out alone, after the last packets were
+    // delivered, as engine.io does: socket.io clients hand decoded packets
+    // on a tick later, so a close in the same answer would overtake them.
+    if closing && frames.is_empty() {
+        frames.push(Packet::Close.encode());
+    } else if frames.is_empty() && upgrading {
+        frames.push(Packet::Noop.encode());
+    }
+    answer(&conn, &frames)
+}
+
+/// A POST: the client's packets, handed on one at a time while the
+/// connection's read gate is open.
+pub(crate) async fn post(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>) -> Response<Body> {
+    {
+        let mut state = conn.state();
+        if state.posting {
+            drop(state);
+            tracing::debug!(sid = %conn.id, "two POSTs at once");
+            conn.close(DisconnectReason::ProtocolError);
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+        state.posting = true;
+    }
+    let _busy = Busy {
+        conn: &conn,
+        get: false,
+    };
+    let binary = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(BINARY_CONTENT_TYPE.as_bytes()));
+    let limit = inner.config.max_payload_bytes;
+    let body = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            let too_large = e.is::<http_body_util::LengthLimitError>();
+            tracing::debug!(sid = %conn.id, error = %e, "polling body not read");
+            if too_large {
+                conn.close(DisconnectReason::ProtocolError);
+                let mut res = Response::new(Body::from("payload too large"));
+                *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                return res;
+            }
+            conn.close(DisconnectReason::TransportClose);
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+    };
+    if let Err(res) = deliver(&conn, body, binary).await {
+        return res;
+    }
+    let mut res = Response::new(Body::from("ok"));
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    res
+}
+
+async fn deliver(conn: &Arc<Conn>, body: Bytes, binary: bool) -> Result<(), Response<Body>> {
+    for packet in Decoder::new(conn.eio, body, binary) {
+        conn.gate.opened().await;
+        if conn.closing().is_some() {
+            break;
+        }
+        match packet {
+            Ok(packet) => conn.on_packet(packet),
+            Err(e) => {
+                tracing::debug!(sid = %conn.id, error = %e, "malformed polling payload");
+                conn.close(DisconnectReason::ProtocolError);
+                return Err(error_response(
+                    StatusCode::BAD_REQUEST,
+                    EngineError::BadRequest,
+                ));
+            }
+        }
+    }
+    Ok(())
+}

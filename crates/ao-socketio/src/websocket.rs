@@ -1,0 +1,122 @@
+//! Websocket requests: a new session on a websocket, or the websocket that
+//! upgrades a long-polling session. The handshake is answered here; the
+//! connection's task ([`crate::driver`]) takes the upgraded stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::engine::EngineVersion;
+use crate::server::{error_response, EngineError, Inner};
+use crate::socket::conn::{Conn, Transport};
+
+/// An upgraded websocket.
+pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The 101 answer to a valid websocket handshake, and the upgrade to come.
+fn handshake(req: Request<Body>) -> Result<(Response<Body>, OnUpgrade), Box<Response<Body>>> {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let version_ok = headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let (true, true, Some(accept)) = (is_upgrade, version_ok, key) else {
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            EngineError::BadRequest,
+        )));
+    };
+    let mut req = req;
+    let Some(on_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return Err(Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            EngineError::BadRequest,
+        )));
+    };
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    Ok((res, on_upgrade))
+}
+
+/// Wraps an upgraded connection in the websocket protocol.
+pub(crate) async fn stream(inner: &Inner, upgraded: Upgraded) -> Ws {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(inner.config.ws_read_buffer_bytes)
+        // Frames are written as they come; the queue before them is the outbox.
+        .write_buffer_size(0)
+        .max_message_size(Some(inner.config.max_message_bytes))
+        .max_frame_size(Some(inner.config.max_message_bytes));
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+}
+
+/// A new session on a websocket.
+pub(crate) fn accept(
+    inner: Arc<Inner>,
+    req: Request<Body>,
+    eio: EngineVersion,
+    peer: Option<SocketAddr>,
+) -> Response<Body> {
+    let (res, on_upgrade) = match handshake(req) {
+        Ok(ok) => ok,
+        Err(res) => return *res,
+    };
+    let conn = inner.open(eio, false, Transport::Websocket, peer);
+    tokio::spawn(async move {
+        let ws = match on_upgrade.await {
+            Ok(upgraded) => stream(&inner, upgraded).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                conn.finish();
+                return;
+            }
+        };
+        let _ = conn.push(conn.open_packet(false, &inner.config));
+        drop(inner);
+        conn.opened();
+        crate::driver::run(conn, Some(ws)).await;
+    });
+    res
+}
+
+/// A websocket that upgrades long-polling session `conn`: handed to the
+/// session's task, which runs the probe.
+pub(crate) fn upgrade(_inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>) -> Response<Body> {
+    {
+        let state = conn.state();
+        if state.transport != Transport::Polling
+            || state.upgrading
+            || state.upgrade.is_some()
+            || state.closing.is_some()
+        {
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+    }
+    let (res, on_upgrade) = match handshake(req) {
+        Ok(ok) => ok,
+        Err(res) => return *res,
+    };
+    conn.state().upgrade = Some(on_upgrade);
+    conn.wake.notify_one();
+    res
+}
