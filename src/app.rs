@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,7 +20,6 @@ use crate::redis::Redis;
 use crate::store::redis::RedisMessageStore;
 use crate::store::sqlite::SqliteMessageStore;
 use crate::store::MessageStore;
-use crate::valve::{Peer, ValvedListener};
 
 /// Why the server could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +50,6 @@ pub struct App {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
 }
-
-/// The most packets that may wait for one client before the next are
-/// dropped (and counted as `send_buffer_full`).
-const OUTBOUND_PACKETS: usize = 32_768;
 
 /// How long listeners may take to finish in-flight requests at shutdown.
 const LISTENER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -103,22 +97,8 @@ impl App {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
         }
 
-        let event_limit = realtime::max_event_bytes(&config);
-        let (layer, io) = SocketIo::builder()
-            .max_payload(realtime::max_polling_body(&config) as u64)
-            .ws_max_message_size(event_limit)
-            .ws_max_frame_size(event_limit)
-            // Packets waiting for one client. A sender's burst is relayed as
-            // fast as the store takes it, so a member reading at normal speed
-            // may fall a burst behind: room for the largest burst a sender's
-            // inbound budget holds. The queue grows only while used (tokio's
-            // channel allocates its blocks on demand).
-            .max_buffer_size(OUTBOUND_PACKETS)
-            // Read chunk of every websocket (4 KiB by default), held for the
-            // connection's life: client frames are small (a msg is typically
-            // well under 1 KiB), so 1 KiB keeps idle connections lighter.
-            .ws_read_buffer_size(1024)
-            .build_layer();
+        let sessions = realtime::Sessions::new();
+        let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut redis_state = None;
         let (cluster, bus): (Arc<dyn ClusterState>, Arc<Bus>) = match &redis {
@@ -153,7 +133,7 @@ impl App {
             metrics,
             read_ahead: realtime::read_ahead_limit(),
         });
-        realtime::register(state.clone());
+        sessions.attach(&state);
         if let Some(shared) = redis_state {
             let (counted, kicked) = (state.io.clone(), state.io.clone());
             shared
@@ -169,19 +149,7 @@ impl App {
                 })?;
         }
 
-        let main_router = crate::http::main_router(state.clone())
-            .layer(layer)
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                crate::http::inbound::tie_to_session,
-            ))
-            .layer(axum::middleware::map_request(
-                crate::http::compat::default_engineio_version,
-            ))
-            .layer(axum::middleware::map_request(
-                crate::http::compat::detach_session_request,
-            ))
-            .layer(axum::middleware::from_fn(crate::http::cors::socket_io_cors));
+        let main_router = crate::http::main_router(state.clone());
         let api_router = crate::http::api_router(state.clone());
 
         let main = bind("listen", config.listen).await?;
@@ -193,9 +161,12 @@ impl App {
             .local_addr()
             .map_err(|e| bind_err("api_listen", config.api_listen, e))?;
         let (stop, stopped) = watch::channel(false);
+        let limits = ao_socketio::HttpLimits {
+            header_timeout: config.header_timeout,
+        };
         let servers = vec![
-            serve(main, main_router, stopped.clone()),
-            serve(api, api_router, stopped),
+            serve(main, main_router, limits, stopped.clone()),
+            serve(api, api_router, limits, stopped),
         ];
         tracing::info!(%addr, %api_addr, data_dir = %config.data_dir.display(), "always-online listening");
         Ok(App {
@@ -238,10 +209,8 @@ impl App {
             if let Err(e) = self.state.messages.flush().await {
                 tracing::error!(error = %e, "store flush failed during shutdown");
             }
-            // Clients and messages are done with. What may remain is a long-poll
-            // of an engine.io session whose socket.io connection already ended
-            // (socketioxide cannot close those); it gets a short while, not the
-            // whole grace period.
+            // Clients and messages are done with; requests still in flight
+            // get a short while, not the whole grace period.
             let listeners = futures_util::future::join_all(self.servers);
             let _ = tokio::time::timeout(LISTENER_DRAIN, listeners).await;
         };
@@ -277,28 +246,39 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|e| bind_err(key, addr, e))
 }
 
+/// The socket.io layer's settings.
+fn socket_io_config(config: &Config) -> ao_socketio::Config {
+    let event_limit = realtime::max_event_bytes(config);
+    ao_socketio::Config {
+        ping_interval: config.ping_interval,
+        ping_timeout: config.ping_timeout,
+        max_message_bytes: event_limit,
+        max_payload_bytes: realtime::max_polling_body(config),
+        queue_max_bytes: config.client_queue_max_bytes,
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        origins: if config.allowed_origins.is_empty() {
+            ao_socketio::Origins::Any
+        } else {
+            ao_socketio::Origins::List(config.allowed_origins.clone())
+        },
+        // Client frames are small (a msg is typically well under 1 KiB):
+        // a small read buffer keeps idle connections light.
+        ws_read_buffer_bytes: 1024,
+        ..ao_socketio::Config::default()
+    }
+}
+
 fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ao_socketio::HttpLimits,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let listener = ValvedListener(listener);
-        // `into_make_service` turns the routes into services once; serving
-        // the `Router` itself rebuilds its whole route table for every
-        // accepted connection (`Router::with_state` per connection), which
-        // was about a sixth of the CPU of a connection set-up.
-        if let Err(e) = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<Peer>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        {
-            tracing::error!(error = %e, "listener failed");
-        }
+        ao_socketio::serve(listener, router, limits, shutdown).await;
     })
 }

@@ -14,7 +14,6 @@ pub mod redis;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
-pub mod valve;
 
 pub use app::App;
 pub use config::Config;

@@ -17,14 +17,15 @@ pub const DROP_REASONS: [&str; 9] = [
     "missing_msg_id",
     "storage",
     "inbound_overflow",
-    "send_buffer_full",
+    "slow_client",
 ];
 /// Reasons the server closes a connection (`ao_disconnects_total`).
-pub const DISCONNECT_REASONS: [&str; 4] = [
+pub const DISCONNECT_REASONS: [&str; 5] = [
     "auth_timeout",
     "join_timeout",
     "kickout",
     "inbound_overflow",
+    "slow_client",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).
 pub const AUTH_FAILURE_REASONS: [&str; 4] =
@@ -80,6 +81,12 @@ pub struct Metrics {
     pub auth_failures: Family<Reason, Counter>,
     /// Seconds a store operation took.
     pub store_latency: Family<Op, Histogram>,
+    /// Clients disconnected because their outbound queue reached its byte
+    /// limit (brought up to date at scrape time).
+    pub slow_clients: Counter,
+    /// Connections refused at the handshake, by reason (brought up to date
+    /// at scrape time).
+    pub connections_refused: Family<Reason, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,6 +126,13 @@ impl Metrics {
         }
         for op in STORE_OPS {
             let _ = store_latency.get_or_create(&Op { op });
+        }
+        let slow_clients = Counter::default();
+        let connections_refused = Family::<Reason, Counter>::default();
+        for why in ao_socketio::Refusal::ALL {
+            let _ = connections_refused.get_or_create(&Reason {
+                reason: why.label(),
+            });
         }
         let build = Family::<Build, Gauge>::default();
         build
@@ -184,6 +198,16 @@ impl Metrics {
             "Store operation latency",
             store_latency.clone(),
         );
+        registry.register(
+            "slow_clients",
+            "Clients disconnected because they did not read what was sent to them (outbound queue full)",
+            slow_clients.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused at the handshake, by reason",
+            connections_refused.clone(),
+        );
         registry.register("build_info", "Build information", build);
         Self {
             registry,
@@ -198,6 +222,8 @@ impl Metrics {
             messages_dropped,
             disconnects,
             sync_pages,
+            slow_clients,
+            connections_refused,
             auth_failures,
             store_latency,
         }
@@ -208,6 +234,26 @@ impl Metrics {
         self.messages_dropped
             .get_or_create(&Reason { reason })
             .inc();
+    }
+
+    /// Brings the socket.io layer's counters into the exported ones.
+    pub fn take_transport_stats(&self, stats: &ao_socketio::Stats) {
+        let slow = stats.slow_clients();
+        self.slow_clients
+            .inc_by(slow.saturating_sub(self.slow_clients.get()));
+        for why in ao_socketio::Refusal::ALL {
+            let counter = self.connections_refused.get_or_create(&Reason {
+                reason: why.label(),
+            });
+            counter.inc_by(stats.refusals(why).saturating_sub(counter.get()));
+        }
+    }
+
+    /// Counts `n` messages dropped for `reason`.
+    pub fn dropped_by(&self, reason: &'static str, n: u64) {
+        self.messages_dropped
+            .get_or_create(&Reason { reason })
+            .inc_by(n);
     }
 
     /// Counts a connection the server closed.

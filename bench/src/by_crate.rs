@@ -51,16 +51,7 @@ const UTILITY: &[&str] = &[
 const LAYERS: &[(&str, &[&str])] = &[
     ("this server", &["always_online"]),
     ("the floor (ao-bench)", &["ao_bench"]),
-    (
-        "socket.io / engine.io",
-        &[
-            "socketioxide",
-            "socketioxide_core",
-            "socketioxide_parser_common",
-            "engineioxide",
-            "engineioxide_core",
-        ],
-    ),
+    ("socket.io / engine.io", &["ao_socketio"]),
     (
         "websocket, HTTP",
         &[
@@ -290,7 +281,7 @@ mod tests {
 
     #[test]
     fn crates_group_into_layers() {
-        assert_eq!(layer_of("socketioxide_core"), "socket.io / engine.io");
+        assert_eq!(layer_of("ao_socketio"), "socket.io / engine.io");
         assert_eq!(layer_of("mio"), "tokio runtime and channels");
         assert_eq!(layer_of("always_online"), "this server");
         assert_eq!(layer_of(KERNEL), KERNEL);

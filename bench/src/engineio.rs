@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn decodes_open_packet_of_both_generations() {
-        // engine.io 4 (socketioxide) and engine.io 3 (no maxPayload).
+        // engine.io 4 and engine.io 3 (no maxPayload).
         for frame in [
             r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":100000}"#,
             r#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":5000}"#,

@@ -43,6 +43,23 @@ pub struct Config {
     /// Bytes of a connection's events that may wait for its session before
     /// the server stops reading from it (`AO_INBOUND_MAX_BYTES`).
     pub inbound_max_bytes: usize,
+    /// Bytes that may wait for one client before it is disconnected as too
+    /// slow (`AO_CLIENT_QUEUE_MAX_BYTES`).
+    pub client_queue_max_bytes: usize,
+    /// Connections this node holds at most, 0 for no limit (`AO_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Connections one client address may hold at most, 0 for no limit
+    /// (`AO_MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// Page origins allowed to connect; empty for any (`AO_ALLOWED_ORIGINS`).
+    pub allowed_origins: Vec<String>,
+    /// How long a request's headers may take, and a connection may idle
+    /// between requests (`AO_HEADER_TIMEOUT_MS`).
+    pub header_timeout: Duration,
+    /// The heartbeat interval (`AO_PING_INTERVAL_MS`).
+    pub ping_interval: Duration,
+    /// How long a heartbeat may go unanswered (`AO_PING_TIMEOUT_MS`).
+    pub ping_timeout: Duration,
     /// How long the embedded store's writer gathers writes into one commit
     /// after the first arrives (`AO_COMMIT_WINDOW_US`).
     pub commit_window: Duration,
@@ -107,6 +124,13 @@ impl Default for Config {
             max_msg_bytes: 0,
             sync_page_size: 0,
             inbound_max_bytes: 0,
+            client_queue_max_bytes: 0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            allowed_origins: Vec::new(),
+            header_timeout: Duration::ZERO,
+            ping_interval: Duration::ZERO,
+            ping_timeout: Duration::ZERO,
             commit_window: Duration::ZERO,
             dev: false,
             admin: None,
@@ -148,6 +172,8 @@ impl ConfigError {
 
 /// The smallest inbound budget: room for a few ordinary events.
 const MIN_INBOUND_MAX_BYTES: usize = 64 * 1024;
+/// The smallest outbound queue: a few of the largest packets a sync page makes.
+const MIN_CLIENT_QUEUE_MAX_BYTES: usize = 64 * 1024;
 
 impl Config {
     /// Layers defaults, the file named by `flags.config`, the environment
@@ -235,6 +261,26 @@ impl Config {
             return Err(ConfigError::new(
                 "inbound_max_bytes",
                 format!("must be at least {MIN_INBOUND_MAX_BYTES}"),
+            ));
+        }
+        if self.client_queue_max_bytes < MIN_CLIENT_QUEUE_MAX_BYTES {
+            return Err(ConfigError::new(
+                "client_queue_max_bytes",
+                format!("must be at least {MIN_CLIENT_QUEUE_MAX_BYTES}"),
+            ));
+        }
+        if self.header_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "header_timeout_ms",
+                "must be at least 100",
+            ));
+        }
+        if self.ping_interval < Duration::from_millis(50)
+            || self.ping_timeout < Duration::from_millis(50)
+        {
+            return Err(ConfigError::new(
+                "ping_interval_ms",
+                "ping_interval_ms and ping_timeout_ms must be at least 50",
             ));
         }
         if self.commit_window > Duration::from_millis(100) {

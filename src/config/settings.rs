@@ -54,6 +54,23 @@ fn boolean(v: &str) -> Result<bool, String> {
     }
 }
 
+/// Reads a comma-separated origin list; `*` (or nothing) is any origin.
+fn origins(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty() && *o != "*")
+        .map(str::to_owned)
+        .collect()
+}
+
+fn show_origins(list: &[String]) -> String {
+    if list.is_empty() {
+        "*".to_owned()
+    } else {
+        list.join(",")
+    }
+}
+
 fn log_format(v: &str) -> Result<LogFormat, String> {
     match v.trim().to_ascii_lowercase().as_str() {
         "text" => Ok(LogFormat::Text),
@@ -131,6 +148,27 @@ pub static SETTINGS: &[Setting] = &[
     setting!("inbound_max_bytes", "AO_INBOUND_MAX_BYTES", None, "4194304",
         "bytes of a connection's events (as received) that may wait for its session; past it the server stops reading from that client until half is handled (back-pressure), so a burst waits instead of being dropped",
         |c, v| c.inbound_max_bytes = parse(v)?, |c| c.inbound_max_bytes.to_string()),
+    setting!("client_queue_max_bytes", "AO_CLIENT_QUEUE_MAX_BYTES", None, "4194304",
+        "bytes that may wait to be sent to one client; a client that lets more pile up (it stopped reading) is disconnected and counted in `ao_slow_clients_total`",
+        |c, v| c.client_queue_max_bytes = parse(v)?, |c| c.client_queue_max_bytes.to_string()),
+    setting!("max_connections", "AO_MAX_CONNECTIONS", None, "0",
+        "connections this node holds at most (0: no limit); a handshake beyond it is refused with HTTP 503 and counted in `ao_connections_refused_total{reason=\"server_full\"}`",
+        |c, v| c.max_connections = parse(v)?, |c| c.max_connections.to_string()),
+    setting!("max_connections_per_ip", "AO_MAX_CONNECTIONS_PER_IP", None, "0",
+        "connections one client address may hold at most (0: no limit); refused with HTTP 503 (`reason=\"too_many_from_address\"`). Behind a proxy every client has the proxy's address",
+        |c, v| c.max_connections_per_ip = parse(v)?, |c| c.max_connections_per_ip.to_string()),
+    setting!("allowed_origins", "AO_ALLOWED_ORIGINS", None, "*",
+        "page origins allowed to connect, comma-separated (`https://app.example,https://admin.example`), or `*` for any (with the CORS answers socket.io 2.x gave); other origins get HTTP 403 on polling and websocket alike; requests without `Origin` (native clients) are always accepted",
+        |c, v| c.allowed_origins = origins(v), |c| show_origins(&c.allowed_origins)),
+    setting!("header_timeout_ms", "AO_HEADER_TIMEOUT_MS", None, "10000",
+        "how long a request's headers may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
+        |c, v| c.header_timeout = millis(v)?, |c| c.header_timeout.as_millis().to_string()),
+    setting!("ping_interval_ms", "AO_PING_INTERVAL_MS", None, "25000",
+        "the heartbeat: engine.io 4 clients are pinged this often, engine.io 3 clients told to ping this often",
+        |c, v| c.ping_interval = millis(v)?, |c| c.ping_interval.as_millis().to_string()),
+    setting!("ping_timeout_ms", "AO_PING_TIMEOUT_MS", None, "20000",
+        "how long a heartbeat may go unanswered before the connection is closed",
+        |c, v| c.ping_timeout = millis(v)?, |c| c.ping_timeout.as_millis().to_string()),
     setting!("commit_window_us", "AO_COMMIT_WINDOW_US", None, "2000",
         "how long the embedded store gathers writes into one commit (one `fdatasync`) after the first arrives, while writes come closer together than this; 0 commits each at once; at most 100000",
         |c, v| c.commit_window = micros(v)?, |c| c.commit_window.as_micros().to_string()),

@@ -27,6 +27,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     m.connected_sockets
         .get_or_create(&crate::metrics::Generation { engineio: "4" })
         .set(v4);
+    m.take_transport_stats(state.io.stats());
     if let Ok(users) = state.cluster.online_users().await {
         m.authenticated_users.set(users.len() as i64);
     }

@@ -5,11 +5,8 @@
 
 pub mod accounts;
 pub mod admin;
-pub mod compat;
-pub mod cors;
 pub mod demo;
 pub mod health;
-pub mod inbound;
 pub mod metrics;
 pub mod openapi;
 pub mod request;
@@ -25,10 +22,12 @@ use utoipa::OpenApi;
 
 use crate::realtime::AppState;
 
-/// Routes of the main listener (socket.io is layered on by the caller),
+/// Routes of the main listener: socket.io, the admin API, health, metrics,
 /// with the web demo at `/` unless it is turned off.
 pub fn main_router(state: Arc<AppState>) -> Router {
     let routes = Router::new()
+        .route_service("/socket.io/", state.io.clone())
+        .route_service("/socket.io", state.io.clone())
         .merge(admin::router())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

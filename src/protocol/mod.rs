@@ -414,11 +414,11 @@ pub enum ProtocolGeneration {
 }
 
 impl ProtocolGeneration {
-    /// The generation of a socketioxide protocol version.
-    pub fn of(v: socketioxide::ProtocolVersion) -> Self {
+    /// The generation of a socket.io protocol version.
+    pub fn of(v: ao_socketio::socket::SocketVersion) -> Self {
         match v {
-            socketioxide::ProtocolVersion::V4 => ProtocolGeneration::EngineIo3,
-            socketioxide::ProtocolVersion::V5 => ProtocolGeneration::EngineIo4,
+            ao_socketio::socket::SocketVersion::V4 => ProtocolGeneration::EngineIo3,
+            ao_socketio::socket::SocketVersion::V5 => ProtocolGeneration::EngineIo4,
         }
     }
 }

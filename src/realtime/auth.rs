@@ -47,9 +47,9 @@ impl Session {
         };
         self.kick_older_logins(&uid.key).await;
         tracing::info!(sid = %self.sid, uid = %uid.key, "authenticated");
-        self.socket
-            .extensions
-            .insert(super::bus::Authenticated(uid.key.clone()));
+        if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
+            let _ = mailbox.uid.set(uid.key.clone());
+        }
         self.uid = Some(uid);
         self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.state.config.join_timeout);
@@ -132,7 +132,7 @@ impl Session {
             if let Err(e) = self.state.cluster.leave(&joined.room, &self.sid).await {
                 tracing::debug!(error = %e, "leave after kickout failed");
             }
-            self.socket.leave(joined.sio_room.clone());
+            self.socket.leave(&joined.sio_room);
             self.state.bus.unwatch(&joined.room).await;
         }
         self.phase = Phase::Connected;

@@ -6,12 +6,10 @@
 
 use std::sync::Arc;
 
+use ao_socketio::{Server, Socket};
 use serde_json::value::RawValue;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::socket::Socket;
-use socketioxide::SocketIo;
 
-pub use super::fanout::{kick_local, members_room, Authenticated, Fanout};
+pub use super::fanout::{kick_local, members_room, Fanout};
 use super::presence::Order;
 use crate::cluster::pubsub::{LocalRooms as _, PubSub};
 use crate::metrics::Metrics;
@@ -26,7 +24,7 @@ pub struct Bus {
 
 impl Bus {
     /// A bus for one node.
-    pub fn local(io: SocketIo, metrics: Arc<Metrics>) -> Arc<Bus> {
+    pub fn local(io: Server, metrics: Arc<Metrics>) -> Arc<Bus> {
         Arc::new(Bus {
             fanout: Arc::new(Fanout::new(io, metrics)),
             pubsub: None,
@@ -35,7 +33,7 @@ impl Bus {
 
     /// A bus over Redis; starts the tasks that deliver what other nodes publish.
     pub async fn redis(
-        io: SocketIo,
+        io: Server,
         metrics: Arc<Metrics>,
         redis: Redis,
         messages: Arc<dyn MessageStore>,
@@ -107,7 +105,7 @@ impl Bus {
     }
 
     /// Emits to one socket ([`Fanout::emit_to`]).
-    pub fn emit_to(&self, socket: &Socket<LocalAdapter>, ev: &str, data: &RawValue) -> bool {
+    pub fn emit_to(&self, socket: &Socket, ev: &str, data: &RawValue) -> bool {
         self.fanout.emit_to(socket, ev, data)
     }
 
@@ -117,13 +115,7 @@ impl Bus {
     }
 
     /// Emits to this node's members of `room` but `sender` ([`Fanout::emit_from`]).
-    pub fn emit_from(
-        &self,
-        sender: &Socket<LocalAdapter>,
-        room: &str,
-        ev: &str,
-        data: &RawValue,
-    ) -> u64 {
+    pub fn emit_from(&self, sender: &Socket, room: &str, ev: &str, data: &RawValue) -> u64 {
         self.fanout.emit_from(sender, room, ev, data)
     }
 
@@ -179,7 +171,10 @@ mod tests {
     /// and sized by the largest of them, so they must stay small.
     #[tokio::test]
     async fn the_futures_session_handlers_await_are_small() {
-        let (_layer, io) = SocketIo::new_layer();
+        let io = Server::new(
+            ao_socketio::Config::default(),
+            super::super::Sessions::new(),
+        );
         let bus = Bus::local(io, Arc::new(Metrics::new()));
         let raw = serde_json::value::to_raw_value(&1).expect("encodes");
         let sizes = [

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
+use ao_socketio::Socket;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::AckSender;
-use socketioxide::socket::Socket;
+
+use super::ack::AckSender;
 
 use super::pending::PendingWrites;
 use super::AppState;
@@ -39,7 +39,7 @@ pub struct DirectRelay {
 /// is a publish to await.
 pub fn relay_directly(
     state: &AppState,
-    socket: &Socket<LocalAdapter>,
+    socket: &Socket,
     direct: &DirectRelay,
     data: Result<Box<RawValue>, String>,
     ack: AckSender,

@@ -9,13 +9,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
+use ao_socketio::{Server, Socket};
 use serde_json::value::RawValue;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::SocketRef;
-use socketioxide::operators::BroadcastOperators;
-use socketioxide::socket::Socket;
-use socketioxide::SocketIo;
 
 use super::inbox::{Control, Mailbox};
 use super::presence::{Order, Told};
@@ -34,13 +29,9 @@ pub fn members_room(room: &str) -> String {
     name
 }
 
-/// The uid a connection authenticated as, kept in its socket's extensions.
-#[derive(Clone)]
-pub struct Authenticated(pub String);
-
 /// Room events to this node's members.
 pub struct Fanout {
-    io: SocketIo,
+    io: Server,
     metrics: Arc<Metrics>,
     /// Rooms with members on this node.
     watched: Mutex<HashMap<String, Watch>>,
@@ -59,7 +50,7 @@ struct Watch {
 
 impl Fanout {
     /// Fan-out to the sockets of `io`.
-    pub fn new(io: SocketIo, metrics: Arc<Metrics>) -> Self {
+    pub fn new(io: Server, metrics: Arc<Metrics>) -> Self {
         Fanout {
             io,
             metrics,
@@ -111,17 +102,14 @@ impl Fanout {
         order: Order,
         origin: Option<&str>,
     ) {
-        let Some(ns) = self.io.of("/") else {
-            return; // shutting down
-        };
-        for socket in ns.to(members_room(room)).sockets() {
-            if origin.is_some_and(|sid| socket.id.as_str() == sid) {
+        for socket in self.io.room(&members_room(room)) {
+            if origin.is_some_and(|sid| socket.id() == sid) {
                 continue;
             }
             let deliver = |ev: &str, data: &RawValue| {
                 self.emit_to(&socket, ev, data);
             };
-            match socket.extensions.get::<Mailbox>() {
+            match socket.data::<Mailbox>() {
                 Some(mailbox) => mailbox.inbox.gate().offer(room, order, ev, data, deliver),
                 None => deliver(ev, data),
             }
@@ -130,100 +118,55 @@ impl Fanout {
 
     /// The lowest number of a numbered join among this node's members of `room`.
     fn earliest_join(&self, room: &str) -> Option<u64> {
-        let ns = self.io.of("/")?;
-        ns.to(members_room(room))
-            .sockets()
+        self.io
+            .room(&members_room(room))
             .iter()
-            .filter_map(|s| s.extensions.get::<Mailbox>())
+            .filter_map(|s| s.data::<Mailbox>())
             .filter_map(|m| m.inbox.gate().joined_at(room))
             .min()
     }
 
-    /// Emits to one socket; `false` when it was not sent (its send buffer
-    /// is full, counted as a drop, or it is closing).
-    pub fn emit_to(&self, socket: &Socket<LocalAdapter>, ev: &str, data: &RawValue) -> bool {
+    /// Emits to one socket; `false` when it was not sent (its queue is
+    /// full: it is disconnected as a slow client, and the event counted as
+    /// dropped; or it is closing).
+    pub fn emit_to(&self, socket: &Socket, ev: &str, data: &RawValue) -> bool {
         match socket.emit(ev, data) {
             Ok(()) => true,
-            Err(socketioxide::SendError::Socket(
-                socketioxide::SocketError::InternalChannelFull,
-            )) => {
-                self.metrics.dropped("send_buffer_full");
-                tracing::debug!(sid = %socket.id, "send buffer full, event dropped");
+            Err(ao_socketio::QueueError::Full) => {
+                self.metrics.dropped("slow_client");
                 false
             }
-            Err(_) => false, // closing: its session announces it
+            Err(ao_socketio::QueueError::Closed) => false, // its session announces it
         }
     }
 
     /// Emits to this node's members of `room` but `except`; returns how
-    /// many were sent to, counting the ones dropped for a full send buffer.
+    /// many were sent to.
     ///
-    /// One broadcast through socketioxide's local adapter, which encodes
-    /// the packet once for all recipients; the delivery count comes from
-    /// this node's member count of the room.
+    /// The packet is encoded once and the same bytes are queued for every
+    /// member.
     pub fn emit_local(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
-        let Some(ns) = self.io.of("/") else {
-            return 0; // shutting down
-        };
-        // The sender is one of this node's members only if it is connected
-        // here; a broadcast from its socket leaves it out.
-        let sender = except
-            .and_then(|x| x.parse().ok())
-            .and_then(|sid| ns.get_socket(sid));
-        match sender {
-            Some(socket) => self.emit_from(&socket, room, ev, data),
-            None => self.broadcast(ns.to(members_room(room)), false, room, ev, data),
-        }
+        let sender = except.and_then(|sid| self.io.socket(sid));
+        self.broadcast(room, ev, data, sender.as_ref())
     }
 
     /// Emits to this node's members of `room` but `sender`, whose socket
     /// is at hand; returns how many were sent to, as [`Fanout::emit_local`].
-    pub fn emit_from(
-        &self,
-        sender: &Socket<LocalAdapter>,
-        room: &str,
-        ev: &str,
-        data: &RawValue,
-    ) -> u64 {
-        self.broadcast(sender.to(members_room(room)), true, room, ev, data)
+    pub fn emit_from(&self, sender: &Socket, room: &str, ev: &str, data: &RawValue) -> u64 {
+        self.broadcast(room, ev, data, Some(sender))
     }
 
-    fn broadcast(
-        &self,
-        op: BroadcastOperators<LocalAdapter>,
-        excluded: bool,
-        room: &str,
-        ev: &str,
-        data: &RawValue,
-    ) -> u64 {
-        // The local adapter broadcasts synchronously: the future is ready
-        // on its first poll (now_or_never), so this works from the store's
-        // completion callbacks, which are not async.
-        let mut dropped = 0;
-        match op.emit(ev, data).now_or_never() {
-            Some(Ok(())) => {}
-            Some(Err(socketioxide::BroadcastError::Socket(errors))) => {
-                for e in errors {
-                    if matches!(e, socketioxide::SocketError::InternalChannelFull) {
-                        dropped += 1;
-                        self.metrics.dropped("send_buffer_full");
-                    }
-                }
-                if dropped > 0 {
-                    tracing::debug!(%room, dropped, "send buffers full, event dropped");
-                }
-            }
-            Some(Err(e)) => tracing::debug!(error = %e, %room, "broadcast failed"),
-            None => tracing::warn!(%room, "local broadcast did not complete at once"),
+    fn broadcast(&self, room: &str, ev: &str, data: &RawValue, except: Option<&Socket>) -> u64 {
+        let frame = ao_socketio::event_frame(ev, data);
+        let delivery = self.io.broadcast(&members_room(room), &frame, except);
+        if delivery.dropped > 0 {
+            self.metrics.dropped_by("slow_client", delivery.dropped);
+            tracing::debug!(%room, dropped = delivery.dropped, "slow clients disconnected, event dropped for them");
         }
-        let members = lock(&self.watched).get(room).map_or(0, |w| w.members);
-        let sent = members
-            .saturating_sub(u64::from(excluded))
-            .saturating_sub(dropped);
         if ev == event::MSG {
-            self.metrics.messages_relayed.inc_by(sent);
+            self.metrics.messages_relayed.inc_by(delivery.sent);
         }
-        sent
+        delivery.sent
     }
 
     fn emit_local_but(
@@ -231,13 +174,10 @@ impl Fanout {
         room: &str,
         ev: &str,
         data: &RawValue,
-        skip: impl Fn(&SocketRef) -> bool,
+        skip: impl Fn(&Socket) -> bool,
     ) -> u64 {
         let mut sent = 0;
-        let Some(ns) = self.io.of("/") else {
-            return 0; // shutting down
-        };
-        for socket in ns.to(members_room(room)).sockets() {
+        for socket in self.io.room(&members_room(room)) {
             if !skip(&socket) && self.emit_to(&socket, ev, data) {
                 sent += 1;
             }
@@ -256,8 +196,8 @@ impl LocalRooms for Fanout {
 
     fn emit_recovered(&self, room: &str, data: &RawValue, sender_uid: Option<&str>) -> u64 {
         self.emit_local_but(room, event::MSG, data, |s| {
-            let uid = s.extensions.get::<Authenticated>();
-            matches!((sender_uid, uid), (Some(from), Some(uid)) if from == uid.0)
+            let uid = s.data::<Mailbox>().and_then(|m| m.uid.get());
+            matches!((sender_uid, uid), (Some(from), Some(uid)) if from == uid)
         })
     }
 
@@ -311,14 +251,11 @@ impl LocalRooms for Fanout {
 }
 
 /// Sends the kick to a session on this node; `false` if `sid` is not here.
-pub fn kick_local(io: &SocketIo, sid: &str) -> bool {
-    let Ok(parsed) = sid.parse() else {
+pub fn kick_local(io: &Server, sid: &str) -> bool {
+    let Some(socket) = io.socket(sid) else {
         return false;
     };
-    let Some(socket) = io.of("/").and_then(|ns| ns.get_socket(parsed)) else {
-        return false;
-    };
-    if let Some(mailbox) = socket.extensions.get::<Mailbox>() {
+    if let Some(mailbox) = socket.data::<Mailbox>() {
         mailbox.inbox.signal(Control::Kick);
     }
     true

@@ -2,33 +2,25 @@
 //! into the session's inbox, synchronously, in arrival order, or relays an
 //! ignore msg in place ([`super::direct`]).
 //!
-//! socketioxide runs every async message handler in a task of its own, so
-//! two events of one socket may be handled out of order; this handler runs
-//! synchronously instead. This is the one place that works around that
-//! ordering.
+//! The socket.io layer calls it synchronously, in the order the client
+//! sent its events; nothing here waits.
 
 use std::fmt;
 use std::sync::Arc;
 
+use ao_socketio::{DisconnectReason, Event, Socket};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::Deserializer as _;
 use serde_json::value::RawValue;
-use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, Event, TryData};
-use socketioxide::handler::{FromMessageParts, MessageHandler};
-use socketioxide::socket::Socket;
 
+use super::ack::AckSender;
 use super::direct::relay_directly;
-use super::inbox::{Inbound, Inbox, Refused};
+use super::inbox::{Control, Inbound, Inbox, Refused};
 use super::AppState;
 use crate::protocol::{ack_status, event, reason, StatusReply};
 
 /// The message handler of every socket: moves each event into the session's
 /// inbox, synchronously, in arrival order (see the module docs).
-///
-/// Implemented by hand rather than as a closure: socketioxide spawns a task
-/// for every call of a closure handler, and this handler has nothing to await.
 pub struct Enqueue {
     inbox: Arc<Inbox>,
     state: Arc<AppState>,
@@ -41,30 +33,28 @@ impl Enqueue {
     }
 }
 
-/// Marker for [`Enqueue`]'s `MessageHandler` implementation.
-pub enum ViaQueue {}
+/// Why an event with binary attachments has no payload: the protocol's
+/// payloads are JSON.
+const BINARY_REFUSED: &str = "binary payloads are not accepted";
 
-impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
-    fn call(
-        &self,
-        s: Arc<Socket<LocalAdapter>>,
-        mut v: socketioxide_core::Value,
-        ack_id: Option<i64>,
-    ) {
-        let Some((event, data)) = event_and_payload(&s, &mut v, &ack_id) else {
+impl ao_socketio::Handler for Enqueue {
+    fn event(&self, s: &Socket, ev: Event<'_>) {
+        let Ok((event, data)) = split_event(ev.data) else {
             return;
         };
-        let ack = match AckSender::from_message_parts(&s, &mut v, &ack_id) {
-            Ok(ack) => ack,
-            Err(never) => match never {},
+        let data = if ev.attachments.is_empty() {
+            data
+        } else {
+            Err(BINARY_REFUSED.to_owned())
         };
+        let ack = AckSender::new(ev.ack);
         let direct = if event == event::MSG {
             self.inbox.direct()
         } else {
             None
         };
         let (data, ack) = match direct {
-            Some(direct) => match relay_directly(&self.state, &s, &direct, data, ack) {
+            Some(direct) => match relay_directly(&self.state, s, &direct, data, ack) {
                 Ok(()) => return,
                 Err(back) => back,
             },
@@ -80,7 +70,7 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             Ok(()) => {}
             Err(Refused::Overflow(inbound)) => {
                 tracing::warn!(
-                    sid = %s.id,
+                    sid = %s.id(),
                     queued_bytes = self.inbox.queued_bytes(),
                     budget = state.config.inbound_max_bytes,
                     "disconnecting a client that kept sending past its inbound budget"
@@ -91,9 +81,7 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
                     ack_status::TOO_MANY_REQUESTS,
                     reason::TOO_MANY_REQUESTS,
                 ));
-                if let Err(e) = s.disconnect() {
-                    tracing::debug!(error = %e, "disconnect failed");
-                }
+                s.disconnect();
             }
             Err(Refused::Overflowed(inbound)) => {
                 // Counted, not logged again: the connection is being closed.
@@ -105,41 +93,18 @@ impl MessageHandler<LocalAdapter, ViaQueue> for Enqueue {
             }
         }
     }
-}
 
-/// The event name and first argument of an event packet, or `None` if it is
-/// not an event.
-///
-/// The argument is kept as JSON text: a `msg` is relayed as sent, and other
-/// events decode what they read. An event with binary attachments goes
-/// through socketioxide's decoder, which puts the attachments in place.
-fn event_and_payload(
-    s: &Arc<Socket<LocalAdapter>>,
-    v: &mut socketioxide_core::Value,
-    ack_id: &Option<i64>,
-) -> Option<(String, Result<Box<RawValue>, String>)> {
-    match v {
-        socketioxide_core::Value::Str(text, bins) if bins.as_ref().is_none_or(|b| b.is_empty()) => {
-            split_event(text.as_str()).ok()
+    fn disconnect(&self, s: &Socket, reason: DisconnectReason) {
+        self.inbox.signal(Control::Closed);
+        if reason == DisconnectReason::SlowClient {
+            self.state.metrics.disconnected("slow_client");
         }
-        _ => {
-            let Event(event) = Event::from_message_parts(s, v, ack_id).ok()?;
-            let data = match TryData::<Value>::from_message_parts(s, v, ack_id) {
-                Ok(TryData(Ok(v))) => {
-                    serde_json::value::to_raw_value(&v).map_err(|e| e.to_string())
-                }
-                Ok(TryData(Err(e))) => Err(e.to_string()),
-                Err(never) => match never {},
-            };
-            Some((event, data))
-        }
+        tracing::info!(sid = %s.id(), %reason, "connection closed");
     }
 }
 
 /// Splits an event packet's `["event", arg, ...]` into the event name and
-/// the first argument's text, in one pass. Done here rather than with
-/// socketioxide's `TryData<Box<RawValue>>`, which returns the whole array
-/// instead of the argument (socketioxide-parser-common 0.17).
+/// the first argument's text, in one pass.
 fn split_event(text: &str) -> serde_json::Result<(String, Result<Box<RawValue>, String>)> {
     struct Args;
     impl<'de> Visitor<'de> for Args {

@@ -18,12 +18,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
+use super::ack::AckSender;
 use serde_json::value::RawValue;
-use socketioxide::extract::AckSender;
 
 use super::direct::DirectRelay;
 use super::presence::Gate;
-use crate::valve::ReadValve;
+use ao_socketio::ReadGate as ReadValve;
 
 /// One client event.
 pub struct Inbound {
@@ -60,7 +60,7 @@ pub enum Refused<T> {
 /// Signals to a session from outside its socket's event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    /// socketioxide marked the socket connected: emits reach the client from now on.
+    /// The session may start: emits reach the client from now on.
     Ready,
     /// Another login of the same uid replaced this connection.
     Kick,
@@ -174,7 +174,6 @@ impl<T> Inbox<T> {
         state.bytes += weight;
         state.events.push_back((event, weight));
         if let Some(valve) = &state.valve {
-            valve.note_event();
             if state.bytes > self.budget {
                 valve.close();
             }
@@ -341,10 +340,11 @@ impl<T> Drop for InboxReceiver<T> {
     }
 }
 
-/// The handle to a session's inbox kept in its socket's extensions.
-#[derive(Clone)]
+/// What the application keeps on each socket: its session's inbox, and
+/// the uid it authenticated as.
 pub struct Mailbox {
     pub inbox: Arc<Inbox>,
+    pub uid: std::sync::OnceLock<String>,
 }
 
 #[cfg(test)]
@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn past_its_budget_the_inbox_closes_the_valve_until_half_is_taken() {
         let (inbox, rx) = Inbox::new(100);
-        let valve = ReadValve::new();
+        let valve = Arc::new(ReadValve::default());
         inbox.set_valve(valve.clone());
         inbox.signal(Control::Ready);
         for i in 0..10 {
@@ -393,11 +393,11 @@ mod tests {
     #[test]
     fn a_valve_set_while_over_budget_starts_closed_and_the_old_one_opens() {
         let (inbox, _rx) = Inbox::new(10);
-        let polling = ReadValve::new();
+        let polling = Arc::new(ReadValve::default());
         inbox.set_valve(polling.clone());
         inbox.push(1u32, 20, 0).unwrap();
         assert!(polling.is_closed());
-        let websocket = ReadValve::new();
+        let websocket = Arc::new(ReadValve::default());
         inbox.set_valve(websocket.clone());
         assert!(websocket.is_closed());
         assert!(!polling.is_closed());
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn an_ended_session_leaves_the_valve_open() {
         let (inbox, rx) = Inbox::new(10);
-        let valve = ReadValve::new();
+        let valve = Arc::new(ReadValve::default());
         inbox.set_valve(valve.clone());
         inbox.push(1u32, 20, 0).unwrap();
         assert!(valve.is_closed());

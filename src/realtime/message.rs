@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::ack::AckSender;
 use serde_json::value::RawValue;
-use socketioxide::extract::AckSender;
 use std::time::Instant;
 
 use super::bus::Bus;

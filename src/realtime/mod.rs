@@ -1,6 +1,7 @@
 //! The socket.io side: one [`session::Session`] task per connection runs the
 //! protocol's events in the order the client sent them.
 
+mod ack;
 mod auth;
 pub mod bus;
 mod direct;
@@ -17,8 +18,7 @@ mod sync;
 
 use std::sync::Arc;
 
-use socketioxide::extract::SocketRef;
-use socketioxide::SocketIo;
+use ao_socketio::Socket;
 
 use crate::accounts::AccountStore;
 use crate::cluster::ClusterState;
@@ -29,7 +29,8 @@ use crate::store::MessageStore;
 /// Everything the event handlers share.
 pub struct AppState {
     pub config: Arc<Config>,
-    pub io: SocketIo,
+    /// The socket.io server (this node's connections and their rooms).
+    pub io: ao_socketio::Server,
     pub messages: Arc<dyn MessageStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub cluster: Arc<dyn ClusterState>,
@@ -45,16 +46,9 @@ pub fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(read_ahead::MAX_PAGES))
 }
 
-/// This node's sockets. Empty once shutdown closed the namespace
-/// (socketioxide's `io.sockets()` panics then).
-pub fn local_sockets(io: &SocketIo) -> Vec<SocketRef> {
-    io.of("/").map(|ns| ns.sockets()).unwrap_or_default()
-}
-
-/// The inbox of this node's socket `sid`, once its session started.
-pub fn inbox_of(io: &SocketIo, sid: socketioxide::socket::Sid) -> Option<Arc<inbox::Inbox>> {
-    let socket = io.of("/")?.get_socket(sid)?;
-    socket.extensions.get::<inbox::Mailbox>().map(|m| m.inbox)
+/// This node's sockets.
+pub fn local_sockets(io: &ao_socketio::Server) -> Vec<Socket> {
+    io.sockets()
 }
 
 /// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.
@@ -73,15 +67,10 @@ pub fn max_event_bytes(config: &Config) -> usize {
 /// (or one largest message, if that is more). socket.io-client 2.x sends
 /// every packet it buffered while offline in one POST (engine.io 3 servers
 /// took up to 100 MB); 3.x and 4.x split their POSTs to the size the
-/// handshake tells them. A body is read only as fast as its session takes
-/// the events ([`crate::valve::ValvedBody`]), so its size costs no memory
-/// beyond what the inbox's budget allows.
+/// handshake tells them. A body is held while its packets are handed to
+/// the session one at a time, as fast as it takes them.
 pub fn max_polling_body(config: &Config) -> usize {
     max_event_bytes(config).max(config.inbound_max_bytes.saturating_mul(4))
 }
 
-/// Registers the default namespace's handlers on `state.io`.
-pub fn register(state: Arc<AppState>) {
-    let io = state.io.clone();
-    io.ns("/", session::OnConnect::new(state));
-}
+pub use session::Sessions;

@@ -37,7 +37,7 @@ impl Session {
         // holds the room's presence events until this join is numbered.
         let sio_room = members_room(&request.room);
         self.inbox.gate().joining(&request.room);
-        self.socket.join(sio_room.clone());
+        self.socket.join(&sio_room);
         let member = Member {
             uid: uid.json.clone(),
             uid_key: uid.key.clone(),
@@ -49,7 +49,7 @@ impl Session {
             Err(e) => {
                 tracing::error!(error = %e, "presence registry failed during join");
                 self.inbox.gate().shut();
-                self.socket.leave(sio_room);
+                self.socket.leave(&sio_room);
                 self.state.bus.unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
@@ -139,7 +139,7 @@ impl Session {
         if let Some(seq) = departed.filter(|_| !joined.dummy) {
             self.announce(&joined.room, announce, Order::at(seq)).await;
         }
-        self.socket.leave(joined.sio_room.clone());
+        self.socket.leave(&joined.sio_room);
         self.state.bus.unwatch(&joined.room).await;
     }
 

@@ -1,21 +1,12 @@
 //! A connection's session: its protocol state and the task that runs its
 //! events one at a time, with the authentication and join deadlines.
 
-use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
+use ao_socketio::Socket;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::SocketRef;
-use socketioxide::handler::{ConnectHandler, DisconnectHandler};
-use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::{sleep_until, Instant};
-
-use axum::extract::ConnectInfo;
-use socketioxide::TransportType;
 
 use super::direct::DirectRelay;
 use super::handler::Enqueue;
@@ -25,7 +16,6 @@ use super::read_ahead::ReadAhead;
 use super::AppState;
 use crate::cluster::PresenceSeq;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
-use crate::valve::{Peer, ReadValve};
 
 /// Where a session is in the protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +49,7 @@ pub(super) enum Flow {
 /// One connection's protocol state.
 pub(super) struct Session {
     pub state: Arc<AppState>,
-    pub socket: SocketRef,
+    pub socket: Socket,
     /// The connection's inbox (its presence gate, for the room handlers).
     pub inbox: Arc<Inbox>,
     pub sid: String,
@@ -80,87 +70,60 @@ pub(super) struct Session {
     pub sends_ignore: bool,
 }
 
-/// The namespace's connect handler: sets up each connection's session and
-/// lets it answer once socket.io marked the socket connected.
-///
-/// Implemented by hand rather than as an async closure with a middleware:
-/// socketioxide spawns a task for every call of an async connect handler,
-/// and both steps here are synchronous.
-#[derive(Clone)]
-pub(super) struct OnConnect {
-    state: Arc<AppState>,
-}
+/// What the socket.io server calls for each new connection: sets up its
+/// session. Holds the application state weakly (the state holds the
+/// server); [`Sessions::attach`] gives it the state once built.
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<OnceLock<Weak<AppState>>>);
 
-impl OnConnect {
-    pub(super) fn new(state: Arc<AppState>) -> Self {
-        Self { state }
+impl Sessions {
+    /// Sessions not yet attached to the application state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the sessions the state they run on.
+    pub fn attach(&self, state: &Arc<AppState>) {
+        let _ = self.0.set(Arc::downgrade(state));
     }
 }
 
-/// Marker for the hand-written handlers' implementations ([`OnConnect`],
-/// [`OnDisconnect`]).
-pub(super) enum Inline {}
-
-/// What a connect middleware returns (socketioxide's own alias is private).
-type MiddlewareFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<(), Box<dyn fmt::Display + Send>>> + Send + 'a>>;
-
-impl ConnectHandler<LocalAdapter, Inline> for OnConnect {
-    /// Runs after socket.io marked the socket connected: from now on emits
-    /// reach the client, so the session may start answering.
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, _: Option<socketioxide_core::Value>) {
-        if let Some(mailbox) = s.extensions.get::<Mailbox>() {
-            mailbox.inbox.signal(Control::Ready);
+impl ao_socketio::Service for Sessions {
+    fn connect(&self, socket: &Socket) -> Box<dyn ao_socketio::Handler> {
+        match self.0.get().and_then(Weak::upgrade) {
+            Some(state) => Box::new(start(state, socket.clone())),
+            // Shutting down: the connection is closed with the server.
+            None => {
+                socket.disconnect();
+                Box::new(Closing)
+            }
         }
     }
-
-    /// Runs before the client is told it is connected, so the session's
-    /// queue is in place before any event can arrive.
-    fn call_middleware<'a>(
-        &'a self,
-        s: Arc<Socket<LocalAdapter>>,
-        _: &'a Option<socketioxide_core::Value>,
-    ) -> MiddlewareFuture<'a> {
-        start(self.state.clone(), SocketRef::from(s));
-        Box::pin(std::future::ready(Ok(())))
-    }
 }
 
-/// A connection's disconnect handler: tells its session the connection closed.
-///
-/// By hand for the same reason as [`OnConnect`]: socketioxide spawns a task
-/// for every call of an async disconnect handler.
-struct OnDisconnect {
-    inbox: Arc<Inbox>,
+/// The handler of a connection that arrived while the server shut down.
+struct Closing;
+
+impl ao_socketio::Handler for Closing {
+    fn event(&self, _: &Socket, _: ao_socketio::Event<'_>) {}
+    fn disconnect(&self, _: &Socket, _: ao_socketio::DisconnectReason) {}
 }
 
-impl DisconnectHandler<LocalAdapter, Inline> for OnDisconnect {
-    fn call_with_defer(
-        &self,
-        s: Arc<Socket<LocalAdapter>>,
-        reason: DisconnectReason,
-        defer: fn(Arc<Socket<LocalAdapter>>),
-    ) {
-        self.inbox.signal(Control::Closed);
-        tracing::info!(sid = %s.id, %reason, "connection closed");
-        defer(s);
-    }
-}
-
-/// Sets up the session of a new connection and starts its task.
-fn start(state: Arc<AppState>, socket: SocketRef) {
+/// Sets up the session of a new connection, starts its task and returns
+/// the handler that feeds it. Runs before the client is told it is
+/// connected, so the session's queue is in place before any event.
+fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
     let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
-    inbox.set_valve(reads_valve(&socket));
-    socket.on_fallback(Enqueue::new(inbox.clone(), state.clone()));
-    socket.extensions.insert(Mailbox {
+    inbox.set_valve(socket.read_gate().clone());
+    socket.set_data(Mailbox {
         inbox: inbox.clone(),
+        uid: OnceLock::new(),
     });
-    socket.on_disconnect(OnDisconnect {
-        inbox: inbox.clone(),
-    });
-    let sid = socket.id.to_string();
-    tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport_type(), "connected");
+    inbox.signal(Control::Ready);
+    let sid = socket.id().to_owned();
+    tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport(), "connected");
     let deadline = Some(Instant::now() + state.config.auth_timeout);
+    let handler = Enqueue::new(inbox.clone(), state.clone());
     let session = Session {
         state,
         socket,
@@ -176,19 +139,7 @@ fn start(state: Arc<AppState>, socket: SocketRef) {
         sends_ignore: false,
     };
     tokio::spawn(session.run(receiver));
-}
-
-/// The valve that pauses this connection's reads: its TCP connection's for
-/// a websocket; for long-polling one of its own that the session's POSTs
-/// wait on (`http::inbound`), until an upgrade brings the websocket's.
-fn reads_valve(socket: &SocketRef) -> Arc<ReadValve> {
-    if socket.transport_type() != TransportType::Websocket {
-        return ReadValve::new();
-    }
-    match socket.req_parts().extensions.get::<ConnectInfo<Peer>>() {
-        Some(ConnectInfo(peer)) => peer.valve.clone(),
-        None => ReadValve::new(),
-    }
+    handler
 }
 
 impl Session {
@@ -306,11 +257,10 @@ impl Session {
         }
     }
 
-    /// Closes the connection from the server side (a socket.io disconnect packet).
+    /// Closes the connection from the server side (a socket.io disconnect
+    /// packet, then the transport closes).
     pub(super) fn disconnect(&self) {
-        if let Err(e) = self.socket.clone().disconnect() {
-            tracing::debug!(sid = %self.sid, error = %e, "disconnect failed");
-        }
+        self.socket.disconnect();
     }
 
     /// Forgets this session and closes its connection from the server side.

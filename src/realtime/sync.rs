@@ -3,12 +3,12 @@
 use std::cell::RefCell;
 use std::io::Write as _;
 
+use super::ack::AckSender;
 use base64::Engine as _;
 use flate2::write::DeflateEncoder;
 use flate2::{Compression, Crc};
 use serde_json::value::RawValue;
 use serde_json::Value;
-use socketioxide::extract::AckSender;
 
 use super::read_ahead::ReadAhead;
 use super::session::{Flow, Phase, Session};
