@@ -15,6 +15,8 @@ mod read_ahead;
 mod room;
 mod session;
 mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -151,9 +151,18 @@ function nodeOf(cluster, sid) {
   return cluster.nodes.findIndex((n) => n.lines.some((l) => l.includes(sid) && l.includes('"connected"')));
 }
 
-/** The engine.io/socket.io id of a connected client. */
+/** The node (index) where `uid` authenticated (uids are unique per test). */
+function nodeOfUid(cluster, uid) {
+  return cluster.nodes.findIndex((n) => n.lines.some((l) => l.includes(`"${uid}"`) && l.includes('"authenticated"')));
+}
+
+/**
+ * The socket id a 4.x client was given in the server's connect packet (the
+ * one the server logs; it is not the engine.io session id). 2.x clients
+ * are never told it: find their node by uid.
+ */
 function sidOf(socket) {
-  return socket.io.engine.id;
+  return socket.id;
 }
 
 /** Two source addresses that the balancer sends to different nodes. */
@@ -225,7 +234,7 @@ for (const balancer of [{ name: 'nginx', start: startNginx, bin: NGINX }, { name
             await enter(a, `a-${room}`, room);
             await enter(b, `b-${room}`, room);
             assert.deepEqual(
-              [nodeOf(cluster, sidOf(a)), nodeOf(cluster, sidOf(b))],
+              [nodeOfUid(cluster, `a-${room}`), nodeOfUid(cluster, `b-${room}`)],
               [0, 1],
               'one client on each node',
             );

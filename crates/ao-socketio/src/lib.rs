@@ -51,6 +51,7 @@ pub mod engine;
 mod gate;
 mod http_serve;
 mod id;
+mod memory;
 mod outbox;
 mod polling;
 mod server;
@@ -61,6 +62,7 @@ mod websocket;
 pub use config::{Config, Origins};
 pub use gate::ReadGate;
 pub use http_serve::{serve, HttpLimits};
+pub use memory::MemoryClient;
 pub use outbox::QueueError;
 pub use server::{Delivery, Server};
 pub use socket::conn::{

@@ -224,6 +224,8 @@ pub(crate) struct State {
     pub(crate) acks: HashMap<u64, oneshot::Sender<AckReply>>,
     /// A websocket that wants to take over this polling session.
     pub(crate) upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// [`Conn::finish`] ran.
+    pub(crate) finished: bool,
 }
 
 /// A binary event or ack whose attachments are still arriving.
@@ -265,6 +267,7 @@ impl Conn {
                 partial: None,
                 acks: HashMap::new(),
                 upgrade: None,
+                finished: false,
             }),
             handler: OnceLock::new(),
             data: OnceLock::new(),
@@ -540,6 +543,9 @@ impl Conn {
     pub(crate) fn finish(self: &Arc<Self>) {
         let reason = {
             let mut state = self.state();
+            if std::mem::replace(&mut state.finished, true) {
+                return;
+            }
             let reason = *state
                 .closing
                 .get_or_insert(DisconnectReason::TransportClose);
