@@ -22,7 +22,11 @@ use crate::socket::conn::{Conn, DisconnectReason, Transport};
 use crate::websocket::Ws;
 
 /// How long a closing connection may take to hand its last packets over.
-const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// How long a client told to disconnect may take to close its websocket
+/// before the server closes it.
+const CLIENT_CLOSE_WAIT: Duration = Duration::from_millis(1000);
 
 /// Runs connection `conn`, on `ws` when it opened on a websocket.
 pub(crate) async fn run(conn: Arc<Conn>, ws: Option<Ws>) {
@@ -419,6 +423,19 @@ async fn close_websocket(
         for frame in rest {
             if let Some(m) = message(conn.eio, frame) {
                 ws.feed(m).await?;
+            }
+        }
+        ws.flush().await?;
+        if reason == DisconnectReason::ServerDisconnect {
+            // The client closes the transport itself on the disconnect
+            // packet. Closing first can overtake the packet in clients that
+            // handle packets on another thread than their reader
+            // (python-socketio 4), which would then reconnect.
+            let until = Instant::now() + CLIENT_CLOSE_WAIT;
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
             }
         }
         ws.send(Message::Close(Some(CloseFrame {
