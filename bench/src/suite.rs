@@ -728,7 +728,7 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
     let p99_of = |r: &StepResult| Some(r.latency_ms(0.99));
     let mut rows = vec![
         find_max_row(Inserts, "≥ 0.8 × floor", Some(Check::RatioAtLeast(0.8))),
-        find_max_row(Relay, "≥ 0.7 × floor", Some(Check::RatioAtLeast(0.7))),
+        find_max_row(Relay, "≥ 0.85 × floor", Some(Check::RatioAtLeast(0.85))),
         Row::new(
             "2 nodes on Redis, relay only: find-max sent rate (msg/s)".into(),
             f.cluster_find_max
@@ -750,8 +750,8 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
             Relay,
             (&deliveries, ""),
             &StepResult::deliveries_per_cpu_s,
-            "≥ 0.8 × floor",
-            Some(Check::RatioAtLeast(0.8)),
+            "≥ 1.0 × floor",
+            Some(Check::RatioAtLeast(1.0)),
         ),
         fan_row(
             Inserts,
@@ -764,8 +764,8 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
             Relay,
             (&p99, " (ms)"),
             &p99_of,
-            "≤ 5 ms",
-            Some(Check::AtMost(5.0)),
+            "≤ 1 ms",
+            Some(Check::AtMost(1.0)),
         ),
         Row::new(
             format!("disk bytes written per stored msg @ {rate:.0} msg/s"),
@@ -778,15 +778,15 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
             format!("RSS per idle connection @ {} conns (KiB)", cfg.conns),
             cn(0, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
             cn(1, &|r| r.rss_per_conn().map(|b| b / 1024.0)),
-            "≤ 10 KiB",
-            Some(Check::AtMost(10.0)),
+            "≤ 6 KiB",
+            Some(Check::AtMost(6.0)),
         ),
         Row::new(
             format!("set-ups/s @ {} conns", cfg.conns),
             cn(0, &|r| Some(r.setups_per_s())),
             cn(1, &|r| Some(r.setups_per_s())),
-            "≥ 0.7 × floor",
-            Some(Check::RatioAtLeast(0.7)),
+            "≥ 0.9 × floor",
+            Some(Check::RatioAtLeast(0.9)),
         ),
         sync_row(
             format!(

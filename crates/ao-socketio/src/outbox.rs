@@ -139,6 +139,15 @@ impl Outbox {
         }
     }
 
+    /// Puts frames taken but not sent back in front of the queue, in order.
+    pub(crate) fn unshift(&self, frames: Vec<Frame>) {
+        let mut state = self.state();
+        for frame in frames.into_iter().rev() {
+            state.bytes += frame.len().max(1);
+            state.frames.push_front(frame);
+        }
+    }
+
     /// Bytes queued now.
     pub(crate) fn bytes(&self) -> usize {
         self.state().bytes

@@ -87,6 +87,12 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         std::task::Poll::Pending
     })
     .await;
+    // A disconnect packet goes out in an answer of its own: clients that
+    // hand packets to other threads (python-socketio 4) could otherwise
+    // act on it before the events that came with it.
+    if let Some(at) = frames.iter().position(is_disconnect).filter(|&at| at > 0) {
+        conn.outbox.unshift(frames.split_off(at));
+    }
     let (closing, upgrading) = {
         let state = conn.state();
         (
@@ -94,7 +100,7 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
             state.upgrading || state.transport == Transport::Websocket,
         )
     };
-    // The close packet goes out alone, after the last packets were
+    // The close packet goes out alone too, after the last packets were
     // delivered, as engine.io does: socket.io clients hand decoded packets
     // on a tick later, so a close in the same answer would overtake them.
     if closing && frames.is_empty() {
@@ -175,4 +181,9 @@ async fn deliver(conn: &Arc<Conn>, body: Bytes, binary: bool) -> Result<(), Resp
         }
     }
     Ok(())
+}
+
+/// A socket.io disconnect packet of the default namespace.
+fn is_disconnect(frame: &Frame) -> bool {
+    matches!(frame, Frame::Text(t) if &t[..] == b"41")
 }
