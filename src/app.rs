@@ -263,8 +263,9 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
             ao_socketio::Origins::List(config.allowed_origins.clone())
         },
         // Client frames are small (a msg is typically well under 1 KiB):
-        // a small read buffer keeps idle connections light.
-        ws_read_buffer_bytes: 1024,
+        // a small read buffer keeps idle connections light; a larger frame
+        // grows it while it is read.
+        ws_read_buffer_bytes: 512,
         ..ao_socketio::Config::default()
     }
 }

@@ -28,21 +28,25 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// before the server closes it.
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_millis(1000);
 
-/// Runs connection `conn`, on `ws` when it opened on a websocket.
-pub(crate) async fn run(conn: Arc<Conn>, ws: Option<Ws>) {
-    let Some(mut hb) = Heartbeat::new(&conn) else {
-        conn.finish();
-        return;
-    };
-    let mut ws = ws;
-    loop {
-        if let Some(w) = ws.take() {
-            websocket(&conn, w, &mut hb).await;
-            break;
-        }
-        match polling(&conn, &mut hb).await {
-            Some(on_upgrade) => ws = probe(&conn, on_upgrade, &mut hb).await,
-            None => break,
+/// Runs connection `conn`, opened on websocket `ws`.
+pub(crate) async fn run_websocket(conn: Arc<Conn>, ws: Ws) {
+    if let Some(mut hb) = Heartbeat::new(&conn) {
+        websocket(&conn, ws, &mut hb).await;
+    }
+    conn.finish();
+}
+
+/// Runs long-polling connection `conn`, and the websocket that upgrades it.
+/// The probe and the websocket phase are boxed: the task lives as long as
+/// the connection, and inlined they would make every polling connection
+/// carry the websocket phase's state before it has a websocket.
+pub(crate) async fn run_polling(conn: Arc<Conn>) {
+    if let Some(mut hb) = Heartbeat::new(&conn) {
+        while let Some(on_upgrade) = polling(&conn, &mut hb).await {
+            if let Some(ws) = Box::pin(probe(&conn, on_upgrade, &mut hb)).await {
+                Box::pin(websocket(&conn, ws, &mut hb)).await;
+                break;
+            }
         }
     }
     conn.finish();
@@ -382,7 +386,8 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
                 sleep.as_mut().reset(hb.next);
             }
             Step::Closing(reason) => {
-                close_websocket(conn, ws, out, reason).await;
+                // Boxed: only a closing connection needs its state.
+                Box::pin(close_websocket(conn, ws, out, reason)).await;
                 return;
             }
             Step::Failed => {
@@ -445,4 +450,30 @@ async fn close_websocket(
         .await
     };
     let _ = tokio::time::timeout(CLOSE_DRAIN, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nothing;
+    impl crate::Service for Nothing {
+        fn connect(&self, _: &crate::Socket) -> Box<dyn crate::Handler> {
+            unreachable!("no client connects")
+        }
+    }
+
+    /// The connection's task lives as long as the connection: its future
+    /// is what every idle connection carries, so it must stay small.
+    #[tokio::test]
+    async fn the_connection_task_stays_small() {
+        let server = crate::Server::new(crate::Config::default(), Nothing);
+        let conn = server.open(EngineVersion::V4, false, Transport::Polling, None);
+        let mut hb = Heartbeat::new(&conn).expect("the server is alive");
+        let sizes = [
+            std::mem::size_of_val(&run_polling(conn.clone())),
+            std::mem::size_of_val(&polling(&conn, &mut hb)),
+        ];
+        assert!(sizes.iter().all(|&s| s <= 1024), "{sizes:?}");
+    }
 }

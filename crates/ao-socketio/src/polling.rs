@@ -25,7 +25,7 @@ pub(crate) fn handshake(inner: Arc<Inner>, conn: Arc<Conn>) -> Response<Body> {
     conn.opened();
     let mut frames = Vec::new();
     conn.outbox.take_now(&mut frames);
-    tokio::spawn(crate::driver::run(conn.clone(), None));
+    tokio::spawn(crate::driver::run_polling(conn.clone()));
     answer(&conn, &frames)
 }
 

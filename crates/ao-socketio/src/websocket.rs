@@ -23,8 +23,10 @@ use crate::socket::conn::{Conn, Transport};
 /// Bytes of frames gathered before they are written to the socket.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
 
-/// An upgraded websocket.
-pub(crate) type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// An upgraded websocket, boxed: it is handed from the handshake to the
+/// connection's task and its phases, and each async function that takes it
+/// by value would keep a copy's worth of room in the task for its whole life.
+pub(crate) type Ws = Box<WebSocketStream<TokioIo<Upgraded>>>;
 
 /// The 101 answer to a valid websocket handshake, and the upgrade to come.
 fn handshake(req: Request<Body>) -> Result<(Response<Body>, OnUpgrade), Box<Response<Body>>> {
@@ -71,7 +73,9 @@ pub(crate) async fn stream(inner: &Inner, upgraded: Upgraded) -> Ws {
         .write_buffer_size(WRITE_BATCH_BYTES)
         .max_message_size(Some(inner.config.max_message_bytes))
         .max_frame_size(Some(inner.config.max_message_bytes));
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+    Box::new(
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await,
+    )
 }
 
 /// A new session on a websocket.
@@ -98,7 +102,7 @@ pub(crate) fn accept(
         let _ = conn.push(conn.open_packet(false, &inner.config));
         drop(inner);
         conn.opened();
-        crate::driver::run(conn, Some(ws)).await;
+        crate::driver::run_websocket(conn, ws).await;
     });
     res
 }

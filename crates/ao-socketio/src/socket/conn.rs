@@ -220,8 +220,9 @@ pub(crate) struct State {
     pub(crate) last_heard: Instant,
     /// A binary packet waiting for its attachments.
     pub(crate) partial: Option<Box<Partial>>,
-    /// Acks the server asked for, by id.
-    pub(crate) acks: HashMap<u64, oneshot::Sender<AckReply>>,
+    /// Acks the server asked for, by id (boxed: most connections never
+    /// have one, and every connection carries this state).
+    pub(crate) acks: Option<Box<HashMap<u64, oneshot::Sender<AckReply>>>>,
     /// A websocket that wants to take over this polling session.
     pub(crate) upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// [`Conn::finish`] ran.
@@ -265,7 +266,7 @@ impl Conn {
                 posting: false,
                 last_heard: Instant::now(),
                 partial: None,
-                acks: HashMap::new(),
+                acks: None,
                 upgrade: None,
                 finished: false,
             }),
@@ -501,7 +502,7 @@ impl Conn {
         match kind {
             Kind::Ack => {
                 let Some(id) = id else { return };
-                let waiter = self.state().acks.remove(&id);
+                let waiter = self.state().acks.as_mut().and_then(|a| a.remove(&id));
                 if let Some(tx) = waiter {
                     let _ = tx.send(AckReply {
                         data: data.to_owned(),
@@ -549,7 +550,7 @@ impl Conn {
             let reason = *state
                 .closing
                 .get_or_insert(DisconnectReason::TransportClose);
-            state.acks.clear();
+            state.acks = None;
             state.partial = None;
             state.upgrade = None;
             reason
@@ -625,9 +626,15 @@ impl Socket {
     ) -> Result<AckReply, SendError> {
         let id = self.0.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.0.state().acks.insert(id, tx);
+        self.0
+            .state()
+            .acks
+            .get_or_insert_with(Box::default)
+            .insert(id, tx);
         if let Err(e) = self.send_frame(event_frame_with(name, data, Some(id))) {
-            self.0.state().acks.remove(&id);
+            if let Some(acks) = self.0.state().acks.as_mut() {
+                acks.remove(&id);
+            }
             return Err(e);
         }
         rx.await.map_err(|_| QueueError::Closed)
