@@ -308,15 +308,8 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
     // A message taken from the outbox that the websocket has not accepted yet.
     let mut out: Option<Message> = None;
     let mut unflushed = false;
-    // A close from outside (a slow client, `Socket::disconnect`, shutdown)
-    // must wake this task even while its writer waits on a full socket.
-    let woken = conn.wake.notified();
-    tokio::pin!(woken);
     loop {
         let step = std::future::poll_fn(|cx| {
-            while woken.as_mut().poll(cx).is_ready() {
-                woken.set(conn.wake.notified());
-            }
             if let Some(reason) = conn.closing() {
                 return Poll::Ready(Step::Closing(reason));
             }
@@ -341,6 +334,16 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
                     }
                     Poll::Ready(Err(_)) => return Poll::Ready(Step::Failed),
                     Poll::Pending => break,
+                }
+            }
+            if out.is_some() {
+                // A close from outside (a slow client, `Socket::disconnect`,
+                // shutdown) wakes the outbox's writer: this task, even while
+                // it waits on a full socket and takes no frames. Checked
+                // again after registering: a close in between woke no one.
+                conn.outbox.register(cx);
+                if let Some(reason) = conn.closing() {
+                    return Poll::Ready(Step::Closing(reason));
                 }
             }
             if unflushed {

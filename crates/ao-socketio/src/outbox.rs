@@ -129,6 +129,17 @@ impl Outbox {
         }
     }
 
+    /// Registers the writer to be woken by the next frame or the close,
+    /// whether or not it takes frames now (a writer waiting on its socket
+    /// must still see the close).
+    pub(crate) fn register(&self, cx: &mut Context<'_>) {
+        let mut state = self.state();
+        match &mut state.waker {
+            Some(w) => w.clone_from(cx.waker()),
+            None => state.waker = Some(cx.waker().clone()),
+        }
+    }
+
     /// Takes every queued frame at once, if any.
     pub(crate) fn take_now(&self, out: &mut Vec<Frame>) {
         let mut state = self.state();
