@@ -265,7 +265,7 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
         // Client frames are small (a msg is typically well under 1 KiB):
         // a small read buffer keeps idle connections light; a larger frame
         // grows it while it is read.
-        ws_read_buffer_bytes: 512,
+        ws_read_buffer_bytes: 256,
         ..ao_socketio::Config::default()
     }
 }
