@@ -4,13 +4,13 @@
 //!
 //! The inbox is bounded in bytes, not in events: past its budget
 //! (`AO_INBOUND_MAX_BYTES`, counted in bytes of events as received) it
-//! closes the connection's [`ReadValve`], so the server stops reading from
+//! closes the connection's [`ReadGate`], so the server stops reading from
 //! the client until the session has worked the queue down to half the
-//! budget: a websocket's TCP stream is not read, a long-polling POST's body
-//! is not read further. A burst waits instead of being dropped. What is
-//! already read when the valve closes is at most about one largest
+//! budget: a websocket's next frames are not read, a long-polling POST's
+//! next packets are not handed on. A burst waits instead of being dropped. What is
+//! already read when the read gate closes is at most about one largest
 //! message, so a queue that still grows past twice the budget and one
-//! largest message belongs to a transport that ignored the valve: that
+//! largest message belongs to a transport that ignored the read gate: that
 //! connection is disconnected, logged and counted.
 
 use std::collections::VecDeque;
@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 
 use super::direct::DirectRelay;
 use super::presence::Gate;
-use ao_socketio::ReadGate as ReadValve;
+use ao_socketio::ReadGate;
 
 /// One client event.
 pub struct Inbound {
@@ -103,7 +103,7 @@ struct State<T> {
     /// The sum of the queued events' weights.
     bytes: usize,
     /// Closed while the queue is over budget; none before the transport is known.
-    valve: Option<Arc<ReadValve>>,
+    read_gate: Option<Arc<ReadGate>>,
     /// The queue once grew past its hard limit.
     overflowed: bool,
     ready: bool,
@@ -130,7 +130,7 @@ impl<T> Inbox<T> {
             state: Mutex::new(State {
                 events: VecDeque::new(),
                 bytes: 0,
-                valve: None,
+                read_gate: None,
                 overflowed: false,
                 ready: false,
                 kick: false,
@@ -156,7 +156,7 @@ impl<T> Inbox<T> {
     }
 
     /// Queues a client event of `weight` bytes (at most `max_event`, the
-    /// largest one the transport lets through), closing the valve when the
+    /// largest one the transport lets through), closing the read gate when the
     /// queue is over budget; refuses it when the queue would grow past its
     /// hard limit.
     pub fn push(&self, event: T, weight: usize, max_event: usize) -> Result<(), Refused<T>> {
@@ -173,9 +173,9 @@ impl<T> Inbox<T> {
         }
         state.bytes += weight;
         state.events.push_back((event, weight));
-        if let Some(valve) = &state.valve {
+        if let Some(read_gate) = &state.read_gate {
             if state.bytes > self.budget {
-                valve.close();
+                read_gate.close();
             }
         }
         let waker = state.waker.take();
@@ -210,23 +210,18 @@ impl<T> Inbox<T> {
         &self.gate
     }
 
-    /// The valve of the reads that feed this inbox now.
-    pub fn valve(&self) -> Option<Arc<ReadValve>> {
-        self.state().valve.clone()
-    }
-
-    /// Makes `valve` the one closed while the queue is over budget (a new
+    /// Makes `read_gate` the one closed while the queue is over budget (a new
     /// connection, or the websocket that a long-polling session upgraded
     /// to); the one it replaces is opened.
-    pub fn set_valve(&self, valve: Arc<ReadValve>) {
+    pub fn set_read_gate(&self, read_gate: Arc<ReadGate>) {
         let mut state = self.state();
         if state.gone {
             return;
         }
         if state.bytes > self.budget {
-            valve.close();
+            read_gate.close();
         }
-        if let Some(old) = state.valve.replace(valve) {
+        if let Some(old) = state.read_gate.replace(read_gate) {
             old.open();
         }
     }
@@ -247,8 +242,8 @@ impl<T> Inbox<T> {
             Control::Closed => {
                 state.closed = true;
                 // Nothing more is read from a closed connection.
-                if let Some(valve) = &state.valve {
-                    valve.open();
+                if let Some(read_gate) = &state.read_gate {
+                    read_gate.open();
                 }
             }
         }
@@ -304,16 +299,16 @@ impl<T> InboxReceiver<T> {
     }
 }
 
-/// Takes the oldest event; opens the valve once the queue is down to half
+/// Takes the oldest event; opens the read gate once the queue is down to half
 /// the budget, so reads resume well before the session runs dry and a
 /// steady stream does not pause and resume on every event.
 fn pop<T>(state: &mut State<T>, budget: usize) -> Option<T> {
     let (event, weight) = state.events.pop_front()?;
     state.bytes -= weight;
     if state.bytes <= budget / 2 {
-        if let Some(valve) = &state.valve {
-            if valve.is_closed() {
-                valve.open();
+        if let Some(read_gate) = &state.read_gate {
+            if read_gate.is_closed() {
+                read_gate.open();
             }
         }
     }
@@ -330,8 +325,8 @@ impl<T> Drop for InboxReceiver<T> {
         state.waker = None;
         state.direct = None;
         state.bytes = 0;
-        if let Some(valve) = state.valve.take() {
-            valve.open();
+        if let Some(read_gate) = state.read_gate.take() {
+            read_gate.open();
         }
         let queued = std::mem::take(&mut state.events);
         drop(state);
@@ -371,34 +366,34 @@ mod tests {
     }
 
     #[test]
-    fn past_its_budget_the_inbox_closes_the_valve_until_half_is_taken() {
+    fn past_its_budget_the_inbox_closes_the_read_gate_until_half_is_taken() {
         let (inbox, rx) = Inbox::new(100);
-        let valve = Arc::new(ReadValve::default());
-        inbox.set_valve(valve.clone());
+        let read_gate = Arc::new(ReadGate::default());
+        inbox.set_read_gate(read_gate.clone());
         inbox.signal(Control::Ready);
         for i in 0..10 {
             inbox.push(i, 10, 50).unwrap();
         }
-        assert!(!valve.is_closed(), "at the budget");
+        assert!(!read_gate.is_closed(), "at the budget");
         inbox.push(10, 10, 50).unwrap();
-        assert!(valve.is_closed(), "over the budget");
+        assert!(read_gate.is_closed(), "over the budget");
         for i in 0..5 {
             assert_eq!(now(&rx), Some(Next::Event(i)));
-            assert!(valve.is_closed(), "still above half the budget");
+            assert!(read_gate.is_closed(), "still above half the budget");
         }
         assert_eq!(now(&rx), Some(Next::Event(5)));
-        assert!(!valve.is_closed(), "down to half the budget");
+        assert!(!read_gate.is_closed(), "down to half the budget");
     }
 
     #[test]
-    fn a_valve_set_while_over_budget_starts_closed_and_the_old_one_opens() {
+    fn a_read_gate_set_while_over_budget_starts_closed_and_the_old_one_opens() {
         let (inbox, _rx) = Inbox::new(10);
-        let polling = Arc::new(ReadValve::default());
-        inbox.set_valve(polling.clone());
+        let polling = Arc::new(ReadGate::default());
+        inbox.set_read_gate(polling.clone());
         inbox.push(1u32, 20, 0).unwrap();
         assert!(polling.is_closed());
-        let websocket = Arc::new(ReadValve::default());
-        inbox.set_valve(websocket.clone());
+        let websocket = Arc::new(ReadGate::default());
+        inbox.set_read_gate(websocket.clone());
         assert!(websocket.is_closed());
         assert!(!polling.is_closed());
     }
@@ -414,14 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn an_ended_session_leaves_the_valve_open() {
+    fn an_ended_session_leaves_the_read_gate_open() {
         let (inbox, rx) = Inbox::new(10);
-        let valve = Arc::new(ReadValve::default());
-        inbox.set_valve(valve.clone());
+        let read_gate = Arc::new(ReadGate::default());
+        inbox.set_read_gate(read_gate.clone());
         inbox.push(1u32, 20, 0).unwrap();
-        assert!(valve.is_closed());
+        assert!(read_gate.is_closed());
         drop(rx);
-        assert!(!valve.is_closed());
+        assert!(!read_gate.is_closed());
     }
 
     #[test]

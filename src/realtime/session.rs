@@ -114,7 +114,7 @@ impl ao_socketio::Handler for Closing {
 /// connected, so the session's queue is in place before any event.
 fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
     let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
-    inbox.set_valve(socket.read_gate().clone());
+    inbox.set_read_gate(socket.read_gate().clone());
     socket.set_data(Mailbox {
         inbox: inbox.clone(),
         uid: OnceLock::new(),
