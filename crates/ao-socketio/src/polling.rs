@@ -14,6 +14,9 @@ use crate::engine::{Frame, Packet};
 use crate::server::{error_response, EngineError, Inner};
 use crate::socket::conn::{Conn, DisconnectReason, Transport};
 
+/// How long a disconnect packet held back from an answer waits after it.
+const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The most a long-poll answer carries at once; the rest waits for the
 /// next poll.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -87,11 +90,20 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         std::task::Poll::Pending
     })
     .await;
-    // A disconnect packet goes out in an answer of its own: clients that
-    // hand packets to other threads (python-socketio 4) could otherwise
-    // act on it before the events that came with it.
+    // A disconnect packet goes out in an answer of its own, a moment after
+    // the events before it: python-socketio hands each polled packet to a
+    // thread of its own, and could otherwise act on the disconnect before
+    // the events that came just before it.
     if let Some(at) = frames.iter().position(is_disconnect).filter(|&at| at > 0) {
         conn.outbox.unshift(frames.split_off(at));
+        conn.state().disconnect_after = Some(std::time::Instant::now() + DISCONNECT_AFTER);
+    } else if frames.first().is_some_and(is_disconnect) {
+        let after = conn.state().disconnect_after.take();
+        if let Some(wait) =
+            after.and_then(|at| at.checked_duration_since(std::time::Instant::now()))
+        {
+            tokio::time::sleep(wait).await;
+        }
     }
     let (closing, upgrading) = {
         let state = conn.state();

@@ -229,6 +229,9 @@ pub(crate) struct State {
     pub(crate) upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// [`Conn::finish`] ran.
     pub(crate) finished: bool,
+    /// A disconnect packet held back from a long-poll answer waits until
+    /// then (see `polling::poll`).
+    pub(crate) disconnect_after: Option<Instant>,
 }
 
 /// A binary event or ack whose attachments are still arriving.
@@ -271,6 +274,7 @@ impl Conn {
                 acks: None,
                 upgrade: None,
                 finished: false,
+                disconnect_after: None,
             }),
             handler: OnceLock::new(),
             data: OnceLock::new(),
