@@ -138,7 +138,7 @@ impl App {
             let (counted, kicked) = (state.io.clone(), state.io.clone());
             shared
                 .start(
-                    move || realtime::local_sockets(&counted).len(),
+                    move || counted.sockets().len(),
                     move |sid| {
                         realtime::bus::kick_local(&kicked, sid);
                     },

@@ -99,7 +99,7 @@ pub async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
-    let local_sockets = crate::realtime::local_sockets(&state.io).len();
+    let local_sockets = state.io.sockets().len();
     let sockets = state
         .cluster
         .socket_count(local_sockets)

@@ -15,7 +15,7 @@ use crate::realtime::AppState;
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = &state.metrics;
     let (mut v3, mut v4) = (0i64, 0i64);
-    for s in crate::realtime::local_sockets(&state.io) {
+    for s in state.io.sockets() {
         match ProtocolGeneration::of(s.protocol()) {
             ProtocolGeneration::EngineIo3 => v3 += 1,
             ProtocolGeneration::EngineIo4 => v4 += 1,

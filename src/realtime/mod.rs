@@ -20,8 +20,6 @@ mod tests;
 
 use std::sync::Arc;
 
-use ao_socketio::Socket;
-
 use crate::accounts::AccountStore;
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -46,11 +44,6 @@ pub struct AppState {
 /// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].
 pub fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(read_ahead::MAX_PAGES))
-}
-
-/// This node's sockets.
-pub fn local_sockets(io: &ao_socketio::Server) -> Vec<Socket> {
-    io.sockets()
 }
 
 /// Extra bytes allowed on top of `max_msg_bytes` for framing and escaping.

@@ -381,7 +381,7 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
                 };
                 match packet {
                     Ok(packet) => conn.on_packet(packet),
-                    Err(e) => conn.malformed_frame(&e),
+                    Err(e) => conn.malformed(&e),
                 }
             }
             Step::Tick => {

@@ -35,6 +35,16 @@ struct State {
     waker: Option<Waker>,
 }
 
+impl State {
+    /// Keeps the writer's waker, cloning only when it changed.
+    fn register(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(w) => w.clone_from(cx.waker()),
+            None => self.waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
@@ -83,10 +93,7 @@ impl Outbox {
     ) -> Poll<()> {
         let mut state = self.state();
         if state.frames.is_empty() {
-            match &mut state.waker {
-                Some(w) => w.clone_from(cx.waker()),
-                None => state.waker = Some(cx.waker().clone()),
-            }
+            state.register(cx);
             return Poll::Pending;
         }
         let mut taken = 0;
@@ -120,10 +127,7 @@ impl Outbox {
                 Poll::Ready(frame)
             }
             None => {
-                match &mut state.waker {
-                    Some(w) => w.clone_from(cx.waker()),
-                    None => state.waker = Some(cx.waker().clone()),
-                }
+                state.register(cx);
                 Poll::Pending
             }
         }
@@ -133,11 +137,7 @@ impl Outbox {
     /// whether or not it takes frames now (a writer waiting on its socket
     /// must still see the close).
     pub(crate) fn register(&self, cx: &mut Context<'_>) {
-        let mut state = self.state();
-        match &mut state.waker {
-            Some(w) => w.clone_from(cx.waker()),
-            None => state.waker = Some(cx.waker().clone()),
-        }
+        self.state().register(cx);
     }
 
     /// Takes every queued frame at once, if any.

@@ -143,7 +143,7 @@ impl AckSender {
     pub fn send<T: Serialize + ?Sized>(self, data: &T) -> Result<(), SendError> {
         let mut text = Vec::with_capacity(64);
         text.extend_from_slice(b"43");
-        text.extend_from_slice(self.id.to_string().as_bytes());
+        write_id(&mut text, self.id);
         text.push(b'[');
         serde_json::to_writer(&mut text, data).map_err(|_| QueueError::Closed)?;
         text.push(b']');
@@ -161,7 +161,7 @@ fn event_frame_with<T: Serialize + ?Sized>(name: &str, data: &T, ack: Option<u64
     let mut text = Vec::with_capacity(32 + name.len());
     text.extend_from_slice(b"42");
     if let Some(id) = ack {
-        text.extend_from_slice(id.to_string().as_bytes());
+        write_id(&mut text, id);
     }
     text.push(b'[');
     // Serializing a &str or a caller's Serialize into a Vec only fails for
@@ -177,6 +177,13 @@ fn event_frame_with<T: Serialize + ?Sized>(name: &str, data: &T, ack: Option<u64
     }
     text.push(b']');
     Frame::Text(Bytes::from(text))
+}
+
+/// Appends an ack id's decimal digits (no allocation: one ack per msg).
+fn write_id(text: &mut Vec<u8>, id: u64) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(text, "{id}");
 }
 
 /// A connection's state, shared by its task, its HTTP requests and the
@@ -415,12 +422,8 @@ impl Conn {
         self.state().last_heard = Instant::now();
     }
 
-    /// A websocket frame that is no engine.io packet: ignored and counted.
-    pub(crate) fn malformed_frame(&self, why: &dyn std::fmt::Display) {
-        self.malformed(why);
-    }
-
-    fn malformed(&self, why: &dyn std::fmt::Display) {
+    /// A packet or frame that does not decode: ignored and counted.
+    pub(crate) fn malformed(&self, why: &dyn std::fmt::Display) {
         tracing::debug!(sid = %self.id, error = %why, "malformed packet ignored");
         if let Some(server) = self.server.upgrade() {
             server.stats.malformed();
