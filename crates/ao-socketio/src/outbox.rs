@@ -33,6 +33,8 @@ struct State {
     closed: bool,
     /// The transport's writer, waiting for frames.
     waker: Option<Waker>,
+    /// Someone waiting until at most this many bytes are queued.
+    drain: Option<Box<(usize, Waker)>>,
 }
 
 impl State {
@@ -41,6 +43,15 @@ impl State {
         match &mut self.waker {
             Some(w) => w.clone_from(cx.waker()),
             None => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    /// Wakes whoever waits for the queue to drain, once it has.
+    fn taken(&mut self) {
+        if matches!(&self.drain, Some(d) if self.bytes <= d.0) {
+            if let Some(d) = self.drain.take() {
+                d.1.wake();
+            }
         }
     }
 }
@@ -53,6 +64,7 @@ impl Outbox {
                 bytes: 0,
                 closed: false,
                 waker: None,
+                drain: None,
             }),
             limit,
         }
@@ -111,6 +123,7 @@ impl Outbox {
         if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
             state.frames = VecDeque::new();
         }
+        state.taken();
         Poll::Ready(())
     }
 
@@ -124,6 +137,7 @@ impl Outbox {
                 if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
                     state.frames = VecDeque::new();
                 }
+                state.taken();
                 Poll::Ready(frame)
             }
             None => {
@@ -148,6 +162,7 @@ impl Outbox {
         if state.frames.capacity() > KEPT_SLOTS {
             state.frames = VecDeque::new();
         }
+        state.taken();
     }
 
     /// Puts frames taken but not sent back in front of the queue, in order.
@@ -164,14 +179,37 @@ impl Outbox {
         self.state().bytes
     }
 
-    /// Refuses further frames and wakes the writer.
+    /// Ready once at most `bytes` are queued, or the queue is closed;
+    /// otherwise pending, woken when the transport took enough. One waiter
+    /// at a time: a later one replaces the earlier.
+    pub(crate) fn poll_drained(&self, cx: &mut Context<'_>, bytes: usize) -> Poll<()> {
+        let mut state = self.state();
+        if state.closed || state.bytes <= bytes {
+            state.drain = None;
+            return Poll::Ready(());
+        }
+        match &mut state.drain {
+            Some(d) => {
+                d.0 = bytes;
+                d.1.clone_from(cx.waker());
+            }
+            None => state.drain = Some(Box::new((bytes, cx.waker().clone()))),
+        }
+        Poll::Pending
+    }
+
+    /// Refuses further frames and wakes the writer and any drain waiter.
     pub(crate) fn close(&self) {
         let mut state = self.state();
         state.closed = true;
         let waker = state.waker.take();
+        let drain = state.drain.take();
         drop(state);
         if let Some(w) = waker {
             w.wake();
+        }
+        if let Some(d) = drain {
+            d.1.wake();
         }
     }
 
@@ -224,6 +262,23 @@ mod tests {
         assert!(q.poll_take(&mut cx, &mut out, 1).is_ready());
         assert_eq!(out.len(), 1);
         assert_eq!(q.bytes(), 200);
+    }
+
+    #[test]
+    fn a_drain_waiter_wakes_once_the_transport_took_enough_or_the_queue_closed() {
+        let outbox = Outbox::new(1 << 20);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        outbox.push(text(100)).expect("queued");
+        outbox.push(text(100)).expect("queued");
+        assert!(outbox.poll_drained(&mut cx, 150).is_pending());
+        let mut out = Vec::new();
+        assert!(outbox.poll_take(&mut cx, &mut out, 100).is_ready());
+        assert!(outbox.state().drain.is_none(), "woken at 100 bytes");
+        assert!(outbox.poll_drained(&mut cx, 150).is_ready());
+        assert!(outbox.poll_drained(&mut cx, 0).is_pending());
+        outbox.close();
+        assert!(outbox.poll_drained(&mut cx, 0).is_ready());
     }
 
     #[test]

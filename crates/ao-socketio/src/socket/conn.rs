@@ -606,6 +606,14 @@ impl Socket {
         self.0.outbox.bytes()
     }
 
+    /// Waits until at most `bytes` wait in the outbound queue (the
+    /// transport took the rest), or the connection closed. For a producer
+    /// that should not queue its next large emit before the client has
+    /// taken the last one.
+    pub async fn drained(&self, bytes: usize) {
+        std::future::poll_fn(|cx| self.0.outbox.poll_drained(cx, bytes)).await
+    }
+
     /// Whether the connection is closing or closed.
     pub fn is_closed(&self) -> bool {
         self.0.closing().is_some()
