@@ -194,7 +194,7 @@ impl PubSub {
     /// there). The ones before are in the joiner's sync, which follows its
     /// join ack; a msg the dispatcher delivered meanwhile keeps its place.
     async fn start_listening(&self, room: &str) {
-        match self.messages.page(room, u64::MAX, 0).await {
+        match self.messages.page(room, u64::MAX, 0, 0).await {
             Ok(page) => {
                 lock(&self.next_seq)
                     .entry(room.to_owned())
@@ -398,31 +398,48 @@ async fn deliver_msg(ps: &PubSub, frame: &RoomFrame<'_>) {
         .emit(&frame.room, event::MSG, frame.data, frame.except.as_deref());
 }
 
+/// Messages read from the store at once when delivering missed ones.
+const STORED_PAGE: usize = 200;
+/// Bytes read from the store at once when delivering missed ones.
+const STORED_PAGE_BYTES: usize = 4 << 20;
+
 /// Delivers up to `count` stored messages of `room` from seq `from` to
-/// every member here but their senders, recording each as delivered;
-/// returns how many there were, `None` if the store could not be read.
+/// every member here but their senders, recording each as delivered, a
+/// page at a time; returns how many there were, `None` if the store could
+/// not be read.
 async fn deliver_stored(ps: &PubSub, room: &str, from: u64, count: usize) -> Option<usize> {
-    let page = match ps.messages.page(room, from, count).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the missed messages");
-            return None;
+    let mut delivered = 0;
+    let mut next = from;
+    while delivered < count {
+        let want = STORED_PAGE.min(count - delivered);
+        let page = match ps.messages.page(room, next, want, STORED_PAGE_BYTES).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the missed messages");
+                return None;
+            }
+        };
+        let n = page.items.len();
+        for (i, entry) in page.items.into_iter().enumerate() {
+            let sender = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                entry.body.get(),
+            )
+            .ok()
+            .and_then(|m| m.get(crate::protocol::SENDER_KEY).cloned())
+            .and_then(|v| crate::protocol::parse_id(&v).map(|u| u.key));
+            let sent = ps
+                .local
+                .emit_recovered(room, &entry.body, sender.as_deref());
+            ps.metrics.relay_recovered.inc_by(sent);
+            lock(&ps.next_seq).insert(room.to_owned(), page.start + i as u64 + 1);
         }
-    };
-    let n = page.items.len();
-    for (i, entry) in page.items.into_iter().enumerate() {
-        let sender =
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(entry.body.get())
-                .ok()
-                .and_then(|m| m.get(crate::protocol::SENDER_KEY).cloned())
-                .and_then(|v| crate::protocol::parse_id(&v).map(|u| u.key));
-        let sent = ps
-            .local
-            .emit_recovered(room, &entry.body, sender.as_deref());
-        ps.metrics.relay_recovered.inc_by(sent);
-        lock(&ps.next_seq).insert(room.to_owned(), page.start + i as u64 + 1);
+        delivered += n;
+        next = page.start + n as u64;
+        if n == 0 || !page.more {
+            break;
+        }
     }
-    Some(n)
+    Some(delivered)
 }
 
 /// After a reconnect, delivers what each watched room stored meanwhile.
@@ -437,7 +454,7 @@ async fn catch_up(ps: &PubSub) -> bool {
         // A history shorter than what was delivered was cleared while this
         // node was not listening (its reset frame was missed): start over,
         // or the new history's first messages would count as delivered.
-        match ps.messages.page(&room, next, 0).await {
+        match ps.messages.page(&room, next, 0, 0).await {
             Ok(page) if page.start < next => {
                 tracing::warn!(%room, "room history was cleared while redis was unreachable");
                 ps.local.history_cleared();

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::request::{body_params, query_params, require_admin, Reply};
+use super::request::{body_params, query_params, require_admin, Peer, Reply};
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
 use crate::realtime::AppState;
@@ -43,11 +43,16 @@ impl FromRequest<Arc<AppState>> for AdminRequest {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Response> {
         let headers = req.headers().clone();
         let query = query_params(req.uri().query());
+        let peer = Peer(
+            req.extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        );
         let body = Bytes::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
         let body = body_params(&headers, &body).map_err(IntoResponse::into_response)?;
-        require_admin(state.accounts.as_ref(), &headers, &query)
+        require_admin(state, peer, &headers, &query)
             .await
             .map_err(|e| Reply::from(e).into_response())?;
         let mut params = query;
@@ -170,6 +175,7 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
         &room,
         offset,
         state.config.sync_page_size,
+        state.config.sync_page_max_bytes,
     )
     .await
     {

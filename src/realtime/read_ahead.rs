@@ -37,9 +37,13 @@ impl ReadAhead {
         let clears = state.bus.history_clears();
         let store = state.messages.clone();
         let limit = state.config.sync_page_size;
+        let max_bytes = state.config.sync_page_max_bytes;
         let owned_room = room.to_owned();
         let (read, page) = async move {
-            let page = store.page(&owned_room, offset, limit).await.ok()?;
+            let page = store
+                .page(&owned_room, offset, limit, max_bytes)
+                .await
+                .ok()?;
             page.more.then_some(page)
         }
         .remote_handle();

@@ -13,7 +13,11 @@ use serde_json::Value;
 use super::read_ahead::ReadAhead;
 use super::session::{Flow, Phase, Session};
 use crate::protocol::{self, ack_status, event, reason, StatusReply, SyncReply, UidEvent};
-use crate::store::{sync_page, with_updates, StoreError, SyncPage};
+use crate::store::{self, sync_page, with_updates, StoreError, SyncPage};
+
+/// Bytes that may still wait for the client when its next sync page is
+/// built: live msgs, not a page.
+const SYNC_QUEUED_BYTES: usize = 64 * 1024;
 
 impl Session {
     pub(super) async fn sync(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
@@ -27,6 +31,12 @@ impl Session {
         let joined = joined.clone();
         // A sync sees every message this client sent before it.
         self.pending_writes.wait_idle().await;
+        // One page at a time: the next is built once the transport took the
+        // last, so a client that asks and does not read holds one page here.
+        self.socket.drained(SYNC_QUEUED_BYTES).await;
+        if self.socket.is_closed() {
+            return Flow::Continue;
+        }
         let request = protocol::parse_sync(&data.unwrap_or(Value::Null));
         let page = match self.read_page(&joined.room, request.offset).await {
             Ok(p) => p,
@@ -40,7 +50,7 @@ impl Session {
             }
         };
         let offset = page.next_offset;
-        if page.more {
+        if page.more && store::updates_cursor(offset).is_none() {
             self.read_ahead = ReadAhead::start(&self.state, &joined.room, offset);
         }
         let items: Vec<Box<RawValue>> = page.entries.into_iter().map(|e| e.body).collect();
@@ -97,9 +107,13 @@ impl Session {
             Some(ahead) => ahead.take(&self.state, room, offset).await,
             None => None,
         };
+        let max_bytes = self.state.config.sync_page_max_bytes;
         let page = match ahead {
-            Some(page) => with_updates(store, room, page).await,
-            None => sync_page(store, room, offset, self.state.config.sync_page_size).await,
+            Some(page) => with_updates(store, room, page, max_bytes).await,
+            None => {
+                let limit = self.state.config.sync_page_size;
+                sync_page(store, room, offset, limit, max_bytes).await
+            }
         };
         self.state.metrics.store_op("sync_page", started);
         page

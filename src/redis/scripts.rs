@@ -76,8 +76,11 @@ redis.call('SPUBLISH', ARGV[4], ARGV[3] .. ARGV[1] .. '}')
 return tonumber(t)
 "#;
 
-/// One page of inserts with the history's length and epoch (created if missing).
-/// KEYS: insert list, epoch. ARGV: offset, limit, fresh epoch.
+/// One page of inserts with the history's length and epoch (created if
+/// missing): up to `limit` elements from `offset` whose bytes stay within
+/// `max bytes` (at least one; 0: no byte limit), read in chunks so a page
+/// of large elements is not read whole.
+/// KEYS: insert list, epoch. ARGV: offset, limit, fresh epoch, max bytes.
 /// Returns `{len, epoch, items}`.
 pub const PAGE: &str = r#"
 local len = redis.call('LLEN', KEYS[1])
@@ -87,11 +90,50 @@ if not e then
   redis.call('SET', KEYS[2], e)
 end
 local from = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local maxb = tonumber(ARGV[4])
 local items = {}
-if from < len and tonumber(ARGV[2]) > 0 then
-  items = redis.call('LRANGE', KEYS[1], from, from + tonumber(ARGV[2]) - 1)
+local bytes = 0
+while from < len and #items < limit do
+  local n = math.min(limit - #items, 50)
+  local chunk = redis.call('LRANGE', KEYS[1], from, from + n - 1)
+  if #chunk == 0 then break end
+  for _, it in ipairs(chunk) do
+    if maxb > 0 and #items > 0 and bytes + #it > maxb then return {len, e, items} end
+    bytes = bytes + #it
+    table.insert(items, it)
+  end
+  from = from + #chunk
 end
 return {len, e, items}
+"#;
+
+/// One page of a room's updates that have an order record, after order
+/// key `after`, whose bytes stay within `max bytes` (at least one).
+/// KEYS: update hash, order zset. ARGV: after, max bytes.
+/// Returns `{more, key1, element1, key2, element2, ...}`.
+pub const UPDATES_PAGE: &str = r#"
+local maxb = tonumber(ARGV[2])
+local out = {0}
+local bytes = 0
+local after = '(' .. ARGV[1]
+while true do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[2], after, '+inf', 'WITHSCORES', 'LIMIT', 0, 50)
+  if #ids == 0 then return out end
+  for i = 1, #ids, 2 do
+    local el = redis.call('HGET', KEYS[1], ids[i])
+    if el then
+      if #out > 1 and bytes + #el > maxb then
+        out[1] = 1
+        return out
+      end
+      bytes = bytes + #el
+      table.insert(out, ids[i + 1])
+      table.insert(out, el)
+    end
+    after = '(' .. ids[i + 1]
+  end
+end
 "#;
 
 /// Deletes a room's history, starts a new epoch and tells every node the

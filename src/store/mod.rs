@@ -140,48 +140,177 @@ pub struct Page {
     pub epoch: String,
 }
 
-/// One page of sync: the inserts of a [`Page`], followed on the last page by
-/// every current update (the latest per msgId).
+/// One page of a room's current updates (the latest per msgId), in the
+/// order they were last updated, each with its order key.
+#[derive(Debug, Clone, Default)]
+pub struct UpdatePage {
+    pub entries: Vec<(i64, Entry)>,
+    /// Whether more updates follow.
+    pub more: bool,
+}
+
+/// Sync offsets from this one on continue a room's updates rather than its
+/// inserts: `UPDATES_BASE + CURSOR_BIAS + key`, where the key is the order
+/// key of the last update sent. Below 2^53, so a JavaScript client echoes
+/// it exactly.
+pub const UPDATES_BASE: u64 = 1 << 52;
+/// Lets an update's order key be negative (updates of the original
+/// service, ordered before every later one).
+const CURSOR_BIAS: i64 = 1 << 40;
+/// The order key before every update.
+pub const UPDATES_START: i64 = -CURSOR_BIAS;
+
+/// The sync offset that continues the updates after order key `key`.
+pub fn updates_offset(key: i64) -> u64 {
+    UPDATES_BASE + key.saturating_add(CURSOR_BIAS).max(0) as u64
+}
+
+/// The order key a sync offset continues the updates after, if it is one.
+pub fn updates_cursor(offset: u64) -> Option<i64> {
+    let past = offset.checked_sub(UPDATES_BASE)?;
+    Some(
+        i64::try_from(past)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(CURSOR_BIAS),
+    )
+}
+
+/// One page of sync: inserts, then, once they are all out, the current
+/// updates, all within a byte budget (at least one message).
 #[derive(Debug, Clone)]
 pub struct SyncPage {
     pub entries: Vec<Entry>,
-    /// Where the client resumes: the page's start plus the inserts returned.
+    /// Where the client resumes: past the inserts returned, or (while the
+    /// updates are paged) an offset from [`UPDATES_BASE`] on.
     pub next_offset: u64,
-    /// Whether more inserts follow.
+    /// Whether more follows.
     pub more: bool,
     pub epoch: String,
 }
 
+/// The bytes an entry counts against a page's budget.
+pub fn entry_bytes(e: &Entry) -> usize {
+    e.body.get().len()
+}
+
+/// How many of `sizes` fit in `max_bytes` from the start (at least one
+/// when `at_least_one`), and their bytes.
+pub fn fitting(
+    sizes: impl Iterator<Item = usize>,
+    max_bytes: usize,
+    at_least_one: bool,
+) -> (usize, usize) {
+    let (mut total, mut keep) = (0usize, 0usize);
+    for n in sizes {
+        if total.saturating_add(n) > max_bytes && (keep > 0 || !at_least_one) {
+            break;
+        }
+        total += n;
+        keep += 1;
+    }
+    (keep, total)
+}
+
 /// Reads the sync page of `room` at `offset`: what both `sync` and the
-/// admin API's `room_msgs` return.
+/// admin API's `room_msgs` return. The rule (docs/PROTOCOL.md): up to
+/// `limit` inserts from `offset` within `max_bytes`; the page that ends
+/// the inserts carries as many updates as still fit; updates that do not
+/// fit follow on pages whose offsets start at [`UPDATES_BASE`]; the last
+/// page (`more: false`) gives the history's length as its offset.
 pub async fn sync_page(
     store: &dyn MessageStore,
     room: &str,
     offset: u64,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<SyncPage, StoreError> {
-    let page = store.page(room, offset, limit).await?;
-    with_updates(store, room, page).await
+    match updates_cursor(offset) {
+        Some(after) => {
+            let updates = store.updates(room, after, max_bytes).await?;
+            // The history's length and epoch.
+            let end = store.page(room, u64::MAX, 0, 0).await?;
+            Ok(finish(
+                Vec::new(),
+                0,
+                updates,
+                after,
+                end.start,
+                end.epoch,
+                max_bytes,
+            ))
+        }
+        None => {
+            let page = store.page(room, offset, limit, max_bytes).await?;
+            with_updates(store, room, page, max_bytes).await
+        }
+    }
 }
 
-/// Turns a page of inserts into a sync page: the last one is followed by
-/// every current update of `room`.
+/// Turns a page of inserts into a sync page: the one that ends the inserts
+/// is followed by the updates that fit.
 pub async fn with_updates(
     store: &dyn MessageStore,
     room: &str,
     page: Page,
+    max_bytes: usize,
 ) -> Result<SyncPage, StoreError> {
-    let next_offset = page.start + page.items.len() as u64;
-    let mut entries = page.items;
-    if !page.more {
-        entries.extend(store.updates(room).await?);
+    let mut items = page.items;
+    let read = items.len();
+    let (keep, used) = fitting(items.iter().map(entry_bytes), max_bytes, true);
+    items.truncate(keep);
+    let next_offset = page.start + keep as u64;
+    if page.more || keep < read {
+        return Ok(SyncPage {
+            entries: items,
+            next_offset,
+            more: true,
+            epoch: page.epoch,
+        });
     }
-    Ok(SyncPage {
-        entries,
+    let left = max_bytes.saturating_sub(used);
+    let updates = store.updates(room, UPDATES_START, left.max(1)).await?;
+    Ok(finish(
+        items,
+        used,
+        updates,
+        UPDATES_START,
         next_offset,
-        more: page.more,
-        epoch: page.epoch,
-    })
+        page.epoch,
+        max_bytes,
+    ))
+}
+
+/// The sync page of `entries` (inserts, `used` bytes of them) followed
+/// by the updates that fit the rest of `max_bytes` (at least one when
+/// there are no inserts); `after` is the order key the updates began after.
+fn finish(
+    mut entries: Vec<Entry>,
+    used: usize,
+    mut updates: UpdatePage,
+    after: i64,
+    history_len: u64,
+    epoch: String,
+    max_bytes: usize,
+) -> SyncPage {
+    let (keep, _) = fitting(
+        updates.entries.iter().map(|(_, e)| entry_bytes(e)),
+        max_bytes.saturating_sub(used),
+        entries.is_empty(),
+    );
+    let more = updates.more || keep < updates.entries.len();
+    updates.entries.truncate(keep);
+    let last = updates.entries.last().map_or(after, |(key, _)| *key);
+    entries.extend(updates.entries.into_iter().map(|(_, e)| e));
+    SyncPage {
+        entries,
+        next_offset: if more {
+            updates_offset(last)
+        } else {
+            history_len
+        },
+        more,
+        epoch,
+    }
 }
 
 /// A room's message history.
@@ -192,10 +321,24 @@ pub async fn with_updates(
 pub trait MessageStore: Send + Sync + 'static {
     /// Queues a write; `write.done` is called when it is durable (or failed).
     async fn submit(&self, write: Write);
-    /// Up to `limit` inserts from `offset`, oldest first.
-    async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError>;
-    /// The latest message per msgId, in the order they were last updated.
-    async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError>;
+    /// Up to `limit` inserts from `offset`, oldest first, within
+    /// `max_bytes` (at least one; 0 means no byte limit).
+    async fn page(
+        &self,
+        room: &str,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, StoreError>;
+    /// The latest message per msgId, in the order they were last updated,
+    /// from the one after order key `after` ([`UPDATES_START`]: from the
+    /// first), within `max_bytes` (at least one).
+    async fn updates(
+        &self,
+        room: &str,
+        after: i64,
+        max_bytes: usize,
+    ) -> Result<UpdatePage, StoreError>;
     /// Deletes the room's whole history and starts a new epoch.
     async fn clear(&self, room: &str) -> Result<(), StoreError>;
     /// Whether the store answers (for readiness checks).

@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{Entry, MessageStore, NotStored, Page, StoreError, Stored, Write, WriteOp};
+use super::{Entry, MessageStore, NotStored, Page, StoreError, Stored, UpdatePage, Write, WriteOp};
 use crate::protocol::{event, SEQ_KEY};
 use crate::redis::{room_frame_head, scripts, FrameTags, Redis, RedisError, RESET_EVENT};
 
@@ -104,6 +104,72 @@ struct SeqProbe {
 
 /// Reads a stored element; a message written by the original service has
 /// no `seq`, so it gets its position in the list.
+impl RedisMessageStore {
+    /// [`MessageStore::updates`] for a room with updates of the original
+    /// service: those have no order record and come first, by time, with
+    /// order keys counted back from -1 (the newest), so the keys of the
+    /// ones not yet sent do not change when an older one is updated again.
+    /// Reads the whole hash; only such rooms pay for it.
+    async fn updates_with_legacy(
+        &self,
+        room: &str,
+        after: i64,
+        max_bytes: usize,
+    ) -> Result<UpdatePage, StoreError> {
+        let keys = &self.redis.keys;
+        let client = self.redis.cmd();
+        let all: std::collections::HashMap<String, String> = client
+            .hgetall(keys.msg(room, "update"))
+            .await
+            .map_err(|e| backend(e.into()))?;
+        let order: Vec<(String, f64)> = client
+            .zrange(
+                keys.msg(room, "update_order"),
+                0,
+                -1,
+                None,
+                false,
+                None,
+                true,
+            )
+            .await
+            .map_err(|e| backend(e.into()))?;
+        let rank: std::collections::HashMap<&str, i64> = order
+            .iter()
+            .map(|(id, s)| (id.as_str(), *s as i64))
+            .collect();
+        let mut legacy: Vec<(i64, &String, Entry)> = Vec::new();
+        let mut ranked: Vec<(i64, Entry)> = Vec::new();
+        for (id, raw) in &all {
+            let Some(entry) = parse_element(raw, None) else {
+                continue;
+            };
+            match rank.get(id.as_str()) {
+                Some(&r) => ranked.push((r, entry)),
+                None => legacy.push((entry.ts, id, entry)),
+            }
+        }
+        legacy.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let count = legacy.len() as i64;
+        let mut entries: Vec<(i64, Entry)> = legacy
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, _, e))| (i as i64 - count, e))
+            .collect();
+        ranked.sort_by_key(|(r, _)| *r);
+        entries.extend(ranked);
+        entries.retain(|(key, _)| *key > after);
+        let (keep, _) = super::fitting(
+            entries.iter().map(|(_, e)| super::entry_bytes(e)),
+            max_bytes,
+            true,
+        );
+        let more = keep < entries.len();
+        entries.truncate(keep);
+        Ok(UpdatePage { entries, more })
+    }
+}
+
 fn parse_element(raw: &str, seq: Option<u64>) -> Option<Entry> {
     let el: Element<'_> = serde_json::from_str(raw).ok()?;
     let ts = el.ts.unwrap_or(0.0) as i64;
@@ -210,23 +276,35 @@ impl MessageStore for RedisMessageStore {
         }
     }
 
-    async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError> {
+    async fn page(
+        &self,
+        room: &str,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, StoreError> {
         let keys = &self.redis.keys;
         let (len, epoch, items): (u64, String, Vec<String>) = scripts::run(
             &self.redis.client,
             scripts::PAGE,
             vec![keys.msg(room, "insert"), keys.msg(room, "epoch")],
-            vec![offset.to_string(), limit.to_string(), new_epoch()],
+            vec![
+                offset.to_string(),
+                limit.to_string(),
+                new_epoch(),
+                max_bytes.to_string(),
+            ],
         )
         .await
         .map_err(backend)?;
         let start = offset.min(len);
+        let read = items.len() as u64;
         let items: Vec<Entry> = items
             .iter()
             .enumerate()
             .filter_map(|(i, raw)| parse_element(raw, Some(start + i as u64)))
             .collect();
-        let more = start + (limit as u64) < len;
+        let more = start + read < len;
         Ok(Page {
             start,
             items,
@@ -235,46 +313,40 @@ impl MessageStore for RedisMessageStore {
         })
     }
 
-    async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
+    async fn updates(
+        &self,
+        room: &str,
+        after: i64,
+        max_bytes: usize,
+    ) -> Result<UpdatePage, StoreError> {
         let keys = &self.redis.keys;
         let client = self.redis.cmd();
-        let all: std::collections::HashMap<String, String> = client
-            .hgetall(keys.msg(room, "update"))
-            .await
-            .map_err(|e| backend(e.into()))?;
-        if all.is_empty() {
-            return Ok(Vec::new());
+        let (update, order) = (keys.msg(room, "update"), keys.msg(room, "update_order"));
+        let stored: u64 = client.hlen(&update).await.map_err(|e| backend(e.into()))?;
+        let ordered: u64 = client.zcard(&order).await.map_err(|e| backend(e.into()))?;
+        if stored > ordered {
+            // Updates of the original service, which have no order record.
+            return self.updates_with_legacy(room, after, max_bytes).await;
         }
-        let order: Vec<(String, f64)> = client
-            .zrange(
-                keys.msg(room, "update_order"),
-                0,
-                -1,
-                None,
-                false,
-                None,
-                true,
-            )
-            .await
-            .map_err(|e| backend(e.into()))?;
-        let rank: std::collections::HashMap<&str, f64> =
-            order.iter().map(|(id, s)| (id.as_str(), *s)).collect();
-        let mut entries: Vec<(f64, i64, &String, Entry)> = all
-            .iter()
-            .filter_map(|(id, raw)| {
-                let entry = parse_element(raw, None)?;
-                // Updates written by the original service have no order
-                // record: they come first, by time.
-                let r = rank.get(id.as_str()).copied().unwrap_or(0.0);
-                Some((r, entry.ts, id, entry))
-            })
-            .collect();
-        entries.sort_by(|a, b| {
-            a.0.total_cmp(&b.0)
-                .then(a.1.cmp(&b.1))
-                .then_with(|| a.2.cmp(b.2))
-        });
-        Ok(entries.into_iter().map(|(_, _, _, e)| e).collect())
+        let reply: Vec<String> = scripts::run(
+            &self.redis.client,
+            scripts::UPDATES_PAGE,
+            vec![update, order],
+            vec![after.max(0).to_string(), max_bytes.to_string()],
+        )
+        .await
+        .map_err(backend)?;
+        let mut page = UpdatePage {
+            more: reply.first().is_some_and(|m| m == "1"),
+            entries: Vec::new(),
+        };
+        for pair in reply.get(1..).unwrap_or_default().chunks_exact(2) {
+            let key = pair[0].parse::<f64>().map_or(0, |k| k as i64);
+            if let Some(entry) = parse_element(&pair[1], None) {
+                page.entries.push((key, entry));
+            }
+        }
+        Ok(page)
     }
 
     async fn clear(&self, room: &str) -> Result<(), StoreError> {

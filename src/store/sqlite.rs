@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::journal::{self, Journal, Record};
 use super::unapplied::{self, Unapplied, UpdateEntry};
-use super::{Entry, MessageStore, Page, StoreError, Stored, Write, WriteOp};
+use super::{Entry, MessageStore, Page, StoreError, Stored, UpdatePage, Write, WriteOp};
 use crate::protocol::StampedMsg;
 use crate::sqlite::{open, unix_now};
 use crate::sync::lock as locked;
@@ -206,7 +206,18 @@ impl MessageStore for SqliteMessageStore {
         }
     }
 
-    async fn page(&self, room: &str, offset: u64, limit: usize) -> Result<Page, StoreError> {
+    async fn page(
+        &self,
+        room: &str,
+        offset: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Page, StoreError> {
+        let max_bytes = if max_bytes == 0 {
+            usize::MAX
+        } else {
+            max_bytes
+        };
         let room = room.to_owned();
         let default_epoch = self.db_epoch.clone();
         let unapplied = self.unapplied.clone();
@@ -226,6 +237,7 @@ impl MessageStore for SqliteMessageStore {
                 .map_or((stored, stored), |t| (t.first_seq, t.len));
             let start = offset.min(len);
             let mut items = Vec::new();
+            let (mut bytes, mut full) = (0usize, false);
             if start < first_unapplied {
                 // The limit is part of the statement's text: bound as a
                 // parameter, SQLite (built with STAT4) re-prepares the
@@ -233,16 +245,30 @@ impl MessageStore for SqliteMessageStore {
                 let mut stmt = tx.prepare_cached(&format!(
                     "SELECT body, ts FROM inserts WHERE room = ?1 AND seq >= ?2 AND seq < ?3 ORDER BY seq LIMIT {limit}"
                 ))?;
-                items = stmt
-                    .query_map(
-                        params![room, start as i64, first_unapplied as i64],
-                        |r| entry(r, 0),
-                    )?
-                    .collect::<Result<Vec<_>, _>>()?;
+                let rows = stmt.query_map(
+                    params![room, start as i64, first_unapplied as i64],
+                    |r| entry(r, 0),
+                )?;
+                // Rows are read only while the page has room for them.
+                for row in rows {
+                    let e = row?;
+                    if !items.is_empty() && bytes + super::entry_bytes(&e) > max_bytes {
+                        full = true;
+                        break;
+                    }
+                    bytes += super::entry_bytes(&e);
+                    items.push(e);
+                }
             }
-            if let Some(tail) = tail {
+            if let (Some(tail), false) = (tail, full) {
                 let room_left = limit.saturating_sub(items.len());
-                items.extend(tail.items.into_iter().take(room_left));
+                for e in tail.items.into_iter().take(room_left) {
+                    if !items.is_empty() && bytes + super::entry_bytes(&e) > max_bytes {
+                        break;
+                    }
+                    bytes += super::entry_bytes(&e);
+                    items.push(e);
+                }
             }
             let more = start + (items.len() as u64) < len;
             Ok(Page {
@@ -255,26 +281,27 @@ impl MessageStore for SqliteMessageStore {
         .await
     }
 
-    async fn updates(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
+    async fn updates(
+        &self,
+        room: &str,
+        after: i64,
+        max_bytes: usize,
+    ) -> Result<UpdatePage, StoreError> {
         let room = room.to_owned();
         let unapplied = self.unapplied.clone();
         self.read(move |conn| {
             let pending = locked(&unapplied).updates(&room);
             let mut stmt = conn.prepare_cached(
-                "SELECT msg_id, ord, body, ts FROM updates WHERE room = ?1 ORDER BY ord",
+                "SELECT msg_id, ord, body, ts FROM updates WHERE room = ?1 AND ord > ?2 ORDER BY ord",
             )?;
-            let rows = stmt.query_map(params![room], |r| {
+            let rows = stmt.query_map(params![room, after], |r| {
                 Ok(UpdateEntry {
                     msg_id: r.get(0)?,
                     ord: r.get(1)?,
                     entry: entry(r, 2)?,
                 })
             })?;
-            if pending.is_empty() {
-                return rows.map(|r| r.map(|u| u.entry)).collect();
-            }
-            let stored = rows.collect::<Result<Vec<_>, _>>()?;
-            Ok(unapplied::merge_updates(stored, pending))
+            unapplied::page_updates(rows, pending, after, max_bytes)
         })
         .await
     }

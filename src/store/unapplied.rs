@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::journal::Record;
-use super::Entry;
+use super::{Entry, UpdatePage};
 
 /// The unapplied writes of every room.
 #[derive(Default)]
@@ -169,21 +169,64 @@ fn entry(body: &RawValue, ts: i64) -> Entry {
     }
 }
 
-/// Merges a room's updates read from SQLite with its unapplied ones
-/// (looked up first): the latest per msgId, in the order last updated.
-pub fn merge_updates(from_sqlite: Vec<UpdateEntry>, unapplied: Vec<UpdateEntry>) -> Vec<Entry> {
-    let mut latest: HashMap<String, UpdateEntry> = HashMap::with_capacity(from_sqlite.len());
-    for u in from_sqlite.into_iter().chain(unapplied) {
-        match latest.get(&u.msg_id) {
-            Some(seen) if seen.ord >= u.ord => {}
-            _ => {
-                latest.insert(u.msg_id.clone(), u);
-            }
-        }
+/// One page of a room's updates after order key `after`, within
+/// `max_bytes` (at least one): the rows read from SQLite (in order, after
+/// `after`) merged with its unapplied ones, which win over an older row of
+/// the same msgId. Rows are read only while the page has room.
+pub fn page_updates(
+    from_sqlite: impl Iterator<Item = Result<UpdateEntry, rusqlite::Error>>,
+    unapplied: Vec<UpdateEntry>,
+    after: i64,
+    max_bytes: usize,
+) -> Result<UpdatePage, rusqlite::Error> {
+    // The newest unapplied update per msgId.
+    let mut newest: HashMap<String, i64> = HashMap::with_capacity(unapplied.len());
+    for u in &unapplied {
+        let ord = newest.entry(u.msg_id.clone()).or_insert(u.ord);
+        *ord = (*ord).max(u.ord);
     }
-    let mut all: Vec<UpdateEntry> = latest.into_values().collect();
-    all.sort_by_key(|u| u.ord);
-    all.into_iter().map(|u| u.entry).collect()
+    let mut pending: Vec<UpdateEntry> = unapplied
+        .into_iter()
+        .filter(|u| u.ord > after && newest.get(&u.msg_id) == Some(&u.ord))
+        .collect();
+    pending.sort_by_key(|u| u.ord);
+    let mut pending = pending.into_iter().peekable();
+    let mut stored = from_sqlite
+        .filter(|r| {
+            // A row an unapplied update replaced is not current.
+            !matches!(r, Ok(u) if newest.get(&u.msg_id).is_some_and(|&o| o >= u.ord))
+        })
+        .peekable();
+    let mut page = UpdatePage::default();
+    let mut bytes = 0usize;
+    loop {
+        let take_stored = match (stored.peek(), pending.peek()) {
+            (None, None) => break,
+            (Some(Err(_)), _) => true,
+            (Some(Ok(s)), Some(p)) => s.ord < p.ord,
+            (Some(Ok(_)), None) => true,
+            (None, Some(_)) => false,
+        };
+        let next = if take_stored {
+            match stored.next() {
+                Some(row) => row?,
+                None => break,
+            }
+        } else {
+            match pending.next() {
+                Some(u) => u,
+                None => break,
+            }
+        };
+        let n = super::entry_bytes(&next.entry);
+        if !page.entries.is_empty() && bytes.saturating_add(n) > max_bytes {
+            page.more = true;
+            break;
+        }
+        bytes += n;
+        page.entries.push((next.ord, next.entry));
+    }
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -262,10 +305,36 @@ mod tests {
                 ts: 1,
             },
         };
-        let merged = merge_updates(
-            vec![e("a", 1), e("b", 2)],
-            vec![e("a", 3), e("c", 4), e("b", 2)],
+        let page = |after: i64, max_bytes: usize| {
+            let page = page_updates(
+                vec![e("a", 1), e("b", 2)]
+                    .into_iter()
+                    .filter(|u| u.ord > after)
+                    .map(Ok),
+                vec![e("a", 3), e("c", 4), e("b", 2)],
+                after,
+                max_bytes,
+            )
+            .expect("page");
+            let keys: Vec<i64> = page.entries.iter().map(|(k, _)| *k).collect();
+            let entries: Vec<Entry> = page.entries.into_iter().map(|(_, e)| e).collect();
+            (texts(&entries), keys, page.more)
+        };
+        let (all, _, more) = page(super::super::UPDATES_START, usize::MAX);
+        assert_eq!(all, ["\"b2\"", "\"a3\"", "\"c4\""]);
+        assert!(!more);
+        // Four bytes a page: one update each, continued after its key.
+        let (first, keys, more) = page(super::super::UPDATES_START, 4);
+        assert_eq!(
+            (first, keys.clone(), more),
+            (vec!["\"b2\"".to_owned()], vec![2], true)
         );
-        assert_eq!(texts(&merged), ["\"b2\"", "\"a3\"", "\"c4\""]);
+        let (second, keys, more) = page(keys[0], 4);
+        assert_eq!(
+            (second, keys.clone(), more),
+            (vec!["\"a3\"".to_owned()], vec![3], true)
+        );
+        let (third, _, more) = page(keys[0], 4);
+        assert_eq!((third, more), (vec!["\"c4\"".to_owned()], false));
     }
 }
