@@ -131,6 +131,7 @@ impl App {
             cluster,
             bus,
             metrics,
+            limits: realtime::limits::Limits::new(&config, redis.as_ref()),
             read_ahead: realtime::read_ahead_limit(),
         });
         sessions.attach(&state);

@@ -9,6 +9,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod protocol;
+pub mod rate;
 pub mod realtime;
 pub mod redis;
 pub mod sqlite;

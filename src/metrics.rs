@@ -8,7 +8,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Reasons a msg is dropped (`ao_messages_dropped_total`).
-pub const DROP_REASONS: [&str; 9] = [
+pub const DROP_REASONS: [&str; 13] = [
+    "rate_limit",
+    "room_rate_limit",
+    "store_queue_full",
+    "unauthenticated",
     "not_joined",
     "dummy",
     "malformed",
@@ -28,8 +32,15 @@ pub const DISCONNECT_REASONS: [&str; 5] = [
     "slow_client",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).
-pub const AUTH_FAILURE_REASONS: [&str; 4] =
-    ["wrong_credentials", "rate_limit", "timeout", "server_error"];
+pub const AUTH_FAILURE_REASONS: [&str; 5] = [
+    "wrong_credentials",
+    "rate_limit",
+    "too_many_failures",
+    "timeout",
+    "server_error",
+];
+/// Requests other than msgs refused by a limit (`ao_requests_refused_total`).
+pub const REQUEST_REFUSALS: [&str; 2] = ["room_full", "api_login_throttled"];
 /// Timed store operations (`ao_store_operation_seconds`).
 pub const STORE_OPS: [&str; 2] = ["write", "sync_page"];
 
@@ -79,6 +90,8 @@ pub struct Metrics {
     pub disconnects: Family<Reason, Counter>,
     pub sync_pages: Counter,
     pub auth_failures: Family<Reason, Counter>,
+    /// Joins and API logins refused by a limit.
+    pub requests_refused: Family<Reason, Counter>,
     /// Seconds a store operation took.
     pub store_latency: Family<Op, Histogram>,
     /// Clients disconnected because their outbound queue reached its byte
@@ -111,6 +124,10 @@ impl Metrics {
         let disconnects = Family::<Reason, Counter>::default();
         let sync_pages = Counter::default();
         let auth_failures = Family::<Reason, Counter>::default();
+        let requests_refused = Family::<Reason, Counter>::default();
+        for reason in REQUEST_REFUSALS {
+            let _ = requests_refused.get_or_create(&Reason { reason });
+        }
         let store_latency = Family::<Op, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))) as fn() -> Histogram,
         );
@@ -194,6 +211,11 @@ impl Metrics {
             auth_failures.clone(),
         );
         registry.register(
+            "requests_refused",
+            "Joins and API logins refused by a limit, by reason",
+            requests_refused.clone(),
+        );
+        registry.register(
             "store_operation_seconds",
             "Store operation latency",
             store_latency.clone(),
@@ -225,6 +247,7 @@ impl Metrics {
             slow_clients,
             connections_refused,
             auth_failures,
+            requests_refused,
             store_latency,
         }
     }
@@ -259,6 +282,13 @@ impl Metrics {
     /// Counts a connection the server closed.
     pub fn disconnected(&self, reason: &'static str) {
         self.disconnects.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Counts a join or API login refused by a limit.
+    pub fn refused(&self, reason: &'static str) {
+        self.requests_refused
+            .get_or_create(&Reason { reason })
+            .inc();
     }
 
     /// Counts a refused authentication.

@@ -140,6 +140,10 @@ impl ClusterState for LocalState {
             .unwrap_or_default())
     }
 
+    async fn member_count(&self, room: &str) -> Result<usize, ClusterError> {
+        Ok(self.lock().rooms.get(room).map_or(0, |ms| ms.len()))
+    }
+
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError> {
         let inner = self.lock();
         let mut users: Vec<(String, String)> = inner

@@ -90,6 +90,8 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn room_of(&self, sid: &str) -> Result<Option<String>, ClusterError>;
     /// The members of `room` in join order.
     async fn members(&self, room: &str) -> Result<Vec<Member>, ClusterError>;
+    /// How many members `room` has (dummies included).
+    async fn member_count(&self, room: &str) -> Result<usize, ClusterError>;
     /// Every authenticated connection: (uid's string form, sid).
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError>;
     /// Every room with at least one member.

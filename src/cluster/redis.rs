@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::EventInterface;
-use fred::prelude::{HashesInterface, KeysInterface, SetsInterface};
+use fred::prelude::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::{Expiration, SetOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -562,6 +562,18 @@ impl ClusterState for RedisState {
                 .and_then(|s| serde_json::from_str::<StoredMember>(&s).ok())
                 .map(|m| m.room)),
             Err(_) => self.local.room_of(sid).await,
+        }
+    }
+
+    async fn member_count(&self, room: &str) -> Result<usize, ClusterError> {
+        let counted: Result<usize, _> = self
+            .redis
+            .cmd()
+            .zcard(self.key(&format!("room:{room}")))
+            .await;
+        match counted {
+            Ok(n) => Ok(n),
+            Err(_) => self.local.member_count(room).await,
         }
     }
 

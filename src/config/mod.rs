@@ -40,6 +40,28 @@ pub struct Config {
     pub max_msg_bytes: usize,
     /// Inserted messages per sync page.
     pub sync_page_size: usize,
+    /// Bytes of messages one sync page holds at most (`AO_SYNC_PAGE_MAX_BYTES`).
+    pub sync_page_max_bytes: usize,
+    /// Msgs per second one connection may send, 0 for no limit (`AO_MSG_RATE`).
+    pub msg_rate: u32,
+    /// Msgs one connection may send at once above its rate (`AO_MSG_BURST`).
+    pub msg_burst: u32,
+    /// Msgs per second one room takes across the cluster, 0 for no limit
+    /// (`AO_ROOM_MSG_RATE`).
+    pub room_msg_rate: u32,
+    /// Failed authentications one client address may make per minute before
+    /// its further attempts are refused, 0 for no limit (`AO_AUTH_FAILURES_PER_IP`).
+    pub auth_failures_per_ip: u32,
+    /// Failed admin or accounts API logins one address may make per minute,
+    /// 0 for no limit (`AO_API_LOGIN_FAILURES_PER_IP`).
+    pub api_login_failures_per_ip: u32,
+    /// Members one room holds at most, on all nodes (`AO_MAX_ROOM_MEMBERS`).
+    pub max_room_members: usize,
+    /// Bytes of msgs waiting to be stored on this node (`AO_STORE_QUEUE_MAX_BYTES`).
+    pub store_queue_max_bytes: usize,
+    /// Bytes of one connection's msgs waiting to be stored
+    /// (`AO_SESSION_WRITES_MAX_BYTES`).
+    pub session_writes_max_bytes: usize,
     /// Bytes of a connection's events that may wait for its session before
     /// the server stops reading from it (`AO_INBOUND_MAX_BYTES`).
     pub inbound_max_bytes: usize,
@@ -123,6 +145,15 @@ impl Default for Config {
             auth_rate_limit: 0,
             max_msg_bytes: 0,
             sync_page_size: 0,
+            sync_page_max_bytes: 0,
+            msg_rate: 0,
+            msg_burst: 0,
+            room_msg_rate: 0,
+            auth_failures_per_ip: 0,
+            api_login_failures_per_ip: 0,
+            max_room_members: 0,
+            store_queue_max_bytes: 0,
+            session_writes_max_bytes: 0,
             inbound_max_bytes: 0,
             client_queue_max_bytes: 0,
             max_connections: 0,
@@ -170,6 +201,8 @@ impl ConfigError {
     }
 }
 
+/// The smallest sync page budget.
+const MIN_SYNC_PAGE_MAX_BYTES: usize = 16 * 1024;
 /// The smallest inbound budget: room for a few ordinary events.
 const MIN_INBOUND_MAX_BYTES: usize = 64 * 1024;
 /// The smallest outbound queue: a few of the largest packets a sync page makes.
@@ -256,6 +289,30 @@ impl Config {
         }
         if self.sync_page_size == 0 {
             return Err(ConfigError::new("sync_page_size", "must be greater than 0"));
+        }
+        if self.sync_page_max_bytes < MIN_SYNC_PAGE_MAX_BYTES {
+            return Err(ConfigError::new(
+                "sync_page_max_bytes",
+                format!("must be at least {MIN_SYNC_PAGE_MAX_BYTES}"),
+            ));
+        }
+        if self.max_room_members == 0 {
+            return Err(ConfigError::new(
+                "max_room_members",
+                "must be greater than 0",
+            ));
+        }
+        if self.session_writes_max_bytes < self.max_msg_bytes {
+            return Err(ConfigError::new(
+                "session_writes_max_bytes",
+                "must be at least max_msg_bytes",
+            ));
+        }
+        if self.store_queue_max_bytes < self.session_writes_max_bytes {
+            return Err(ConfigError::new(
+                "store_queue_max_bytes",
+                "must be at least session_writes_max_bytes",
+            ));
         }
         if self.inbound_max_bytes < MIN_INBOUND_MAX_BYTES {
             return Err(ConfigError::new(

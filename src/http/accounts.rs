@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::request::{body_params, query_params, require_admin, Reply};
+use super::request::{body_params, query_params, require_admin, Peer, Refused, Reply};
 use crate::accounts::{AccountError, Kind};
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
@@ -48,11 +48,12 @@ pub struct UidBody {
     ))]
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Reply {
-    token_call(&state, &headers, query.as_deref(), &body, false).await
+    token_call(&state, peer, &headers, query.as_deref(), &body, false).await
 }
 
 /// Give a user a new token; the old one stops working at once.
@@ -70,15 +71,17 @@ pub async fn create_token(
     ))]
 pub async fn refresh_token(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Reply {
-    token_call(&state, &headers, query.as_deref(), &body, true).await
+    token_call(&state, peer, &headers, query.as_deref(), &body, true).await
 }
 
 async fn token_call(
     state: &AppState,
+    peer: Peer,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
@@ -90,14 +93,18 @@ async fn token_call(
     };
     let query = query_params(query);
     let uid = body.get("uid").and_then(parse_id);
-    if let Err(e) = require_admin(state.accounts.as_ref(), headers, &query).await {
+    match require_admin(state, peer, headers, &query).await {
+        Ok(()) => {}
         // A store failure names the uid the call was about, as every status 3 does.
-        return match (e.meta.status, &uid) {
-            (s, Some(uid)) if s == ApiStatus::OperationFailed as u8 => {
-                Envelope::new(ApiStatus::OperationFailed, json!({"uid": uid.json})).into()
+        Err(Refused::Envelope(e)) => {
+            return match (e.meta.status, &uid) {
+                (s, Some(uid)) if s == ApiStatus::OperationFailed as u8 => {
+                    Envelope::new(ApiStatus::OperationFailed, json!({"uid": uid.json})).into()
+                }
+                _ => e.into(),
             }
-            _ => e.into(),
-        };
+        }
+        Err(refused) => return refused.into(),
     }
     let Some(uid) = uid else {
         return Envelope::fail(ApiStatus::ParamError).into();

@@ -1,14 +1,20 @@
 //! Reading HTTP API requests: admin credentials (query string or HTTP Basic
 //! auth), parameters from the query string and from a JSON or form body.
 
-use axum::http::{header, HeaderMap, StatusCode};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::accounts::{AccountStore, Kind};
+use crate::accounts::Kind;
 use crate::protocol::api::{ApiStatus, Envelope};
+use crate::realtime::AppState;
 
 /// Largest accepted request body; larger ones get HTTP 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -19,6 +25,8 @@ pub enum Reply {
     Envelope(Envelope),
     /// HTTP 400: the body is not valid JSON (or form data).
     BadRequest(String),
+    /// HTTP 429: the address made too many failed logins; retry after this.
+    Throttled(Duration),
 }
 
 impl IntoResponse for Reply {
@@ -30,6 +38,20 @@ impl IntoResponse for Reply {
                 Json(serde_json::json!({"error": "malformed request body", "detail": why})),
             )
                 .into_response(),
+            Reply::Throttled(after) => {
+                let secs = after.as_secs().max(1);
+                let mut response = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(
+                        serde_json::json!({"error": "too many failed logins", "retry_after": secs}),
+                    ),
+                )
+                    .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                response
+            }
         }
     }
 }
@@ -105,22 +127,70 @@ fn admin_credentials(headers: &HeaderMap, query: &Map<String, Value>) -> Option<
     })
 }
 
-/// Checks the request's admin credentials; the envelope to send back when
-/// they are missing or wrong (1) or the account store fails (3).
+/// The address a request came from, when the listener told it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// Why a request's admin credentials were not accepted.
+#[derive(Debug)]
+pub enum Refused {
+    /// Missing or wrong (1), or the account store failed (3).
+    Envelope(Envelope),
+    /// The address used up its failed logins (`AO_API_LOGIN_FAILURES_PER_IP`).
+    Throttled(Duration),
+}
+
+impl From<Refused> for Reply {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Envelope(e) => Reply::Envelope(e),
+            Refused::Throttled(after) => Reply::Throttled(after),
+        }
+    }
+}
+
+/// Checks the request's admin credentials, unless `peer` made too many
+/// failed logins; a wrong or missing one counts as a failure of `peer`.
 pub async fn require_admin(
-    accounts: &dyn AccountStore,
+    state: &AppState,
+    peer: Peer,
     headers: &HeaderMap,
     query: &Map<String, Value>,
-) -> Result<(), Envelope> {
-    let Some((uid, token)) = admin_credentials(headers, query) else {
-        return Err(Envelope::fail(ApiStatus::RequirePermission));
+) -> Result<(), Refused> {
+    if let Err(after) = state.limits.api_login_allowed(peer.0) {
+        state.metrics.refused("api_login_throttled");
+        return Err(Refused::Throttled(after));
+    }
+    let refused = |state: &AppState| {
+        state.limits.api_login_failed(peer.0);
+        Err(Refused::Envelope(Envelope::fail(
+            ApiStatus::RequirePermission,
+        )))
     };
-    match accounts.verify(Kind::Admin, &uid, &token).await {
+    let Some((uid, token)) = admin_credentials(headers, query) else {
+        return refused(state);
+    };
+    match state.accounts.verify(Kind::Admin, &uid, &token).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(Envelope::fail(ApiStatus::RequirePermission)),
+        Ok(false) => refused(state),
         Err(e) => {
             tracing::error!(error = %e, "account store failed while checking admin credentials");
-            Err(Envelope::fail(ApiStatus::OperationFailed))
+            Err(Refused::Envelope(Envelope::fail(
+                ApiStatus::OperationFailed,
+            )))
         }
     }
 }

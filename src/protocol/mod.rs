@@ -46,6 +46,7 @@ pub mod reason {
     pub const JOIN_SUCCESS: &str = "join success";
     pub const JOIN_REQUIRE_ROOM: &str = "join failed, require roomId";
     pub const JOIN_ROOM_TOO_LONG: &str = "join failed, roomId too long";
+    pub const JOIN_ROOM_FULL: &str = "join failed, room is full";
     pub const NOT_AUTHENTICATED: &str = "not authenticated";
     pub const NOT_JOINED: &str = "not joined";
     pub const DUMMY_CANNOT_SEND: &str = "dummy clients cannot send";

@@ -32,11 +32,26 @@ impl Session {
             );
             return Flow::Continue;
         }
-        let uid = match self.check(data.unwrap_or(Value::Null)).await {
+        let ip = self.socket.peer().map(|a| a.ip());
+        // An address that used up its failed attempts is refused unchecked.
+        let throttled = !self.state.limits.auth_allowed(ip);
+        let checked = if throttled {
+            Check::Refused(reason::RATE_LIMIT)
+        } else {
+            self.check(data.unwrap_or(Value::Null)).await
+        };
+        let uid = match checked {
             Check::Accepted(uid) => uid,
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
-                self.state.metrics.auth_failed(metric_reason(why));
+                if why == reason::AUTH_FAILED {
+                    self.state.limits.auth_failed(ip);
+                }
+                self.state.metrics.auth_failed(if throttled {
+                    "too_many_failures"
+                } else {
+                    metric_reason(why)
+                });
                 let _ = self
                     .socket
                     .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));
@@ -51,6 +66,7 @@ impl Session {
             let _ = mailbox.uid.set(uid.key.clone());
         }
         self.uid = Some(uid);
+        self.inbox.authenticated();
         self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.state.config.join_timeout);
         let _ = self

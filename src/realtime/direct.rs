@@ -47,6 +47,10 @@ pub fn relay_directly(
     let Ok(payload) = &data else {
         return Err((data, ack));
     };
+    if state.limits.rooms_limited() {
+        // The room's count is kept by the session.
+        return Err((data, ack));
+    }
     let msg = match protocol::parse_msg(payload, state.config.max_msg_bytes, &direct.sender) {
         Ok(msg) if msg.storage == Storage::Ignore && direct.pending.is_idle() => msg,
         _ => return Err((data, ack)),

@@ -6,7 +6,8 @@
 //! sent its events; nothing here waits.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ao_socketio::{DisconnectReason, Event, Socket};
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
@@ -15,21 +16,43 @@ use serde_json::value::RawValue;
 
 use super::ack::AckSender;
 use super::direct::relay_directly;
-use super::inbox::{Control, Inbound, Inbox, Refused};
+use super::inbox::{Control, Inbound, Inbox, Refused, PRE_AUTH_MAX_EVENT};
 use super::AppState;
 use crate::protocol::{ack_status, event, reason, StatusReply};
+use crate::rate::Bucket;
 
 /// The message handler of every socket: moves each event into the session's
 /// inbox, synchronously, in arrival order (see the module docs).
 pub struct Enqueue {
     inbox: Arc<Inbox>,
     state: Arc<AppState>,
+    /// The connection's msg allowance, when `AO_MSG_RATE` is set.
+    msgs: Option<Mutex<Bucket>>,
 }
 
 impl Enqueue {
     /// A handler that feeds `inbox`.
     pub fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
-        Self { inbox, state }
+        let msgs = state
+            .limits
+            .msg()
+            .map(|limit| Mutex::new(Bucket::full(limit, Instant::now())));
+        Self { inbox, state, msgs }
+    }
+
+    /// Takes a msg from the connection's allowance; false when it is used up.
+    fn msg_allowed(&self) -> bool {
+        match (&self.msgs, self.state.limits.msg()) {
+            (Some(bucket), Some(limit)) => crate::sync::lock(bucket).take(limit, Instant::now()),
+            _ => true,
+        }
+    }
+
+    /// Refuses an event before it is queued: counted, and answered when the
+    /// client asked for an ack.
+    fn refuse(&self, ack: AckSender, label: &'static str, status: u8, why: &'static str) {
+        self.state.metrics.dropped(label);
+        let _ = ack.send(&StatusReply::fail(status, why));
     }
 }
 
@@ -48,6 +71,37 @@ impl ao_socketio::Handler for Enqueue {
             Err(BINARY_REFUSED.to_owned())
         };
         let ack = AckSender::new(ev.ack);
+        if !self.inbox.is_authenticated() {
+            let weight = event.len() + data.as_ref().map_or(0, |raw| raw.get().len());
+            if weight > PRE_AUTH_MAX_EVENT {
+                // Before authentication a connection holds next to nothing.
+                tracing::info!(sid = %s.id(), %event, bytes = weight, "oversize event before authentication");
+                self.refuse(
+                    ack,
+                    "unauthenticated",
+                    ack_status::NOT_JOINED,
+                    reason::NOT_AUTHENTICATED,
+                );
+                if event == event::AUTHENTICATE {
+                    self.state.metrics.auth_failed("wrong_credentials");
+                    let _ = s.emit(
+                        event::AUTHENTICATE,
+                        &StatusReply::fail(1, reason::AUTH_FAILED),
+                    );
+                    s.disconnect();
+                }
+                return;
+            }
+        }
+        if event == event::MSG && !self.msg_allowed() {
+            self.refuse(
+                ack,
+                "rate_limit",
+                ack_status::TOO_MANY_REQUESTS,
+                reason::TOO_MANY_REQUESTS,
+            );
+            return;
+        }
         let direct = if event == event::MSG {
             self.inbox.direct()
         } else {

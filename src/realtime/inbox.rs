@@ -113,6 +113,9 @@ struct State<T> {
     gone: bool,
     /// The session is handling what it took last (until it asks for more).
     busy: bool,
+    /// The client authenticated: the full budget applies (before, only
+    /// [`PRE_AUTH_BUDGET`]).
+    authenticated: bool,
     /// Published by the session while msgs may bypass it.
     direct: Option<Arc<DirectRelay>>,
     waker: Option<Waker>,
@@ -120,6 +123,13 @@ struct State<T> {
 
 /// Rings that grew past this many slots in a burst are given back once empty.
 const KEPT_SLOTS: usize = 8;
+
+/// The inbox's budget before the client authenticated: an authenticate and
+/// a few small events sent right behind it.
+pub const PRE_AUTH_BUDGET: usize = 64 * 1024;
+
+/// The largest event taken before the client authenticated.
+pub const PRE_AUTH_MAX_EVENT: usize = 16 * 1024;
 
 impl<T> Inbox<T> {
     /// An empty inbox, not yet ready, that pauses the client's reads past
@@ -137,6 +147,7 @@ impl<T> Inbox<T> {
                 closed: false,
                 gone: false,
                 busy: false,
+                authenticated: false,
                 direct: None,
                 waker: None,
             }),
@@ -151,8 +162,20 @@ impl<T> Inbox<T> {
 
     /// The most the queue may hold: twice the budget and one largest
     /// message (see the module docs).
-    fn limit(&self, max_event: usize) -> usize {
-        self.budget.saturating_mul(2).saturating_add(max_event)
+    fn limit(&self, state: &State<T>, max_event: usize) -> usize {
+        budget(self.budget, state)
+            .saturating_mul(2)
+            .saturating_add(max_event)
+    }
+
+    /// Whether the client authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.state().authenticated
+    }
+
+    /// The client authenticated: its events get the full budget.
+    pub fn authenticated(&self) {
+        self.state().authenticated = true;
     }
 
     /// Queues a client event of `weight` bytes (at most `max_event`, the
@@ -167,14 +190,14 @@ impl<T> Inbox<T> {
         if state.overflowed {
             return Err(Refused::Overflowed(event));
         }
-        if state.bytes.saturating_add(weight) > self.limit(max_event) {
+        if state.bytes.saturating_add(weight) > self.limit(&state, max_event) {
             state.overflowed = true;
             return Err(Refused::Overflow(event));
         }
         state.bytes += weight;
         state.events.push_back((event, weight));
         if let Some(read_gate) = &state.read_gate {
-            if state.bytes > self.budget {
+            if state.bytes > budget(self.budget, &state) {
                 read_gate.close();
             }
         }
@@ -218,7 +241,7 @@ impl<T> Inbox<T> {
         if state.gone {
             return;
         }
-        if state.bytes > self.budget {
+        if state.bytes > budget(self.budget, &state) {
             read_gate.close();
         }
         if let Some(old) = state.read_gate.replace(read_gate) {
@@ -299,13 +322,22 @@ impl<T> InboxReceiver<T> {
     }
 }
 
+/// The budget that applies now: the full one once the client authenticated.
+fn budget<T>(full: usize, state: &State<T>) -> usize {
+    if state.authenticated {
+        full
+    } else {
+        full.min(PRE_AUTH_BUDGET)
+    }
+}
+
 /// Takes the oldest event; opens the read gate once the queue is down to half
 /// the budget, so reads resume well before the session runs dry and a
 /// steady stream does not pause and resume on every event.
-fn pop<T>(state: &mut State<T>, budget: usize) -> Option<T> {
+fn pop<T>(state: &mut State<T>, full_budget: usize) -> Option<T> {
     let (event, weight) = state.events.pop_front()?;
     state.bytes -= weight;
-    if state.bytes <= budget / 2 {
+    if state.bytes <= budget(full_budget, state) / 2 {
         if let Some(read_gate) = &state.read_gate {
             if read_gate.is_closed() {
                 read_gate.open();

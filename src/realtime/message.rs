@@ -6,11 +6,10 @@ use super::ack::AckSender;
 use serde_json::value::RawValue;
 use std::time::Instant;
 
-use super::bus::Bus;
 use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
-use crate::metrics::Metrics;
+use super::AppState;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
 
@@ -55,6 +54,13 @@ impl Session {
             Ok(m) => m,
             Err(e) => return refuse(ack, e.metric_label(), e.reply()),
         };
+        if !self.state.limits.room_takes(&joined.room).await {
+            return refuse(
+                ack,
+                "room_rate_limit",
+                StatusReply::fail(ack_status::TOO_MANY_REQUESTS, reason::TOO_MANY_REQUESTS),
+            );
+        }
 
         let op = match (msg.storage, msg.msg_id) {
             (Storage::Insert, _) => WriteOp::Insert,
@@ -83,20 +89,42 @@ impl Session {
                 WriteOp::Ignore
             }
         };
+        // What waits for the store is bounded in bytes: this session's
+        // writes (it waits, and so its reads pause) and the node's (a full
+        // queue refuses).
+        let bytes = msg.body.as_str().len();
+        let room = joined.room.clone();
+        let session_max = self.state.config.session_writes_max_bytes;
+        if self.pending_writes.bytes() + bytes > session_max {
+            self.pending_writes
+                .wait_bytes_below(session_max.saturating_sub(bytes))
+                .await;
+        }
+        if !self.state.limits.store_reserve(bytes) {
+            tracing::warn!(
+                queued = self.state.limits.store_queued(),
+                "store queue full; msg refused"
+            );
+            return refuse(
+                ack,
+                "store_queue_full",
+                StatusReply::fail(ack_status::STORAGE_UNAVAILABLE, reason::STORAGE_UNAVAILABLE),
+            );
+        }
         let relay = Relay {
-            bus: self.state.bus.clone(),
-            metrics: self.state.metrics.clone(),
-            room: joined.room.clone(),
+            state: self.state.clone(),
+            room: room.clone(),
             sender: self.sid.clone(),
             ack,
             pending: self.pending_writes.clone(),
+            bytes,
             started: Instant::now(),
         };
-        self.pending_writes.started();
+        self.pending_writes.started(bytes);
         self.state
             .messages
             .submit(Write {
-                room: joined.room.clone(),
+                room,
                 op,
                 body: msg.body,
                 sender: Some(self.sid.clone()),
@@ -109,12 +137,13 @@ impl Session {
 
 /// What to do once the store has taken a message: relay it and ack the sender.
 struct Relay {
-    bus: Arc<Bus>,
-    metrics: Arc<Metrics>,
+    state: Arc<AppState>,
     room: String,
     sender: String,
     ack: AckSender,
     pending: Arc<PendingWrites>,
+    /// The msg's bytes, reserved in the store's queue and the session's.
+    bytes: usize,
     started: Instant,
 }
 
@@ -123,15 +152,16 @@ impl Relay {
     /// The write counts as pending until its relay and ack went out, so
     /// whatever waits for it (a leave, a sync, an ignore msg) comes after them.
     fn complete(self, res: Result<Stored, NotStored>) {
-        self.metrics.store_op("write", self.started);
+        let bus = &self.state.bus;
+        let metrics = &self.state.metrics;
+        metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {
                 if stored.durable {
-                    self.metrics.messages_stored.inc();
+                    metrics.messages_stored.inc();
                 }
                 if !stored.published {
-                    self.bus
-                        .emit_local(&self.room, event::MSG, &stored.body, Some(&self.sender));
+                    bus.emit_local(&self.room, event::MSG, &stored.body, Some(&self.sender));
                 }
                 let _ = self.ack.send(&MsgAck {
                     status: 0,
@@ -140,10 +170,9 @@ impl Relay {
             }
             Err(failed) => {
                 tracing::error!(error = %failed.error, "message not stored");
-                self.metrics.dropped("storage");
+                metrics.dropped("storage");
                 if let Some(body) = &failed.relay_anyway {
-                    self.bus
-                        .emit_local(&self.room, event::MSG, body, Some(&self.sender));
+                    bus.emit_local(&self.room, event::MSG, body, Some(&self.sender));
                 }
                 let _ = self.ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,
@@ -151,6 +180,7 @@ impl Relay {
                 ));
             }
         }
-        self.pending.finished();
+        self.state.limits.store_release(self.bytes);
+        self.pending.finished(self.bytes);
     }
 }

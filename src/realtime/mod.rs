@@ -8,6 +8,7 @@ mod direct;
 mod fanout;
 mod handler;
 pub mod inbox;
+pub mod limits;
 mod message;
 mod pending;
 mod presence;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// Delivers room events to members on every node.
     pub bus: Arc<bus::Bus>,
     pub metrics: Arc<Metrics>,
+    /// Rate limits and the store queue's byte budget.
+    pub limits: limits::Limits,
     /// Sync pages read ahead on this node ([`read_ahead_limit`]).
     pub read_ahead: Arc<tokio::sync::Semaphore>,
 }

@@ -22,6 +22,16 @@ impl Session {
         let Some(uid) = self.uid.clone() else {
             return Flow::Continue;
         };
+        let rejoin = matches!(&self.phase, Phase::Joined(j) if j.room == request.room);
+        if !rejoin && self.room_is_full(&request.room).await {
+            tracing::info!(sid = %self.sid, room = ?request.room, "join refused: room is full");
+            self.state.metrics.refused("room_full");
+            let _ = self.socket.emit(
+                event::JOIN,
+                &StatusReply::fail(1, protocol::reason::JOIN_ROOM_FULL),
+            );
+            return Flow::Continue;
+        }
         // A socket is in at most one room: a second join moves it, after
         // its messages to the old room went out.
         self.pending_writes.wait_idle().await;
@@ -93,11 +103,17 @@ impl Session {
             event::JOIN,
             &StatusReply::ok(protocol::reason::JOIN_SUCCESS),
         );
+        // The roster goes out as the client takes it, never more than
+        // half its queue at once.
+        let half_queue = self.state.config.client_queue_max_bytes / 2;
         for m in arrival
             .before
             .iter()
             .filter(|m| !m.dummy && m.uid_key != uid.key)
         {
+            if self.socket.queued_bytes() > half_queue {
+                self.socket.drained(half_queue / 2).await;
+            }
             let _ = self
                 .socket
                 .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
@@ -113,6 +129,16 @@ impl Session {
             dummy: request.dummy,
         });
         Flow::Continue
+    }
+
+    /// Whether `room` holds `AO_MAX_ROOM_MEMBERS` already. Counted before
+    /// the join, so joins racing on other nodes may pass it by a few; a
+    /// registry that does not answer lets the join go on to fail there.
+    async fn room_is_full(&self, room: &str) -> bool {
+        match self.state.cluster.member_count(room).await {
+            Ok(n) => n >= self.state.config.max_room_members,
+            Err(_) => false,
+        }
     }
 
     pub(super) async fn leave(&mut self) -> Flow {

@@ -232,6 +232,11 @@ impl Keys {
         format!("{}ao:presence:{}", self.prefix, self.room_part(room))
     }
 
+    /// The prefix of a room's msg-rate windows (`<this>:<unix second>`).
+    pub fn room_rate(&self, room: &str) -> String {
+        format!("{}ao:rate:{}", self.prefix, self.room_part(room))
+    }
+
     /// The channel every node listens on for node-directed commands (kickout).
     pub fn control_channel(&self) -> String {
         format!("{}{{ao}}:control", self.prefix)

@@ -30,6 +30,9 @@ mod durability;
 mod join;
 /// leave, disconnect and kickout.
 mod leave_disconnect_kickout;
+/// Rate limits, the room member cap and the byte bounds on what a client
+/// makes the server hold.
+mod limits;
 /// msg: validation, stamping, storage and relay.
 mod msg;
 /// The private Redis launchers the cluster tests use.
@@ -38,3 +41,5 @@ mod redis_launchers;
 mod seq_ack_epoch;
 /// sync: paging, updates, gzip, read-ahead.
 mod sync;
+/// Sync pages bounded in bytes, the updates paged.
+mod sync_bounds;
