@@ -28,8 +28,15 @@ pub const DISCONNECT_REASONS: [&str; 5] = [
     "slow_client",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).
-pub const AUTH_FAILURE_REASONS: [&str; 4] =
-    ["wrong_credentials", "rate_limit", "timeout", "server_error"];
+pub const AUTH_FAILURE_REASONS: [&str; 7] = [
+    "wrong_credentials",
+    "rate_limit",
+    "timeout",
+    "server_error",
+    "jwt_invalid",
+    "jwt_expired",
+    "jwt_wrong_sub",
+];
 /// Timed store operations (`ao_store_operation_seconds`).
 pub const STORE_OPS: [&str; 2] = ["write", "sync_page"];
 

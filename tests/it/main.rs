@@ -34,6 +34,8 @@ mod leave_disconnect_kickout;
 mod msg;
 /// The private Redis launchers the cluster tests use.
 mod redis_launchers;
+/// Room grants: JSON Web Tokens, their refusals, rooms and observer claims.
+mod room_grants;
 /// Sequence numbers, acks and the history epoch.
 mod seq_ack_epoch;
 /// sync: paging, updates, gzip, read-ahead.
