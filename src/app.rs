@@ -40,6 +40,8 @@ pub enum StartError {
     RedisAccounts(#[source] crate::accounts::AccountError),
     #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
     Admin(String),
+    #[error("config error: {key}: {0}", key = .0.setting())]
+    Jwt(#[source] crate::grants::jwt::KeyError),
 }
 
 /// A running server.
@@ -58,6 +60,10 @@ impl App {
     /// Opens the stores, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<App, StartError> {
         let config = Arc::new(config);
+        let jwt = crate::grants::Verifier::from_config(&config).map_err(StartError::Jwt)?;
+        if let Some(v) = &jwt {
+            tracing::info!(algorithms = %v.algorithms(), "room grants: JSON Web Tokens accepted");
+        }
         let redis = match &config.redis_url {
             Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
             None => None,
@@ -133,6 +139,7 @@ impl App {
             metrics,
             limits: realtime::limits::Limits::new(&config, redis.as_ref()),
             read_ahead: realtime::read_ahead_limit(),
+            jwt,
         });
         sessions.attach(&state);
         if let Some(shared) = redis_state {

@@ -8,6 +8,8 @@ use always_online::config::{Config, Flags};
 use always_online::{logging, App};
 use clap::{Parser, Subcommand};
 
+mod token_command;
+
 #[derive(Parser)]
 #[command(
     name = "always-online",
@@ -39,6 +41,41 @@ enum Command {
     Accounts {
         #[command(subcommand)]
         action: AccountsAction,
+    },
+    /// JSON Web Tokens for room grants (AO_JWT_HMAC_SECRET or AO_JWT_PUBLIC_KEY).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Sign a token for <uid> with AO_JWT_HMAC_SECRET (or --key) and print it.
+    Create {
+        uid: String,
+        /// Room ids (or `*` patterns) the token may join, comma-separated or
+        /// repeated; without it, every room.
+        #[arg(long, value_delimiter = ',')]
+        rooms: Option<Vec<String>>,
+        /// Allow joining as an observer (dummy).
+        #[arg(long)]
+        observer: bool,
+        /// How long the token is valid: 30s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Sign with this PEM private key file (RSA: RS256, P-256: ES256,
+        /// Ed25519: EdDSA) instead of the HMAC secret.
+        #[arg(long, value_name = "PEM_FILE")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Verify <token> under the configured key; print its claims as JSON
+    /// (exit 0) or why it is refused (exit 1).
+    Check {
+        token: String,
+        /// Also require the token's `sub` to be this uid.
+        #[arg(long)]
+        uid: Option<String>,
     },
 }
 
@@ -95,6 +132,7 @@ fn main() -> ExitCode {
             Command::Accounts {
                 action: AccountsAction::Migrate,
             } => migrate(&config).await,
+            Command::Token { action } => token_command::run(&config, action),
         }
     })
 }

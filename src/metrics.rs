@@ -32,12 +32,15 @@ pub const DISCONNECT_REASONS: [&str; 5] = [
     "slow_client",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).
-pub const AUTH_FAILURE_REASONS: [&str; 5] = [
+pub const AUTH_FAILURE_REASONS: [&str; 8] = [
     "wrong_credentials",
     "rate_limit",
     "too_many_failures",
     "timeout",
     "server_error",
+    "jwt_invalid",
+    "jwt_expired",
+    "jwt_wrong_sub",
 ];
 /// Requests other than msgs refused by a limit (`ao_requests_refused_total`).
 pub const REQUEST_REFUSALS: [&str; 2] = ["room_full", "api_login_throttled"];

@@ -21,7 +21,8 @@ pub enum LogFormat {
 }
 
 /// Everything the server is configured with, after layering. Its `Debug`
-/// form hides the admin token and any password in a database URL.
+/// form hides the admin token, the JWT secret and any password in a
+/// database URL.
 #[derive(Clone)]
 pub struct Config {
     /// socket.io, admin API and health (`AO_LISTEN`).
@@ -89,6 +90,13 @@ pub struct Config {
     pub dev: bool,
     /// An admin account that exists from start-up (uid, token).
     pub admin: Option<(String, String)>,
+    /// The HMAC secret JSON Web Tokens are verified with (`AO_JWT_HMAC_SECRET`).
+    pub jwt_hmac_secret: Option<String>,
+    /// The PEM public key (or its file) JSON Web Tokens are verified with
+    /// (`AO_JWT_PUBLIC_KEY`).
+    pub jwt_public_key: Option<String>,
+    /// A dummy join needs a token granting `observer` (`AO_DUMMY_REQUIRES_GRANT`).
+    pub dummy_requires_grant: bool,
     pub log_format: LogFormat,
     /// How long a graceful shutdown may take (`AO_SHUTDOWN_GRACE_MS`).
     pub shutdown_grace: Duration,
@@ -165,6 +173,9 @@ impl Default for Config {
             commit_window: Duration::ZERO,
             dev: false,
             admin: None,
+            jwt_hmac_secret: None,
+            jwt_public_key: None,
+            dummy_requires_grant: false,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::ZERO,
             demo: false,
@@ -349,6 +360,7 @@ impl Config {
         if self.node_ttl < Duration::from_millis(500) {
             return Err(ConfigError::new("node_ttl_ms", "must be at least 500"));
         }
+        crate::grants::Verifier::from_config(self).map_err(|e| ConfigError::new(e.setting(), e))?;
         if self.auth_rate_limit == 0 {
             return Err(ConfigError::new(
                 "auth_rate_limit",
@@ -430,12 +442,14 @@ mod tests {
                 ("AO_ADMIN_UID", "root"),
                 ("AO_ADMIN_TOKEN", "s3cret"),
                 ("AO_MONGODB_URL", "mongodb://u:pw@h:1/db"),
+                ("AO_JWT_HMAC_SECRET", "jwt-secret-of-at-least-32-bytes-long"),
             ],
             Flags::default(),
         )
         .expect("load");
         let text = format!("{c:?}");
         assert!(!text.contains("s3cret") && !text.contains("pw@"), "{text}");
+        assert!(!text.contains("jwt-secret"), "{text}");
         assert_eq!(redact_url("mongodb://h:1"), "mongodb://h:1");
     }
 

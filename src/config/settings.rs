@@ -92,6 +92,15 @@ fn optional(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_owned())
 }
 
+/// A public key setting as shown: its path, or `<PEM>` for the key itself.
+fn show_key(v: &str) -> String {
+    if v.trim_start().starts_with("-----BEGIN") {
+        "<PEM>".to_owned()
+    } else {
+        v.to_owned()
+    }
+}
+
 fn millis(v: &str) -> Result<Duration, String> {
     parse::<u64>(v).map(Duration::from_millis)
 }
@@ -208,6 +217,15 @@ pub static SETTINGS: &[Setting] = &[
     setting!("admin_token", "AO_ADMIN_TOKEN", None, "",
         "the token of `admin_uid`",
         |c, v| set_admin(c, None, Some(v)), |c| c.admin.as_ref().filter(|a| !a.1.is_empty()).map_or(String::new(), |_| "<redacted>".into())),
+    setting!("jwt_hmac_secret", "AO_JWT_HMAC_SECRET", None, "",
+        "room grants: accept JSON Web Tokens (HS256/384/512) signed with this secret, at least 32 bytes, besides stored tokens (see Room grants)",
+        |c, v| c.jwt_hmac_secret = optional(v), |c| c.jwt_hmac_secret.as_ref().map_or(String::new(), |_| "<redacted>".into())),
+    setting!("jwt_public_key", "AO_JWT_PUBLIC_KEY", None, "",
+        "room grants: accept JSON Web Tokens signed by this key's private half: a PEM public key (RSA: RS256, P-256: ES256, Ed25519: EdDSA), or the path of its file; not together with `jwt_hmac_secret`",
+        |c, v| c.jwt_public_key = optional(v), |c| c.jwt_public_key.as_deref().map_or(String::new(), show_key)),
+    setting!("dummy_requires_grant", "AO_DUMMY_REQUIRES_GRANT", None, "0",
+        "a dummy (observer) join needs a JSON Web Token with `observer: true`; stored-token logins cannot join as dummy",
+        |c, v| c.dummy_requires_grant = boolean(v)?, |c| c.dummy_requires_grant.to_string()),
     setting!("log_format", "AO_LOG_FORMAT", Some(Flag::Value("log-format")), "text",
         "`text` or `json`; level from `RUST_LOG` (default `info`)",
         |c, v| c.log_format = log_format(v)?, |c| format!("{:?}", c.log_format).to_lowercase()),

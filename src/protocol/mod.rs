@@ -47,6 +47,10 @@ pub mod reason {
     pub const JOIN_REQUIRE_ROOM: &str = "join failed, require roomId";
     pub const JOIN_ROOM_TOO_LONG: &str = "join failed, roomId too long";
     pub const JOIN_ROOM_FULL: &str = "join failed, room is full";
+    /// The connection's token grants other rooms (room grants).
+    pub const JOIN_ROOM_NOT_GRANTED: &str = "join failed, room not granted";
+    /// A dummy join without a token granting `observer` (`AO_DUMMY_REQUIRES_GRANT`).
+    pub const JOIN_OBSERVER_NOT_GRANTED: &str = "join failed, observer not granted";
     pub const NOT_AUTHENTICATED: &str = "not authenticated";
     pub const NOT_JOINED: &str = "not joined";
     pub const DUMMY_CANNOT_SEND: &str = "dummy clients cannot send";
@@ -165,13 +169,19 @@ pub struct JoinRequest {
     pub dummy: bool,
 }
 
-/// Why a join payload was refused.
+/// Why a join was refused: its payload, or the connection's grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
     #[error("join failed, require roomId")]
     RequireRoom,
     #[error("join failed, roomId too long")]
     RoomTooLong,
+    /// The room is outside the `rooms` claim of the connection's token.
+    #[error("join failed, room not granted")]
+    RoomNotGranted,
+    /// A dummy join needs `observer: true` in the connection's token.
+    #[error("join failed, observer not granted")]
+    ObserverNotGranted,
 }
 
 impl JoinError {
@@ -180,6 +190,8 @@ impl JoinError {
         match self {
             JoinError::RequireRoom => reason::JOIN_REQUIRE_ROOM,
             JoinError::RoomTooLong => reason::JOIN_ROOM_TOO_LONG,
+            JoinError::RoomNotGranted => reason::JOIN_ROOM_NOT_GRANTED,
+            JoinError::ObserverNotGranted => reason::JOIN_OBSERVER_NOT_GRANTED,
         }
     }
 }

@@ -1,16 +1,21 @@
-//! authenticate: credentials, development mode, rate limit, kickout of older logins.
+//! authenticate: credentials (stored tokens, or JSON Web Tokens with room
+//! grants), development mode, rate limit, kickout of older logins.
 
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::session::{Flow, Phase, Session};
 use crate::accounts::Kind;
+use crate::grants::{jwt, Grant, JwtError};
 use crate::protocol::{self, event, reason, StatusReply};
 
 /// Outcome of checking a client's credentials.
 enum Check {
-    Accepted(protocol::Uid),
+    /// Accepted; with the grant of the JSON Web Token it logged in with.
+    Accepted(protocol::Uid, Option<Grant>),
     Refused(&'static str),
+    /// A JSON Web Token that did not verify: refused as wrong credentials.
+    JwtRefused(JwtError),
 }
 
 /// The metric label of an authentication refusal reason.
@@ -40,8 +45,20 @@ impl Session {
         } else {
             self.check(data.unwrap_or(Value::Null)).await
         };
-        let uid = match checked {
-            Check::Accepted(uid) => uid,
+        let (uid, grant) = match checked {
+            Check::Accepted(uid, grant) => (uid, grant),
+            Check::JwtRefused(e) => {
+                tracing::info!(sid = %self.sid, reason = %e, "authentication refused: JSON Web Token");
+                self.state.limits.auth_failed(ip);
+                self.state.metrics.auth_failed(e.metric_label());
+                let _ = self.socket.emit(
+                    event::AUTHENTICATE,
+                    &StatusReply::fail(1, reason::AUTH_FAILED),
+                );
+                self.deadline = None;
+                self.disconnect();
+                return Flow::Stop;
+            }
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
                 if why == reason::AUTH_FAILED {
@@ -61,12 +78,13 @@ impl Session {
             }
         };
         self.kick_older_logins(&uid.key).await;
-        tracing::info!(sid = %self.sid, uid = %uid.key, "authenticated");
+        tracing::info!(sid = %self.sid, uid = %uid.key, jwt = grant.is_some(), "authenticated");
         if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
             let _ = mailbox.uid.set(uid.key.clone());
         }
         self.uid = Some(uid);
         self.inbox.authenticated();
+        self.grant = grant;
         self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.state.config.join_timeout);
         let _ = self
@@ -80,8 +98,20 @@ impl Session {
             return Check::Refused(reason::AUTH_FAILED);
         };
         let state = &self.state;
-        let skip_tokens =
-            state.config.dev && !state.cluster.force_user_auth().await.unwrap_or(true);
+        // With a JWT key configured, a token shaped like a JWT is checked as
+        // one (also in development mode, so its grant means something);
+        // any other token goes the stored-token way.
+        let jwt = match (&state.jwt, creds.token.as_deref()) {
+            (Some(verifier), Some(token)) if jwt::looks_like_jwt(token) => {
+                match verifier.verify(token, Some(&creds.uid.key)) {
+                    Ok(verified) => Some(verified.grant),
+                    Err(e) => return Check::JwtRefused(e),
+                }
+            }
+            _ => None,
+        };
+        let skip_tokens = jwt.is_some()
+            || state.config.dev && !state.cluster.force_user_auth().await.unwrap_or(true);
         if !skip_tokens {
             let Some(token) = creds.token.as_deref() else {
                 return Check::Refused(reason::AUTH_FAILED);
@@ -104,7 +134,7 @@ impl Session {
             .auth_allowed(&creds.uid.key, state.config.auth_rate_limit)
             .await
         {
-            Ok(true) => Check::Accepted(creds.uid),
+            Ok(true) => Check::Accepted(creds.uid, jwt),
             Ok(false) => Check::Refused(reason::RATE_LIMIT),
             Err(e) => {
                 tracing::error!(error = %e, "rate limiter failed during authenticate");

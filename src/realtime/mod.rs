@@ -42,6 +42,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Sync pages read ahead on this node ([`read_ahead_limit`]).
     pub read_ahead: Arc<tokio::sync::Semaphore>,
+    /// Verifies JSON Web Tokens when a JWT key is configured (room grants).
+    pub jwt: Option<crate::grants::Verifier>,
 }
 
 /// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].

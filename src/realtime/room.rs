@@ -6,11 +6,13 @@ use super::bus::members_room;
 use super::presence::Order;
 use super::session::{Flow, Joined, Phase, Session};
 use crate::cluster::Member;
-use crate::protocol::{self, event, StatusReply, UidEvent};
+use crate::protocol::{self, event, JoinError, JoinRequest, StatusReply, UidEvent};
 
 impl Session {
     pub(super) async fn join(&mut self, data: Result<Value, String>) -> Flow {
-        let request = match protocol::parse_join(&data.unwrap_or(Value::Null)) {
+        let request = match protocol::parse_join(&data.unwrap_or(Value::Null))
+            .and_then(|r| self.granted(r))
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = self
@@ -138,6 +140,30 @@ impl Session {
         match self.state.cluster.member_count(room).await {
             Ok(n) => n >= self.state.config.max_room_members,
             Err(_) => false,
+        }
+    }
+
+    /// `request` if this connection's grant allows it: a room its token's
+    /// `rooms` claim matches, and a dummy join only with `observer: true`
+    /// when `AO_DUMMY_REQUIRES_GRANT` is on. Refused before anything
+    /// changes, so a connection in a room stays there.
+    fn granted(&self, request: JoinRequest) -> Result<JoinRequest, JoinError> {
+        let refused = match &self.grant {
+            Some(g) if !g.allows_room(&request.room) => Some(JoinError::RoomNotGranted),
+            g if request.dummy
+                && self.state.config.dummy_requires_grant
+                && !g.as_ref().is_some_and(|g| g.observer) =>
+            {
+                Some(JoinError::ObserverNotGranted)
+            }
+            _ => None,
+        };
+        match refused {
+            Some(e) => {
+                tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, reason = e.reason(), "join refused");
+                Err(e)
+            }
+            None => Ok(request),
         }
     }
 

@@ -55,6 +55,9 @@ pub(super) struct Session {
     pub sid: String,
     pub phase: Phase,
     pub uid: Option<Uid>,
+    /// What the JSON Web Token this connection logged in with grants;
+    /// `None` for a stored-token login (any room, no observer grant).
+    pub grant: Option<crate::grants::Grant>,
     /// Rooms whose presence this login took over from the connection it
     /// kicked out, with the number of that connection's removal.
     pub replaced_rooms: Vec<(String, PresenceSeq)>,
@@ -131,6 +134,7 @@ fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
         sid,
         phase: Phase::Connected,
         uid: None,
+        grant: None,
         replaced_rooms: Vec::new(),
         pending_writes: Arc::new(PendingWrites::default()),
         deadline,

@@ -459,3 +459,208 @@ async fn env_admin_account_exists_from_start_up() {
     );
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
 }
+
+// --- token ---------------------------------------------------------------------
+
+const JWT_SECRET: &str = "cli-test-secret-of-at-least-32-bytes";
+
+fn jwt_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The token printed by `token create`: the only line on stdout.
+fn jwt_of(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(out));
+    let text = stdout(out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "stdout must be the token only: {text:?}");
+    assert_eq!(lines[0].split('.').count(), 3, "{text:?}");
+    lines[0].to_owned()
+}
+
+/// `token check` with the HMAC secret: (exit code, stdout as JSON if any, stderr).
+fn token_check(token: &str, extra: &[&str]) -> (Option<i32>, Option<serde_json::Value>, String) {
+    let mut args = vec!["token", "check", token];
+    args.extend_from_slice(extra);
+    let out = run(&args, &[("AO_JWT_HMAC_SECRET", JWT_SECRET)]);
+    let json = serde_json::from_str(&stdout(&out)).ok();
+    (out.status.code(), json, stderr(&out))
+}
+
+#[test]
+fn token_create_prints_a_token_that_token_check_reads_back() {
+    let out = run(
+        &[
+            "token",
+            "create",
+            "alice",
+            "--rooms",
+            "doc-*,1000",
+            "--rooms",
+            "r2",
+            "--observer",
+            "--ttl",
+            "15m",
+        ],
+        &[("AO_JWT_HMAC_SECRET", JWT_SECRET)],
+    );
+    let token = jwt_of(&out);
+    let (code, claims, err) = token_check(&token, &[]);
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let claims = claims.expect("claims as JSON on stdout");
+    assert_eq!(claims["sub"], json!("alice"));
+    assert_eq!(claims["rooms"], json!(["doc-*", "1000", "r2"]));
+    assert_eq!(claims["observer"], json!(true));
+    let ttl = claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat");
+    assert_eq!(ttl, 900);
+    assert_eq!(token_check(&token, &["--uid", "alice"]).0, Some(0));
+    let (code, _, err) = token_check(&token, &["--uid", "bob"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not the uid"), "{err}");
+}
+
+#[test]
+fn token_check_refuses_with_the_reason_and_exit_1() {
+    // Signed with another secret.
+    let out = run(
+        &["token", "create", "alice"],
+        &[("AO_JWT_HMAC_SECRET", "another-secret-of-at-least-32-bytes!")],
+    );
+    let (code, claims, err) = token_check(&jwt_of(&out), &[]);
+    assert_eq!((code, claims), (Some(1), None), "{err}");
+    assert!(err.contains("bad signature"), "{err}");
+    // alg none.
+    let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
+    let (code, _, err) = token_check(none, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("\"none\" not allowed"), "{err}");
+    // Expired (exp 1000, in 1970).
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "alice", "exp": 1000}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("key"),
+    )
+    .expect("sign");
+    let (code, _, err) = token_check(&expired, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("expired"), "{err}");
+    let (code, _, err) = token_check("0123abcd", &[]);
+    assert_eq!(code, Some(1), "{err}");
+}
+
+#[test]
+fn token_commands_say_what_key_is_missing() {
+    let out = run(&["token", "create", "alice"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AO_JWT_HMAC_SECRET"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["token", "check", "a.b.c"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A public key verifies, it cannot sign: --key is the way.
+    let public = jwt_fixture("ed25519-public.pem");
+    let out = run(
+        &["token", "create", "alice"],
+        &[("AO_JWT_PUBLIC_KEY", &public)],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--key"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn token_create_with_a_private_key_verifies_under_its_public_key() {
+    let public = jwt_fixture("ec-public.pem");
+    let env = [("AO_JWT_PUBLIC_KEY", public.as_str())];
+    let out = run(
+        &[
+            "token",
+            "create",
+            "bob",
+            "--key",
+            &jwt_fixture("ec-private.pem"),
+            "--ttl",
+            "30s",
+        ],
+        &env,
+    );
+    let token = jwt_of(&out);
+    let out = run(&["token", "check", &token], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A private key that is not the configured key's pair is not handed out.
+    let out = run(
+        &[
+            "token",
+            "create",
+            "bob",
+            "--key",
+            &jwt_fixture("ed25519-private.pem"),
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn token_create_refuses_a_bad_ttl_uid_or_room() {
+    let env = [("AO_JWT_HMAC_SECRET", JWT_SECRET)];
+    for args in [
+        &["token", "create", "alice", "--ttl", "soon"][..],
+        &["token", "create", "alice", "--ttl", "0s"][..],
+        &["token", "create", "", "--ttl", "1h"][..],
+        &["token", "create", "alice", "--rooms", ""][..],
+    ] {
+        let out = run(args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn jwt_key_errors_stop_the_server_naming_the_variable() {
+    let dir = support::tempdir();
+    let out = serve(dir.path(), &[], &[("AO_JWT_HMAC_SECRET", "short")]);
+    assert_config_error(&out, "AO_JWT_HMAC_SECRET");
+    let out = serve(
+        dir.path(),
+        &[],
+        &[("AO_JWT_PUBLIC_KEY", "/no/such/key.pem")],
+    );
+    assert_config_error(&out, "AO_JWT_PUBLIC_KEY");
+    let private = jwt_fixture("rsa-private.pem");
+    let out = serve(dir.path(), &[], &[("AO_JWT_PUBLIC_KEY", &private)]);
+    assert_config_error(&out, "AO_JWT_PUBLIC_KEY");
+    let public = jwt_fixture("rsa-public.pem");
+    let out = serve(
+        dir.path(),
+        &[],
+        &[
+            ("AO_JWT_PUBLIC_KEY", &public),
+            ("AO_JWT_HMAC_SECRET", JWT_SECRET),
+        ],
+    );
+    assert_config_error(&out, "AO_JWT_PUBLIC_KEY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_token_authenticates_against_the_binary() {
+    let dir = support::tempdir();
+    let env = [("AO_JWT_HMAC_SECRET", JWT_SECRET)];
+    let token = jwt_of(&run(&["token", "create", "alice", "--rooms", "r1"], &env));
+    let server = BinServer::start_with(dir.path(), false, |cmd| {
+        cmd.env("AO_JWT_HMAC_SECRET", JWT_SECRET);
+    });
+    let mut c = Client::connect(server.addr).await;
+    c.authenticate(json!("alice"), &token).await;
+    assert_eq!(
+        c.request("join", json!({"roomId": "r2"})).await,
+        json!({"status": 1, "data": "join failed, room not granted"})
+    );
+    assert_eq!(
+        c.request("join", json!({"roomId": "r1"})).await,
+        json!({"status": 0, "data": "join success"})
+    );
+}

@@ -37,6 +37,8 @@ mod limits;
 mod msg;
 /// The private Redis launchers the cluster tests use.
 mod redis_launchers;
+/// Room grants: JSON Web Tokens, their refusals, rooms and observer claims.
+mod room_grants;
 /// Sequence numbers, acks and the history epoch.
 mod seq_ack_epoch;
 /// sync: paging, updates, gzip, read-ahead.
