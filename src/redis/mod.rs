@@ -9,7 +9,7 @@ use std::time::Duration;
 use fred::clients::{SubscriberClient, WithOptions};
 use fred::interfaces::PubsubInterface;
 use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy};
-use fred::types::config::ServerConfig;
+use fred::types::config::{ServerConfig, TlsConnector};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -47,6 +47,9 @@ pub enum RedisError {
     /// No URL is configured.
     #[error("redis: no URL configured")]
     NoUrl,
+    /// TLS was asked for (`rediss://`) and cannot be set up.
+    #[error("redis: TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl From<serde_json::Error> for RedisError {
@@ -77,7 +80,15 @@ impl Redis {
     /// after that, lost connections are re-established forever.
     pub async fn connect(config: &Config) -> Result<Redis, RedisError> {
         let url = config.redis_url.as_deref().ok_or(RedisError::NoUrl)?;
+        crate::tls::install_provider();
         let mut fred_config = FredConfig::from_url(url)?;
+        // A `rediss://` URL connects over TLS or not at all: never in clear text.
+        fred_config.tls = if crate::tls::redis_url_uses_tls(url) {
+            let client = crate::tls::redis_client_config(config.redis_ca.as_deref())?;
+            Some(TlsConnector::from(client).into())
+        } else {
+            None
+        };
         if config.redis_cluster {
             if let ServerConfig::Centralized { server } = &fred_config.server {
                 fred_config.server = ServerConfig::Clustered {

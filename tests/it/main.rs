@@ -38,3 +38,5 @@ mod redis_launchers;
 mod seq_ack_epoch;
 /// sync: paging, updates, gzip, read-ahead.
 mod sync;
+/// TLS on both listeners, the certificate reload on SIGHUP, Redis over rediss://.
+mod tls;
