@@ -178,7 +178,7 @@ pub static SETTINGS: &[Setting] = &[
         "page origins allowed to connect, comma-separated (`https://app.example,https://admin.example`), or `*` for any (with the CORS answers socket.io 2.x gave); other origins get HTTP 403 on polling and websocket alike; requests without `Origin` (native clients) are always accepted",
         |c, v| c.allowed_origins = origins(v), |c| show_origins(&c.allowed_origins)),
     setting!("header_timeout_ms", "AO_HEADER_TIMEOUT_MS", None, "10000",
-        "how long a request's headers may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
+        "how long a request's headers (and, over TLS, the handshake before them) may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
         |c, v| c.header_timeout = millis(v)?, |c| c.header_timeout.as_millis().to_string()),
     setting!("ping_interval_ms", "AO_PING_INTERVAL_MS", None, "25000",
         "the heartbeat: engine.io 4 clients are pinged this often, engine.io 3 clients told to ping this often",
