@@ -132,6 +132,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 /// What a signal asks of the server.
+#[cfg_attr(not(unix), allow(dead_code))]
 enum Signal {
     /// SIGTERM, SIGINT (Ctrl-C): shut down gracefully.
     Stop,
