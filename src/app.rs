@@ -20,6 +20,7 @@ use crate::redis::Redis;
 use crate::store::redis::RedisMessageStore;
 use crate::store::sqlite::SqliteMessageStore;
 use crate::store::MessageStore;
+use crate::tls::{ServerCert, TlsError};
 
 /// Why the server could not start; each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum StartError {
     Admin(String),
     #[error("config error: {key}: {0}", key = .0.setting())]
     Jwt(#[source] crate::grants::jwt::KeyError),
+    #[error("config error: {0}")]
+    Tls(#[source] TlsError),
 }
 
 /// A running server.
@@ -51,6 +54,8 @@ pub struct App {
     api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// The listeners' certificate, when they serve TLS.
+    cert: Option<Arc<ServerCert>>,
 }
 
 /// How long listeners may take to finish in-flight requests at shutdown.
@@ -59,11 +64,20 @@ const LISTENER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500
 impl App {
     /// Opens the stores, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<App, StartError> {
+        crate::tls::install_provider();
         let config = Arc::new(config);
         let jwt = crate::grants::Verifier::from_config(&config).map_err(StartError::Jwt)?;
         if let Some(v) = &jwt {
             tracing::info!(algorithms = %v.algorithms(), "room grants: JSON Web Tokens accepted");
         }
+        let cert = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerCert::load(cert, key).map_err(StartError::Tls)?),
+            _ => None,
+        };
+        let tls = match &cert {
+            Some(cert) => Some(cert.server_config().map_err(StartError::Tls)?),
+            None => None,
+        };
         let redis = match &config.redis_url {
             Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
             None => None,
@@ -173,17 +187,39 @@ impl App {
             header_timeout: config.header_timeout,
         };
         let servers = vec![
-            serve(main, main_router, limits, stopped.clone()),
-            serve(api, api_router, limits, stopped),
+            serve(main, main_router, limits, tls.clone(), stopped.clone()),
+            serve(api, api_router, limits, tls, stopped),
         ];
-        tracing::info!(%addr, %api_addr, data_dir = %config.data_dir.display(), "always-online listening");
+        tracing::info!(%addr, %api_addr, tls = cert.is_some(), data_dir = %config.data_dir.display(), "always-online listening");
         Ok(App {
             state,
             addr,
             api_addr,
             stop,
             servers,
+            cert,
         })
+    }
+
+    /// Re-reads the TLS certificate and key files (on SIGHUP): new
+    /// connections get the new certificate, open ones keep theirs. When
+    /// the files cannot be used the error is logged and returned, and the
+    /// old certificate stays. Without TLS there is nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        let Some(cert) = &self.cert else {
+            tracing::info!("no TLS certificate to reload");
+            return Ok(());
+        };
+        match cert.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificate reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate reload failed; keeping the old certificate");
+                Err(e)
+            }
+        }
     }
 
     /// The main listener's address (socket.io, admin API, health).
@@ -278,16 +314,21 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
     }
 }
 
+/// Serves `router` on `listener`, over TLS when `tls` is given.
 fn serve(
     listener: TcpListener,
     router: Router,
     limits: ao_socketio::HttpLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        ao_socketio::serve(listener, router, limits, shutdown).await;
+        match tls {
+            Some(tls) => ao_socketio::serve_tls(listener, router, limits, tls, shutdown).await,
+            None => ao_socketio::serve(listener, router, limits, shutdown).await,
+        }
     })
 }

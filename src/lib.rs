@@ -16,6 +16,7 @@ pub mod redis;
 pub mod sqlite;
 pub mod store;
 pub mod sync;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

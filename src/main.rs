@@ -110,6 +110,7 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_format);
+    always_online::tls::install_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -138,9 +139,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    // Listen for the stop signals before the listeners open, so a signal
-    // that arrives as soon as the server is up still stops it gracefully.
-    let stop = match StopSignals::install() {
+    // Listen for the signals before the listeners open, so a signal that
+    // arrives as soon as the server is up is still handled.
+    let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("always-online: cannot install signal handlers: {e}");
@@ -154,49 +155,70 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    stop.wait().await;
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            // A failed reload is logged and keeps the old certificate.
+            Signal::Reload => {
+                let _ = app.reload_tls();
+            }
+        }
+    }
     tracing::info!("shutting down");
     app.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, registered with the OS when installed.
+/// What a signal asks of the server.
+#[cfg_attr(not(unix), allow(dead_code))]
+enum Signal {
+    /// SIGTERM, SIGINT (Ctrl-C): shut down gracefully.
+    Stop,
+    /// SIGHUP: re-read the TLS certificate and key.
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, registered with the OS when installed.
 #[cfg(unix)]
-struct StopSignals {
+struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
-impl StopSignals {
+impl Signals {
     fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn wait(mut self) {
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }
 
 /// Ctrl-C where there are no Unix signals.
 #[cfg(not(unix))]
-struct StopSignals;
+struct Signals;
 
 #[cfg(not(unix))]
-impl StopSignals {
+impl Signals {
     fn install() -> std::io::Result<Self> {
         Ok(Self)
     }
 
-    async fn wait(self) {
+    async fn next(&mut self) -> Signal {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }
 

@@ -29,6 +29,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Accounts API, reachable by the app's backend only (`AO_API_LISTEN`).
     pub api_listen: SocketAddr,
+    /// Certificate chain (PEM) of both listeners (`AO_TLS_CERT`); with
+    /// `tls_key`, they serve TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `tls_cert` (`AO_TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
     /// Where the embedded store keeps its files (`AO_DATA_DIR`).
     pub data_dir: PathBuf,
     /// How long a new connection may take to authenticate.
@@ -115,6 +120,9 @@ pub struct Config {
     pub redis_prefix: String,
     /// Talk to a Redis Cluster (`AO_REDIS_CLUSTER`, or a `redis-cluster://` URL).
     pub redis_cluster: bool,
+    /// Certificate authorities (PEM) trusted for a `rediss://` Redis, besides
+    /// the system's (`AO_REDIS_CA`).
+    pub redis_ca: Option<PathBuf>,
     /// Lifetime of a node's heartbeat in Redis (`AO_NODE_TTL_MS`).
     pub node_ttl: Duration,
 }
@@ -147,6 +155,8 @@ impl Default for Config {
         let mut c = Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             api_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::new(),
             auth_timeout: Duration::ZERO,
             join_timeout: Duration::ZERO,
@@ -185,6 +195,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: String::new(),
             redis_cluster: false,
+            redis_ca: None,
             node_ttl: Duration::ZERO,
         };
         for s in SETTINGS {
@@ -294,6 +305,32 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "AO_TLS_KEY",
+                    "must be set together with AO_TLS_CERT",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "AO_TLS_CERT",
+                    "must be set together with AO_TLS_KEY",
+                ))
+            }
+            _ => {}
+        }
+        if self.redis_ca.is_some()
+            && !self
+                .redis_url
+                .as_deref()
+                .is_some_and(crate::tls::redis_url_uses_tls)
+        {
+            return Err(ConfigError::new(
+                "AO_REDIS_CA",
+                "only used with a rediss:// AO_REDIS_URL",
+            ));
         }
         if self.max_msg_bytes == 0 {
             return Err(ConfigError::new("max_msg_bytes", "must be greater than 0"));
@@ -485,6 +522,22 @@ mod tests {
         assert_eq!(e.key, "sync_page_size", "{e}");
         let e = load(&[("AO_ADMIN_UID", "a")], Flags::default()).expect_err("half admin");
         assert_eq!(e.key, "AO_ADMIN_TOKEN");
+        let e = load(&[("AO_TLS_CERT", "c.pem")], Flags::default()).expect_err("half TLS");
+        assert_eq!(e.key, "AO_TLS_KEY");
+        let e = load(&[("AO_TLS_KEY", "k.pem")], Flags::default()).expect_err("half TLS");
+        assert_eq!(e.key, "AO_TLS_CERT");
+        let e = load(
+            &[("AO_REDIS_URL", "redis://h:1"), ("AO_REDIS_CA", "ca.pem")],
+            Flags::default(),
+        )
+        .expect_err("a CA without TLS");
+        assert_eq!(e.key, "AO_REDIS_CA");
+        let c = load(
+            &[("AO_REDIS_URL", "rediss://h:1"), ("AO_REDIS_CA", "ca.pem")],
+            Flags::default(),
+        )
+        .expect("a CA for rediss");
+        assert_eq!(c.redis_ca, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

@@ -101,6 +101,17 @@ fn show_key(v: &str) -> String {
     }
 }
 
+/// An optional path: empty means unset.
+fn optional_path(v: &str) -> Option<PathBuf> {
+    (!v.is_empty()).then(|| PathBuf::from(v))
+}
+
+fn show_path(p: &Option<PathBuf>) -> String {
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 fn millis(v: &str) -> Result<Duration, String> {
     parse::<u64>(v).map(Duration::from_millis)
 }
@@ -136,6 +147,12 @@ pub static SETTINGS: &[Setting] = &[
     setting!("api_listen", "AO_API_LISTEN", Some(Flag::Value("api-listen")), "127.0.0.1:4000",
         "accounts API (internal)",
         |c, v| c.api_listen = parse::<SocketAddr>(v)?, |c| c.api_listen.to_string()),
+    setting!("tls_cert", "AO_TLS_CERT", None, "",
+        "with `tls_key`: both listeners serve TLS (HTTPS, WSS) with this certificate chain (PEM, leaf first); re-read with the key on SIGHUP",
+        |c, v| c.tls_cert = optional_path(v), |c| show_path(&c.tls_cert)),
+    setting!("tls_key", "AO_TLS_KEY", None, "",
+        "the private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1)",
+        |c, v| c.tls_key = optional_path(v), |c| show_path(&c.tls_key)),
     setting!("data_dir", "AO_DATA_DIR", Some(Flag::Value("data-dir")), "./data",
         "embedded store (`always-online.db`, SQLite, and its commit log `commit-log.*`)",
         |c, v| c.data_dir = PathBuf::from(v), |c| c.data_dir.display().to_string()),
@@ -197,7 +214,7 @@ pub static SETTINGS: &[Setting] = &[
         "page origins allowed to connect, comma-separated (`https://app.example,https://admin.example`), or `*` for any (with the CORS answers socket.io 2.x gave); other origins get HTTP 403 on polling and websocket alike; requests without `Origin` (native clients) are always accepted",
         |c, v| c.allowed_origins = origins(v), |c| show_origins(&c.allowed_origins)),
     setting!("header_timeout_ms", "AO_HEADER_TIMEOUT_MS", None, "10000",
-        "how long a request's headers may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
+        "how long a request's headers (and, over TLS, the handshake before them) may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
         |c, v| c.header_timeout = millis(v)?, |c| c.header_timeout.as_millis().to_string()),
     setting!("ping_interval_ms", "AO_PING_INTERVAL_MS", None, "25000",
         "the heartbeat: engine.io 4 clients are pinged this often, engine.io 3 clients told to ping this often",
@@ -253,6 +270,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!("redis_cluster", "AO_REDIS_CLUSTER", None, "0",
         "the URL names a Redis Cluster node (also implied by `redis-cluster://`)",
         |c, v| c.redis_cluster = boolean(v)?, |c| c.redis_cluster.to_string()),
+    setting!("redis_ca", "AO_REDIS_CA", None, "",
+        "with a `rediss://` URL: PEM file of the certificate authorities to trust for Redis's certificate, besides the system's",
+        |c, v| c.redis_ca = optional_path(v), |c| show_path(&c.redis_ca)),
     setting!("node_ttl_ms", "AO_NODE_TTL_MS", None, "10000",
         "lifetime of a node's heartbeat; a dead node's members are removed within 2 × this; at least 500",
         |c, v| c.node_ttl = millis(v)?, |c| c.node_ttl.as_millis().to_string()),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fred::clients::{SubscriberClient, WithOptions};
 use fred::interfaces::PubsubInterface;
 use fred::prelude::{Builder, Client, ClientLike, Config as FredConfig, ReconnectPolicy};
-use fred::types::config::ServerConfig;
+use fred::types::config::{ServerConfig, TlsConnector};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -47,6 +47,9 @@ pub enum RedisError {
     /// No URL is configured.
     #[error("redis: no URL configured")]
     NoUrl,
+    /// TLS was asked for (`rediss://`) and cannot be set up.
+    #[error("redis: TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl From<serde_json::Error> for RedisError {
@@ -77,7 +80,18 @@ impl Redis {
     /// after that, lost connections are re-established forever.
     pub async fn connect(config: &Config) -> Result<Redis, RedisError> {
         let url = config.redis_url.as_deref().ok_or(RedisError::NoUrl)?;
-        let mut fred_config = FredConfig::from_url(url)?;
+        // A `rediss://` URL connects over TLS or not at all, never in clear
+        // text, with the trust of `crate::tls` (fred is handed the plain
+        // scheme so that it does not set up TLS of its own).
+        let tls = crate::tls::redis_url_uses_tls(url);
+        let mut fred_config = FredConfig::from_url(&without_tls_scheme(url))?;
+        fred_config.tls = if tls {
+            crate::tls::install_provider();
+            let client = crate::tls::redis_client_config(config.redis_ca.as_deref())?;
+            Some(TlsConnector::from(client).into())
+        } else {
+            None
+        };
         if config.redis_cluster {
             if let ServerConfig::Centralized { server } = &fred_config.server {
                 fred_config.server = ServerConfig::Clustered {
@@ -191,6 +205,23 @@ impl Redis {
             .await?;
         Ok(())
     }
+}
+
+/// `rediss://…` → `redis://…` (`valkeys` → `valkey`, with any `-cluster`
+/// suffix kept); other URLs unchanged.
+fn without_tls_scheme(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let lower = scheme.to_ascii_lowercase();
+    let plain = if let Some(tail) = lower.strip_prefix("rediss") {
+        format!("redis{tail}")
+    } else if let Some(tail) = lower.strip_prefix("valkeys") {
+        format!("valkey{tail}")
+    } else {
+        return url.to_owned();
+    };
+    format!("{plain}://{rest}")
 }
 
 /// Names of every key and channel, in one place.
@@ -344,6 +375,20 @@ mod tests {
 
     fn frame(head: String, data: &str) -> String {
         format!("{head}{data}}}")
+    }
+
+    #[test]
+    fn fred_is_given_the_plain_scheme_of_a_tls_url() {
+        assert_eq!(
+            without_tls_scheme("rediss://:pw@h:1/2"),
+            "redis://:pw@h:1/2"
+        );
+        assert_eq!(
+            without_tls_scheme("rediss-cluster://h:1"),
+            "redis-cluster://h:1"
+        );
+        assert_eq!(without_tls_scheme("valkeys://h:1"), "valkey://h:1");
+        assert_eq!(without_tls_scheme("redis://h:1"), "redis://h:1");
     }
 
     #[test]

@@ -45,3 +45,5 @@ mod seq_ack_epoch;
 mod sync;
 /// Sync pages bounded in bytes, the updates paged.
 mod sync_bounds;
+/// TLS on both listeners, the certificate reload on SIGHUP, Redis over rediss://.
+mod tls;

@@ -61,7 +61,7 @@ mod websocket;
 
 pub use config::{Config, Origins};
 pub use gate::ReadGate;
-pub use http_serve::{serve, HttpLimits};
+pub use http_serve::{serve, serve_tls, HttpLimits};
 pub use memory::MemoryClient;
 pub use outbox::QueueError;
 pub use server::{Delivery, Server};
@@ -70,3 +70,5 @@ pub use socket::conn::{
     Transport,
 };
 pub use stats::{Refusal, Stats};
+/// The rustls of [`serve_tls`]'s configuration.
+pub use tokio_rustls::rustls;

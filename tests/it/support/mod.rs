@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cut;
 pub mod redis;
 
@@ -29,10 +30,11 @@ use always_online::realtime::AppState;
 use always_online::{App, Config};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// How long a test waits for something that must arrive.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -222,7 +224,11 @@ enum Frame {
     Ignored,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The byte stream under a test client's websocket: TCP, or TLS over TCP.
+pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+type Ws = WebSocketStream<Box<dyn Conn>>;
 
 /// A socket.io 5 client over a raw websocket; see the module docs.
 pub struct Client {
@@ -241,7 +247,18 @@ impl Client {
     /// the default namespace.
     pub async fn connect(addr: SocketAddr) -> Client {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let ws = match timeout(WAIT, tokio_tungstenite::connect_async(url.as_str())).await {
+        let tcp = match timeout(WAIT, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => panic!("connect to {addr}: {e}"),
+            Err(_) => panic!("connect to {addr} timed out"),
+        };
+        Client::connect_over(&url, Box::new(tcp)).await
+    }
+
+    /// Like [`Client::connect`], over `stream` (already connected, TLS or
+    /// not) to the server `url` names (`ws://` or `wss://`).
+    pub async fn connect_over(url: &str, stream: Box<dyn Conn>) -> Client {
+        let ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => panic!("websocket connect to {url}: {e}"),
             Err(_) => panic!("websocket connect to {url} timed out"),

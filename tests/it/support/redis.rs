@@ -183,6 +183,94 @@ fn single_args() -> Vec<&'static str> {
 }
 
 // ---------------------------------------------------------------------------
+// Single node over TLS
+// ---------------------------------------------------------------------------
+
+/// One `redis-server` that speaks TLS only (`--port 0`, `--tls-port` on a
+/// free port of 127.0.0.1), without persistence, presenting the given
+/// certificate; clients need no certificate of their own.
+pub struct RedisTlsServer {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl RedisTlsServer {
+    /// Starts the node with certificate `cert`, key `key` and CA file `ca`
+    /// (PEM), and waits until it logs that it accepts connections.
+    pub fn start(cert: &Path, key: &Path, ca: &Path) -> RedisTlsServer {
+        let dir = tempfile::tempdir().expect("create a temporary dir for redis");
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port(false);
+            let log_path = dir.path().join(LOG_FILE);
+            let log = File::create(&log_path).expect("create the redis log");
+            let log_err = log.try_clone().expect("clone the redis log handle");
+            let mut child = Command::new(REDIS_SERVER)
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .args(["--tls-auth-clients", "no", "--bind", "127.0.0.1", "--dir"])
+                .arg(dir.path())
+                .args(["--protected-mode", "no", "--daemonize", "no", "--save", ""])
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log_err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {REDIS_SERVER}: {e}"));
+            let deadline = Instant::now() + READY_WAIT;
+            loop {
+                let text = read_log(dir.path());
+                if let Ok(Some(status)) = child.try_wait() {
+                    if !text.contains("Address already in use") {
+                        panic!(
+                            "redis-server (TLS) exited early ({status}); log:\n{}",
+                            tail(&text)
+                        );
+                    }
+                    last = text;
+                    break;
+                }
+                if text.contains("Ready to accept connections") {
+                    return RedisTlsServer { port, child, dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "redis-server (TLS) not ready within {READY_WAIT:?}; log:\n{}",
+                        tail(&text)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server (TLS) found its port taken {START_ATTEMPTS} times; last log:\n{last}");
+    }
+
+    /// `rediss://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's log.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+}
+
+impl Drop for RedisTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Cluster
 // ---------------------------------------------------------------------------
 
