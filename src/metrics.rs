@@ -95,6 +95,8 @@ pub struct Metrics {
     pub auth_failures: Family<Reason, Counter>,
     /// Joins and API logins refused by a limit.
     pub requests_refused: Family<Reason, Counter>,
+    /// When the cluster-wide gauges were last counted.
+    cluster_gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Seconds a store operation took.
     pub store_latency: Family<Op, Histogram>,
     /// Clients disconnected because their outbound queue reached its byte
@@ -252,6 +254,7 @@ impl Metrics {
             auth_failures,
             requests_refused,
             store_latency,
+            cluster_gauges_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -285,6 +288,20 @@ impl Metrics {
     /// Counts a connection the server closed.
     pub fn disconnected(&self, reason: &'static str) {
         self.disconnects.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// Whether the cluster-wide gauges are older than `ttl` (and so are to
+    /// be counted again now: the call takes the turn).
+    pub fn cluster_gauges_due(&self, ttl: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut at = crate::sync::lock(&self.cluster_gauges_at);
+        match *at {
+            Some(last) if now.duration_since(last) < ttl => false,
+            _ => {
+                *at = Some(now);
+                true
+            }
+        }
     }
 
     /// Counts a join or API login refused by a limit.

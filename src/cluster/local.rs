@@ -161,6 +161,12 @@ impl ClusterState for LocalState {
         Ok(rooms)
     }
 
+    async fn counts(&self) -> Result<(usize, usize), ClusterError> {
+        let inner = self.lock();
+        let users = inner.connections.values().map(|sids| sids.len()).sum();
+        Ok((users, inner.rooms.len()))
+    }
+
     async fn force_user_auth(&self) -> Result<bool, ClusterError> {
         Ok(self.force_user_auth.load(Ordering::Relaxed))
     }

@@ -96,6 +96,11 @@ pub trait ClusterState: Send + Sync + 'static {
     async fn online_users(&self) -> Result<Vec<(String, String)>, ClusterError>;
     /// Every room with at least one member.
     async fn rooms(&self) -> Result<Vec<String>, ClusterError>;
+    /// How many authenticated connections and rooms there are, counted
+    /// without listing them (for `/metrics`).
+    async fn counts(&self) -> Result<(usize, usize), ClusterError> {
+        Ok((self.online_users().await?.len(), self.rooms().await?.len()))
+    }
     /// Whether real token checks are forced while in development mode.
     async fn force_user_auth(&self) -> Result<bool, ClusterError>;
     /// Sets the `forceUserAuth` switch.

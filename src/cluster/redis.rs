@@ -621,6 +621,13 @@ impl ClusterState for RedisState {
         Ok(rooms)
     }
 
+    async fn counts(&self) -> Result<(usize, usize), ClusterError> {
+        let cmd = self.redis.cmd();
+        let users: usize = cmd.hlen(self.key("conns")).await.map_err(fred_err)?;
+        let rooms: usize = cmd.scard(self.key("rooms")).await.map_err(fred_err)?;
+        Ok((users, rooms))
+    }
+
     async fn force_user_auth(&self) -> Result<bool, ClusterError> {
         let v: Option<String> = self
             .redis

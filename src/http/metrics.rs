@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
@@ -8,6 +9,10 @@ use axum::response::IntoResponse;
 
 use crate::protocol::ProtocolGeneration;
 use crate::realtime::AppState;
+
+/// How long the cluster-wide gauges (users, rooms) are reused: however
+/// often `/metrics` is scraped, Redis answers two counts this often at most.
+const CLUSTER_GAUGES_TTL: Duration = Duration::from_secs(5);
 
 /// Prometheus text exposition of the server's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
@@ -28,11 +33,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .get_or_create(&crate::metrics::Generation { engineio: "4" })
         .set(v4);
     m.take_transport_stats(state.io.stats());
-    if let Ok(users) = state.cluster.online_users().await {
-        m.authenticated_users.set(users.len() as i64);
-    }
-    if let Ok(rooms) = state.cluster.rooms().await {
-        m.rooms.set(rooms.len() as i64);
+    // One node counts in memory; a cluster asks Redis, at most every TTL.
+    if state.bus.is_local_only() || m.cluster_gauges_due(CLUSTER_GAUGES_TTL) {
+        if let Ok((users, rooms)) = state.cluster.counts().await {
+            m.authenticated_users.set(users as i64);
+            m.rooms.set(rooms as i64);
+        }
     }
     (
         [(

@@ -239,11 +239,21 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The room as it appears in its keys. On a Redis Cluster it is a hash
+    /// tag (`{room}`), so every key of the room lands in one slot. Redis
+    /// takes a tag to end at the first `}`, so a room with a `}` in it (or
+    /// none at all, an empty tag being no tag) gets
+    /// a tag of its own instead: a digest of the room, followed by the room
+    /// itself, which keeps its keys apart from every other room's.
     fn room_part(&self, room: &str) -> String {
-        if self.clustered {
-            format!("{{{room}}}")
-        } else {
+        if !self.clustered {
             room.to_owned()
+        } else if room.is_empty() || room.contains('}') {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(room.as_bytes());
+            format!("{{~{}}}{room}", hex::encode(&digest[..8]))
+        } else {
+            format!("{{{room}}}")
         }
     }
 
@@ -389,6 +399,56 @@ mod tests {
         );
         assert_eq!(without_tls_scheme("valkeys://h:1"), "valkey://h:1");
         assert_eq!(without_tls_scheme("redis://h:1"), "redis://h:1");
+    }
+
+    /// The slot Redis Cluster computes for `key`: the CRC16 of its hash tag
+    /// (from the first `{` to the first `}` after it, if not empty), or of
+    /// the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{') {
+            if let Some(len) = key[open + 1..].find('}') {
+                if len > 0 {
+                    return &key[open + 1..open + 1 + len];
+                }
+            }
+        }
+        key
+    }
+
+    #[test]
+    fn every_key_of_a_room_shares_one_hash_tag_whatever_its_id() {
+        let keys = Keys {
+            prefix: "p:".into(),
+            clustered: true,
+        };
+        let rooms = [
+            "plain", "}", "}x", "a}b", "{", "{}", "x{y}z", "r:1", "r_insert", "",
+        ];
+        let mut all = std::collections::HashSet::new();
+        for room in rooms {
+            let of_room = [
+                keys.msg(room, "insert"),
+                keys.msg(room, "update"),
+                keys.msg(room, "update_backup"),
+                keys.msg(room, "update_order"),
+                keys.msg(room, "ignore"),
+                keys.msg(room, "epoch"),
+                keys.room_channel(room),
+                keys.presence_log(room),
+                keys.room_rate(room),
+            ];
+            let tag = hash_tag(&of_room[0]);
+            assert_ne!(tag, of_room[0], "{room:?} has a tag");
+            for k in &of_room {
+                assert_eq!(hash_tag(k), tag, "{room:?}: {k}");
+                assert!(all.insert(k.clone()), "{k} belongs to one room only");
+            }
+            assert_ne!(
+                tag, "ao",
+                "{room:?} is not in the cluster state's slot by name"
+            );
+        }
+        assert!(!all.contains(&keys.state("members")));
     }
 
     #[test]

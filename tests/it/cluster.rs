@@ -1695,3 +1695,103 @@ async fn clear_on_another_node_is_seen_by_the_next_sync_page() {
     assert_eq!(second["next"], json!(0), "{second}");
     assert_ne!(second["epoch"], first["epoch"], "{second}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn room_ids_with_braces_colons_and_key_suffixes_keep_to_one_slot_each() {
+    const N: u64 = 5;
+    let redis = RedisCluster::start();
+    let (nodes, _dirs) = start_nodes(&redis.url(), 2, &|_| {});
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    // Each would split its keys over slots, or share keys with another
+    // room, if the room went into the keys as it is.
+    let rooms = [
+        "}", "}x", "a}b", "{", "x{y}z", "r:1", "r_insert", "ao", "{ao}",
+    ];
+    for room in rooms {
+        let (ua, ub) = (format!("{room}-a"), format!("{room}-b"));
+        let mut cs = room_of(&[(a, &ua), (b, &ub)], room).await;
+        let mut cb = cs.pop().expect("b");
+        let mut ca = cs.pop().expect("a");
+        let acked = send_inserts(&mut ca, &ua, N).await;
+        assert_eq!(acked.len() as u64, N, "{room:?}: every insert acked");
+        let upd = ca.send_msg(json!({"data": "u", "s": 1, "1": "only"})).await;
+        assert_eq!(upd["status"], json!(0), "{room:?}: update acked: {upd}");
+        let got = recv_msgs(&mut cb, N as usize, Duration::from_secs(10)).await;
+        assert_received_all(&ub, &got, &[&ua], N);
+        for node in [a, b] {
+            let items = history(node, room).await;
+            assert_eq!(items.len() as u64, N + 1, "{room:?}: sync on {node}");
+        }
+    }
+    // Every msg key of a room is in one slot.
+    let mut keys = String::new();
+    for port in redis.ports() {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "--scan", "--pattern", "msg_*"])
+            .output()
+            .expect("redis-cli --scan");
+        keys.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    let mut slots: HashMap<String, HashSet<String>> = HashMap::new();
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let slot = redis.cli(&["CLUSTER", "KEYSLOT", key]);
+        let stem = key
+            .rsplit_once("_insert")
+            .or_else(|| key.rsplit_once("_update"))
+            .or_else(|| key.rsplit_once("_epoch"))
+            .map_or(key, |(stem, _)| stem)
+            .to_owned();
+        slots.entry(stem).or_default().insert(slot);
+    }
+    assert!(slots.len() >= rooms.len(), "{slots:?}");
+    for (stem, s) in &slots {
+        assert_eq!(s.len(), 1, "{stem}: keys in slots {s:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_metrics_scrapes_cost_redis_a_few_counts() {
+    let cl = Cluster::start(1);
+    let a = cl.addr(0);
+    let _m1 = member(a, "m1", "counted").await;
+    let _m2 = member(a, "m2", "counted").await;
+    // Everything Redis is asked while the scrapes run.
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &cl.redis.port().to_string(), "MONITOR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli MONITOR");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = http()
+            .get(format!("http://{a}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = monitor.kill();
+    let out = monitor.wait_with_output().expect("monitor output");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    let of = |cmd: &str| {
+        seen.lines()
+            .filter(|l| l.to_ascii_uppercase().contains(&format!("\"{cmd}\"")))
+            .count()
+    };
+    assert_eq!(
+        of("HGETALL") + of("SMEMBERS"),
+        0,
+        "no listing per scrape:\n{seen}"
+    );
+    let counts = of("HLEN") + of("SCARD");
+    assert!(
+        (1..=6).contains(&counts),
+        "{counts} counts for 100 scrapes:\n{seen}"
+    );
+    assert!(last.contains("ao_authenticated_users 2"), "{last}");
+    assert!(last.contains("ao_rooms 1"), "{last}");
+}
