@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,9 @@ pub struct SqliteMessageStore {
     data_dir: PathBuf,
     /// Epoch of rooms that have no row yet: this database's id.
     db_epoch: String,
+    /// The writer's last group failed to commit (a full disk, an I/O
+    /// error); cleared by the next group that commits.
+    failing: Arc<AtomicBool>,
 }
 
 impl SqliteMessageStore {
@@ -111,7 +115,9 @@ impl SqliteMessageStore {
             .spawn(move || applier.run(apply_rx))?;
 
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer {
+            failing: failing.clone(),
             log,
             read: open(data_dir)?,
             counters: Counters::default(),
@@ -133,6 +139,7 @@ impl SqliteMessageStore {
             unapplied,
             data_dir: data_dir.to_path_buf(),
             db_epoch,
+            failing,
         })
     }
 
@@ -158,6 +165,23 @@ impl SqliteMessageStore {
         })
         .await?
     }
+}
+
+/// Bytes the readiness probe writes while commits fail: about a group.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// Writes, syncs and removes a file in `dir`: whether the disk takes
+/// writes again after commits failed.
+fn probe_write(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let path = dir.join("write-probe");
+    let written = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[0u8; PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    written.map_err(StoreError::from)
 }
 
 /// The id of this database, made once when it is created.
@@ -307,6 +331,12 @@ impl MessageStore for SqliteMessageStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Acquire) {
+            // Ready again once the disk takes a write (the next group then
+            // commits and clears the flag).
+            let dir = self.data_dir.clone();
+            tokio::task::spawn_blocking(move || probe_write(&dir)).await??;
+        }
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
@@ -333,6 +363,8 @@ impl MessageStore for SqliteMessageStore {
 /// The writer thread's state: the commit log and the numbering of writes.
 struct Writer {
     log: Journal,
+    /// Set while groups fail to commit ([`SqliteMessageStore::ping`]).
+    failing: Arc<AtomicBool>,
     /// Reads the counters of rooms it has not written yet.
     read: Connection,
     counters: Counters,
@@ -535,6 +567,7 @@ impl Writer {
             // segment for the next group.
             self.hand_over();
         }
+        self.failing.store(failed.is_some(), Ordering::Release);
         if let Some(error) = failed {
             tracing::error!(%error, "message group failed to commit");
             self.counters = before;

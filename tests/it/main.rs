@@ -22,6 +22,8 @@ mod bad_input;
 mod cli_config;
 /// Several nodes sharing one Redis.
 mod cluster;
+/// The embedded store on a disk that fills up.
+mod disk_full;
 /// Observer (dummy) members.
 mod dummy;
 /// Acknowledged messages across kill -9, SIGTERM and restarts.

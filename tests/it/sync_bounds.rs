@@ -183,7 +183,7 @@ fn a_client_that_asks_for_pages_and_never_reads_holds_a_bounded_amount() {
         )
         .await;
         writer.close().await;
-        let before = rss_kib(pid);
+        let before = support::rss_kib(pid);
         let mut greedy = login(addr, json!("greedy"), "t", "big-history").await;
         for _ in 0..2000 {
             greedy.emit("sync", json!({"offset": 0})).await;
@@ -193,7 +193,7 @@ fn a_client_that_asks_for_pages_and_never_reads_holds_a_bounded_amount() {
         let mut peak = before;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            peak = peak.max(rss_kib(pid));
+            peak = peak.max(support::rss_kib(pid));
         }
         assert!(
             peak < before + 64 * 1024,
@@ -223,14 +223,4 @@ fn a_client_that_asks_for_pages_and_never_reads_holds_a_bounded_amount() {
         assert_eq!(ack["status"], json!(0));
     });
     drop(server);
-}
-
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }

@@ -182,6 +182,11 @@ impl Ferret {
         format!("mongodb://127.0.0.1:{}", self.port)
     }
 
+    /// The process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// SIGTERM, then waits for the process to exit (SIGKILL after 15 s).
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -641,3 +641,56 @@ async fn the_original_services_accounts_work_unchanged() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "hashed 0 clear-text tokens (0 users, 0 admins)");
 }
+
+/// 300 events of 1 MB before authentication, while the account store
+/// does not answer (FerretDB stopped with SIGSTOP), hold no memory: each
+/// is refused where it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabyte_events_before_authentication_hold_nothing_while_the_account_store_stalls() {
+    let ferret = crate::api::harness::Ferret::start().await;
+    let dir = crate::support::tempdir();
+    let server = crate::support::BinServer::start_with(dir.path(), false, |cmd| {
+        cmd.env("AO_MONGODB_URL", ferret.url());
+    });
+    let (addr, pid) = (server.addr, server.child.id());
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &ferret.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    };
+    let mut c = crate::support::Client::connect(addr).await;
+    let before = crate::support::rss_kib(pid);
+    signal("-STOP");
+    c.emit("authenticate", json!({"uid": "u", "token": "t"}))
+        .await;
+    let packet = format!("42{}", json!(["msg", {"data": "m".repeat(1 << 20)}]));
+    let mut peak = before;
+    for i in 0..300 {
+        c.emit_raw(&packet).await;
+        if i % 20 == 0 {
+            peak = peak.max(crate::support::rss_kib(pid));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peak = peak.max(crate::support::rss_kib(pid));
+    signal("-CONT");
+    assert!(
+        peak < before + 32 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB on 300 MB sent before authentication"
+    );
+    let reply = c.expect_event("authenticate").await;
+    assert_eq!(reply["status"], json!(1), "{reply}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("ao_messages_dropped_total{reason=\"unauthenticated\"} 300"),
+        "{metrics}"
+    );
+    drop(server);
+}

@@ -87,6 +87,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The process id (0 once stopped or killed).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// The node's working directory (AOF, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
