@@ -383,14 +383,64 @@ struct Writer {
 }
 
 /// The writer's numbering of rooms' inserts and of updates, loaded from
-/// SQLite on first use and rolled back when a group fails.
-#[derive(Clone, Default)]
+/// SQLite on first use and rolled back when a group fails. A room's entry
+/// is dropped once the room has nothing unapplied (SQLite's count is then
+/// current) and the cache holds [`CACHED_ROOMS`]: it follows the rooms
+/// being written, not every room written since start-up.
+#[derive(Default)]
 struct Counters {
     next_seq: HashMap<String, u64>,
     next_ord: Option<i64>,
+    /// What the current group changed: (room, its entry before), and the
+    /// update counter before.
+    undo: Vec<(String, Option<u64>)>,
+    undo_ord: Option<Option<i64>>,
 }
 
+/// Rooms whose next seq the writer keeps before it drops the settled ones.
+const CACHED_ROOMS: usize = 4096;
+
 impl Counters {
+    /// Starts a group: its changes can be rolled back.
+    fn begin(&mut self) {
+        self.undo.clear();
+        self.undo_ord = None;
+    }
+
+    /// Undoes the current group's changes.
+    fn rollback(&mut self) {
+        for (room, before) in self.undo.drain(..).rev() {
+            match before {
+                Some(seq) => self.next_seq.insert(room, seq),
+                None => self.next_seq.remove(&room),
+            };
+        }
+        if let Some(ord) = self.undo_ord.take() {
+            self.next_ord = ord;
+        }
+    }
+
+    fn set_seq(&mut self, room: &str, next: u64) {
+        let before = self.next_seq.insert(room.to_owned(), next);
+        self.undo.push((room.to_owned(), before));
+    }
+
+    fn set_ord(&mut self, next: i64) {
+        if self.undo_ord.is_none() {
+            self.undo_ord = Some(self.next_ord);
+        }
+        self.next_ord = Some(next);
+    }
+
+    /// Drops the rooms with nothing unapplied once the cache is full.
+    fn evict(&mut self, unapplied: &Mutex<Unapplied>) {
+        if self.next_seq.len() < CACHED_ROOMS {
+            return;
+        }
+        let unapplied = locked(unapplied);
+        self.next_seq.retain(|room, _| unapplied.has_room(room));
+    }
+
     fn next_seq(&mut self, read: &Connection, room: &str) -> Result<u64, rusqlite::Error> {
         if let Some(seq) = self.next_seq.get(room) {
             return Ok(*seq);
@@ -518,7 +568,7 @@ impl Writer {
             return;
         }
         self.wait_for_applier();
-        let before = self.counters.clone();
+        self.counters.begin();
         let ts = unix_now();
         let mut records = Vec::new();
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -570,7 +620,7 @@ impl Writer {
         self.failing.store(failed.is_some(), Ordering::Release);
         if let Some(error) = failed {
             tracing::error!(%error, "message group failed to commit");
-            self.counters = before;
+            self.counters.rollback();
             for (done, _) in outcomes {
                 done(Err(error.clone().into()));
             }
@@ -584,6 +634,7 @@ impl Writer {
         }
         self.pending_bytes += records.iter().map(Record::size).sum::<usize>();
         self.pending.append(&mut records);
+        self.counters.evict(&self.unapplied);
         for (done, result) in outcomes {
             done(result.map_err(Into::into));
         }
@@ -615,7 +666,7 @@ impl Writer {
                     Ok(body) => body,
                     Err(e) => return Ok((Err(e), None)),
                 };
-                self.counters.next_seq.insert(room.clone(), seq + 1);
+                self.counters.set_seq(&room, seq + 1);
                 let stored = Stored {
                     seq: Some(seq),
                     durable: true,
@@ -636,7 +687,7 @@ impl Writer {
                     Err(e) => return Ok((Err(e), None)),
                 };
                 let ord = self.counters.next_ord(&self.read)?;
-                self.counters.next_ord = Some(ord + 1);
+                self.counters.set_ord(ord + 1);
                 let stored = Stored {
                     seq: None,
                     durable: true,
@@ -883,4 +934,49 @@ fn encode(text: String) -> Result<Arc<RawValue>, StoreError> {
     RawValue::from_string(text)
         .map(Arc::from)
         .map_err(StoreError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_group_rolls_back_only_its_own_numbers() {
+        let mut c = Counters::default();
+        c.begin();
+        c.set_seq("a", 5);
+        c.set_ord(10);
+        c.begin();
+        c.set_seq("a", 6);
+        c.set_seq("b", 1);
+        c.set_seq("a", 7);
+        c.set_ord(11);
+        c.set_ord(12);
+        c.rollback();
+        assert_eq!(c.next_seq.get("a"), Some(&5));
+        assert_eq!(c.next_seq.get("b"), None);
+        assert_eq!(c.next_ord, Some(10));
+    }
+
+    #[test]
+    fn settled_rooms_leave_a_full_cache() {
+        let mut c = Counters::default();
+        for i in 0..CACHED_ROOMS {
+            c.set_seq(&format!("r{i}"), 1);
+        }
+        let unapplied = Mutex::new(Unapplied::default());
+        locked(&unapplied).add(&Record::Insert {
+            room: "r7".into(),
+            seq: 0,
+            ts: 1,
+            body: Arc::from(RawValue::from_string("{}".into()).expect("json")),
+        });
+        c.evict(&unapplied);
+        assert_eq!(
+            c.next_seq.len(),
+            1,
+            "only the room with unapplied writes stays"
+        );
+        assert_eq!(c.next_seq.get("r7"), Some(&1));
+    }
 }

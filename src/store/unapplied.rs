@@ -121,6 +121,11 @@ impl Unapplied {
         }
     }
 
+    /// Whether `room` has writes SQLite has not taken yet.
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// Forgets everything of `room` (its history was cleared).
     pub fn clear_room(&mut self, room: &str) {
         self.rooms.remove(room);
