@@ -1795,3 +1795,35 @@ async fn a_hundred_metrics_scrapes_cost_redis_a_few_counts() {
     assert!(last.contains("ao_authenticated_users 2"), "{last}");
     assert!(last.contains("ao_rooms 1"), "{last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rooms_msg_rate_is_counted_across_nodes() {
+    let cl = Cluster::start_with(2, |cmd| {
+        cmd.env("AO_ROOM_MSG_RATE", "10");
+    });
+    let (a, b) = (cl.addr(0), cl.addr(1));
+    let mut ca = member(a, "ra", "rated").await;
+    let mut cb = member(b, "rb", "rated").await;
+    // Both send at once, within one second's window or two.
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        ids.push((0, ca.emit_ack_id("msg", json!({"data": i, "s": 2})).await));
+        ids.push((1, cb.emit_ack_id("msg", json!({"data": i, "s": 2})).await));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for (who, id) in ids {
+        let ack = if who == 0 {
+            ca.wait_ack(id).await
+        } else {
+            cb.wait_ack(id).await
+        };
+        match ack["status"].as_u64() {
+            Some(0) => ok += 1,
+            Some(6) => refused += 1,
+            _ => panic!("{ack}"),
+        }
+    }
+    // One window holds 10; a second boundary in between may let 10 more.
+    assert!((10..=20).contains(&ok), "{ok} accepted, {refused} refused");
+    assert_eq!(ok + refused, 30);
+}
