@@ -9,6 +9,7 @@ pub mod grants;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod process_metrics;
 pub mod protocol;
 pub mod rate;
 pub mod realtime;

@@ -116,7 +116,9 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every metric registered under the `ao_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ao");
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("ao");
         let connected_sockets = Family::<Generation, Gauge>::default();
         let authenticated_users = Gauge::default();
         let rooms = Gauge::default();
@@ -237,7 +239,7 @@ impl Metrics {
         );
         registry.register("build_info", "Build information", build);
         Self {
-            registry,
+            registry: root,
             connected_sockets,
             authenticated_users,
             rooms,
