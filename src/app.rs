@@ -52,6 +52,7 @@ pub struct App {
     state: Arc<AppState>,
     addr: SocketAddr,
     api_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     /// The listeners' certificate, when they serve TLS.
@@ -171,30 +172,56 @@ impl App {
                 })?;
         }
 
-        let main_router = crate::http::main_router(state.clone());
+        let admin_apart = config.admin_listen.is_some();
+        let main_router = crate::http::main_router(state.clone(), !admin_apart);
         let api_router = crate::http::api_router(state.clone());
 
         let main = bind("listen", config.listen).await?;
         let api = bind("api_listen", config.api_listen).await?;
+        let admin = match config.admin_listen {
+            Some(at) => Some((bind("admin_listen", at).await?, at)),
+            None => None,
+        };
         let addr = main
             .local_addr()
             .map_err(|e| bind_err("listen", config.listen, e))?;
         let api_addr = api
             .local_addr()
             .map_err(|e| bind_err("api_listen", config.api_listen, e))?;
+        let admin_addr = match &admin {
+            Some((listener, at)) => Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| bind_err("admin_listen", *at, e))?,
+            ),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let limits = ao_socketio::HttpLimits {
             header_timeout: config.header_timeout,
         };
-        let servers = vec![
+        let mut servers = vec![
             serve(main, main_router, limits, tls.clone(), stopped.clone()),
-            serve(api, api_router, limits, tls, stopped),
+            serve(api, api_router, limits, tls.clone(), stopped.clone()),
         ];
-        tracing::info!(%addr, %api_addr, tls = cert.is_some(), data_dir = %config.data_dir.display(), "always-online listening");
+        if let Some((listener, _)) = admin {
+            let router = crate::http::admin_router(state.clone());
+            servers.push(serve(listener, router, limits, tls, stopped));
+        }
+        let (tls_on, data_dir) = (cert.is_some(), config.data_dir.display());
+        match admin_addr {
+            Some(admin_addr) => {
+                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, "always-online listening")
+            }
+            None => {
+                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, "always-online listening")
+            }
+        }
         Ok(App {
             state,
             addr,
             api_addr,
+            admin_addr,
             stop,
             servers,
             cert,
@@ -222,9 +249,15 @@ impl App {
         }
     }
 
-    /// The main listener's address (socket.io, admin API, health).
+    /// The main listener's address (socket.io, health, and the admin API
+    /// unless it has a listener of its own).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when `AO_ADMIN_LISTEN` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The accounts API listener's address.
