@@ -14,6 +14,7 @@ use crate::cluster::local::LocalState;
 use crate::cluster::redis::RedisState;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::realtime::bus::Bus;
 use crate::realtime::{self, AppState};
 use crate::redis::Redis;
@@ -57,6 +58,8 @@ pub struct App {
     servers: Vec<JoinHandle<()>>,
     /// The listeners' certificate, when they serve TLS.
     cert: Option<Arc<ServerCert>>,
+    /// The embedded store's data directory, held while the server runs.
+    _data_dir_lock: Option<DataDirLock>,
 }
 
 /// How long listeners may take to finish in-flight requests at shutdown.
@@ -87,10 +90,12 @@ impl App {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         };
+        let mut data_dir_lock = None;
         let messages: Arc<dyn MessageStore> = match &redis {
             Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
             None => {
-                check_data_dir(&config)?;
+                // Before the store replays its commit log: one server per directory.
+                data_dir_lock = Some(lock_data_dir(&config)?);
                 Arc::new(
                     SqliteMessageStore::open(&config.data_dir, config.commit_window)
                         .map_err(|e| data_dir_err(&e))?,
@@ -225,6 +230,7 @@ impl App {
             stop,
             servers,
             cert,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -297,16 +303,14 @@ impl App {
     }
 }
 
-fn check_data_dir(config: &Config) -> Result<(), StartError> {
-    let err = |reason: String| StartError::DataDir {
+/// Checks the data directory is writable and takes its lock.
+fn lock_data_dir(config: &Config) -> Result<DataDirLock, StartError> {
+    let err = |e: DataDirError| StartError::DataDir {
         path: config.data_dir.display().to_string(),
-        reason,
+        reason: e.to_string(),
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
-    let probe = config.data_dir.join(".write-check");
-    std::fs::write(&probe, b"ok").map_err(|e| err(format!("not writable: {e}")))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    crate::data_dir::check_writable(&config.data_dir).map_err(err)?;
+    DataDirLock::acquire(&config.data_dir).map_err(err)
 }
 
 fn bind_err(key: &'static str, addr: SocketAddr, e: std::io::Error) -> StartError {

@@ -429,6 +429,32 @@ async fn dev_mode_on_a_public_address_starts_with_dev_public() {
     assert_eq!(c.send_msg(json!({"data": 1})).await["status"], json!(0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_exits_2_until_the_first_is_gone() {
+    let dir = support::tempdir();
+    let first = BinServer::start(dir.path(), true);
+    let lock = dir.path().join("always-online.lock");
+    assert!(lock.is_file(), "no lock file in {}", dir.path().display());
+
+    let out = serve(dir.path(), &[], &[]);
+    assert_config_error(&out, "data_dir");
+    let err = stderr(&out);
+    assert!(
+        err.contains("in use by another always-online process")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
+    // The account commands work on the store while the server runs.
+    token_of(&user_create(dir.path(), "erin"));
+
+    // kill -9 leaves the lock file behind; it does not block a restart.
+    first.kill();
+    assert!(lock.is_file());
+    let second = BinServer::start(dir.path(), true);
+    let mut c = support::login(second.addr, "erin", "any", "r").await;
+    assert_eq!(c.send_msg(json!({"data": 1})).await["status"], json!(0));
+}
+
 // --- configuration layering, observed through the server -----------------------------
 
 async fn page_len_after(server: &BinServer, inserts: usize) -> (usize, serde_json::Value) {
