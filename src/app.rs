@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::accounts::Kind;
 use crate::cluster::local::LocalState;
+use crate::cluster::persistence::Persistence;
 use crate::cluster::redis::RedisState;
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -90,6 +91,14 @@ impl App {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         };
+        let redis_persistence = match &redis {
+            Some(redis) => {
+                let found = Persistence::check(redis).await;
+                found.log();
+                Some(found)
+            }
+            None => None,
+        };
         let mut data_dir_lock = None;
         let messages: Arc<dyn MessageStore> = match &redis {
             Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
@@ -160,6 +169,7 @@ impl App {
             limits: realtime::limits::Limits::new(&config, redis.as_ref()),
             read_ahead: realtime::read_ahead_limit(),
             jwt,
+            redis_persistence,
         });
         sessions.attach(&state);
         if let Some(shared) = redis_state {

@@ -25,13 +25,13 @@ use crate::realtime::AppState;
 /// Routes of the main listener: socket.io and health, with the admin API,
 /// metrics and the admin API's OpenAPI document when `with_admin` (they
 /// have no listener of their own), and the web demo at `/` unless it is
-/// turned off.
+/// turned off. Its `/readyz` gives no details.
 pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     let routes = Router::new()
         .route_service("/socket.io/", state.io.clone())
         .route_service("/socket.io", state.io.clone())
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz_public));
     let routes = if with_admin {
         routes.merge(admin_routes())
     } else {
@@ -48,7 +48,7 @@ pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
 }
 
 /// Routes of the admin listener (`AO_ADMIN_LISTEN`): the admin API,
-/// metrics, its OpenAPI document and health.
+/// metrics, its OpenAPI document and health, `/readyz` with details.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(admin_routes())
@@ -70,7 +70,8 @@ fn admin_routes() -> Router<Arc<AppState>> {
         )
 }
 
-/// Routes of the internal listener: the accounts API.
+/// Routes of the internal listener: the accounts API and health,
+/// `/readyz` with details.
 pub fn api_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())

@@ -14,3 +14,4 @@ mod admin_listener;
 mod mongo;
 mod openapi;
 mod operations;
+mod readiness;
