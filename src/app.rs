@@ -11,9 +11,11 @@ use tokio::task::JoinHandle;
 
 use crate::accounts::Kind;
 use crate::cluster::local::LocalState;
+use crate::cluster::persistence::Persistence;
 use crate::cluster::redis::RedisState;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::realtime::bus::Bus;
 use crate::realtime::{self, AppState};
 use crate::redis::Redis;
@@ -52,10 +54,13 @@ pub struct App {
     state: Arc<AppState>,
     addr: SocketAddr,
     api_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     /// The listeners' certificate, when they serve TLS.
     cert: Option<Arc<ServerCert>>,
+    /// The embedded store's data directory, held while the server runs.
+    _data_dir_lock: Option<DataDirLock>,
 }
 
 /// How long listeners may take to finish in-flight requests at shutdown.
@@ -86,10 +91,20 @@ impl App {
             path: config.data_dir.display().to_string(),
             reason: e.to_string(),
         };
+        let redis_persistence = match &redis {
+            Some(redis) => {
+                let found = Persistence::check(redis).await;
+                found.log();
+                Some(found)
+            }
+            None => None,
+        };
+        let mut data_dir_lock = None;
         let messages: Arc<dyn MessageStore> = match &redis {
             Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
             None => {
-                check_data_dir(&config)?;
+                // Before the store replays its commit log: one server per directory.
+                data_dir_lock = Some(lock_data_dir(&config)?);
                 Arc::new(
                     SqliteMessageStore::open(&config.data_dir, config.commit_window)
                         .map_err(|e| data_dir_err(&e))?,
@@ -154,6 +169,7 @@ impl App {
             limits: realtime::limits::Limits::new(&config, redis.as_ref()),
             read_ahead: realtime::read_ahead_limit(),
             jwt,
+            redis_persistence,
         });
         sessions.attach(&state);
         if let Some(shared) = redis_state {
@@ -171,33 +187,60 @@ impl App {
                 })?;
         }
 
-        let main_router = crate::http::main_router(state.clone());
+        let admin_apart = config.admin_listen.is_some();
+        let main_router = crate::http::main_router(state.clone(), !admin_apart);
         let api_router = crate::http::api_router(state.clone());
 
         let main = bind("listen", config.listen).await?;
         let api = bind("api_listen", config.api_listen).await?;
+        let admin = match config.admin_listen {
+            Some(at) => Some((bind("admin_listen", at).await?, at)),
+            None => None,
+        };
         let addr = main
             .local_addr()
             .map_err(|e| bind_err("listen", config.listen, e))?;
         let api_addr = api
             .local_addr()
             .map_err(|e| bind_err("api_listen", config.api_listen, e))?;
+        let admin_addr = match &admin {
+            Some((listener, at)) => Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| bind_err("admin_listen", *at, e))?,
+            ),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let limits = ao_socketio::HttpLimits {
             header_timeout: config.header_timeout,
         };
-        let servers = vec![
+        let mut servers = vec![
             serve(main, main_router, limits, tls.clone(), stopped.clone()),
-            serve(api, api_router, limits, tls, stopped),
+            serve(api, api_router, limits, tls.clone(), stopped.clone()),
         ];
-        tracing::info!(%addr, %api_addr, tls = cert.is_some(), data_dir = %config.data_dir.display(), "always-online listening");
+        if let Some((listener, _)) = admin {
+            let router = crate::http::admin_router(state.clone());
+            servers.push(serve(listener, router, limits, tls, stopped));
+        }
+        let (tls_on, data_dir) = (cert.is_some(), config.data_dir.display());
+        match admin_addr {
+            Some(admin_addr) => {
+                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, "always-online listening")
+            }
+            None => {
+                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, "always-online listening")
+            }
+        }
         Ok(App {
             state,
             addr,
             api_addr,
+            admin_addr,
             stop,
             servers,
             cert,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
@@ -222,9 +265,15 @@ impl App {
         }
     }
 
-    /// The main listener's address (socket.io, admin API, health).
+    /// The main listener's address (socket.io, health, and the admin API
+    /// unless it has a listener of its own).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when `AO_ADMIN_LISTEN` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The accounts API listener's address.
@@ -264,16 +313,14 @@ impl App {
     }
 }
 
-fn check_data_dir(config: &Config) -> Result<(), StartError> {
-    let err = |reason: String| StartError::DataDir {
+/// Checks the data directory is writable and takes its lock.
+fn lock_data_dir(config: &Config) -> Result<DataDirLock, StartError> {
+    let err = |e: DataDirError| StartError::DataDir {
         path: config.data_dir.display().to_string(),
-        reason,
+        reason: e.to_string(),
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| err(e.to_string()))?;
-    let probe = config.data_dir.join(".write-check");
-    std::fs::write(&probe, b"ok").map_err(|e| err(format!("not writable: {e}")))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
+    crate::data_dir::check_writable(&config.data_dir).map_err(err)?;
+    DataDirLock::acquire(&config.data_dir).map_err(err)
 }
 
 fn bind_err(key: &'static str, addr: SocketAddr, e: std::io::Error) -> StartError {

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
 pub mod grants;
 pub mod http;
 pub mod logging;

@@ -3,6 +3,7 @@
 //! window and the `forceUserAuth` switch. One node uses [`local::LocalState`].
 
 pub mod local;
+pub mod persistence;
 pub mod pubsub;
 pub mod redis;
 

@@ -183,9 +183,9 @@ impl PubSub {
         match Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, subscribe)).await {
             Ok(Ok(())) => Box::pin(self.start_listening(room)).await,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, %room, "could not subscribe to the room's channel")
+                tracing::warn!(error = %e, ?room, "could not subscribe to the room's channel")
             }
-            Err(_) => tracing::warn!(%room, "subscribing to the room's channel is taking long"),
+            Err(_) => tracing::warn!(?room, "subscribing to the room's channel is taking long"),
         }
     }
 
@@ -200,7 +200,7 @@ impl PubSub {
                     .entry(room.to_owned())
                     .or_insert(page.start);
             }
-            Err(e) => tracing::warn!(error = %e, %room, "could not read the room's length"),
+            Err(e) => tracing::warn!(error = %e, ?room, "could not read the room's length"),
         }
     }
 
@@ -212,7 +212,7 @@ impl PubSub {
             .subscriber
             .sunsubscribe(self.redis.keys.room_channel(room));
         if let Ok(Err(e)) = Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, unsubscribe)).await {
-            tracing::debug!(error = %e, %room, "could not unsubscribe");
+            tracing::debug!(error = %e, ?room, "could not unsubscribe");
         }
     }
 
@@ -347,7 +347,7 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
         let frames = match ps.redis.presence_log(&room, after).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, %room, "could not read the room's presence log");
+                tracing::warn!(error = %e, ?room, "could not read the room's presence log");
                 complete = false;
                 continue;
             }
@@ -357,12 +357,16 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
             match serde_json::from_str::<RoomFrame<'_>>(text) {
                 Ok(frame) if frame.skip_node.as_deref() == Some(ps.node.as_str()) => {}
                 Ok(frame) => told += u64::from(tell_presence(ps, &frame)),
-                Err(e) => tracing::warn!(error = %e, %room, "unreadable frame in a presence log"),
+                Err(e) => tracing::warn!(error = %e, ?room, "unreadable frame in a presence log"),
             }
         }
         if told > 0 {
             ps.metrics.presence_recovered.inc_by(told);
-            tracing::warn!(%room, count = told, "told presence changes published while redis was unreachable");
+            tracing::warn!(
+                ?room,
+                count = told,
+                "told presence changes published while redis was unreachable"
+            );
         }
     }
     complete
@@ -384,7 +388,7 @@ async fn deliver_msg(ps: &PubSub, frame: &RoomFrame<'_>) {
             Some(next) if seq < next => return,
             Some(next) if seq > next => {
                 let missing = (seq - next) as usize;
-                tracing::warn!(room = %frame.room, from = next, count = missing, "missed room events; delivering them from the store");
+                tracing::warn!(room = ?frame.room, from = next, count = missing, "missed room events; delivering them from the store");
                 ps.redis.commands_up(COMMAND_TIMEOUT).await;
                 // Unreadable: those msgs are not relayed here (they are
                 // stored; a sync returns them).
@@ -456,14 +460,17 @@ async fn catch_up(ps: &PubSub) -> bool {
         // or the new history's first messages would count as delivered.
         match ps.messages.page(&room, next, 0, 0).await {
             Ok(page) if page.start < next => {
-                tracing::warn!(%room, "room history was cleared while redis was unreachable");
+                tracing::warn!(
+                    ?room,
+                    "room history was cleared while redis was unreachable"
+                );
                 ps.local.history_cleared();
                 ps.forget(&room);
                 continue;
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, %room, "could not read the room's history to catch up");
+                tracing::warn!(error = %e, ?room, "could not read the room's history to catch up");
                 complete = false;
                 continue;
             }
@@ -471,7 +478,11 @@ async fn catch_up(ps: &PubSub) -> bool {
         match deliver_stored(ps, &room, next, 10_000).await {
             Some(0) => {}
             Some(n) => {
-                tracing::warn!(%room, count = n, "delivered room events stored while redis was unreachable")
+                tracing::warn!(
+                    ?room,
+                    count = n,
+                    "delivered room events stored while redis was unreachable"
+                )
             }
             None => complete = false,
         }

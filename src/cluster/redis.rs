@@ -342,7 +342,7 @@ impl RedisState {
             )
             .await;
         if let Err(e) = sent {
-            tracing::warn!(error = %e, %room, %node, event = ev, "could not announce a presence change for a node's member");
+            tracing::warn!(error = %e, ?room, %node, event = ev, "could not announce a presence change for a node's member");
         }
     }
 

@@ -29,6 +29,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Accounts API, reachable by the app's backend only (`AO_API_LISTEN`).
     pub api_listen: SocketAddr,
+    /// When set, the admin API, `/metrics` and the admin API's
+    /// `/openapi.json` are served here instead of on `listen`
+    /// (`AO_ADMIN_LISTEN`).
+    pub admin_listen: Option<SocketAddr>,
     /// Certificate chain (PEM) of both listeners (`AO_TLS_CERT`); with
     /// `tls_key`, they serve TLS.
     pub tls_cert: Option<PathBuf>,
@@ -93,6 +97,8 @@ pub struct Config {
     pub commit_window: Duration,
     /// Development mode: any token is accepted.
     pub dev: bool,
+    /// Development mode may listen on a non-loopback address (`AO_DEV_PUBLIC`).
+    pub dev_public: bool,
     /// An admin account that exists from start-up (uid, token).
     pub admin: Option<(String, String)>,
     /// The HMAC secret JSON Web Tokens are verified with (`AO_JWT_HMAC_SECRET`).
@@ -155,6 +161,7 @@ impl Default for Config {
         let mut c = Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             api_listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin_listen: None,
             tls_cert: None,
             tls_key: None,
             data_dir: PathBuf::new(),
@@ -182,6 +189,7 @@ impl Default for Config {
             ping_timeout: Duration::ZERO,
             commit_window: Duration::ZERO,
             dev: false,
+            dev_public: false,
             admin: None,
             jwt_hmac_secret: None,
             jwt_public_key: None,
@@ -238,6 +246,9 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
+        // Whether `listen` was given at all: development mode defaults to
+        // the loopback address instead.
+        let mut listen_given = false;
         if let Some(path) = &flags.config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
@@ -261,12 +272,14 @@ impl Config {
                 };
                 (setting.set)(&mut cfg, &text)
                     .map_err(|e| ConfigError::new(key.as_str(), format!("{value}: {e}")))?;
+                listen_given |= setting.key == "listen";
             }
         }
         for s in SETTINGS {
             if let Some(v) = env(s.env).filter(|v| !v.is_empty()) {
                 (s.set)(&mut cfg, &v)
                     .map_err(|e| ConfigError::new(s.env, format!("{v:?}: {e}")))?;
+                listen_given |= s.key == "listen";
             }
         }
         for (key, v) in &flags.values {
@@ -276,7 +289,11 @@ impl Config {
                     None => (*key).to_owned(),
                 };
                 (s.set)(&mut cfg, v).map_err(|e| ConfigError::new(flag, format!("{v:?}: {e}")))?;
+                listen_given |= s.key == "listen";
             }
+        }
+        if cfg.dev && !cfg.dev_public && !listen_given {
+            cfg.listen = SocketAddr::from(([127, 0, 0, 1], cfg.listen.port()));
         }
         // The URL form alone asks for a Redis Cluster.
         if cfg
@@ -291,6 +308,25 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.dev && !self.dev_public && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "AO_DEV",
+                format!(
+                    "development mode accepts any token and must not listen on {} (not a loopback address): \
+                     listen on 127.0.0.1 (AO_LISTEN) or set AO_DEV_PUBLIC=1",
+                    self.listen
+                ),
+            ));
+        }
+        if self
+            .admin_listen
+            .is_some_and(|a| a == self.listen && a.port() != 0)
+        {
+            return Err(ConfigError::new(
+                "AO_ADMIN_LISTEN",
+                "must differ from AO_LISTEN (leave it unset to serve the admin API there)",
+            ));
+        }
         match &self.admin {
             Some((_, token)) if token.is_empty() => {
                 return Err(ConfigError::new(
@@ -564,6 +600,46 @@ mod tests {
             doc.contains(&table),
             "docs/OPERATIONS.md must hold the settings table exactly as declared:\n{table}"
         );
+    }
+
+    #[test]
+    fn dev_mode_listens_on_loopback_unless_told_otherwise() {
+        let dev = || Flags::with(&[("dev", "1")]);
+        let c = load(&[], dev()).expect("dev alone");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        let c = load(&[("AO_LISTEN", "127.0.0.1:4444")], dev()).expect("loopback");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4444");
+        let c = load(&[("AO_LISTEN", "[::1]:4444")], dev()).expect("IPv6 loopback");
+        assert_eq!(c.listen.to_string(), "[::1]:4444");
+        let e = load(&[("AO_LISTEN", "0.0.0.0:3000")], dev()).expect_err("public");
+        assert_eq!(e.key, "AO_DEV");
+        assert!(e.to_string().contains("AO_DEV_PUBLIC"), "{e}");
+        let e = load(
+            &[("AO_DEV", "1")],
+            Flags::with(&[("listen", "10.0.0.1:3000")]),
+        )
+        .expect_err("public by flag");
+        assert_eq!(e.key, "AO_DEV");
+        let c = load(&[("AO_DEV_PUBLIC", "1")], dev()).expect("public allowed");
+        assert_eq!(c.listen.to_string(), "0.0.0.0:3000");
+        let c = load(&[("AO_LISTEN", "0.0.0.0:3000")], Flags::default()).expect("no dev");
+        assert!(!c.dev);
+    }
+
+    #[test]
+    fn admin_listener_is_optional_and_apart() {
+        let c = load(&[], Flags::default()).expect("defaults");
+        assert_eq!(c.admin_listen, None);
+        let c = load(&[("AO_ADMIN_LISTEN", "127.0.0.1:9100")], Flags::default()).expect("set");
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9100")
+        );
+        let e = load(&[("AO_ADMIN_LISTEN", "0.0.0.0:3000")], Flags::default())
+            .expect_err("the public address");
+        assert_eq!(e.key, "AO_ADMIN_LISTEN");
+        let e = load(&[("AO_ADMIN_LISTEN", "nowhere")], Flags::default()).expect_err("bad");
+        assert_eq!(e.key, "AO_ADMIN_LISTEN");
     }
 
     #[test]

@@ -101,6 +101,15 @@ fn show_key(v: &str) -> String {
     }
 }
 
+/// An optional address: empty means unset.
+fn optional_addr(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse::<SocketAddr>(v).map(Some)
+    }
+}
+
 /// An optional path: empty means unset.
 fn optional_path(v: &str) -> Option<PathBuf> {
     (!v.is_empty()).then(|| PathBuf::from(v))
@@ -142,13 +151,16 @@ macro_rules! setting {
 /// Every setting, in the order the docs list them.
 pub static SETTINGS: &[Setting] = &[
     setting!("listen", "AO_LISTEN", Some(Flag::Value("listen")), "0.0.0.0:3000",
-        "socket.io, admin API, health, metrics",
+        "socket.io, admin API, health, metrics; with `dev`, 127.0.0.1:3000 unless given",
         |c, v| c.listen = parse::<SocketAddr>(v)?, |c| c.listen.to_string()),
     setting!("api_listen", "AO_API_LISTEN", Some(Flag::Value("api-listen")), "127.0.0.1:4000",
         "accounts API (internal)",
         |c, v| c.api_listen = parse::<SocketAddr>(v)?, |c| c.api_listen.to_string()),
+    setting!("admin_listen", "AO_ADMIN_LISTEN", Some(Flag::Value("admin-listen")), "",
+        "when set: the admin API, `/metrics` and its `/openapi.json` are served here (with `/healthz` and `/readyz`) and no longer on `listen` (see Admin listener)",
+        |c, v| c.admin_listen = optional_addr(v)?, |c| c.admin_listen.map(|a| a.to_string()).unwrap_or_default()),
     setting!("tls_cert", "AO_TLS_CERT", None, "",
-        "with `tls_key`: both listeners serve TLS (HTTPS, WSS) with this certificate chain (PEM, leaf first); re-read with the key on SIGHUP",
+        "with `tls_key`: every listener serves TLS (HTTPS, WSS) with this certificate chain (PEM, leaf first); re-read with the key on SIGHUP",
         |c, v| c.tls_cert = optional_path(v), |c| show_path(&c.tls_cert)),
     setting!("tls_key", "AO_TLS_KEY", None, "",
         "the private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1)",
@@ -214,7 +226,7 @@ pub static SETTINGS: &[Setting] = &[
         "page origins allowed to connect, comma-separated (`https://app.example,https://admin.example`), or `*` for any (with the CORS answers socket.io 2.x gave); other origins get HTTP 403 on polling and websocket alike; requests without `Origin` (native clients) are always accepted",
         |c, v| c.allowed_origins = origins(v), |c| show_origins(&c.allowed_origins)),
     setting!("header_timeout_ms", "AO_HEADER_TIMEOUT_MS", None, "10000",
-        "how long a request's headers (and, over TLS, the handshake before them) may take to arrive, on both listeners; a keep-alive connection idle this long between requests is closed too",
+        "how long a request's headers (and, over TLS, the handshake before them) may take to arrive, on every listener; a keep-alive connection idle this long between requests is closed too",
         |c, v| c.header_timeout = millis(v)?, |c| c.header_timeout.as_millis().to_string()),
     setting!("ping_interval_ms", "AO_PING_INTERVAL_MS", None, "25000",
         "the heartbeat: engine.io 4 clients are pinged this often, engine.io 3 clients told to ping this often",
@@ -228,6 +240,9 @@ pub static SETTINGS: &[Setting] = &[
     setting!("dev", "AO_DEV", Some(Flag::Sets("dev", "1")), "0",
         "development mode: any token accepted (the original's `ignoreUserAuth`)",
         |c, v| c.dev = boolean(v)?, |c| c.dev.to_string()),
+    setting!("dev_public", "AO_DEV_PUBLIC", None, "0",
+        "development mode may listen on an address other than loopback; without it `dev` refuses to start there, and listens on 127.0.0.1 when `listen` is not given",
+        |c, v| c.dev_public = boolean(v)?, |c| c.dev_public.to_string()),
     setting!("admin_uid", "AO_ADMIN_UID", None, "",
         "with `admin_token`: this admin account exists from start-up",
         |c, v| set_admin(c, Some(v), None), |c| c.admin.as_ref().map(|a| a.0.clone()).unwrap_or_default()),

@@ -1,7 +1,7 @@
-//! HTTP routes served beside socket.io (main listener) and on the internal
-//! listener. Policy: API calls answer HTTP 200 with the `{meta, data}`
-//! envelope; a body that cannot be parsed is HTTP 400, one over 64 kB is
-//! HTTP 413, an unknown route HTTP 404.
+//! HTTP routes served beside socket.io (main listener), on the internal
+//! listener and, when it is set, on the admin listener. Policy: API calls
+//! answer HTTP 200 with the `{meta, data}` envelope; a body that cannot be
+//! parsed is HTTP 400, one over 64 kB is HTTP 413, an unknown route HTTP 404.
 
 pub mod accounts;
 pub mod admin;
@@ -22,20 +22,21 @@ use utoipa::OpenApi;
 
 use crate::realtime::AppState;
 
-/// Routes of the main listener: socket.io, the admin API, health, metrics,
-/// with the web demo at `/` unless it is turned off.
-pub fn main_router(state: Arc<AppState>) -> Router {
+/// Routes of the main listener: socket.io and health, with the admin API,
+/// metrics and the admin API's OpenAPI document when `with_admin` (they
+/// have no listener of their own), and the web demo at `/` unless it is
+/// turned off. Its `/readyz` gives no details.
+pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     let routes = Router::new()
         .route_service("/socket.io/", state.io.clone())
         .route_service("/socket.io", state.io.clone())
-        .merge(admin::router())
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(openapi::AdminApi::openapi()) }),
-        );
+        .route("/readyz", get(health::readyz_public));
+    let routes = if with_admin {
+        routes.merge(admin_routes())
+    } else {
+        routes
+    };
     let routes = if state.config.demo {
         routes.merge(demo::router(&state.config.web_dir))
     } else {
@@ -46,7 +47,31 @@ pub fn main_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Routes of the internal listener: the accounts API.
+/// Routes of the admin listener (`AO_ADMIN_LISTEN`): the admin API,
+/// metrics, its OpenAPI document and health, `/readyz` with details.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(admin_routes())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(request::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// The admin API, `/metrics` and the admin API's `/openapi.json`.
+fn admin_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .merge(admin::router())
+        .route("/metrics", get(metrics::metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(openapi::AdminApi::openapi()) }),
+        )
+}
+
+/// Routes of the internal listener: the accounts API and health,
+/// `/readyz` with details.
 pub fn api_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())

@@ -22,12 +22,13 @@ use crate::protocol::api::{Envelope, Meta};
 )]
 pub struct AccountsApi;
 
-/// The main listener: the admin API, health and metrics.
+/// The admin API, health and metrics: on the main listener, or on the
+/// admin listener when `AO_ADMIN_LISTEN` is set.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Always Online admin API",
-        description = "Monitor the server and act on rooms. Served on the main listener (AO_LISTEN) beside socket.io."
+        description = "Monitor the server and act on rooms. Served on the main listener (AO_LISTEN) beside socket.io, or on the admin listener when AO_ADMIN_LISTEN is set."
     ),
     paths(
         super::admin::stat,

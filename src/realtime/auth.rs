@@ -48,7 +48,7 @@ impl Session {
         let (uid, grant) = match checked {
             Check::Accepted(uid, grant) => (uid, grant),
             Check::JwtRefused(e) => {
-                tracing::info!(sid = %self.sid, reason = %e, "authentication refused: JSON Web Token");
+                tracing::info!(sid = %self.sid, reason = %crate::logging::Escaped(&e), "authentication refused: JSON Web Token");
                 self.state.limits.auth_failed(ip);
                 self.state.metrics.auth_failed(e.metric_label());
                 let _ = self.socket.emit(
@@ -78,7 +78,7 @@ impl Session {
             }
         };
         self.kick_older_logins(&uid.key).await;
-        tracing::info!(sid = %self.sid, uid = %uid.key, jwt = grant.is_some(), "authenticated");
+        tracing::info!(sid = %self.sid, uid = ?uid.key, jwt = grant.is_some(), "authenticated");
         if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
             let _ = mailbox.uid.set(uid.key.clone());
         }

@@ -161,7 +161,11 @@ impl Fanout {
         let delivery = self.io.broadcast(&members_room(room), &frame, except);
         if delivery.dropped > 0 {
             self.metrics.dropped_by("slow_client", delivery.dropped);
-            tracing::debug!(%room, dropped = delivery.dropped, "slow clients disconnected, event dropped for them");
+            tracing::debug!(
+                ?room,
+                dropped = delivery.dropped,
+                "slow clients disconnected, event dropped for them"
+            );
         }
         if ev == event::MSG {
             self.metrics.messages_relayed.inc_by(delivery.sent);

@@ -75,7 +75,7 @@ impl ao_socketio::Handler for Enqueue {
             let weight = event.len() + data.as_ref().map_or(0, |raw| raw.get().len());
             if weight > PRE_AUTH_MAX_EVENT {
                 // Before authentication a connection holds next to nothing.
-                tracing::info!(sid = %s.id(), %event, bytes = weight, "oversize event before authentication");
+                tracing::info!(sid = %s.id(), event = ?event, bytes = weight, "oversize event before authentication");
                 self.refuse(
                     ack,
                     "unauthenticated",

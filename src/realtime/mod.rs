@@ -44,6 +44,9 @@ pub struct AppState {
     pub read_ahead: Arc<tokio::sync::Semaphore>,
     /// Verifies JSON Web Tokens when a JWT key is configured (room grants).
     pub jwt: Option<crate::grants::Verifier>,
+    /// In a cluster: whether Redis keeps what it acknowledged across a
+    /// restart, as checked at start-up (reported by `/readyz`).
+    pub redis_persistence: Option<crate::cluster::persistence::Persistence>,
 }
 
 /// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].

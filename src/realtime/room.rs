@@ -95,7 +95,7 @@ impl Session {
             Some(None) => None,
         };
         self.deadline = None;
-        tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, "joined");
+        tracing::info!(sid = %self.sid, room = ?request.room, dummy = request.dummy, "joined");
 
         if let Some(order) = announce.filter(|_| !request.dummy) {
             self.announce(&request.room, event::REMOTE_JOIN, order)
@@ -160,7 +160,7 @@ impl Session {
         };
         match refused {
             Some(e) => {
-                tracing::info!(sid = %self.sid, room = %request.room, dummy = request.dummy, reason = e.reason(), "join refused");
+                tracing::info!(sid = %self.sid, room = ?request.room, dummy = request.dummy, reason = e.reason(), "join refused");
                 Err(e)
             }
             None => Ok(request),

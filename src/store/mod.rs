@@ -345,4 +345,9 @@ pub trait MessageStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Waits until every write submitted before the call is durable.
     async fn flush(&self) -> Result<(), StoreError>;
+    /// Tests only: makes the embedded store's writer thread die as a bug
+    /// in it would (a panic), and returns once it has. Other stores have
+    /// no such thread and do nothing.
+    #[doc(hidden)]
+    async fn crash_writer_for_tests(&self) {}
 }

@@ -49,12 +49,20 @@ const APPLY_BYTES: usize = 8 << 20;
 /// Unapplied bytes past which the writer waits for SQLite to catch up
 /// (holding submitters back, and so the clients behind them).
 const MAX_UNAPPLIED_BYTES: usize = 64 << 20;
+/// How long the writer may take to answer a readiness ping.
+const WRITER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Job {
     /// A write, with when it was submitted (its commit window starts then).
     Write(Write, Instant),
     Clear(String, oneshot::Sender<Result<(), StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+    /// Answered as soon as the writer takes it: the writer is alive and
+    /// taking jobs (readiness).
+    Ping(oneshot::Sender<()>),
+    /// Makes the writer thread panic, as a bug in it would (tests of
+    /// readiness only; see [`MessageStore::crash_writer_for_tests`]).
+    CrashForTests,
 }
 
 /// What the writer hands the applier, in order.
@@ -82,6 +90,41 @@ pub struct SqliteMessageStore {
     /// The writer's last group failed to commit (a full disk, an I/O
     /// error); cleared by the next group that commits.
     failing: Arc<AtomicBool>,
+    /// Whether the writer and the applier threads still run.
+    writer_alive: Arc<AtomicBool>,
+    applier_alive: Arc<AtomicBool>,
+}
+
+/// Marks a store thread alive for as long as it runs: dropped when the
+/// thread ends, by returning or by a panic, it clears the flag.
+struct Alive {
+    flag: Arc<AtomicBool>,
+    thread: &'static str,
+}
+
+impl Alive {
+    fn new(thread: &'static str) -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(true));
+        (
+            Self {
+                flag: flag.clone(),
+                thread,
+            },
+            flag,
+        )
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.flag.store(false, Ordering::SeqCst);
+        if std::thread::panicking() {
+            tracing::error!(
+                thread = self.thread,
+                "a store thread panicked; the store takes no more writes and /readyz answers 503"
+            );
+        }
+    }
 }
 
 impl SqliteMessageStore {
@@ -110,9 +153,13 @@ impl SqliteMessageStore {
             unapplied: unapplied.clone(),
             undeleted: Vec::new(),
         };
+        let (applier_life, applier_alive) = Alive::new("store-applier");
         std::thread::Builder::new()
             .name("store-applier".into())
-            .spawn(move || applier.run(apply_rx))?;
+            .spawn(move || {
+                let _alive = applier_life;
+                applier.run(apply_rx)
+            })?;
 
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let failing = Arc::new(AtomicBool::new(false));
@@ -130,9 +177,13 @@ impl SqliteMessageStore {
             last_submitted: Instant::now(),
             mean_gap: Duration::MAX,
         };
+        let (writer_life, writer_alive) = Alive::new("store-writer");
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                let _alive = writer_life;
+                writer.run(rx)
+            })?;
         Ok(Self {
             jobs: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -140,7 +191,35 @@ impl SqliteMessageStore {
             data_dir: data_dir.to_path_buf(),
             db_epoch,
             failing,
+            writer_alive,
+            applier_alive,
         })
+    }
+
+    /// Whether the writer and applier threads run, the writer answering a
+    /// ping within [`WRITER_PING_TIMEOUT`].
+    async fn threads_alive(&self) -> Result<(), StoreError> {
+        let stopped = |thread: &str| StoreError::Worker(format!("the {thread} thread stopped"));
+        if !self.writer_alive.load(Ordering::SeqCst) {
+            return Err(stopped("writer"));
+        }
+        if !self.applier_alive.load(Ordering::SeqCst) {
+            return Err(stopped("applier"));
+        }
+        let (tx, rx) = oneshot::channel();
+        let answered = tokio::time::timeout(WRITER_PING_TIMEOUT, async {
+            self.jobs.send(Job::Ping(tx)).await.ok()?;
+            rx.await.ok()
+        })
+        .await;
+        match answered {
+            Ok(Some(())) => Ok(()),
+            Ok(None) => Err(stopped("writer")),
+            Err(_) => Err(StoreError::Worker(format!(
+                "the writer did not answer within {} ms",
+                WRITER_PING_TIMEOUT.as_millis()
+            ))),
+        }
     }
 
     /// Runs `f` on a read connection in the blocking pool.
@@ -331,6 +410,7 @@ impl MessageStore for SqliteMessageStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.threads_alive().await?;
         if self.failing.load(Ordering::Acquire) {
             // Ready again once the disk takes a write (the next group then
             // commits and clears the flag).
@@ -339,6 +419,14 @@ impl MessageStore for SqliteMessageStore {
         }
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
+    }
+
+    async fn crash_writer_for_tests(&self) {
+        let _ = self.jobs.send(Job::CrashForTests).await;
+        // The flag is cleared as the thread unwinds.
+        while self.writer_alive.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn clear(&self, room: &str) -> Result<(), StoreError> {
@@ -555,6 +643,13 @@ impl Writer {
                 Job::Flush(reply) => {
                     self.commit(std::mem::take(&mut writes));
                     let _ = reply.send(self.applied());
+                }
+                Job::Ping(reply) => {
+                    let _ = reply.send(());
+                }
+                Job::CrashForTests => {
+                    self.commit(std::mem::take(&mut writes));
+                    panic!("store writer crashed on request (a test of readiness)");
                 }
             }
         }

@@ -382,6 +382,79 @@ fn unwritable_data_dir_exits_2_naming_data_dir() {
     assert_config_error(&out, "data_dir");
 }
 
+#[test]
+fn dev_mode_on_a_public_address_exits_2() {
+    let dir = support::tempdir();
+    let d = dir_arg(dir.path());
+    let out = run(
+        &[
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            d,
+        ],
+        &[],
+    );
+    assert_config_error(&out, "AO_DEV");
+    assert!(stderr(&out).contains("AO_DEV_PUBLIC"), "{}", stderr(&out));
+    let out = run(
+        &["--api-listen", "127.0.0.1:0", "--data-dir", d],
+        &[("AO_DEV", "1"), ("AO_LISTEN", "0.0.0.0:0")],
+    );
+    assert_config_error(&out, "AO_DEV");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_on_a_public_address_starts_with_dev_public() {
+    let dir = support::tempdir();
+    let mut cmd = binary();
+    cmd.env("AO_LOG_FORMAT", "json")
+        .env("AO_DEV_PUBLIC", "1")
+        .args([
+            "--dev",
+            "--listen",
+            "0.0.0.0:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path());
+    let server = BinServer::spawn(cmd);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], server.addr.port()));
+    let mut c = support::login(at, "dana", "any-token", "r").await;
+    assert_eq!(c.send_msg(json!({"data": 1})).await["status"], json!(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_exits_2_until_the_first_is_gone() {
+    let dir = support::tempdir();
+    let first = BinServer::start(dir.path(), true);
+    let lock = dir.path().join("always-online.lock");
+    assert!(lock.is_file(), "no lock file in {}", dir.path().display());
+
+    let out = serve(dir.path(), &[], &[]);
+    assert_config_error(&out, "data_dir");
+    let err = stderr(&out);
+    assert!(
+        err.contains("in use by another always-online process")
+            && err.contains(&format!("pid {}", first.child.id())),
+        "{err}"
+    );
+    // The account commands work on the store while the server runs.
+    token_of(&user_create(dir.path(), "erin"));
+
+    // kill -9 leaves the lock file behind; it does not block a restart.
+    first.kill();
+    assert!(lock.is_file());
+    let second = BinServer::start(dir.path(), true);
+    let mut c = support::login(second.addr, "erin", "any", "r").await;
+    assert_eq!(c.send_msg(json!({"data": 1})).await["status"], json!(0));
+}
+
 // --- configuration layering, observed through the server -----------------------------
 
 async fn page_len_after(server: &BinServer, inserts: usize) -> (usize, serde_json::Value) {

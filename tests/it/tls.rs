@@ -1,4 +1,4 @@
-//! TLS: both listeners over TLS with a certificate the test makes, the
+//! TLS: every listener over TLS (the admin listener too) with a certificate the test makes, the
 //! handshake's time limit, the certificate re-read on SIGHUP, unusable
 //! certificate files at start-up, and Redis over `rediss://`.
 
@@ -190,6 +190,51 @@ async fn the_accounts_api_over_tls() {
     )
     .await;
     c.authenticate(json!("carol"), token).await;
+}
+
+#[tokio::test]
+async fn the_admin_listener_over_tls() {
+    let files = TlsFiles::new();
+    let server = TestServer::with(|c| {
+        files.apply(c);
+        c.admin = Some(("root".into(), "root-token".into()));
+        c.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let admin = server.admin_addr().expect("an admin listener");
+    let https = files.ca.https_client();
+    let get = |port: u16, path: &str| {
+        https
+            .get(format!("https://localhost:{port}{path}"))
+            .basic_auth("root", Some("root-token"))
+            .send()
+    };
+    let stat = get(admin.port(), "/admin/monitor/stat")
+        .await
+        .expect("the admin API over https");
+    assert_eq!(stat.status(), 200);
+    let reply: Value = stat.json().await.expect("a JSON envelope");
+    assert_eq!(reply["meta"]["status"], json!(0), "{reply}");
+    let metrics = get(admin.port(), "/metrics")
+        .await
+        .expect("metrics over https");
+    assert_eq!(metrics.status(), 200);
+    let public = get(server.addr().port(), "/metrics")
+        .await
+        .expect("the public listener over https");
+    assert_eq!(public.status(), 404);
+    // The admin listener speaks TLS only.
+    let plain = reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .expect("plain client")
+        .get(format!("http://127.0.0.1:{}/healthz", admin.port()))
+        .send()
+        .await;
+    assert!(
+        plain.is_err(),
+        "plain HTTP answered on a TLS listener: {plain:?}"
+    );
 }
 
 #[tokio::test]

@@ -392,6 +392,11 @@ impl Server {
         self.app().api_addr()
     }
 
+    /// The admin listener, when `admin_listen` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.app().admin_addr()
+    }
+
     pub fn state(&self) -> &Arc<AppState> {
         self.app().state()
     }
@@ -721,6 +726,8 @@ pub struct Bin {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// The admin listener (`admin_addr` of the listening line), if any.
+    pub admin_addr: Option<SocketAddr>,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<JoinHandle<()>>,
 }
@@ -787,7 +794,7 @@ impl Bin {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (addr, api_addr) = loop {
+        let (addr, api_addr, admin_addr) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -797,8 +804,9 @@ impl Bin {
                     }
                     let addr = log_field(&line, "addr").and_then(|a| a.parse().ok());
                     let api = log_field(&line, "api_addr").and_then(|a| a.parse().ok());
+                    let admin = log_field(&line, "admin_addr").and_then(|a| a.parse().ok());
                     match (addr, api) {
-                        (Some(a), Some(b)) => break (a, b),
+                        (Some(a), Some(b)) => break (a, b, admin),
                         _ => panic!("cannot read the addresses from {line:?}"),
                     }
                 }
@@ -816,6 +824,7 @@ impl Bin {
             child: Some(child),
             addr,
             api_addr,
+            admin_addr,
             lines,
             reader: Some(reader),
         }

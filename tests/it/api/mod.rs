@@ -10,6 +10,8 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod admin_listener;
 mod mongo;
 mod openapi;
 mod operations;
+mod readiness;

@@ -445,8 +445,16 @@ async fn outage_and_recovery() {
         .await;
         r.envelope(3);
     }
-    // readyz: 503 with a JSON reason, on both listeners; healthz still 200.
-    for url in [s.main_url("/readyz"), s.api_url("/readyz")] {
+    // readyz: 503 on both listeners, with a JSON reason on the internal
+    // one only; healthz still 200.
+    let r = get(&s.main_url("/readyz"), &Creds::None).await;
+    assert_eq!(r.status, 503, "{}: {}", r.request, r.text);
+    assert_eq!(
+        r.json(),
+        json!({"status": "not ready"}),
+        "no details in public"
+    );
+    for url in [s.api_url("/readyz")] {
         let r = get(&url, &Creds::None).await;
         assert_eq!(r.status, 503, "{}: {}", r.request, r.text);
         let v = r.json();

@@ -450,3 +450,57 @@ async fn json_log_format_gives_json_lines() {
         "text by default: {first}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_strings_cannot_forge_log_lines() {
+    // What an attacker would like to see as a line of its own.
+    const FORGED: &str = "1999-01-01T00:00:00.000000Z  INFO always_online::http::admin: forged";
+    let uid = format!("mallory\n{FORGED} uid=root");
+    let room = format!("lobby\r\n{FORGED} room=secret");
+    for format in ["text", "json"] {
+        let dir = support::tempdir();
+        let data_dir = dir.path().display().to_string();
+        let bin = Bin::start(
+            &["--dev", "--data-dir", &data_dir, "--log-format", format],
+            &[],
+        );
+        let mut c = login(bin.addr, uid.as_str(), "any", room.as_str()).await;
+        assert_eq!(c.send_msg(json!({"data": 1})).await["status"], json!(0));
+        // An event name of the client's choosing, logged when it is oversize
+        // before authentication.
+        let mut early = support::Client::connect(bin.addr).await;
+        early
+            .emit(&format!("big\n{FORGED} event"), json!("x".repeat(20_000)))
+            .await;
+        let _ = early.recv_within(Duration::from_millis(500)).await;
+        c.close().await;
+        let (status, lines) = tokio::task::spawn_blocking(move || bin.terminate())
+            .await
+            .expect("terminate");
+        assert_eq!(status.code(), Some(0), "{format}: {lines:#?}");
+        let lines: Vec<String> = lines.iter().map(|l| strip_ansi(l)).collect();
+        for line in &lines {
+            assert!(
+                !line.trim_start().starts_with("1999-"),
+                "{format}: a forged log line: {line:?}\nall: {lines:#?}"
+            );
+            if format == "json" {
+                serde_json::from_str::<Value>(line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            }
+        }
+        // The strings are there, escaped, on the lines that log them.
+        for (what, escaped) in [
+            ("authenticated", "mallory\\"),
+            ("joined", "lobby\\"),
+            ("oversize event", "big\\"),
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains(what) && l.contains(escaped) && l.contains("1999-")),
+                "{format}: no {what:?} line with {escaped:?}: {lines:#?}"
+            );
+        }
+    }
+}

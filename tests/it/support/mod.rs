@@ -88,6 +88,11 @@ impl TestServer {
         self.app.api_addr()
     }
 
+    /// The admin listener, when `admin_listen` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.app.admin_addr()
+    }
+
     /// The server's shared state (stores, cluster state, socket.io handle).
     pub fn state(&self) -> &Arc<AppState> {
         self.app.state()
@@ -623,6 +628,10 @@ pub struct BinServer {
     pub addr: SocketAddr,
     /// The accounts API listener (`api_addr` of the same log line).
     pub api_addr: SocketAddr,
+    /// The admin listener (`admin_addr`), when the server has one.
+    pub admin_addr: Option<SocketAddr>,
+    /// The stderr lines logged before the "listening" line.
+    pub startup_lines: Vec<String>,
     stderr: std_mpsc::Receiver<String>,
 }
 
@@ -647,6 +656,15 @@ impl BinServer {
             cmd.arg("--dev");
         }
         tweak(&mut cmd);
+        Self::spawn(cmd)
+    }
+
+    /// Runs `cmd` (the binary with JSON logs, its listeners and data dir
+    /// set) and waits for its "listening" line to learn the ports.
+    pub fn spawn(mut cmd: Command) -> BinServer {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn always-online");
         let stderr = child.stderr.take().expect("child stderr");
         let (tx, rx) = std_mpsc::channel();
@@ -661,7 +679,7 @@ impl BinServer {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
-        let (addr, api_addr) = loop {
+        let (addr, api_addr, admin_addr) = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
@@ -670,7 +688,7 @@ impl BinServer {
                             let _ = child.kill();
                             panic!("no api_addr in the listening line {line:?}")
                         });
-                        break (addr, api_addr);
+                        break (addr, api_addr, listening_field(&line, "admin_addr"));
                     }
                     seen.push(line);
                 }
@@ -684,6 +702,8 @@ impl BinServer {
             child,
             addr,
             api_addr,
+            admin_addr,
+            startup_lines: seen,
             stderr: rx,
         }
     }

@@ -58,11 +58,19 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a node on a free port and waits until it answers PONG.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with `extra` flags after the usual ones
+    /// (a later flag overrides an earlier one: `["--appendonly", "no"]`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("create a temporary dir for redis");
         let mut last = String::new();
+        let mut args = single_args();
+        args.extend_from_slice(extra);
         for _ in 0..START_ATTEMPTS {
             let port = free_port(false);
-            match launch(port, dir.path(), &single_args()) {
+            match launch(port, dir.path(), &args) {
                 Launch::Ready(child) => {
                     return RedisServer {
                         port,

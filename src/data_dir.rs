@@ -1,0 +1,140 @@
+//! The data directory of the embedded store: checked writable at start-up
+//! and held by one server process at a time through a lock file.
+//!
+//! The lock is an advisory `flock` on `always-online.lock`, taken by the
+//! server (not by the account commands, which may work on the same store
+//! while it runs) and held for the life of the process. The kernel drops it
+//! when the process ends, however it ends, so a lock file a killed server
+//! left behind never blocks a restart; only a live holder does.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE: &str = "always-online.lock";
+
+/// Why the data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// It cannot be created or written to.
+    #[error("{0}")]
+    Unusable(String),
+    /// Another live process holds its lock.
+    #[error("in use by another always-online process{holder} (lock file {path}); stop it first, or give this one another AO_DATA_DIR")]
+    InUse {
+        /// ` (pid N)` when the holder wrote its pid, else empty.
+        holder: String,
+        path: String,
+    },
+}
+
+/// Creates the directory if needed and checks that files can be written in it.
+pub fn check_writable(dir: &Path) -> Result<(), DataDirError> {
+    std::fs::create_dir_all(dir).map_err(|e| DataDirError::Unusable(e.to_string()))?;
+    let probe = dir.join(".write-check");
+    std::fs::write(&probe, b"ok")
+        .map_err(|e| DataDirError::Unusable(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The data directory's lock, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct DataDirLock {
+    /// The open lock file: closing it releases the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `dir` without waiting, and writes this process's
+    /// id into the lock file (for the message another process shows).
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, DataDirError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| DataDirError::Unusable(format!("{}: {e}", path.display())))?;
+        if let Err(e) = try_lock_exclusive(&file) {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = text
+                    .trim()
+                    .parse::<u32>()
+                    .map_or_else(|_| String::new(), |pid| format!(" (pid {pid})"));
+                return Err(DataDirError::InUse {
+                    holder,
+                    path: path.display().to_string(),
+                });
+            }
+            return Err(DataDirError::Unusable(format!(
+                "{}: cannot lock: {e}",
+                path.display()
+            )));
+        }
+        // The pid is information only: the lock is the flock, not the text.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush());
+        Ok(DataDirLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file`. By hand on `libc` (already a
+/// dependency) rather than through a crate: it is one system call, and a
+/// `flock` lock belongs to the open file, so it is released when the file
+/// is closed or the process dies, which is exactly the life we want.
+fn try_lock_exclusive(file: &File) -> std::io::Result<()> {
+    loop {
+        // SAFETY: a plain system call on a file descriptor `file` keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_dir_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = DataDirLock::acquire(dir.path()).expect("first");
+        match DataDirLock::acquire(dir.path()) {
+            Err(DataDirError::InUse { holder, .. }) => {
+                assert_eq!(holder, format!(" (pid {})", std::process::id()));
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        DataDirLock::acquire(dir.path()).expect("after release");
+    }
+
+    #[test]
+    fn a_left_over_lock_file_does_not_block() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join(LOCK_FILE), "999999\n").expect("stale file");
+        let lock = DataDirLock::acquire(dir.path()).expect("stale file is no lock");
+        let text = std::fs::read_to_string(lock.path()).expect("read");
+        assert_eq!(text.trim(), std::process::id().to_string());
+    }
+}
