@@ -66,6 +66,19 @@ pub struct App {
 /// How long listeners may take to finish in-flight requests at shutdown.
 const LISTENER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Opens the files the configuration names (the TLS certificate and key,
+/// the JWT public key) as start-up would, without starting anything:
+/// `always-online config --check`.
+pub fn check_files(config: &Config) -> Result<(), StartError> {
+    crate::tls::install_provider();
+    crate::grants::Verifier::from_config(config).map_err(StartError::Jwt)?;
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let cert = ServerCert::load(cert, key).map_err(StartError::Tls)?;
+        cert.server_config().map_err(StartError::Tls)?;
+    }
+    Ok(())
+}
+
 impl App {
     /// Opens the stores, binds both listeners and starts serving.
     pub async fn start(config: Config) -> Result<App, StartError> {

@@ -22,3 +22,6 @@ pub mod tls;
 
 pub use app::App;
 pub use config::Config;
+
+/// The version and the commit it was built from: `0.1.0 (1a2b3c4d5e6f)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("AO_COMMIT"), ")");

@@ -8,12 +8,13 @@ use always_online::config::{Config, Flags};
 use always_online::{logging, App};
 use clap::{Parser, Subcommand};
 
+mod ops_command;
 mod token_command;
 
 #[derive(Parser)]
 #[command(
     name = "always-online",
-    version,
+    version = always_online::VERSION,
     about = "Realtime message-sync server over socket.io"
 )]
 struct Cli {
@@ -41,6 +42,22 @@ enum Command {
     Accounts {
         #[command(subcommand)]
         action: AccountsAction,
+    },
+    /// Exit 0 if the server answers GET /readyz with 200, else 1 (for
+    /// container health checks).
+    Healthcheck {
+        /// The readiness URL [default: /readyz on the configured listener,
+        /// over loopback].
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print the effective configuration (secrets redacted); with --check,
+    /// only validate the file and the environment.
+    Config {
+        /// Validate without printing; exit 0 if the server would start with
+        /// this configuration, 2 with the reason if not.
+        #[arg(long)]
+        check: bool,
     },
     /// JSON Web Tokens for room grants (AO_JWT_HMAC_SECRET or AO_JWT_PUBLIC_KEY).
     Token {
@@ -134,6 +151,8 @@ fn main() -> ExitCode {
                 action: AccountsAction::Migrate,
             } => migrate(&config).await,
             Command::Token { action } => token_command::run(&config, action),
+            Command::Healthcheck { url } => ops_command::healthcheck(&config, url.as_deref()).await,
+            Command::Config { check } => ops_command::config(&config, check),
         }
     })
 }

@@ -113,8 +113,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Serve the web demo at `/` (`AO_DEMO`, `--no-demo` turns it off).
     pub demo: bool,
-    /// Where the built web demo is (`AO_WEB_DIR`).
-    pub web_dir: PathBuf,
+    /// A directory to serve the web demo from instead of the embedded copy
+    /// (`AO_WEB_DIR`).
+    pub web_dir: Option<PathBuf>,
     /// MongoDB URL for accounts (`AO_MONGODB_URL`); embedded store when unset.
     pub mongodb_url: Option<String>,
     /// MongoDB database of the accounts (`AO_MONGODB_DB`).
@@ -197,7 +198,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::ZERO,
             demo: false,
-            web_dir: PathBuf::new(),
+            web_dir: None,
             mongodb_url: None,
             mongodb_db: String::new(),
             redis_url: None,

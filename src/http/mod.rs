@@ -38,7 +38,7 @@ pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
         routes
     };
     let routes = if state.config.demo {
-        routes.merge(demo::router(&state.config.web_dir))
+        routes.merge(demo::router(state.config.web_dir.as_deref()))
     } else {
         routes.fallback(not_found)
     };

@@ -737,3 +737,116 @@ async fn a_created_token_authenticates_against_the_binary() {
         json!({"status": 0, "data": "join success"})
     );
 }
+
+#[test]
+fn version_names_the_version_and_the_commit() {
+    let out = run(&["--version"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let expected = format!("always-online {} (", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with(&expected), "{text:?}");
+    let commit = text
+        .trim_end()
+        .trim_start_matches(&expected)
+        .trim_end_matches(')');
+    assert!(
+        commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{text:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_while_ready_and_1_once_stopped() {
+    let dir = support::tempdir();
+    let server = BinServer::start(dir.path(), true);
+    let url = format!("http://{}/readyz", server.addr);
+    let out = run(&["healthcheck", "--url", &url], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The default: /readyz on the configured listener, over loopback.
+    let listen = format!("0.0.0.0:{}", server.addr.port());
+    let out = run(&["healthcheck", "--listen", &listen], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    server.kill();
+    let out = run(&["healthcheck", "--url", &url], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("always-online healthcheck:"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_prints_every_setting_with_secrets_redacted_and_check_validates() {
+    let env = [
+        ("AO_ADMIN_UID", "root"),
+        ("AO_ADMIN_TOKEN", "very-secret-admin-token"),
+        ("AO_REDIS_URL", "redis://user:hunter2@redis.internal:6379"),
+        ("AO_MSG_RATE", "20"),
+    ];
+    let out = run(&["config"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().count(),
+        always_online::config::SETTINGS.len(),
+        "{text}"
+    );
+    assert!(text.contains("msg_rate = \"20\""), "{text}");
+    assert!(!text.contains("very-secret-admin-token"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let printed: toml::Table = toml::from_str(&text).expect("the output is TOML");
+    assert!(printed.contains_key("listen"));
+
+    let out = run(&["config", "--check"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "configuration OK\n");
+    let out = run(
+        &["config", "--check"],
+        &[
+            ("AO_TLS_CERT", "/nonexistent.pem"),
+            ("AO_TLS_KEY", "/nonexistent.key"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("AO_TLS_CERT"), "{}", stderr(&out));
+    let out = run(&["config", "--check"], &[("AO_MSG_RATE", "fast")]);
+    assert_config_error(&out, "AO_MSG_RATE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_demo_is_served_from_any_working_directory() {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/dist/index.html");
+    let elsewhere = support::tempdir();
+    let dir = support::tempdir();
+    let server = BinServer::start_with(dir.path(), true, |cmd| {
+        cmd.current_dir(elsewhere.path());
+    });
+    let page = reqwest::get(format!("http://{}/", server.addr))
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    if built.is_file() {
+        let expected = std::fs::read_to_string(&built).expect("index.html");
+        assert_eq!(
+            html, expected,
+            "the built demo, whatever the working directory"
+        );
+        let script = reqwest::get(format!("http://{}/demo.js", server.addr))
+            .await
+            .expect("GET /demo.js");
+        assert_eq!(script.status(), 200);
+        assert!(
+            script
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.contains("javascript")),
+            "{:?}",
+            script.headers()
+        );
+    } else {
+        assert!(html.contains("npm run build"), "{html}");
+    }
+}
