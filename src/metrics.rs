@@ -95,6 +95,8 @@ pub struct Metrics {
     pub auth_failures: Family<Reason, Counter>,
     /// Joins and API logins refused by a limit.
     pub requests_refused: Family<Reason, Counter>,
+    /// The outcome of the last readiness check: 1 ready, 0 not.
+    pub ready: Gauge,
     /// When the cluster-wide gauges were last counted.
     cluster_gauges_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Seconds a store operation took.
@@ -132,6 +134,9 @@ impl Metrics {
         let sync_pages = Counter::default();
         let auth_failures = Family::<Reason, Counter>::default();
         let requests_refused = Family::<Reason, Counter>::default();
+        // Listening means ready until a readiness check says otherwise.
+        let ready = Gauge::default();
+        ready.set(1);
         for reason in REQUEST_REFUSALS {
             let _ = requests_refused.get_or_create(&Reason { reason });
         }
@@ -218,6 +223,11 @@ impl Metrics {
             auth_failures.clone(),
         );
         registry.register(
+            "ready",
+            "Whether the last readiness check (GET /readyz) passed: 1 ready, 0 not",
+            ready.clone(),
+        );
+        registry.register(
             "requests_refused",
             "Joins and API logins refused by a limit, by reason",
             requests_refused.clone(),
@@ -255,6 +265,7 @@ impl Metrics {
             connections_refused,
             auth_failures,
             requests_refused,
+            ready,
             store_latency,
             cluster_gauges_at: std::sync::Mutex::new(None),
         }

@@ -70,10 +70,12 @@ async fn check(state: &AppState) -> Option<String> {
         state.accounts.ping(),
         state.bus.probe()
     );
-    match (messages, accounts, bus) {
+    let failure = match (messages, accounts, bus) {
         (Ok(()), Ok(()), Ok(())) => None,
         (Err(e), _, _) => Some(format!("message store: {e}")),
         (_, Err(e), _) => Some(format!("account store: {e}")),
         (_, _, Err(e)) => Some(format!("redis pub/sub: {e}")),
-    }
+    };
+    state.metrics.ready.set(i64::from(failure.is_none()));
+    failure
 }

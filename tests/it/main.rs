@@ -35,6 +35,8 @@ mod leave_disconnect_kickout;
 /// Rate limits, the room member cap and the byte bounds on what a client
 /// makes the server hold.
 mod limits;
+/// The dashboard and alerting rules against the real /metrics.
+mod monitoring;
 /// msg: validation, stamping, storage and relay.
 mod msg;
 /// The private Redis launchers the cluster tests use.
