@@ -4,13 +4,16 @@
 // websocket and one 2.x on long-polling, each authenticating with a token
 // the installed binary created (AO_UID/AO_TOKEN, AO_UID2/AO_TOKEN2): both
 // join a room, one sends a msg that is acknowledged with its seq and relayed
-// to the other, and a sync returns it from the store. Exits 1 on any failure.
+// to the other, and a sync returns it from the store. AO_URL2, when given,
+// is the second client's server (another node of a cluster). Exits 1 on any
+// failure.
 const path = require('node:path');
 const modules = path.join(__dirname, '..', 'tests', 'clients', 'node_modules');
 const { io: io4 } = require(path.join(modules, 'sio4'));
 const io2 = require(path.join(modules, 'sio2'));
 
 const url = process.env.AO_URL;
+const url2 = process.env.AO_URL2 || url;
 const roomId = Math.floor(Date.now() / 1000); // a fresh room each run
 const timer = setTimeout(() => fail('timed out'), 10000);
 
@@ -37,7 +40,7 @@ async function member(socket, uid, token, label) {
 (async () => {
   const a = io4(url, { transports: ['websocket'], forceNew: true, reconnection: false });
   await member(a, process.env.AO_UID, process.env.AO_TOKEN, 'socket.io-client 4.x (websocket)');
-  const b = io2(url, { transports: ['polling'], forceNew: true, reconnection: false });
+  const b = io2(url2, { transports: ['polling'], forceNew: true, reconnection: false });
   await member(b, process.env.AO_UID2, process.env.AO_TOKEN2, 'socket.io-client 2.x (polling)');
 
   const relayed = once(b, 'msg');
