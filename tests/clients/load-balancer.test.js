@@ -151,9 +151,14 @@ function nodeOf(cluster, sid) {
   return cluster.nodes.findIndex((n) => n.lines.some((l) => l.includes(sid) && l.includes('"connected"')));
 }
 
-/** The node (index) where `uid` authenticated (uids are unique per test). */
+/**
+ * The node (index) where `uid` authenticated (uids are unique per test).
+ * Logs quote client strings, so in a JSON line the uid's value is the
+ * quoted uid as a JSON string.
+ */
 function nodeOfUid(cluster, uid) {
-  return cluster.nodes.findIndex((n) => n.lines.some((l) => l.includes(`"${uid}"`) && l.includes('"authenticated"')));
+  const field = `"uid":${JSON.stringify(JSON.stringify(uid))}`;
+  return cluster.nodes.findIndex((n) => n.lines.some((l) => l.includes(field) && l.includes('"authenticated"')));
 }
 
 /**
