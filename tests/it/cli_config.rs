@@ -850,3 +850,30 @@ async fn the_web_demo_is_served_from_any_working_directory() {
         assert!(html.contains("npm run build"), "{html}");
     }
 }
+
+#[test]
+fn the_packaged_default_config_file_is_current() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen-default-config");
+    let out = std::process::Command::new(&script)
+        .arg("--check")
+        .output()
+        .expect("run scripts/gen-default-config");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The file it writes is a valid configuration.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/debian/always-online.toml");
+    let out = run(
+        &[
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "config",
+            "--check",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
