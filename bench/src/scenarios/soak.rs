@@ -1036,7 +1036,7 @@ pub async fn soak(cfg: SoakConfig) -> Result<SoakReport> {
         if let Some(Some(s)) = after_load.get(i) {
             let _ = writeln!(
                 out,
-                "pid {pid} after the load stopped (all connections closed): RSS {}, {} open files",
+                "pid {pid} right after the load stopped (its last connections may still be closing): RSS {}, {} open files",
                 mib(s.rss as f64),
                 s.fds
             );
@@ -1173,6 +1173,9 @@ pub fn write_markdown(
     let mut block = false;
     for line in report.lines().skip(1) {
         if line.starts_with('|') {
+            if !in_table {
+                md.push('\n');
+            }
             in_table = true;
             md.push_str(line);
             md.push('\n');
