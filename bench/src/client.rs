@@ -131,6 +131,14 @@ impl Conn {
         let _ = timeout(Duration::from_secs(2), self.ws.close(None)).await;
     }
 
+    /// Drops the connection without a websocket close: the TCP connection is
+    /// reset (zero linger), as a client that loses its network or is killed.
+    pub fn abort(self) {
+        #[allow(deprecated)]
+        let _ = self.ws.get_ref().set_linger(Some(Duration::ZERO));
+        drop(self);
+    }
+
     /// The next text frame; websocket pings are answered by tungstenite.
     /// Cancel-safe: usable as a `select!` branch.
     pub async fn next_text(&mut self) -> Result<Utf8Bytes> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ao_bench::engineio::Eio;
 use ao_bench::scenarios::conns::{self, ConnsConfig};
 use ao_bench::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax};
+use ao_bench::scenarios::soak::{self, SoakConfig};
 use ao_bench::scenarios::sync::{self, Preload, SyncConfig};
 use ao_bench::suite::{self, SuiteConfig};
 use ao_bench::{floor, proc_stats, Result};
@@ -94,6 +95,54 @@ enum Cmd {
         /// Time syncs without encoding only, not with gzip.
         #[arg(long)]
         no_gzip: bool,
+    },
+    /// A long run of everything at once (steady members, churn, syncs,
+    /// kickouts) sampling the servers' memory and open files; checks that
+    /// no acknowledged msg is lost.
+    Soak {
+        /// The nodes (host:port,...); every room's members are spread over them.
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:3000")]
+        nodes: Vec<String>,
+        /// Minutes to run [default: 60].
+        #[arg(long, conflicts_with = "seconds")]
+        minutes: Option<f64>,
+        /// Seconds to run (for short trials).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Server process ids (comma separated) to sample RSS and open files of.
+        #[arg(long, value_delimiter = ',')]
+        server_pid: Vec<u32>,
+        /// Rooms.
+        #[arg(long, default_value_t = 20)]
+        rooms: usize,
+        /// Steady members per room.
+        #[arg(long, default_value_t = 5)]
+        members: usize,
+        /// msg/s of all steady members together (70 % inserts, 15 % updates, 15 % relay-only).
+        #[arg(long, default_value_t = 150.0)]
+        rate: f64,
+        /// Frame size of a msg, bytes (about).
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// Short-lived connections started per second.
+        #[arg(long, default_value_t = 4.0)]
+        churn: f64,
+        /// Seconds between two full syncs (one room each, in turn).
+        #[arg(long, default_value_t = 15.0)]
+        sync_every: f64,
+        /// Seconds between two kickouts.
+        #[arg(long, default_value_t = 20.0)]
+        kickout_every: f64,
+        /// Seconds between two samples of the servers.
+        #[arg(long, default_value_t = 10.0)]
+        sample_every: f64,
+        /// Also write the report as `<DIR>/<date>-soak[-LABEL].md`
+        /// [DIR default: bench/results].
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "bench/results")]
+        markdown: Option<PathBuf>,
+        /// A label for the report's file name (e.g. 1node).
+        #[arg(long)]
+        label: Option<String>,
     },
     /// A minimal relay server (engine.io 3/4, authenticate, join, msg) to compare against.
     Floor {
@@ -312,6 +361,51 @@ async fn run(cli: Cli) -> Result<()> {
                 Err("not every message sent was stored and returned".into())
             } else {
                 Ok(())
+            }
+        }
+        Cmd::Soak {
+            nodes,
+            minutes,
+            seconds,
+            server_pid,
+            rooms,
+            members,
+            rate,
+            size,
+            churn,
+            sync_every,
+            kickout_every,
+            sample_every,
+            markdown,
+            label,
+        } => {
+            let duration = seconds.unwrap_or(minutes.unwrap_or(60.0) * 60.0);
+            let report = soak::soak(SoakConfig {
+                nodes,
+                eio: cli.eio,
+                duration: secs(duration.max(1.0)),
+                server_pids: server_pid,
+                rooms,
+                members,
+                rate: rate.max(0.001),
+                size,
+                churn: churn.max(0.001),
+                sync_every: secs(sync_every.max(0.1)),
+                kickout_every: secs(kickout_every.max(0.1)),
+                sample_every: secs(sample_every.max(0.1)),
+            })
+            .await?;
+            print!("{}", report.text);
+            if let Some(dir) = markdown {
+                let command: Vec<String> = std::env::args().skip(1).collect();
+                let path =
+                    soak::write_markdown(&dir, &report.text, &command.join(" "), label.as_deref())?;
+                eprintln!("report written to {}", path.display());
+            }
+            if report.passed() {
+                Ok(())
+            } else {
+                Err("acknowledged msgs were lost (or could not be checked)".into())
             }
         }
         Cmd::Floor { listen, no_nodelay } => {

@@ -90,6 +90,12 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
     parse_status_rss(&status).ok_or_else(|| invalid("VmRSS", pid))
 }
 
+/// Open file descriptors of process `pid` (entries of `/proc/PID/fd`,
+/// readable by the same user or root only).
+pub fn open_files(pid: u32) -> io::Result<u64> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
 /// Bytes process `pid` has caused to be written to storage so far
 /// (`/proc/PID/io` is readable by the same user or root only).
 pub fn write_bytes(pid: u32) -> io::Result<u64> {
