@@ -10,6 +10,9 @@ use super::{Arrival, ClusterError, ClusterState, Departure, Member};
 /// Length of the authentication rate limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// Authentication windows below which none are swept.
+const WINDOWS_SWEEP_FLOOR: usize = 1024;
+
 #[derive(Default)]
 struct Inner {
     /// room → members in join order.
@@ -20,6 +23,8 @@ struct Inner {
     connections: HashMap<String, Vec<String>>,
     /// uid → (window start, successful authentications in it).
     windows: HashMap<String, (Instant, u32)>,
+    /// Windows left after the last sweep of expired ones.
+    windows_swept: usize,
     /// The last presence change's number ([`super::PresenceSeq`]).
     presence_seq: u64,
 }
@@ -56,10 +61,14 @@ impl ClusterState for LocalState {
     async fn auth_allowed(&self, uid: &str, limit: u32) -> Result<bool, ClusterError> {
         let mut inner = self.lock();
         let now = Instant::now();
-        if inner.windows.len() > 100_000 {
+        // Expired windows are swept whenever the table doubled since the
+        // last sweep: it follows the uids of the last minute, not every uid
+        // that ever logged in.
+        if inner.windows.len() >= WINDOWS_SWEEP_FLOOR.max(inner.windows_swept.saturating_mul(2)) {
             inner
                 .windows
                 .retain(|_, (start, _)| now.duration_since(*start) < RATE_WINDOW);
+            inner.windows_swept = inner.windows.len();
         }
         let slot = inner.windows.entry(uid.to_owned()).or_insert((now, 0));
         if now.duration_since(slot.0) >= RATE_WINDOW {
