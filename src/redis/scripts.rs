@@ -109,10 +109,13 @@ return {len, e, items}
 "#;
 
 /// One page of a room's updates that have an order record, after order
-/// key `after`, whose bytes stay within `max bytes` (at least one).
+/// key `after`, whose bytes stay within `max bytes` (at least one); or
+/// `{"legacy"}` when some updates have no order record (the original
+/// service's), which the caller pages itself.
 /// KEYS: update hash, order zset. ARGV: after, max bytes.
 /// Returns `{more, key1, element1, key2, element2, ...}`.
 pub const UPDATES_PAGE: &str = r#"
+if redis.call('HLEN', KEYS[1]) > redis.call('ZCARD', KEYS[2]) then return {'legacy'} end
 local maxb = tonumber(ARGV[2])
 local out = {0}
 local bytes = 0

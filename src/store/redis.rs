@@ -320,22 +320,18 @@ impl MessageStore for RedisMessageStore {
         max_bytes: usize,
     ) -> Result<UpdatePage, StoreError> {
         let keys = &self.redis.keys;
-        let client = self.redis.cmd();
-        let (update, order) = (keys.msg(room, "update"), keys.msg(room, "update_order"));
-        let stored: u64 = client.hlen(&update).await.map_err(|e| backend(e.into()))?;
-        let ordered: u64 = client.zcard(&order).await.map_err(|e| backend(e.into()))?;
-        if stored > ordered {
-            // Updates of the original service, which have no order record.
-            return self.updates_with_legacy(room, after, max_bytes).await;
-        }
         let reply: Vec<String> = scripts::run(
             &self.redis.client,
             scripts::UPDATES_PAGE,
-            vec![update, order],
+            vec![keys.msg(room, "update"), keys.msg(room, "update_order")],
             vec![after.max(0).to_string(), max_bytes.to_string()],
         )
         .await
         .map_err(backend)?;
+        if reply.first().is_some_and(|m| m == "legacy") {
+            // Updates of the original service, which have no order record.
+            return self.updates_with_legacy(room, after, max_bytes).await;
+        }
         let mut page = UpdatePage {
             more: reply.first().is_some_and(|m| m == "1"),
             entries: Vec::new(),
