@@ -9,6 +9,7 @@ pub mod clock;
 pub mod engineio;
 pub mod floor;
 pub mod histogram;
+pub mod log_metrics;
 pub mod payload;
 pub mod proc_stats;
 pub mod scenarios;

@@ -152,6 +152,17 @@ enum Cmd {
         /// Leave Nagle's algorithm on (no TCP_NODELAY), to see what that costs in latency.
         #[arg(long)]
         no_nodelay: bool,
+        /// The durable floor: msgs the server would store (all but `s: 2`)
+        /// are appended to a log file in DIR, made durable with one
+        /// fdatasync per group commit, then relayed and acknowledged.
+        #[arg(long, value_name = "DIR")]
+        durable: Option<PathBuf>,
+        /// The durable floor's commit window, ms (the server's default).
+        #[arg(long, default_value_t = 2.0)]
+        commit_window_ms: f64,
+        /// Serve the durable floor's commit-log metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Splits a perf profile by crate and layer: reads
     /// `perf script -F ip,sym,dso` on stdin (record with `--call-graph dwarf`).
@@ -408,9 +419,20 @@ async fn run(cli: Cli) -> Result<()> {
                 Err("acknowledged msgs were lost (or could not be checked)".into())
             }
         }
-        Cmd::Floor { listen, no_nodelay } => {
+        Cmd::Floor {
+            listen,
+            no_nodelay,
+            durable,
+            commit_window_ms,
+            metrics_listen,
+        } => {
+            let durable = durable.map(|dir| floor::Durable {
+                dir,
+                window: Duration::from_secs_f64(commit_window_ms.max(0.0) / 1e3),
+                metrics_listen,
+            });
             tokio::select! {
-                r = floor::serve(listen, !no_nodelay) => r,
+                r = floor::serve(listen, !no_nodelay, durable) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
