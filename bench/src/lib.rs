@@ -6,6 +6,7 @@
 pub mod by_crate;
 pub mod client;
 pub mod clock;
+pub mod disk_probe;
 pub mod engineio;
 pub mod floor;
 pub mod histogram;
