@@ -14,6 +14,7 @@ pub mod log_metrics;
 pub mod payload;
 pub mod proc_stats;
 pub mod scenarios;
+pub mod stalls;
 pub mod suite;
 
 /// Any error, with a message fit to print.

@@ -10,6 +10,7 @@ use ao_bench::scenarios::conns::{self, ConnsConfig};
 use ao_bench::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax};
 use ao_bench::scenarios::soak::{self, SoakConfig};
 use ao_bench::scenarios::sync::{self, Preload, SyncConfig};
+use ao_bench::stalls::{self, StallConfig};
 use ao_bench::suite::{self, SuiteConfig};
 use ao_bench::{floor, proc_stats, Result};
 use clap::{Args, Parser, Subcommand};
@@ -194,7 +195,7 @@ enum Cmd {
         /// Seconds they are held [default: 300, quick 20].
         #[arg(long)]
         hold_seconds: Option<u64>,
-        /// Stop after this many seconds [default: 1800, quick 240].
+        /// Stop after this many seconds [default: 1800, quick 300].
         #[arg(long)]
         max_seconds: Option<u64>,
         /// Runs of the fixed-rate fanout and of conns per side, server and
@@ -208,6 +209,14 @@ enum Cmd {
         /// redis-server for the 2-node cluster figure.
         #[arg(long, default_value = "redis-server")]
         redis_server: PathBuf,
+        /// Instead of the suite: the server and the durable floor on the
+        /// same disk for N minutes in all, inserts at --rate in windows,
+        /// each side in turn; per-window p99 and commit stalls.
+        #[arg(long, value_name = "N")]
+        stall_minutes: Option<f64>,
+        /// The measured part of each window of --stall-minutes, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        stall_window_seconds: f64,
     },
 }
 
@@ -458,7 +467,23 @@ async fn run(cli: Cli) -> Result<()> {
             hold_seconds,
             rounds,
             markdown,
+            stall_minutes,
+            stall_window_seconds,
         } => {
+            if let Some(minutes) = stall_minutes {
+                let mut cfg = StallConfig::new(server_bin, minutes);
+                cfg.eio = cli.eio;
+                cfg.rate = rate;
+                cfg.window = Duration::from_secs_f64(stall_window_seconds.max(0.5));
+                let report = stalls::run(cfg).await?;
+                if let Some(dir) = markdown {
+                    let command: Vec<String> = std::env::args().skip(1).collect();
+                    let path =
+                        suite::write_markdown(&dir, &report, &command.join(" "), Some("stalls"))?;
+                    eprintln!("report written to {}", path.display());
+                }
+                return Ok(());
+            }
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
             cfg.redis_server = redis_server;
@@ -484,7 +509,7 @@ async fn run(cli: Cli) -> Result<()> {
             let report = suite::run(cfg).await?;
             if let Some(dir) = markdown {
                 let command: Vec<String> = std::env::args().skip(1).collect();
-                let path = suite::write_markdown(&dir, &report, &command.join(" "))?;
+                let path = suite::write_markdown(&dir, &report, &command.join(" "), None)?;
                 eprintln!("report written to {}", path.display());
             }
             Ok(())

@@ -53,7 +53,7 @@ pub struct SuiteConfig {
 impl SuiteConfig {
     /// Defaults: full (10,000 connections, 50,000 messages, 19,000
     /// connections held 5 minutes, 30 minutes at most) or quick (2,000
-    /// connections, 10,000 messages, 4,000 held 20 s, 4 minutes at most).
+    /// connections, 10,000 messages, 4,000 held 20 s, 5 minutes at most).
     pub fn new(server_bin: PathBuf, quick: bool) -> Self {
         Self {
             server_bin,
@@ -62,7 +62,7 @@ impl SuiteConfig {
             sync_messages: if quick { 10_000 } else { 50_000 },
             rate: 2_000.0,
             eio: Eio::V4,
-            max_time: Duration::from_secs(if quick { 240 } else { 1_800 }),
+            max_time: Duration::from_secs(if quick { 300 } else { 1_800 }),
             redis_server: PathBuf::from("redis-server"),
             hold_conns: if quick { 4_000 } else { 19_000 },
             hold_time: Duration::from_secs(if quick { 20 } else { 300 }),
@@ -318,7 +318,7 @@ pub(crate) async fn start_floor(durable: bool) -> Result<Proc> {
     if durable {
         let at = format!("127.0.0.1:{}", free_port()?);
         cmd.arg("--durable")
-            .arg(dir.join("log"))
+            .arg(dir.join("data"))
             .args(["--metrics-listen", &at]);
         metrics = Some(format!("http://{at}/metrics"));
     }
@@ -1165,9 +1165,15 @@ pub fn utc_now() -> String {
 }
 
 /// Writes `report` (as [`run`] returns it) as a Markdown file in `dir`,
-/// named by the run's date (`2026-12-05.md`, or with the time added when
-/// that day has one already); returns its path.
-pub fn write_markdown(dir: &std::path::Path, report: &str, command: &str) -> Result<PathBuf> {
+/// named by the run's date and `suffix` (`2026-12-05.md`,
+/// `2026-12-05-stalls.md`, or with the time added when that name is taken
+/// already); returns its path.
+pub fn write_markdown(
+    dir: &std::path::Path,
+    report: &str,
+    command: &str,
+    suffix: Option<&str>,
+) -> Result<PathBuf> {
     let stamp = report
         .lines()
         .next()
@@ -1176,9 +1182,10 @@ pub fn write_markdown(dir: &std::path::Path, report: &str, command: &str) -> Res
     let day = stamp.get(..10).unwrap_or("undated").to_owned();
     let time = stamp.get(11..16).unwrap_or("0000").replace(':', "");
     std::fs::create_dir_all(dir)?;
-    let mut path = dir.join(format!("{day}.md"));
+    let suffix = suffix.map(|s| format!("-{s}")).unwrap_or_default();
+    let mut path = dir.join(format!("{day}{suffix}.md"));
     if path.exists() {
-        path = dir.join(format!("{day}-{time}.md"));
+        path = dir.join(format!("{day}-{time}{suffix}.md"));
     }
     std::fs::write(&path, markdown(report, command, &stamp))?;
     Ok(path)
@@ -1512,9 +1519,11 @@ mod tests {
         );
         assert!(md.contains("```text\nround 1: ok\n```"), "{md}");
         let dir = tempfile::tempdir().expect("dir");
-        let first = write_markdown(dir.path(), report, "suite").expect("write");
+        let first = write_markdown(dir.path(), report, "suite", None).expect("write");
         assert!(first.ends_with("2026-12-05.md"));
-        let second = write_markdown(dir.path(), report, "suite").expect("write again");
+        let second = write_markdown(dir.path(), report, "suite", None).expect("write again");
         assert!(second.ends_with("2026-12-05-1545.md"));
+        let stalls = write_markdown(dir.path(), report, "suite", Some("stalls")).expect("write");
+        assert!(stalls.ends_with("2026-12-05-stalls.md"));
     }
 }
