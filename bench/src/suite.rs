@@ -432,8 +432,9 @@ struct Figures {
     log: [Vec<LogFigures>; 4],
     /// Per [`Against`].
     find_max: [Option<FindMaxResult>; 4],
-    /// find-max with members spread over 2 nodes on one Redis.
-    cluster_find_max: Option<FindMaxResult>,
+    /// find-max with members spread over 2 nodes on one Redis: relay
+    /// only, then inserts.
+    cluster_find_max: [Option<FindMaxResult>; 2],
     /// Every round's conns, per side.
     conns: [Vec<ConnsResult>; 2],
     /// The long hold against the server.
@@ -485,6 +486,15 @@ fn note(figs: &Mutex<Figures>, line: String) {
 fn with<F: FnOnce(&mut Figures)>(figs: &Mutex<Figures>, f: F) {
     if let Ok(mut g) = figs.lock() {
         f(&mut g);
+    }
+}
+
+/// The storage mode of a 2-node find-max, as its lines name it.
+fn cluster_mode(a: Against) -> &'static str {
+    if a.storage() == 0 {
+        "inserts (s: 0)"
+    } else {
+        "relay only (s: 2)"
     }
 }
 
@@ -571,19 +581,25 @@ async fn run_all(cfg: &SuiteConfig, figs: &Mutex<Figures>) {
             Err(e) => note(figs, format!("find-max against the {}: {e}", a.name())),
         }
     }
-    eprintln!("== find-max against 2 nodes on Redis, relay only (s: 2)");
-    let r = async {
-        let redis = start_redis(&cfg.redis_server).await?;
-        let nodes = start_nodes(&cfg.server_bin, &redis.addr, 2).await?;
-        let (mut c, fm) = cfg.find_max(&nodes[0].addr, nodes[0].pid(), 2);
-        c.nodes = nodes.iter().map(|n| n.addr.clone()).collect();
-        c.server_pids = nodes.iter().map(Proc::pid).chain([redis.pid()]).collect();
-        fanout::find_max(&c, &fm).await
-    }
-    .await;
-    match r {
-        Ok(r) => with(figs, |f| f.cluster_find_max = Some(r)),
-        Err(e) => note(figs, format!("find-max against 2 nodes on Redis: {e}")),
+    for (i, a) in [Against::Relay, Against::Inserts].into_iter().enumerate() {
+        let what = cluster_mode(a);
+        eprintln!("== find-max against 2 nodes on Redis, {what}");
+        let r = async {
+            let redis = start_redis(&cfg.redis_server).await?;
+            let nodes = start_nodes(&cfg.server_bin, &redis.addr, 2).await?;
+            let (mut c, fm) = cfg.find_max(&nodes[0].addr, nodes[0].pid(), a.storage());
+            c.nodes = nodes.iter().map(|n| n.addr.clone()).collect();
+            c.server_pids = nodes.iter().map(Proc::pid).chain([redis.pid()]).collect();
+            fanout::find_max(&c, &fm).await
+        }
+        .await;
+        match r {
+            Ok(r) => with(figs, |f| f.cluster_find_max[i] = Some(r)),
+            Err(e) => note(
+                figs,
+                format!("find-max against 2 nodes on Redis, {what}: {e}"),
+            ),
+        }
     }
     let title = format!("conns ({})", cfg.conns);
     alternating_rounds(
@@ -809,6 +825,7 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
         median_of(f.fanout[a.slot()].iter().filter_map(fig))
     };
     let best = |a: Against| f.find_max[a.slot()].as_ref().and_then(|r| r.best.as_ref());
+    let cluster_best = |i: usize| f.cluster_find_max[i].as_ref().and_then(|r| r.best.as_ref());
     let cn = |i: usize, fig: &dyn Fn(&ConnsResult) -> Option<f64>| {
         median_of(f.conns[i].iter().filter_map(fig))
     };
@@ -871,13 +888,17 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
         find_max_row(Relay, "≥ 0.85 × floor", Some(Check::RatioAtLeast(0.85))),
         Row::new(
             "2 nodes on Redis, relay only: find-max sent rate (msg/s)".into(),
-            f.cluster_find_max
-                .as_ref()
-                .and_then(|r| r.best.as_ref())
-                .map(StepResult::sent_rate),
+            cluster_best(0).map(StepResult::sent_rate),
             best(Floor).map(StepResult::sent_rate),
             "≥ 0.4 × floor",
             Some(Check::RatioAtLeast(0.4)),
+        ),
+        Row::new(
+            "2 nodes on Redis, inserts vs 1-node durable floor: find-max sent rate (msg/s)".into(),
+            cluster_best(1).map(StepResult::sent_rate),
+            best(Durable).map(StepResult::sent_rate),
+            "≥ 0.5 × durable floor",
+            Some(Check::RatioAtLeast(0.5)),
         ),
         fan_row(
             Inserts,
@@ -1123,8 +1144,15 @@ fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
             find_max_steps(&mut out, a.name(), fm);
         }
     }
-    if let Some(fm) = &f.cluster_find_max {
-        find_max_steps(&mut out, "2 nodes on Redis, relay only (s: 2),", fm);
+    for (fm, a) in f
+        .cluster_find_max
+        .iter()
+        .zip([Against::Relay, Against::Inserts])
+    {
+        if let Some(fm) = fm {
+            let name = format!("2 nodes on Redis, {},", cluster_mode(a));
+            find_max_steps(&mut out, &name, fm);
+        }
     }
     for side in [Side::Server, Side::Floor] {
         let i = slot(side);
@@ -1296,7 +1324,7 @@ mod tests {
         let out = report(&cfg, &Figures::default(), Duration::from_secs(1));
         assert!(out.contains("| figure"));
         // The commit stalls too: no run, so not "n/a".
-        assert_eq!(out.matches("not run").count(), 14);
+        assert_eq!(out.matches("not run").count(), 15);
         assert!(out.contains("disk fdatasync: not measured"), "{out}");
     }
 
@@ -1359,6 +1387,7 @@ mod tests {
             "find-max sent rate, inserts",
             "find-max sent rate, relay only",
             "2 nodes on Redis, relay only",
+            "2 nodes on Redis, inserts vs 1-node durable floor",
             "deliveries per server CPU-s @ 2000 msg/s, inserts vs durable floor",
             "deliveries per server CPU-s @ 2000 msg/s, relay only",
             "p99 latency @ 2000 msg/s, inserts vs durable floor",
