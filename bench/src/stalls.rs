@@ -40,7 +40,19 @@ pub struct StallConfig {
     pub warmup: Duration,
     /// How long the disk's own `fdatasync` latency is measured first.
     pub probe_time: Duration,
+    /// After each server window, the least wait before the durable
+    /// floor's: the server hands what it logged to SQLite within 5 s
+    /// (`APPLY_INTERVAL`), and that write belongs to the server's window,
+    /// not to the floor's. Either side also waits until its process has
+    /// written nothing for [`QUIET`].
+    pub settle: Duration,
 }
+
+/// How long a side's process must have written nothing before the other
+/// side's window starts.
+const QUIET: Duration = Duration::from_secs(1);
+/// The longest wait for that.
+const MAX_SETTLE: Duration = Duration::from_secs(30);
 
 impl StallConfig {
     /// `minutes` in all, in windows of 5 s (each after a 1 s warm-up), at
@@ -54,6 +66,7 @@ impl StallConfig {
             window: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
             probe_time: Duration::from_secs(5),
+            settle: Duration::from_secs(6),
         }
     }
 }
@@ -190,12 +203,35 @@ async fn run_windows(cfg: &StallConfig, m: &Mutex<Measured>) -> Result<()> {
             };
             eprintln!("{}", w.line());
             with(m, |g| g.windows.push(w));
+            let least = match side {
+                StallSide::Server => cfg.settle,
+                StallSide::DurableFloor => Duration::ZERO,
+            };
+            settle(p.pid(), least).await;
         }
     }
     for fleet in fleets {
         fleet.stop().await;
     }
     Ok(())
+}
+
+/// Waits at least `least`, then until process `pid` has written nothing to
+/// storage for [`QUIET`] (at most [`MAX_SETTLE`] in all).
+async fn settle(pid: u32, least: Duration) {
+    let start = Instant::now();
+    let mut last = proc_stats::write_bytes(pid).ok();
+    let mut since = Instant::now();
+    while start.elapsed() < MAX_SETTLE {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = proc_stats::write_bytes(pid).ok();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if start.elapsed() >= least && since.elapsed() >= QUIET {
+            return;
+        }
+    }
 }
 
 /// Runs the comparison, prints its report and returns it.
@@ -212,7 +248,7 @@ pub async fn run(cfg: StallConfig) -> Result<String> {
         ..Measured::default()
     }));
     let started = Instant::now();
-    // Set-up, the probe and the last window's drain come on top.
+    // Set-up, the probe and the last pair's settling come on top.
     let limit = cfg.total * 2 + Duration::from_secs(300);
     let stopped = tokio::select! {
         r = run_windows(&cfg, &m) => r.err().map(|e| format!("the comparison stopped: {e}")),
@@ -273,10 +309,12 @@ fn report(cfg: &StallConfig, m: &Measured, took: Duration) -> String {
     );
     let _ = writeln!(
         out,
-        "inserts (s: 0) at {:.0} msg/s, 100 rooms × 10, windows of {:.0} s after {:.0} s of warm-up, server and durable floor in turn",
+        "inserts (s: 0) at {:.0} msg/s, 100 rooms × 10, windows of {:.0} s after {:.0} s of warm-up, server and durable floor in turn; after a server window {:.0} s at least and until it wrote nothing for {:.0} s",
         cfg.rate,
         cfg.window.as_secs_f64(),
-        cfg.warmup.as_secs_f64()
+        cfg.warmup.as_secs_f64(),
+        cfg.settle.as_secs_f64(),
+        QUIET.as_secs_f64()
     );
     let _ = writeln!(out);
     let of =
