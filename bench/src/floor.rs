@@ -3,19 +3,29 @@
 //! Raw WebSocket (tokio-tungstenite), just enough engine.io 3/4 and
 //! socket.io to answer the handshake, `authenticate` (any credentials),
 //! `join`, and relay `msg` to the room's other members with the sender's uid
-//! under `"2"`. No storage, no acks, no validation, no timeouts. What the
-//! real server does beyond this is its cost; the floor is what the same
-//! machine can do with the same transport and the least work.
+//! under `"2"`, answering `{status: 0}` when asked. No storage, no
+//! validation, no timeouts. What the real server does beyond this is its
+//! cost; the floor is what the same machine can do with the same transport
+//! and the least work.
+//!
+//! The *durable* floor ([`Durable`]) stores what the server stores (every
+//! msg but `s: 2`) the least way that keeps an ack's promise: a group
+//! commit to a log file ([`durable`]), relayed with its `seq` and
+//! acknowledged only after the `fdatasync`.
 //!
 //! One task per connection owns its websocket; other connections hand it
 //! frames through a bounded channel (full → dropped, as the real server's
-//! per-socket buffer), and it writes everything queued before one flush.
+//! per-socket buffer), and it writes everything queued with one flush, as
+//! the server's connection task does.
+
+mod durable;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,14 +36,29 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::client::ws_config;
 use crate::engineio::{self, Eio, Packet, SioPacket};
+use crate::log_metrics::LogStats;
 use crate::Result;
 
 /// Frames a connection may have queued before more are dropped.
 const QUEUE: usize = 4096;
 /// engine.io ping interval the floor announces, ms.
 const PING_INTERVAL_MS: u64 = 25_000;
-/// Frames written before one flush, at most.
-const BATCH: usize = 64;
+/// Bytes of frames gathered before they are written to the socket: the
+/// server's websocket write batch (`WRITE_BATCH_BYTES` in
+/// crates/ao-socketio/src/websocket.rs). Whatever a connection has queued
+/// is taken at once and flushed once, in writes of about this size.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+
+/// The durable floor's settings.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    /// Where the log file goes (on the disk under test).
+    pub dir: PathBuf,
+    /// The commit window (the server's default is 2 ms).
+    pub window: Duration,
+    /// Where `/metrics` (group commit durations and stalls) is served.
+    pub metrics_listen: Option<SocketAddr>,
+}
 
 /// A member of a room: how to reach its connection.
 struct Member {
@@ -42,9 +67,23 @@ struct Member {
     tx: mpsc::Sender<Utf8Bytes>,
 }
 
-#[derive(Default)]
 struct Room {
+    key: String,
     members: RwLock<Vec<Member>>,
+    /// The next insert's seq (the durable floor numbers its msgs).
+    next_seq: AtomicU64,
+}
+
+impl Room {
+    /// Hands `frame` to every member but `from`; a full queue drops it.
+    fn relay(&self, from: u64, frame: Utf8Bytes, dropped: &AtomicU64) {
+        let members = self.members.read().unwrap_or_else(|p| p.into_inner());
+        for m in members.iter().filter(|m| m.id != from) {
+            if m.tx.try_send(frame.clone()).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -52,12 +91,23 @@ struct State {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     next_id: AtomicU64,
     dropped: AtomicU64,
+    /// The durable floor's group commit.
+    committer: std::sync::OnceLock<durable::Committer>,
 }
 
 impl State {
     fn room(&self, key: &str) -> Arc<Room> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.entry(key.to_owned()).or_default().clone()
+        rooms
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Room {
+                    key: key.to_owned(),
+                    members: RwLock::default(),
+                    next_seq: AtomicU64::new(0),
+                })
+            })
+            .clone()
     }
 
     fn forget_if_empty(&self, key: &str) {
@@ -74,16 +124,52 @@ impl State {
 /// `floor listening on ADDR` once bound (port 0 picks a free port).
 /// `nodelay` sets TCP_NODELAY on accepted connections (the floor's normal
 /// behaviour; without it, Nagle's algorithm delays small writes).
-pub async fn serve(listen: SocketAddr, nodelay: bool) -> Result<()> {
+/// With `durable`, stored msgs go through a group commit first.
+pub async fn serve(listen: SocketAddr, nodelay: bool, durable: Option<Durable>) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
+    serve_listener(listener, nodelay, durable).await
+}
+
+/// Serves the floor on a bound listener (printing its address), forever;
+/// fails only when the durable floor's log or metrics cannot be set up.
+pub async fn serve_listener(
+    listener: TcpListener,
+    nodelay: bool,
+    durable: Option<Durable>,
+) -> Result<()> {
+    let state = Arc::new(State::default());
+    if let Some(d) = durable {
+        let stats = Arc::new(LogStats::new());
+        let committer = durable::start(&d.dir, d.window, state.clone(), stats.clone())
+            .map_err(|e| format!("cannot open the floor's log in {}: {e}", d.dir.display()))?;
+        let _ = state.committer.set(committer);
+        if let Some(at) = d.metrics_listen {
+            let metrics = TcpListener::bind(at).await?;
+            println!("floor metrics on http://{}/metrics", metrics.local_addr()?);
+            tokio::spawn(serve_metrics(metrics, stats));
+        }
+    }
     println!("floor listening on {}", listener.local_addr()?);
-    serve_listener(listener, nodelay).await;
+    accept(listener, nodelay, state).await;
     Ok(())
 }
 
-/// Serves the floor on a bound listener, forever.
-pub async fn serve_listener(listener: TcpListener, nodelay: bool) {
-    let state = Arc::new(State::default());
+/// `GET /metrics`: the durable floor's commit-log metrics.
+async fn serve_metrics(listener: TcpListener, stats: Arc<LogStats>) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let stats = stats.clone();
+            async move { stats.render() }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("floor: metrics server failed: {e}");
+    }
+}
+
+/// Accepts connections, forever.
+async fn accept(listener: TcpListener, nodelay: bool, state: Arc<State>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -113,12 +199,13 @@ fn id_key(raw: &str) -> Option<String> {
     }
 }
 
-/// `{...}` with `"2": uid` added at the end; `None` when not an object.
+/// The relayed `msg` frame of `{...}`: the object with `"2": uid` and, for
+/// a stored msg, `"seq": n` added at the end; `None` when not an object.
 /// (An existing `"2"` is not removed: the benchmark never sends one.)
-pub fn stamp_sender(obj: &str, uid_json: &str) -> Option<String> {
+fn stamp(obj: &str, uid_json: &str, seq: Option<u64>) -> Option<String> {
     let obj = obj.trim();
     let inner = obj.strip_prefix('{')?.strip_suffix('}')?;
-    let mut out = String::with_capacity(obj.len() + uid_json.len() + 16);
+    let mut out = String::with_capacity(obj.len() + uid_json.len() + 32);
     out.push_str("42[\"msg\",{");
     out.push_str(inner);
     if !inner.trim().is_empty() {
@@ -126,8 +213,28 @@ pub fn stamp_sender(obj: &str, uid_json: &str) -> Option<String> {
     }
     out.push_str("\"2\":");
     out.push_str(uid_json);
+    if let Some(seq) = seq {
+        out.push_str(",\"seq\":");
+        out.push_str(&seq.to_string());
+    }
     out.push_str("}]");
     Some(out)
+}
+
+/// Whether the server would store this msg object: its storage mode
+/// (`s`, else `storage`; missing or invalid means 0) is not 2.
+fn is_stored(obj: &serde_json::value::RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Mode<'a> {
+        #[serde(borrow)]
+        s: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        storage: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(mode) = serde_json::from_str::<Mode<'_>>(obj.get()) else {
+        return true;
+    };
+    mode.s.or(mode.storage).is_none_or(|m| m.get() != "2")
 }
 
 fn uid_event(name: &str, uid_json: &str) -> Utf8Bytes {
@@ -210,21 +317,34 @@ impl Session {
         out
     }
 
-    /// Relays a msg to the room's other members.
-    fn msg(&self, arg: Option<&serde_json::value::RawValue>) {
+    /// Relays a msg to the room's other members and answers its ack; a
+    /// msg to store on the durable floor is returned for its group commit.
+    fn msg(
+        &self,
+        arg: Option<&serde_json::value::RawValue>,
+        ack: Option<u64>,
+    ) -> Option<durable::Job> {
         let (Some(uid), Some((_, room)), Some(arg)) = (&self.uid, &self.room, arg) else {
-            return;
+            return None;
         };
-        let Some(frame) = stamp_sender(arg.get(), uid) else {
-            return;
-        };
-        let frame = Utf8Bytes::from(frame);
-        let members = room.members.read().unwrap_or_else(|p| p.into_inner());
-        for m in members.iter().filter(|m| m.id != self.id) {
-            if m.tx.try_send(frame.clone()).is_err() {
-                self.state.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.state.committer.get().is_some() && is_stored(arg) {
+            return Some(durable::Job {
+                room: room.clone(),
+                from: self.id,
+                uid: uid.clone(),
+                body: arg.get().into(),
+                ack: ack.map(|id| (self.tx.clone(), id)),
+                submitted: Instant::now(),
+            });
         }
+        let frame = stamp(arg.get(), uid, None)?;
+        room.relay(self.id, Utf8Bytes::from(frame), &self.state.dropped);
+        if let Some(id) = ack {
+            let _ = self
+                .tx
+                .try_send(engineio::ack_frame(id, r#"{"status":0}"#).into());
+        }
+        None
     }
 
     /// Leaves the current room, announcing `event` to the others.
@@ -256,7 +376,7 @@ async fn connection(stream: TcpStream, state: Arc<State>) -> Result<()> {
             eio = Eio::from_query(req.uri().query());
             Ok(resp)
         },
-        Some(ws_config()),
+        Some(ws_config().write_buffer_size(WRITE_BATCH_BYTES)),
     )
     .await?;
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
@@ -306,10 +426,19 @@ async fn run(
                         replies.push(engineio::connect_reply_v4(&sid).into());
                     }
                     Ok(Packet::Message(SioPacket::Disconnect { nsp: "/" })) => return Ok(()),
-                    Ok(Packet::Message(SioPacket::Event { nsp: "/", data, .. })) => {
+                    Ok(Packet::Message(SioPacket::Event { nsp: "/", data, ack })) => {
                         let Ok(args) = engineio::event_args(data) else { continue };
                         match args.name.as_ref() {
-                            "msg" => session.msg(args.arg),
+                            "msg" => {
+                                if let Some(job) = session.msg(args.arg, ack) {
+                                    if let Some(c) = session.state.committer.get() {
+                                        // A full queue holds this connection back.
+                                        if c.send(job).await.is_err() {
+                                            return Ok(());
+                                        }
+                                    }
+                                }
+                            }
                             "authenticate" => replies.push(session.authenticate(args.arg)),
                             "join" if session.uid.is_some() => replies.extend(session.join(args.arg)),
                             "sync" if session.room.is_some() => replies.push(
@@ -333,11 +462,8 @@ async fn run(
             out = rx.recv() => {
                 let Some(first) = out else { return Ok(()) };
                 ws.feed(Message::Text(first)).await?;
-                for _ in 1..BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => ws.feed(Message::Text(more)).await?,
-                        Err(_) => break,
-                    }
+                while let Ok(more) = rx.try_recv() {
+                    ws.feed(Message::Text(more)).await?;
                 }
                 ws.flush().await?;
             }
@@ -356,15 +482,31 @@ mod tests {
     #[test]
     fn stamps_the_sender() {
         assert_eq!(
-            stamp_sender(r#"{"data":{"t":1},"s":2}"#, r#""alice""#).as_deref(),
+            stamp(r#"{"data":{"t":1},"s":2}"#, r#""alice""#, None).as_deref(),
             Some(r#"42["msg",{"data":{"t":1},"s":2,"2":"alice"}]"#)
         );
         assert_eq!(
-            stamp_sender("{ }", "7").as_deref(),
+            stamp(r#"{"data":1,"s":0}"#, "7", Some(12)).as_deref(),
+            Some(r#"42["msg",{"data":1,"s":0,"2":7,"seq":12}]"#)
+        );
+        assert_eq!(
+            stamp("{ }", "7", None).as_deref(),
             Some(r#"42["msg",{ "2":7}]"#)
         );
-        assert_eq!(stamp_sender("[1]", "7"), None);
-        assert_eq!(stamp_sender("\"x\"", "7"), None);
+        assert_eq!(stamp("[1]", "7", None), None);
+        assert_eq!(stamp("\"x\"", "7", None), None);
+    }
+
+    #[test]
+    fn stores_what_the_server_stores() {
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned()).expect("json");
+        assert!(is_stored(&raw(r#"{"data":1,"s":0}"#)));
+        assert!(is_stored(&raw(r#"{"data":1}"#)));
+        assert!(is_stored(&raw(r#"{"data":1,"s":1}"#)));
+        assert!(is_stored(&raw(r#"{"data":1,"s":"x"}"#)));
+        assert!(!is_stored(&raw(r#"{"data":{"s":0},"s":2}"#)));
+        assert!(!is_stored(&raw(r#"{"data":1,"storage":2}"#)));
+        assert!(is_stored(&raw(r#"{"data":1,"s":0,"storage":2}"#)));
     }
 
     #[test]

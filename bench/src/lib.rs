@@ -6,12 +6,15 @@
 pub mod by_crate;
 pub mod client;
 pub mod clock;
+pub mod disk_probe;
 pub mod engineio;
 pub mod floor;
 pub mod histogram;
+pub mod log_metrics;
 pub mod payload;
 pub mod proc_stats;
 pub mod scenarios;
+pub mod stalls;
 pub mod suite;
 
 /// Any error, with a message fit to print.

@@ -10,6 +10,7 @@ use ao_bench::scenarios::conns::{self, ConnsConfig};
 use ao_bench::scenarios::fanout::{self, Criteria, FanoutConfig, FindMax};
 use ao_bench::scenarios::soak::{self, SoakConfig};
 use ao_bench::scenarios::sync::{self, Preload, SyncConfig};
+use ao_bench::stalls::{self, StallConfig};
 use ao_bench::suite::{self, SuiteConfig};
 use ao_bench::{floor, proc_stats, Result};
 use clap::{Args, Parser, Subcommand};
@@ -152,6 +153,17 @@ enum Cmd {
         /// Leave Nagle's algorithm on (no TCP_NODELAY), to see what that costs in latency.
         #[arg(long)]
         no_nodelay: bool,
+        /// The durable floor: msgs the server would store (all but `s: 2`)
+        /// are appended to a log file in DIR, made durable with one
+        /// fdatasync per group commit, then relayed and acknowledged.
+        #[arg(long, value_name = "DIR")]
+        durable: Option<PathBuf>,
+        /// The durable floor's commit window, ms (the server's default).
+        #[arg(long, default_value_t = 2.0)]
+        commit_window_ms: f64,
+        /// Serve the durable floor's commit-log metrics at http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Splits a perf profile by crate and layer: reads
     /// `perf script -F ip,sym,dso` on stdin (record with `--call-graph dwarf`).
@@ -183,7 +195,7 @@ enum Cmd {
         /// Seconds they are held [default: 300, quick 20].
         #[arg(long)]
         hold_seconds: Option<u64>,
-        /// Stop after this many seconds [default: 1800, quick 240].
+        /// Stop after this many seconds [default: 1800, quick 300].
         #[arg(long)]
         max_seconds: Option<u64>,
         /// Runs of the fixed-rate fanout and of conns per side, server and
@@ -197,6 +209,14 @@ enum Cmd {
         /// redis-server for the 2-node cluster figure.
         #[arg(long, default_value = "redis-server")]
         redis_server: PathBuf,
+        /// Instead of the suite: the server and the durable floor on the
+        /// same disk for N minutes in all, inserts at --rate in windows,
+        /// each side in turn; per-window p99 and commit stalls.
+        #[arg(long, value_name = "N")]
+        stall_minutes: Option<f64>,
+        /// The measured part of each window of --stall-minutes, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        stall_window_seconds: f64,
     },
 }
 
@@ -408,9 +428,20 @@ async fn run(cli: Cli) -> Result<()> {
                 Err("acknowledged msgs were lost (or could not be checked)".into())
             }
         }
-        Cmd::Floor { listen, no_nodelay } => {
+        Cmd::Floor {
+            listen,
+            no_nodelay,
+            durable,
+            commit_window_ms,
+            metrics_listen,
+        } => {
+            let durable = durable.map(|dir| floor::Durable {
+                dir,
+                window: Duration::from_secs_f64(commit_window_ms.max(0.0) / 1e3),
+                metrics_listen,
+            });
             tokio::select! {
-                r = floor::serve(listen, !no_nodelay) => r,
+                r = floor::serve(listen, !no_nodelay, durable) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
@@ -436,7 +467,23 @@ async fn run(cli: Cli) -> Result<()> {
             hold_seconds,
             rounds,
             markdown,
+            stall_minutes,
+            stall_window_seconds,
         } => {
+            if let Some(minutes) = stall_minutes {
+                let mut cfg = StallConfig::new(server_bin, minutes);
+                cfg.eio = cli.eio;
+                cfg.rate = rate;
+                cfg.window = Duration::from_secs_f64(stall_window_seconds.max(0.5));
+                let report = stalls::run(cfg).await?;
+                if let Some(dir) = markdown {
+                    let command: Vec<String> = std::env::args().skip(1).collect();
+                    let path =
+                        suite::write_markdown(&dir, &report, &command.join(" "), Some("stalls"))?;
+                    eprintln!("report written to {}", path.display());
+                }
+                return Ok(());
+            }
             let mut cfg = SuiteConfig::new(server_bin, quick);
             cfg.eio = cli.eio;
             cfg.redis_server = redis_server;
@@ -462,7 +509,7 @@ async fn run(cli: Cli) -> Result<()> {
             let report = suite::run(cfg).await?;
             if let Some(dir) = markdown {
                 let command: Vec<String> = std::env::args().skip(1).collect();
-                let path = suite::write_markdown(&dir, &report, &command.join(" "))?;
+                let path = suite::write_markdown(&dir, &report, &command.join(" "), None)?;
                 eprintln!("report written to {}", path.display());
             }
             Ok(())

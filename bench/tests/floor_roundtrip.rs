@@ -1,10 +1,13 @@
 //! The load generator against the floor, in-process: both engine.io
-//! generations through handshake, authenticate, join and relay.
+//! generations through handshake, authenticate, join and relay; the
+//! durable floor's group commit, acks and metrics.
 
 use std::time::Duration;
 
-use ao_bench::engineio::Eio;
+use ao_bench::client::Conn;
+use ao_bench::engineio::{self, Eio};
 use ao_bench::floor;
+use ao_bench::log_metrics;
 use ao_bench::scenarios::conns::{conns, ConnsConfig};
 use ao_bench::scenarios::fanout::{fanout, find_max, Criteria, FanoutConfig, FindMax};
 use tokio::net::TcpListener;
@@ -12,8 +15,32 @@ use tokio::net::TcpListener;
 async fn start_floor() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(floor::serve_listener(listener, true));
+    tokio::spawn(floor::serve_listener(listener, true, None));
     addr
+}
+
+/// A durable floor logging into `dir`; its address and its metrics URL.
+async fn start_durable_floor(dir: &std::path::Path) -> (String, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let durable = floor::Durable {
+        dir: dir.to_owned(),
+        window: Duration::from_millis(2),
+        metrics_listen: Some(metrics),
+    };
+    tokio::spawn(floor::serve_listener(listener, true, Some(durable)));
+    let url = format!("http://{metrics}/metrics");
+    // The metrics listener is bound before the floor's: wait for the floor.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (addr, url)
 }
 
 fn small(addr: &str, eio: Eio) -> FanoutConfig {
@@ -104,4 +131,69 @@ async fn conns_are_set_up_and_held() {
     assert_eq!(r.lost, 0);
     assert!(r.setups_per_s() > 0.0);
     assert!(r.rss_per_conn().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_durable_floor_stores_then_relays_and_acks_with_seqs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (addr, metrics) = start_durable_floor(dir.path()).await;
+    let mut a = Conn::connect(&addr, Eio::V4).await.expect("connect");
+    a.authenticate("alice").await.expect("authenticate");
+    a.join("r").await.expect("join");
+    let mut b = Conn::connect(&addr, Eio::V4).await.expect("connect");
+    b.authenticate("bob").await.expect("authenticate");
+    b.join("r").await.expect("join");
+    for (id, seq) in [(1, 0), (2, 1)] {
+        a.send(engineio::event_frame_with_ack(
+            "msg",
+            Some(id),
+            r#"{"data":{"x":1},"s":0}"#,
+        ))
+        .await
+        .expect("send");
+        let ack = a.wait_ack(id).await.expect("ack");
+        assert_eq!(ack, format!(r#"[{{"status":0,"seq":{seq}}}]"#));
+        let got = b.wait_event("msg").await.expect("relayed");
+        assert_eq!(
+            got,
+            format!(r#"{{"data":{{"x":1}},"s":0,"2":"alice","seq":{seq}}}"#)
+        );
+    }
+    // Relay only: acknowledged at once, neither numbered nor stored.
+    a.send(engineio::event_frame_with_ack(
+        "msg",
+        Some(3),
+        r#"{"data":2,"s":2}"#,
+    ))
+    .await
+    .expect("send");
+    assert_eq!(a.wait_ack(3).await.expect("ack"), r#"[{"status":0}]"#);
+    assert_eq!(
+        b.wait_event("msg").await.expect("relayed"),
+        r#"{"data":2,"s":2,"2":"alice"}"#
+    );
+    let log = std::fs::read(dir.path().join("floor.log")).expect("the log");
+    let frames = log.windows(5).filter(|w| w == b"\"seq\"").count();
+    assert_eq!(frames, 2, "two stored msgs in {} bytes", log.len());
+    let client = reqwest::Client::new();
+    let figs = log_metrics::fetch(&client, &metrics)
+        .await
+        .expect("metrics");
+    assert!(figs.stalls.is_some(), "{figs:?}");
+    assert!(
+        figs.syncs.as_ref().is_some_and(|s| s.count() >= 2),
+        "{figs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_inserts_is_delivered_by_the_durable_floor() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (addr, _) = start_durable_floor(dir.path()).await;
+    let mut cfg = small(&addr, Eio::V4);
+    cfg.storage = 0;
+    let r = fanout(&cfg).await.expect("fanout");
+    assert!(r.sent > 50, "sent {}", r.sent);
+    assert_eq!(r.received, r.expected, "{}", r.summary());
+    assert!(r.verdict(&lenient()).is_ok(), "{}", r.summary());
 }
