@@ -486,7 +486,7 @@ impl Conn {
                 drop(state);
                 return self.malformed(&"a binary message without a packet");
             };
-            partial.bytes += data.len();
+            partial.bytes += crate::held::entry::<Bytes>(&[data.len()]);
             if partial.bytes > max {
                 state.partial = None;
                 drop(state);
