@@ -40,7 +40,7 @@ impl Inbound {
     /// in memory while it waits. Its name and payload, its boxed record,
     /// its slot in the queue counted twice (a ring has up to as much spare
     /// room as it fills) and an allocation overhead for each allocation
-    /// ([`ao_socketio::held`]): a tiny event counts about 230 bytes, so a
+    /// ([`ao_socketio::held`]): a tiny event counts about 190 bytes, so a
     /// flood of them fills the budget as soon as their memory does.
     pub fn weight(&self) -> usize {
         let data = match &self.data {
@@ -544,6 +544,21 @@ mod tests {
         inbox.signal(Control::Ready);
         drop(rx);
         assert!(inbox.direct().is_none());
+    }
+
+    #[test]
+    fn a_tiny_event_weighs_what_it_holds() {
+        let (event, data) = ("a".to_owned(), RawValue::from_string("1".to_owned()));
+        let tiny = Inbound {
+            event,
+            data: data.map_err(|e| e.to_string()),
+            ack: AckSender::new(None),
+        };
+        // Its record, its slot and three allocations: far more than its
+        // two bytes of name and payload.
+        assert!(tiny.weight() >= 150, "{}", tiny.weight());
+        // A 4 MiB budget holds tens of thousands of them, not millions.
+        assert!((4 << 20) / tiny.weight() < 30_000);
     }
 
     #[test]

@@ -199,3 +199,15 @@ impl Relay {
         self.pending.finished(self.bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_msg_waiting_for_the_store_weighs_what_it_holds() {
+        let empty = write_weight(0, "r", "s");
+        assert!(empty >= 250, "an empty msg counts {empty} bytes");
+        assert_eq!(write_weight(1000, "r", "s"), empty + 1000 + 32);
+    }
+}

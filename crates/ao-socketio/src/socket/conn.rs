@@ -601,7 +601,7 @@ impl Socket {
         &self.0.gate
     }
 
-    /// Bytes waiting in the outbound queue.
+    /// What waits in the outbound queue, counted as its bound counts it.
     pub fn queued_bytes(&self) -> usize {
         self.0.outbox.bytes()
     }
