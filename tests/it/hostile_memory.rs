@@ -362,6 +362,52 @@ fn a_huge_event_name_before_authentication_is_logged_clipped_and_disconnects() {
     assert!(rss.growth() < 64 * MIB, "RSS grew by {} KiB", rss.growth());
 }
 
+#[test]
+fn a_connection_s_repeated_refusals_are_logged_once_with_a_count() {
+    let dir = support::tempdir();
+    let server = BinServer::start_with(dir.path(), true, |cmd| {
+        cmd.env("AO_MAX_ROOM_MEMBERS", "1");
+    });
+    let addr = server.addr;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let _member = login(addr, json!("member"), "t", "full").await;
+        let mut c = Client::connect(addr).await;
+        c.authenticate(json!("knocker"), "t").await;
+        let _ = server.stderr_lines();
+        for _ in 0..2000 {
+            c.emit("join", json!({"roomId": "full"})).await;
+        }
+        for _ in 0..2000 {
+            let reply = c.expect_event("join").await;
+            assert_eq!(reply["data"], json!("join failed, room is full"));
+        }
+        c.close().await;
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = server.stderr_lines();
+    let refused: Vec<&String> = lines.iter().filter(|l| l.contains("refused")).collect();
+    // The first at once, then one line per 10 s at most (and one at the
+    // end): two lines unless the refusals took more than 10 s.
+    assert!(
+        (2..=4).contains(&refused.len()),
+        "{} lines about refusals: {refused:#?}",
+        refused.len()
+    );
+    let counted: u64 = refused
+        .iter()
+        .filter_map(|l| {
+            let at = l.find("refused ")? + "refused ".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            l[at + digits.len()..]
+                .starts_with(" events in the last ")
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum();
+    assert_eq!(counted + 1, 2000, "every refusal is counted: {refused:#?}");
+}
+
 async fn metrics(addr: SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))
         .await
