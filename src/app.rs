@@ -361,6 +361,8 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
         queue_max_bytes: config.client_queue_max_bytes,
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        handshake_rate_per_ip: config.handshakes_per_ip,
+        handshake_burst_per_ip: config.handshake_burst_per_ip,
         origins: if config.allowed_origins.is_empty() {
             ao_socketio::Origins::Any
         } else {

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod client_log;
 pub mod cluster;
 pub mod config;
 pub mod data_dir;

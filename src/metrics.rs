@@ -24,11 +24,12 @@ pub const DROP_REASONS: [&str; 13] = [
     "slow_client",
 ];
 /// Reasons the server closes a connection (`ao_disconnects_total`).
-pub const DISCONNECT_REASONS: [&str; 5] = [
+pub const DISCONNECT_REASONS: [&str; 6] = [
     "auth_timeout",
     "join_timeout",
     "kickout",
     "inbound_overflow",
+    "oversize_before_auth",
     "slow_client",
 ];
 /// Reasons an authentication is refused (`ao_auth_failures_total`).

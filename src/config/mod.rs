@@ -83,6 +83,12 @@ pub struct Config {
     /// Connections one client address may hold at most, 0 for no limit
     /// (`AO_MAX_CONNECTIONS_PER_IP`).
     pub max_connections_per_ip: usize,
+    /// Handshakes one client address may make per second once its burst
+    /// is used, 0 for no limit (`AO_HANDSHAKES_PER_IP`).
+    pub handshakes_per_ip: u32,
+    /// Handshakes one client address may make at once
+    /// (`AO_HANDSHAKE_BURST_PER_IP`).
+    pub handshake_burst_per_ip: u32,
     /// Page origins allowed to connect; empty for any (`AO_ALLOWED_ORIGINS`).
     pub allowed_origins: Vec<String>,
     /// How long a request's headers may take, and a connection may idle
@@ -184,6 +190,8 @@ impl Default for Config {
             client_queue_max_bytes: 0,
             max_connections: 0,
             max_connections_per_ip: 0,
+            handshakes_per_ip: 0,
+            handshake_burst_per_ip: 0,
             allowed_origins: Vec::new(),
             header_timeout: Duration::ZERO,
             ping_interval: Duration::ZERO,

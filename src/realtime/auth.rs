@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::session::{Flow, Phase, Session};
 use crate::accounts::Kind;
+use crate::client_log::Clipped;
 use crate::grants::{jwt, Grant, JwtError};
 use crate::protocol::{self, event, reason, StatusReply};
 
@@ -48,7 +49,7 @@ impl Session {
         let (uid, grant) = match checked {
             Check::Accepted(uid, grant) => (uid, grant),
             Check::JwtRefused(e) => {
-                tracing::info!(sid = %self.sid, reason = %crate::logging::Escaped(&e), "authentication refused: JSON Web Token");
+                tracing::info!(sid = %self.sid, reason = %Clipped(&e), "authentication refused: JSON Web Token");
                 self.state.limits.auth_failed(ip);
                 self.state.metrics.auth_failed(e.metric_label());
                 let _ = self.socket.emit(
@@ -78,7 +79,7 @@ impl Session {
             }
         };
         self.kick_older_logins(&uid.key).await;
-        tracing::info!(sid = %self.sid, uid = ?uid.key, jwt = grant.is_some(), "authenticated");
+        tracing::info!(sid = %self.sid, uid = %Clipped(&uid.key), jwt = grant.is_some(), "authenticated");
         if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
             let _ = mailbox.uid.set(uid.key.clone());
         }

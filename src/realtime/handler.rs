@@ -18,6 +18,7 @@ use super::ack::AckSender;
 use super::direct::relay_directly;
 use super::inbox::{Control, Inbound, Inbox, Refused, PRE_AUTH_MAX_EVENT};
 use super::AppState;
+use crate::client_log::Clipped;
 use crate::protocol::{ack_status, event, reason, StatusReply};
 use crate::rate::Bucket;
 
@@ -63,6 +64,8 @@ const BINARY_REFUSED: &str = "binary payloads are not accepted";
 impl ao_socketio::Handler for Enqueue {
     fn event(&self, s: &Socket, ev: Event<'_>) {
         let Ok((event, data)) = split_event(ev.data) else {
+            // Not an event array: nothing to answer it with.
+            self.state.metrics.dropped("malformed");
             return;
         };
         let data = if ev.attachments.is_empty() {
@@ -74,22 +77,30 @@ impl ao_socketio::Handler for Enqueue {
         if !self.inbox.is_authenticated() {
             let weight = event.len() + data.as_ref().map_or(0, |raw| raw.get().len());
             if weight > PRE_AUTH_MAX_EVENT {
-                // Before authentication a connection holds next to nothing.
-                tracing::info!(sid = %s.id(), event = ?event, bytes = weight, "oversize event before authentication");
+                // Before authentication a connection holds next to nothing,
+                // and a client that sends more is not one of ours: it is
+                // answered, logged once (clipped) and disconnected.
+                tracing::info!(
+                    sid = %s.id(),
+                    event = %Clipped(&event),
+                    bytes = weight,
+                    "oversize event before authentication; disconnecting"
+                );
                 self.refuse(
                     ack,
                     "unauthenticated",
                     ack_status::NOT_JOINED,
                     reason::NOT_AUTHENTICATED,
                 );
+                self.state.metrics.disconnected("oversize_before_auth");
                 if event == event::AUTHENTICATE {
                     self.state.metrics.auth_failed("wrong_credentials");
                     let _ = s.emit(
                         event::AUTHENTICATE,
                         &StatusReply::fail(1, reason::AUTH_FAILED),
                     );
-                    s.disconnect();
                 }
+                s.disconnect();
                 return;
             }
         }

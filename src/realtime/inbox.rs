@@ -3,7 +3,8 @@
 //! outside its event stream.
 //!
 //! The inbox is bounded in bytes, not in events: past its budget
-//! (`AO_INBOUND_MAX_BYTES`, counted in bytes of events as received) it
+//! (`AO_INBOUND_MAX_BYTES`, counted as what the queued events hold in
+//! memory, [`Inbound::weight`]) it
 //! closes the connection's [`ReadGate`], so the server stops reading from
 //! the client until the session has worked the queue down to half the
 //! budget: a websocket's next frames are not read, a long-polling POST's
@@ -35,15 +36,22 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// What the event counts against its inbox's budget: its name and
-    /// payload as received. (The event's own record adds about a hundred
-    /// bytes of memory to that, whatever its size.)
+    /// What the event counts against its inbox's budget: what it holds
+    /// in memory while it waits. Its name and payload, its boxed record,
+    /// its slot in the queue counted twice (a ring has up to as much spare
+    /// room as it fills) and an allocation overhead for each allocation
+    /// ([`ao_socketio::held`]): a tiny event counts about 190 bytes, so a
+    /// flood of them fills the budget as soon as their memory does.
     pub fn weight(&self) -> usize {
         let data = match &self.data {
             Ok(raw) => raw.get().len(),
-            Err(why) => why.len(),
+            Err(why) => why.capacity(),
         };
-        data + self.event.len()
+        ao_socketio::held::entry::<[(Box<Inbound>, usize); 2]>(&[
+            std::mem::size_of::<Inbound>(),
+            self.event.capacity(),
+            data,
+        ])
     }
 }
 
@@ -536,6 +544,21 @@ mod tests {
         inbox.signal(Control::Ready);
         drop(rx);
         assert!(inbox.direct().is_none());
+    }
+
+    #[test]
+    fn a_tiny_event_weighs_what_it_holds() {
+        let (event, data) = ("a".to_owned(), RawValue::from_string("1".to_owned()));
+        let tiny = Inbound {
+            event,
+            data: data.map_err(|e| e.to_string()),
+            ack: AckSender::new(None),
+        };
+        // Its record, its slot and three allocations: far more than its
+        // two bytes of name and payload.
+        assert!(tiny.weight() >= 150, "{}", tiny.weight());
+        // A 4 MiB budget holds tens of thousands of them, not millions.
+        assert!((4 << 20) / tiny.weight() < 30_000);
     }
 
     #[test]

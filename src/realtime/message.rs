@@ -92,7 +92,7 @@ impl Session {
         // What waits for the store is bounded in bytes: this session's
         // writes (it waits, and so its reads pause) and the node's (a full
         // queue refuses).
-        let bytes = msg.body.as_str().len();
+        let bytes = write_weight(msg.body.as_str().len(), &joined.room, &self.sid);
         let room = joined.room.clone();
         let session_max = self.state.config.session_writes_max_bytes;
         if self.pending_writes.bytes() + bytes > session_max {
@@ -101,10 +101,7 @@ impl Session {
                 .await;
         }
         if !self.state.limits.store_reserve(bytes) {
-            tracing::warn!(
-                queued = self.state.limits.store_queued(),
-                "store queue full; msg refused"
-            );
+            self.refusals.refused(&self.sid, "msg: store queue full");
             return refuse(
                 ack,
                 "store_queue_full",
@@ -133,6 +130,24 @@ impl Session {
             .await;
         Flow::Continue
     }
+}
+
+/// What a msg waiting for the store holds, as the store queue's and the
+/// session's byte bounds count it (`AO_STORE_QUEUE_MAX_BYTES`,
+/// `AO_SESSION_WRITES_MAX_BYTES`): its stamped body, the write's record and
+/// the boxed relay that waits for its completion, each carrying a copy of
+/// the room id and the sender's id, and an allocation overhead for each of
+/// those allocations ([`ao_socketio::held`]). An empty msg counts hundreds
+/// of bytes, not none.
+fn write_weight(body: usize, room: &str, sender: &str) -> usize {
+    ao_socketio::held::entry::<Write>(&[
+        body,
+        room.len(),
+        sender.len(),
+        std::mem::size_of::<Relay>(),
+        room.len(),
+        sender.len(),
+    ])
 }
 
 /// What to do once the store has taken a message: relay it and ack the sender.
@@ -182,5 +197,17 @@ impl Relay {
         }
         self.state.limits.store_release(self.bytes);
         self.pending.finished(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_msg_waiting_for_the_store_weighs_what_it_holds() {
+        let empty = write_weight(0, "r", "s");
+        assert!(empty >= 250, "an empty msg counts {empty} bytes");
+        assert_eq!(write_weight(1000, "r", "s"), empty + 1000 + 32);
     }
 }

@@ -5,6 +5,7 @@ use serde_json::Value;
 use super::bus::members_room;
 use super::presence::Order;
 use super::session::{Flow, Joined, Phase, Session};
+use crate::client_log::Clipped;
 use crate::cluster::Member;
 use crate::protocol::{self, event, JoinError, JoinRequest, StatusReply, UidEvent};
 
@@ -26,7 +27,7 @@ impl Session {
         };
         let rejoin = matches!(&self.phase, Phase::Joined(j) if j.room == request.room);
         if !rejoin && self.room_is_full(&request.room).await {
-            tracing::info!(sid = %self.sid, room = ?request.room, "join refused: room is full");
+            self.refusals.refused(&self.sid, "join: room is full");
             self.state.metrics.refused("room_full");
             let _ = self.socket.emit(
                 event::JOIN,
@@ -95,7 +96,7 @@ impl Session {
             Some(None) => None,
         };
         self.deadline = None;
-        tracing::info!(sid = %self.sid, room = ?request.room, dummy = request.dummy, "joined");
+        tracing::info!(sid = %self.sid, room = %Clipped(&request.room), dummy = request.dummy, "joined");
 
         if let Some(order) = announce.filter(|_| !request.dummy) {
             self.announce(&request.room, event::REMOTE_JOIN, order)
@@ -160,7 +161,7 @@ impl Session {
         };
         match refused {
             Some(e) => {
-                tracing::info!(sid = %self.sid, room = ?request.room, dummy = request.dummy, reason = e.reason(), "join refused");
+                self.refusals.refused(&self.sid, e.reason());
                 Err(e)
             }
             None => Ok(request),

@@ -14,6 +14,7 @@ use super::inbox::{Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
 use super::AppState;
+use crate::client_log::Refusals;
 use crate::cluster::PresenceSeq;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
@@ -71,6 +72,8 @@ pub(super) struct Session {
     direct: Option<Arc<DirectRelay>>,
     /// The client sent an ignore msg: later ones may bypass this task.
     pub sends_ignore: bool,
+    /// The requests refused to this client, for the log.
+    pub refusals: Refusals,
 }
 
 /// What the socket.io server calls for each new connection: sets up its
@@ -141,6 +144,7 @@ fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
         read_ahead: None,
         direct: None,
         sends_ignore: false,
+        refusals: Refusals::default(),
     };
     tokio::spawn(session.run(receiver));
     handler
@@ -217,6 +221,7 @@ impl Session {
         let Inbound { event, data, ack } = *ev;
         if self.phase == Phase::Connected && event != event::AUTHENTICATE {
             // Before authenticate every other event is ignored.
+            self.state.metrics.dropped("unauthenticated");
             let _ = ack.send(&StatusReply::fail(
                 ack_status::NOT_JOINED,
                 reason::NOT_AUTHENTICATED,
@@ -290,6 +295,7 @@ impl Session {
                 tracing::warn!(error = %e, "could not unregister connection");
             }
         }
+        self.refusals.flush(&self.sid);
         tracing::debug!(sid = %self.sid, "session ended");
     }
 }

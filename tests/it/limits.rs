@@ -156,8 +156,11 @@ async fn before_authentication_only_small_events_are_taken() {
     let token = ts.token("small").await;
     let mut c = Client::connect(ts.addr()).await;
     let big = "y".repeat(20 * 1024);
+    // An oversize event is answered, and the connection closed.
     let ack = c.emit_with_ack("msg", json!({"data": big})).await;
     assert_eq!(ack, json!({"status": 2, "data": "not authenticated"}));
+    c.expect_disconnect().await;
+    let mut c = Client::connect(ts.addr()).await;
     c.authenticate(json!("small"), &token).await;
     // After authentication the full limits apply.
     let ack = c.emit_with_ack("msg", json!({"data": big})).await;

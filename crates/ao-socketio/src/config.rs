@@ -26,7 +26,9 @@ impl Origins {
 }
 
 /// The server's settings; [`Config::default`] gives the reference
-/// server's defaults.
+/// server's defaults, but for a per-address handshake rate (the reference
+/// server has none; without one a single client can open sessions faster
+/// than they time out).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How often the heartbeat runs: engine.io 4 servers ping at this
@@ -52,6 +54,16 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections one client address may hold at most (0: no limit).
     pub max_connections_per_ip: usize,
+    /// Handshakes one client address may make per second once its burst
+    /// is used (0: no limit); more are refused with 429. With the connect
+    /// timeout this bounds what one address can make the server hold in
+    /// sessions that never connect: at most `handshake_burst_per_ip +
+    /// handshake_rate_per_ip × connect_timeout` of them. Behind a proxy
+    /// every client has the proxy's address.
+    pub handshake_rate_per_ip: u32,
+    /// Handshakes one client address may make at once before
+    /// `handshake_rate_per_ip` applies (0: as many as the rate).
+    pub handshake_burst_per_ip: u32,
     /// Which page origins may connect.
     pub origins: Origins,
     /// The read buffer of each websocket, held for its whole life.
@@ -70,6 +82,8 @@ impl Default for Config {
             queue_max_bytes: 4 * 1024 * 1024,
             max_connections: 0,
             max_connections_per_ip: 0,
+            handshake_rate_per_ip: 50,
+            handshake_burst_per_ip: 500,
             origins: Origins::Any,
             ws_read_buffer_bytes: 1024,
         }

@@ -45,10 +45,12 @@
 //! # }
 //! ```
 
+mod address;
 mod config;
 mod driver;
 pub mod engine;
 mod gate;
+pub mod held;
 mod http_serve;
 mod id;
 mod memory;

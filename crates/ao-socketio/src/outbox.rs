@@ -1,12 +1,14 @@
 //! A connection's outbound queue: frames waiting for its transport,
-//! bounded in bytes. Nothing is allocated while it is empty; the ring that
-//! a burst grew is given back once the burst is written.
+//! bounded in the memory they hold ([`weight`]: payload and per-frame
+//! overhead). Nothing is allocated while it is empty; the ring that a
+//! burst grew is given back once the burst is written.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::engine::Frame;
+use crate::held;
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +23,25 @@ pub enum QueueError {
 
 /// Rings that grew past this many slots are given back once empty.
 const KEPT_SLOTS: usize = 16;
+
+/// What a queued frame holds beyond its payload, counted high: its slot
+/// in the ring and as much again of spare ring capacity (a ring doubles as
+/// it grows), the allocation of its buffer and the shared header that
+/// `Bytes` adds to a buffer made from a `Vec` with spare room (two
+/// [`held::ALLOCATION_OVERHEAD`]s), and that spare room in the small
+/// buffers the encoders make.
+pub(crate) const FRAME_OVERHEAD: usize = 192;
+
+const _: () = assert!(
+    2 * std::mem::size_of::<Frame>() + 2 * held::ALLOCATION_OVERHEAD + 24 <= FRAME_OVERHEAD
+);
+
+/// What `frame` counts against its connection's queue: its bytes and
+/// [`FRAME_OVERHEAD`], so that a flood of tiny frames (pongs to a
+/// client's pings) fills the queue as soon as their memory does.
+pub(crate) fn weight(frame: &Frame) -> usize {
+    frame.len().saturating_add(FRAME_OVERHEAD)
+}
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
@@ -75,17 +96,16 @@ impl Outbox {
     }
 
     /// Queues `frame`, unless the queue already holds its limit: it never
-    /// holds more than its limit and one frame.
+    /// holds more than its limit and one frame (each counted by [`weight`]).
     pub(crate) fn push(&self, frame: Frame) -> Result<(), QueueError> {
         let mut state = self.state();
         if state.closed {
             return Err(QueueError::Closed);
         }
-        let len = frame.len().max(1);
         if state.bytes >= self.limit {
             return Err(QueueError::Full);
         }
-        state.bytes += len;
+        state.bytes += weight(&frame);
         state.frames.push_back(frame);
         let waker = state.waker.take();
         drop(state);
@@ -95,8 +115,9 @@ impl Outbox {
         Ok(())
     }
 
-    /// Takes up to `max_bytes` of queued frames (at least one) into `out`;
-    /// pending (with the waker registered) when there are none.
+    /// Takes up to `max_bytes` of queued frames' payload (at least one
+    /// frame) into `out`; pending (with the waker registered) when there
+    /// are none.
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
@@ -109,17 +130,19 @@ impl Outbox {
             return Poll::Pending;
         }
         let mut taken = 0;
+        let mut weights = 0;
         while let Some(frame) = state.frames.front() {
             let len = frame.len().max(1);
             if taken > 0 && taken + len > max_bytes {
                 break;
             }
             taken += len;
+            weights += weight(frame);
             if let Some(frame) = state.frames.pop_front() {
                 out.push(frame);
             }
         }
-        state.bytes -= taken;
+        state.bytes -= weights;
         if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
             state.frames = VecDeque::new();
         }
@@ -133,7 +156,7 @@ impl Outbox {
         let mut state = self.state();
         match state.frames.pop_front() {
             Some(frame) => {
-                state.bytes -= frame.len().max(1);
+                state.bytes -= weight(&frame);
                 if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
                     state.frames = VecDeque::new();
                 }
@@ -169,12 +192,12 @@ impl Outbox {
     pub(crate) fn unshift(&self, frames: Vec<Frame>) {
         let mut state = self.state();
         for frame in frames.into_iter().rev() {
-            state.bytes += frame.len().max(1);
+            state.bytes += weight(&frame);
             state.frames.push_front(frame);
         }
     }
 
-    /// Bytes queued now.
+    /// What is queued now, counted by [`weight`].
     pub(crate) fn bytes(&self) -> usize {
         self.state().bytes
     }
@@ -231,9 +254,14 @@ mod tests {
         Frame::Text(Bytes::from(vec![b'4'; n]))
     }
 
+    /// What `n` frames of `len` bytes count.
+    fn counted(n: usize, len: usize) -> usize {
+        n * (len + FRAME_OVERHEAD)
+    }
+
     #[test]
     fn the_queue_is_bounded_in_bytes() {
-        let q = Outbox::new(100);
+        let q = Outbox::new(counted(1, 60) + counted(1, 40));
         q.push(text(60)).unwrap();
         q.push(text(40)).unwrap();
         assert_eq!(q.push(text(1)), Err(QueueError::Full));
@@ -243,13 +271,38 @@ mod tests {
         assert_eq!(q.bytes(), 0);
         // A frame larger than the limit fits a queue below it.
         q.push(text(50)).unwrap();
-        q.push(text(500)).unwrap();
+        q.push(text(5000)).unwrap();
         assert_eq!(q.push(text(1)), Err(QueueError::Full));
     }
 
     #[test]
+    fn tiny_frames_count_what_they_hold() {
+        let limit = 1 << 16;
+        let q = Outbox::new(limit);
+        let mut queued = 0;
+        while q.push(Frame::Text(Bytes::from_static(b"3"))).is_ok() {
+            queued += 1;
+        }
+        assert!(
+            queued <= limit / FRAME_OVERHEAD + 1,
+            "{queued} pongs queued"
+        );
+        assert_eq!(q.bytes(), counted(queued, 1));
+        // Empty frames count too.
+        let q = Outbox::new(limit);
+        let mut queued = 0;
+        while q.push(Frame::Binary(Bytes::new())).is_ok() {
+            queued += 1;
+        }
+        assert!(
+            queued <= limit / FRAME_OVERHEAD + 1,
+            "{queued} empty frames queued"
+        );
+    }
+
+    #[test]
     fn takes_stop_at_the_byte_budget_but_take_at_least_one() {
-        let q = Outbox::new(1000);
+        let q = Outbox::new(counted(10, 100));
         for _ in 0..5 {
             q.push(text(100)).unwrap();
         }
@@ -261,7 +314,9 @@ mod tests {
         out.clear();
         assert!(q.poll_take(&mut cx, &mut out, 1).is_ready());
         assert_eq!(out.len(), 1);
-        assert_eq!(q.bytes(), 200);
+        assert_eq!(q.bytes(), counted(2, 100));
+        q.unshift(out);
+        assert_eq!(q.bytes(), counted(3, 100));
     }
 
     #[test]
@@ -271,11 +326,12 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         outbox.push(text(100)).expect("queued");
         outbox.push(text(100)).expect("queued");
-        assert!(outbox.poll_drained(&mut cx, 150).is_pending());
+        let one = counted(1, 100);
+        assert!(outbox.poll_drained(&mut cx, one + 50).is_pending());
         let mut out = Vec::new();
         assert!(outbox.poll_take(&mut cx, &mut out, 100).is_ready());
-        assert!(outbox.state().drain.is_none(), "woken at 100 bytes");
-        assert!(outbox.poll_drained(&mut cx, 150).is_ready());
+        assert!(outbox.state().drain.is_none(), "woken at one frame");
+        assert!(outbox.poll_drained(&mut cx, one + 50).is_ready());
         assert!(outbox.poll_drained(&mut cx, 0).is_pending());
         outbox.close();
         assert!(outbox.poll_drained(&mut cx, 0).is_ready());

@@ -15,6 +15,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
+use crate::address::{Address, HandshakeRate};
 use crate::config::Config;
 use crate::engine::{EngineVersion, Frame};
 use crate::id::Id;
@@ -36,7 +37,9 @@ pub(crate) struct Inner {
     /// Connections by socket id.
     sockets: Mutex<HashMap<Id, Arc<Conn>>>,
     rooms: Mutex<HashMap<Box<str>, Vec<Arc<Conn>>>>,
-    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Addresses that hold connections, while a per-address limit is set.
+    per_address: Mutex<HashMap<IpAddr, Address>>,
+    handshake_rate: Option<HandshakeRate>,
     count: AtomicUsize,
     closed: AtomicBool,
 }
@@ -124,6 +127,10 @@ impl Server {
     pub fn new(config: Config, service: impl Service) -> Server {
         Server {
             inner: Arc::new(Inner {
+                handshake_rate: HandshakeRate::new(
+                    config.handshake_rate_per_ip,
+                    config.handshake_burst_per_ip,
+                ),
                 config,
                 service: Box::new(service),
                 stats: Stats::default(),
@@ -310,17 +317,14 @@ impl Server {
         }
     }
 
-    /// Admission: counts the connection in, or refuses it with 503.
+    /// Admission: counts the connection in, or refuses it with 503 (429
+    /// when its address made handshakes faster than its rate).
     fn admit(&self, peer: Option<SocketAddr>) -> Result<(), Box<Response<Body>>> {
         let inner = &self.inner;
-        let refuse = |why: Refusal, message: &str| {
+        let refuse = |why: Refusal, status: StatusCode, message: &str| {
             inner.stats.refused(why);
             tracing::debug!(?peer, reason = why.label(), "connection refused");
-            Err(Box::new(json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                4,
-                message,
-            )))
+            Box::new(json_error(status, 4, message))
         };
         if inner.closed.load(Ordering::Acquire) {
             return Err(Box::new(json_error(
@@ -333,22 +337,49 @@ impl Server {
         let count = inner.count.fetch_add(1, Ordering::AcqRel);
         if max > 0 && count >= max {
             inner.count.fetch_sub(1, Ordering::AcqRel);
-            return refuse(Refusal::ServerFull, "server full");
+            return Err(refuse(
+                Refusal::ServerFull,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server full",
+            ));
         }
+        let (Some(peer), true) = (peer, inner.per_address_kept()) else {
+            return Ok(());
+        };
         let per_ip = inner.config.max_connections_per_ip;
-        if let (true, Some(peer)) = (per_ip > 0, peer) {
-            let mut map = lock(&inner.per_address);
-            let n = map.entry(peer.ip()).or_insert(0);
-            if *n >= per_ip {
-                drop(map);
-                inner.count.fetch_sub(1, Ordering::AcqRel);
-                return refuse(
-                    Refusal::TooManyFromAddress,
-                    "too many connections from this address",
-                );
+        let mut map = lock(&inner.per_address);
+        let now = std::time::Instant::now();
+        let address = map
+            .entry(peer.ip())
+            .or_insert_with(|| Address::new(inner.handshake_rate, now));
+        let refused = if per_ip > 0 && address.connections >= per_ip {
+            Some(refuse(
+                Refusal::TooManyFromAddress,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections from this address",
+            ))
+        } else if let Some(Err(wait)) = inner.handshake_rate.map(|r| address.take(r, now)) {
+            let mut res = refuse(
+                Refusal::HandshakeRate,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many handshakes from this address",
+            );
+            let secs = wait.as_secs().saturating_add(1);
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+            Some(res)
+        } else {
+            None
+        };
+        if let Some(res) = refused {
+            if address.connections == 0 {
+                map.remove(&peer.ip());
             }
-            *n += 1;
+            drop(map);
+            inner.count.fetch_sub(1, Ordering::AcqRel);
+            return Err(res);
         }
+        address.connections += 1;
         Ok(())
     }
 
@@ -382,13 +413,18 @@ impl Inner {
         conn
     }
 
+    /// Whether addresses are kept (a per-address limit is set).
+    fn per_address_kept(&self) -> bool {
+        self.config.max_connections_per_ip > 0 || self.handshake_rate.is_some()
+    }
+
     fn release(&self, peer: Option<SocketAddr>) {
         self.count.fetch_sub(1, Ordering::AcqRel);
-        if let (true, Some(peer)) = (self.config.max_connections_per_ip > 0, peer) {
+        if let (true, Some(peer)) = (self.per_address_kept(), peer) {
             let mut map = lock(&self.per_address);
-            if let Some(n) = map.get_mut(&peer.ip()) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+            if let Some(a) = map.get_mut(&peer.ip()) {
+                a.connections = a.connections.saturating_sub(1);
+                if a.connections == 0 {
                     map.remove(&peer.ip());
                 }
             }

@@ -12,14 +12,17 @@ pub enum Refusal {
     TooManyFromAddress,
     /// The page's origin is not allowed.
     Origin,
+    /// The client's address made more than `handshake_rate_per_ip`.
+    HandshakeRate,
 }
 
 impl Refusal {
     /// Every refusal, for exporting the counters.
-    pub const ALL: [Refusal; 3] = [
+    pub const ALL: [Refusal; 4] = [
         Refusal::ServerFull,
         Refusal::TooManyFromAddress,
         Refusal::Origin,
+        Refusal::HandshakeRate,
     ];
 
     /// A label for metrics and logs.
@@ -28,6 +31,7 @@ impl Refusal {
             Refusal::ServerFull => "server_full",
             Refusal::TooManyFromAddress => "too_many_from_address",
             Refusal::Origin => "origin",
+            Refusal::HandshakeRate => "handshake_rate",
         }
     }
 }
@@ -35,7 +39,7 @@ impl Refusal {
 /// The server's counters (monotonic, since start).
 #[derive(Debug, Default)]
 pub struct Stats {
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; Refusal::ALL.len()],
     slow_clients: AtomicU64,
     malformed: AtomicU64,
 }

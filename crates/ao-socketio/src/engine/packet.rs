@@ -97,13 +97,17 @@ impl Packet {
         })
     }
 
-    /// Decodes a websocket binary frame.
+    /// Decodes a websocket binary frame (or a binary packet of an
+    /// engine.io 3 binary payload). The message's bytes are kept in a
+    /// buffer of their own ([`detach`]): an attachment waits for the rest
+    /// of its packet and goes to the application, and must not keep alive
+    /// the read buffer or request body it arrived in.
     pub fn decode_binary(version: EngineVersion, data: Bytes) -> Result<Packet, DecodeError> {
         match version {
-            EngineVersion::V4 => Ok(Packet::Binary(data)),
+            EngineVersion::V4 => Ok(Packet::Binary(detach(data))),
             EngineVersion::V3 => match data.first() {
                 None => Err(DecodeError::Empty),
-                Some(&MESSAGE_TYPE_BYTE) => Ok(Packet::Binary(data.slice(1..))),
+                Some(&MESSAGE_TYPE_BYTE) => Ok(Packet::Binary(detach(data.slice(1..)))),
                 Some(&other) => Err(DecodeError::UnknownType(other)),
             },
         }
@@ -125,6 +129,19 @@ impl Packet {
         text.push(digit);
         text.extend_from_slice(data);
         Frame::Text(Bytes::from(text))
+    }
+}
+
+/// `data` in a buffer of its own: kept as it is when it is the only view of
+/// a buffer at most twice its size, copied out otherwise (a slice of a
+/// larger body, a frame split off a websocket's read buffer). A one-byte
+/// slice would otherwise keep its whole buffer alive, up to the largest
+/// request body, for as long as it is held.
+pub(crate) fn detach(data: Bytes) -> Bytes {
+    match data.try_into_mut() {
+        Ok(own) if own.capacity() <= own.len().saturating_mul(2) => own.freeze(),
+        Ok(own) => Bytes::copy_from_slice(&own),
+        Err(shared) => Bytes::copy_from_slice(&shared),
     }
 }
 
@@ -234,6 +251,28 @@ pub(crate) mod tests {
             Packet::decode_binary(EngineVersion::V3, Bytes::new()),
             Err(DecodeError::Empty)
         );
+    }
+
+    #[test]
+    fn binary_data_does_not_keep_its_buffer_alive() {
+        let body = Bytes::from(vec![4u8; 1 << 20]);
+        let Ok(Packet::Binary(one)) = Packet::decode_binary(EngineVersion::V3, body.slice(..2))
+        else {
+            panic!("not binary");
+        };
+        assert_eq!(&one[..], &[4]);
+        drop(body);
+        let Ok(own) = one.try_into_mut() else {
+            panic!("the attachment shares a buffer");
+        };
+        assert!(own.capacity() <= 2, "kept a buffer of {}", own.capacity());
+        // A frame that is its whole buffer is kept as it is.
+        let frame = Bytes::from(vec![7u8; 100]);
+        let at = frame.as_ptr();
+        let Ok(Packet::Binary(kept)) = Packet::decode_binary(EngineVersion::V4, frame) else {
+            panic!("not binary");
+        };
+        assert_eq!(kept.as_ptr(), at);
     }
 
     #[test]

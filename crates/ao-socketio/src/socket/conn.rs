@@ -486,7 +486,7 @@ impl Conn {
                 drop(state);
                 return self.malformed(&"a binary message without a packet");
             };
-            partial.bytes += data.len();
+            partial.bytes += crate::held::entry::<Bytes>(&[data.len()]);
             if partial.bytes > max {
                 state.partial = None;
                 drop(state);
@@ -601,7 +601,7 @@ impl Socket {
         &self.0.gate
     }
 
-    /// Bytes waiting in the outbound queue.
+    /// What waits in the outbound queue, counted as its bound counts it.
     pub fn queued_bytes(&self) -> usize {
         self.0.outbox.bytes()
     }
