@@ -167,6 +167,9 @@ impl Relay {
     /// The write counts as pending until its relay and ack went out, so
     /// whatever waits for it (a leave, a sync, an ignore msg) comes after them.
     fn complete(self, res: Result<Stored, NotStored>) {
+        // Released before the ack: once a client has its ack, the node's
+        // store queue no longer counts the msg.
+        self.state.limits.store_release(self.bytes);
         let bus = &self.state.bus;
         let metrics = &self.state.metrics;
         metrics.store_op("write", self.started);
@@ -195,7 +198,6 @@ impl Relay {
                 ));
             }
         }
-        self.state.limits.store_release(self.bytes);
         self.pending.finished(self.bytes);
     }
 }
