@@ -28,6 +28,9 @@ mod disk_full;
 mod dummy;
 /// Acknowledged messages across kill -9, SIGTERM and restarts.
 mod durability;
+/// Connections that never become useful: deadlines, the pending cap,
+/// never-ending bodies.
+mod hostile_connections;
 /// join and the presence events around it.
 mod join;
 /// leave, disconnect and kickout.
