@@ -145,11 +145,31 @@ async fn idle_sockets_at_the_pending_cap_do_not_lock_clients_out() {
         c.env("AO_HEADER_TIMEOUT_MS", "60000")
             .env("AO_MAX_PENDING_CONNECTIONS", "50");
     });
-    let mut idle = Vec::new();
-    for _ in 0..500 {
-        idle.push(sends(server.addr, b"").await);
-    }
-    served(server.addr, "calm").await;
+    // Each sends most of a request head (8 KiB of a cookie), then nothing.
+    let partial = format!(
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nCookie: {}",
+        "a".repeat(8 * 1024)
+    );
+    let pid = server.child.id();
+    let (growth_kib, mut idle) = peak_growth(pid, async {
+        let mut idle = Vec::new();
+        for _ in 0..500 {
+            idle.push(sends(server.addr, partial.as_bytes()).await);
+        }
+        served(server.addr, "calm").await;
+        idle
+    })
+    .await;
+    // What 50 pending connections may hold (a read buffer of at most
+    // twice the head bound each) and 32 MiB of slack.
+    let bound_kib = (50 * 2 * head_bound_kib()) + 32 * 1024;
+    eprintln!(
+        "500 idle sockets at a cap of 50: peak RSS growth {growth_kib} KiB (bound {bound_kib} KiB)"
+    );
+    assert!(
+        growth_kib <= bound_kib,
+        "RSS grew {growth_kib} KiB, over {bound_kib} KiB"
+    );
     let made_room = metric(
         &server,
         "ao_http_connections_closed_total{reason=\"pending_cap\"}",
@@ -161,6 +181,11 @@ async fn idle_sockets_at_the_pending_cap_do_not_lock_clients_out() {
     // The oldest idle sockets were closed.
     let (closed, _) = closed_within(&mut idle[0], Duration::from_secs(1)).await;
     assert!(closed, "the oldest idle socket is still open");
+}
+
+/// The largest request head the server reads, in KiB.
+fn head_bound_kib() -> u64 {
+    (ao_socketio::MAX_HEAD_BYTES / 1024) as u64
 }
 
 /// A TCP connection to `to` from the loopback address `from`.

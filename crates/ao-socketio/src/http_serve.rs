@@ -42,6 +42,12 @@ pub use deadline_body::BodyTimeout;
 use deadline_body::DeadlineBody;
 use pending::{Pending, Tracked};
 
+/// The largest request head, and about the most a connection's read
+/// buffer holds: a larger head is answered 431. It bounds what each
+/// pending connection can make the server hold (nginx's default for a request's headers is the same
+/// 32 KiB; hyper's own is ~400 KB).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// Limits on each HTTP connection.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
@@ -115,6 +121,8 @@ impl HttpServer {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES)
             .keep_alive(true);
         HttpServer {
             shared: Arc::new(Shared {

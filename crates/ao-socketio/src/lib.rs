@@ -61,7 +61,9 @@ mod websocket;
 
 pub use config::{Config, Origins};
 pub use gate::ReadGate;
-pub use http_serve::{serve, serve_tls, BodyTimeout, HttpLimits, HttpServer, HttpStats};
+pub use http_serve::{
+    serve, serve_tls, BodyTimeout, HttpLimits, HttpServer, HttpStats, MAX_HEAD_BYTES,
+};
 pub use memory::MemoryClient;
 pub use outbox::QueueError;
 pub use server::{Delivery, Server};

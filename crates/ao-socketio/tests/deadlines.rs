@@ -262,3 +262,22 @@ async fn a_second_post_cuts_the_endless_first_one() {
     assert!(closed, "the first POST was still read");
     assert_eq!(server.io.connections(), 0);
 }
+
+#[tokio::test]
+async fn a_request_head_over_its_bound_is_refused() {
+    let server = support::start_with(Config::default(), limits()).await;
+    let head = format!(
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
+        "a".repeat(ao_socketio::MAX_HEAD_BYTES)
+    );
+    let mut tcp = sends(server.addr, head.as_bytes()).await;
+    let (closed, seen) = closed_within(&mut tcp, Duration::from_secs(3)).await;
+    assert!(closed, "an oversize request head was kept open");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // A head of ordinary size passes.
+    let (_p, _) = Polling::connect_v4(&server).await;
+}
