@@ -188,6 +188,53 @@ fn head_bound_kib() -> u64 {
     (ao_socketio::MAX_HEAD_BYTES / 1024) as u64
 }
 
+/// When the server runs out of file descriptors, idle sockets make room:
+/// the binary runs with an open-files limit of 256 and no pending cap of
+/// its own, and 400 idle sockets do not lock a client out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_descriptor_limit_idle_sockets_make_room() {
+    let data = support::tempdir();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=256:256")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_always-online"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AO_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("AO_LOG_FORMAT", "json")
+        .env("AO_HEADER_TIMEOUT_MS", "60000")
+        .env("AO_MAX_PENDING_CONNECTIONS", "100000")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--dev",
+        ])
+        .arg("--data-dir")
+        .arg(data.path());
+    let server = BinServer::spawn(cmd);
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(sends(server.addr, b"").await);
+    }
+    // The accept loop closes the oldest idle socket at each descriptor it
+    // lacks; give it the time to go through the backlog.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    served(server.addr, "calm").await;
+    let made_room = metric(
+        &server,
+        "ao_http_connections_closed_total{reason=\"pending_cap\"}",
+    )
+    .await;
+    assert!(made_room >= 100.0, "{made_room} idle sockets closed");
+    let (closed, _) = closed_within(&mut idle[0], Duration::from_secs(1)).await;
+    assert!(closed, "the oldest idle socket is still open");
+}
+
 /// A TCP connection to `to` from the loopback address `from`.
 async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;

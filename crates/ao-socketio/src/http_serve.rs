@@ -199,13 +199,16 @@ impl HttpServer {
             let (tcp, addr) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
                     // Out of file descriptors, most likely: a pending
-                    // connection makes room, or connections get a moment
-                    // to close rather than the loop spinning.
+                    // connection makes room (counted, so logged at debug:
+                    // a client could make this happen at every connect),
+                    // or connections get a moment to close rather than
+                    // the loop spinning.
                     let pause = if out_of_descriptors(&e) && self.shared.pending.close_oldest() {
+                        tracing::debug!(error = %e, "accept failed; closed the oldest pending connection");
                         Duration::from_millis(1)
                     } else {
+                        tracing::warn!(error = %e, "accept failed");
                         Duration::from_millis(50)
                     };
                     tokio::time::sleep(pause).await;
