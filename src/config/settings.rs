@@ -229,7 +229,7 @@ pub static SETTINGS: &[Setting] = &[
         "how long a request's headers may take to arrive, on every listener: from the connection's accept for its first request (over TLS, the handshake included), from the previous answer for the next (a keep-alive connection idle this long is closed); counted in `ao_http_connections_closed_total{reason=\"header_timeout\"}`",
         |c, v| c.header_timeout = millis(v)?, |c| c.header_timeout.as_millis().to_string()),
     setting!("body_timeout_ms", "AO_BODY_TIMEOUT_MS", None, "10000",
-        "how long a request's body may take to arrive whole after its headers, on every listener (long-polling POSTs, the admin and accounts APIs); a slower one is cut, answered HTTP 408, its connection closed, and counted in `ao_http_connections_closed_total{reason=\"body_timeout\"}`",
+        "how long a request's body may take to arrive whole after its headers, on every listener (long-polling POSTs, the admin and accounts APIs); a slower one is cut, answered HTTP 408, its connection closed, and counted in `ao_http_connections_closed_total{reason=\"body_timeout\"}`; an answer the client takes nothing of for this long closes its connection too (websockets excepted)",
         |c, v| c.body_timeout = millis(v)?, |c| c.body_timeout.as_millis().to_string()),
     setting!("max_pending_connections", "AO_MAX_PENDING_CONNECTIONS", None, "0",
         "TCP connections with no request in progress (just accepted, in their TLS handshake, or idle between requests) held at most across every listener (0: a quarter of the process's open-files limit); at the cap the oldest of them is closed to make room for the new one, and counted in `ao_http_connections_closed_total{reason=\"pending_cap\"}` (see Connection deadlines)",

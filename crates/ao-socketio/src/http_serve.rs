@@ -10,7 +10,8 @@
 //!   connections close). A request in progress (a long-poll waiting for
 //!   its answer) is not idle.
 //! - A request body must arrive whole within [`HttpLimits::body_timeout`]
-//!   of its head ([`BodyTimeout`]).
+//!   of its head ([`BodyTimeout`]); an answer the client takes nothing of
+//!   for that long closes the connection.
 //! - Connections with no request in progress are capped
 //!   ([`HttpLimits::max_pending_connections`]): at the cap the oldest is
 //!   closed to make room, so sockets held open without a word cannot lock
@@ -19,10 +20,11 @@
 
 mod deadline_body;
 mod pending;
+mod write_deadline;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ use tower::ServiceExt;
 pub use deadline_body::BodyTimeout;
 use deadline_body::DeadlineBody;
 use pending::{Pending, Tracked};
+use write_deadline::WriteDeadline;
 
 /// The largest request head, and about the most a connection's read
 /// buffer holds: a larger head is answered 431. It bounds what each
@@ -59,7 +62,10 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// How long a request's body may take to arrive whole, counted from
     /// its head; a body cut by it gives [`BodyTimeout`] to the handler
-    /// reading it, and the connection closes after the answer.
+    /// reading it, and the connection closes after the answer. Also how
+    /// long a write may wait for the client to take anything (an answer it
+    /// does not read): the connection is closed then. Upgraded websockets
+    /// are exempt (their heartbeat and outbound queue bound apply).
     pub body_timeout: Duration,
     /// Connections with no request in progress (accepted, in their TLS
     /// handshake, or idle between requests) held at most, across every
@@ -327,11 +333,14 @@ impl Connection {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
+        let upgraded = Arc::new(AtomicBool::new(false));
+        let io = WriteDeadline::new(io, self.shared.limits.body_timeout, upgraded.clone());
         let service = Service {
             router,
             addr: self.addr,
             shared: self.shared.clone(),
             tracked: self.tracked.clone(),
+            upgraded,
         };
         let conn = self
             .shared
@@ -397,6 +406,9 @@ struct Service {
     addr: SocketAddr,
     shared: Arc<Shared>,
     tracked: Arc<Tracked>,
+    /// Set once it answers 101: the websocket is exempt from the write
+    /// deadline.
+    upgraded: Arc<AtomicBool>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Service {
@@ -416,8 +428,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Service {
         let mut req = req.map(|body| Body::new(DeadlineBody::new(body, deadline, cut)));
         req.extensions_mut().insert(ConnectInfo(self.addr));
         let router = self.router.clone();
+        let upgraded = self.upgraded.clone();
         Box::pin(async move {
             let res = router.oneshot(req).await?;
+            if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                upgraded.store(true, Ordering::Relaxed);
+            }
             Ok(res.map(|body| Body::new(Answer { body, _busy: busy })))
         })
     }

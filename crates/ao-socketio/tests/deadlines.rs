@@ -281,3 +281,59 @@ async fn a_request_head_over_its_bound_is_refused() {
     // A head of ordinary size passes.
     let (_p, _) = Polling::connect_v4(&server).await;
 }
+
+#[tokio::test]
+async fn an_answer_the_client_never_reads_is_cut() {
+    let config = Config {
+        queue_max_bytes: 32 << 20,
+        ..Config::default()
+    };
+    let server = support::start_with(config, limits()).await;
+    let (p, _) = Polling::connect_v4(&server).await;
+    let socket = server.only_socket().await;
+    // One answer larger than the kernel's socket buffers can take (at
+    // most 4 MiB sent, 32 MiB received here).
+    const ANSWER: usize = 48 << 20;
+    socket.emit("big", &"x".repeat(ANSWER)).unwrap();
+    // A long-poll from a socket with a tiny receive window that never
+    // reads its answer.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let mut stream = tcp.connect(server.addr).await.unwrap();
+    let path = format!("/socket.io/?{}&sid={}", p.query, p.sid);
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The server gave up on it: reading now ends before the whole answer.
+    let mut got = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Err(_) => panic!("the unread answer still holds the connection ({got} bytes read)"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => got += n,
+        }
+    }
+    assert!(got < ANSWER, "the whole answer came: {got} bytes");
+}
+
+#[tokio::test]
+async fn a_websocket_is_exempt_from_the_write_deadline() {
+    let server = support::start_with(Config::default(), limits()).await;
+    let (mut ws, _, _) = support::Ws::connect_v4(&server).await;
+    let socket = server.only_socket().await;
+    // More than the kernel buffers take, unread for longer than the
+    // deadline: the websocket stays.
+    let text = "y".repeat(64 * 1024);
+    for _ in 0..40 {
+        socket.emit("big", &text).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!socket.is_closed(), "the websocket was cut");
+    for _ in 0..40 {
+        let frame = ws.text().await;
+        assert!(frame.starts_with("42[\"big\""), "{}", &frame[..20]);
+    }
+}
