@@ -52,19 +52,20 @@ async fn metric(server: &BinServer, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A well-behaved client is served: it connects, authenticates, joins and
-/// gets its msg acked, within a second.
+/// A well-behaved client is served: it connects, authenticates and joins
+/// (within [`WAIT`]: the machine running the tests may be loaded), and its
+/// msg is acked within a second.
 async fn served(addr: SocketAddr, uid: &str) {
-    let started = Instant::now();
     let mut c = tokio::time::timeout(WAIT, login(addr, uid, "dev", "calm"))
         .await
         .expect("the well-behaved client was not served");
+    let started = Instant::now();
     let ack = c.send_msg(json!({"data": "still here"})).await;
     assert_eq!(ack["status"], json!(0), "{ack}");
     let took = started.elapsed();
     assert!(
         took < Duration::from_secs(1),
-        "the well-behaved client took {took:?}"
+        "the well-behaved client's msg took {took:?}"
     );
     c.close().await;
 }
@@ -464,7 +465,7 @@ async fn slow_post(addr: SocketAddr, path: &str, creds: &str, sent: &[u8]) -> (S
 async fn slow_admin_and_accounts_bodies_are_cut_and_wrong_credentials_not_waited_for() {
     let data = support::tempdir();
     let server = BinServer::start_with(data.path(), false, |c| {
-        c.env("AO_BODY_TIMEOUT_MS", "500")
+        c.env("AO_BODY_TIMEOUT_MS", "2500")
             .env("AO_ADMIN_UID", "root")
             .env("AO_ADMIN_TOKEN", "secret-admin-token");
     });
@@ -477,13 +478,13 @@ async fn slow_admin_and_accounts_bodies_are_cut_and_wrong_credentials_not_waited
         let (status, closed) = slow_post(addr, path, "root:secret-admin-token", b"{\"uid\"").await;
         assert!(status.starts_with("HTTP/1.1 408"), "{path}: {status}");
         assert!(closed, "{path}: the connection stayed open");
-        assert!(started.elapsed() >= Duration::from_millis(400), "{path}");
+        assert!(started.elapsed() >= Duration::from_secs(2), "{path}");
         // Without: answered at once, the body not read.
         let started = Instant::now();
         let (status, _) = slow_post(addr, path, "root:wrong", b"").await;
         assert!(status.starts_with("HTTP/1.1 200"), "{path}: {status}");
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_secs(2),
             "{path}: a refusal waited for the body"
         );
     }
