@@ -145,7 +145,8 @@ impl App {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
         }
 
-        let http = ao_socketio::HttpServer::new(http_limits(&config));
+        let limits = http_limits(&config);
+        let http = ao_socketio::HttpServer::new(limits);
         let sessions = realtime::Sessions::new();
         let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -236,12 +237,13 @@ impl App {
             servers.push(serve(&http, listener, router, tls, stopped));
         }
         let (tls_on, data_dir) = (cert.is_some(), config.data_dir.display());
+        let pending_cap = limits.max_pending_connections;
         match admin_addr {
             Some(admin_addr) => {
-                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, "always-online listening")
+                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, max_pending_connections = pending_cap, "always-online listening")
             }
             None => {
-                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, "always-online listening")
+                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, max_pending_connections = pending_cap, "always-online listening")
             }
         }
         Ok(App {
