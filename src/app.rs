@@ -145,6 +145,8 @@ impl App {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
         }
 
+        let limits = http_limits(&config);
+        let http = ao_socketio::HttpServer::new(limits);
         let sessions = realtime::Sessions::new();
         let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -183,6 +185,7 @@ impl App {
             read_ahead: realtime::read_ahead_limit(),
             jwt,
             redis_persistence,
+            http: http.clone(),
         });
         sessions.attach(&state);
         if let Some(shared) = redis_state {
@@ -225,24 +228,22 @@ impl App {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let limits = ao_socketio::HttpLimits {
-            header_timeout: config.header_timeout,
-        };
         let mut servers = vec![
-            serve(main, main_router, limits, tls.clone(), stopped.clone()),
-            serve(api, api_router, limits, tls.clone(), stopped.clone()),
+            serve(&http, main, main_router, tls.clone(), stopped.clone()),
+            serve(&http, api, api_router, tls.clone(), stopped.clone()),
         ];
         if let Some((listener, _)) = admin {
             let router = crate::http::admin_router(state.clone());
-            servers.push(serve(listener, router, limits, tls, stopped));
+            servers.push(serve(&http, listener, router, tls, stopped));
         }
         let (tls_on, data_dir) = (cert.is_some(), config.data_dir.display());
+        let pending_cap = limits.max_pending_connections;
         match admin_addr {
             Some(admin_addr) => {
-                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, "always-online listening")
+                tracing::info!(%addr, %api_addr, %admin_addr, tls = tls_on, %data_dir, max_pending_connections = pending_cap, "always-online listening")
             }
             None => {
-                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, "always-online listening")
+                tracing::info!(%addr, %api_addr, tls = tls_on, %data_dir, max_pending_connections = pending_cap, "always-online listening")
             }
         }
         Ok(App {
@@ -356,6 +357,9 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
     ao_socketio::Config {
         ping_interval: config.ping_interval,
         ping_timeout: config.ping_timeout,
+        // A session that never connects to the namespace holds its place
+        // no longer than one that never authenticates.
+        connect_timeout: config.auth_timeout,
         max_message_bytes: event_limit,
         max_payload_bytes: realtime::max_polling_body(config),
         queue_max_bytes: config.client_queue_max_bytes,
@@ -376,21 +380,44 @@ fn socket_io_config(config: &Config) -> ao_socketio::Config {
     }
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is given.
+/// The HTTP limits of every listener.
+fn http_limits(config: &Config) -> ao_socketio::HttpLimits {
+    ao_socketio::HttpLimits {
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
+        max_pending_connections: max_pending_connections(config),
+    }
+}
+
+/// `AO_MAX_PENDING_CONNECTIONS`, or a quarter of the open-files limit
+/// when it is 0: the rest stays for sessions, the stores and the
+/// process's own files.
+fn max_pending_connections(config: &Config) -> usize {
+    if config.max_pending_connections > 0 {
+        return config.max_pending_connections;
+    }
+    crate::process_metrics::max_fds()
+        .and_then(|fds| usize::try_from(fds / 4).ok())
+        .unwrap_or(1024)
+        .clamp(64, 1 << 20)
+}
+
+/// Serves `router` on `listener` with `http`, over TLS when `tls` is given.
 fn serve(
+    http: &ao_socketio::HttpServer,
     listener: TcpListener,
     router: Router,
-    limits: ao_socketio::HttpLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let http = http.clone();
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
         match tls {
-            Some(tls) => ao_socketio::serve_tls(listener, router, limits, tls, shutdown).await,
-            None => ao_socketio::serve(listener, router, limits, shutdown).await,
+            Some(tls) => http.serve_tls(listener, router, tls, shutdown).await,
+            None => http.serve(listener, router, shutdown).await,
         }
     })
 }

@@ -108,7 +108,15 @@ pub struct Metrics {
     /// Connections refused at the handshake, by reason (brought up to date
     /// at scrape time).
     pub connections_refused: Family<Reason, Counter>,
+    /// HTTP connections closed by a deadline or the pending cap, by reason
+    /// (brought up to date at scrape time).
+    pub http_closed: Family<Reason, Counter>,
+    /// TCP connections with no request in progress (set at scrape time).
+    pub http_pending: Gauge,
 }
+
+/// The reasons of `ao_http_connections_closed_total`.
+const HTTP_CLOSED: [&str; 3] = ["header_timeout", "body_timeout", "pending_cap"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -164,6 +172,11 @@ impl Metrics {
                 reason: why.label(),
             });
         }
+        let http_closed = Family::<Reason, Counter>::default();
+        for reason in HTTP_CLOSED {
+            let _ = http_closed.get_or_create(&Reason { reason });
+        }
+        let http_pending = Gauge::default();
         let build = Family::<Build, Gauge>::default();
         build
             .get_or_create(&Build {
@@ -248,6 +261,16 @@ impl Metrics {
             "Connections refused at the handshake, by reason",
             connections_refused.clone(),
         );
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections closed by a deadline (request headers, request body) or to make room at the pending cap, by reason",
+            http_closed.clone(),
+        );
+        registry.register(
+            "http_pending_connections",
+            "TCP connections with no request in progress (accepted, in their TLS handshake, or idle between requests)",
+            http_pending.clone(),
+        );
         registry.register("build_info", "Build information", build);
         Self {
             registry: root,
@@ -264,6 +287,8 @@ impl Metrics {
             sync_pages,
             slow_clients,
             connections_refused,
+            http_closed,
+            http_pending,
             auth_failures,
             requests_refused,
             ready,
@@ -290,6 +315,21 @@ impl Metrics {
             });
             counter.inc_by(stats.refusals(why).saturating_sub(counter.get()));
         }
+    }
+
+    /// Brings the HTTP server's counters into the exported ones.
+    pub fn take_http_stats(&self, http: &ao_socketio::HttpServer) {
+        let stats = http.stats();
+        for (reason, total) in HTTP_CLOSED.into_iter().zip([
+            stats.header_timeouts(),
+            stats.body_timeouts(),
+            http.pending_closed(),
+        ]) {
+            let counter = self.http_closed.get_or_create(&Reason { reason });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.http_pending
+            .set(i64::try_from(http.pending_connections()).unwrap_or(i64::MAX));
     }
 
     /// Counts `n` messages dropped for `reason`.

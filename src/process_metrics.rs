@@ -65,7 +65,8 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
     u64::try_from(v).ok().filter(|v| *v > 0)
 }
 
-fn max_fds() -> Option<u64> {
+/// The process's open-files limit (`RLIMIT_NOFILE`, soft).
+pub fn max_fds() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -94,6 +94,12 @@ pub struct Config {
     /// How long a request's headers may take, and a connection may idle
     /// between requests (`AO_HEADER_TIMEOUT_MS`).
     pub header_timeout: Duration,
+    /// How long a request's body may take to arrive whole
+    /// (`AO_BODY_TIMEOUT_MS`).
+    pub body_timeout: Duration,
+    /// TCP connections with no request in progress held at most, 0 for a
+    /// quarter of the open-files limit (`AO_MAX_PENDING_CONNECTIONS`).
+    pub max_pending_connections: usize,
     /// The heartbeat interval (`AO_PING_INTERVAL_MS`).
     pub ping_interval: Duration,
     /// How long a heartbeat may go unanswered (`AO_PING_TIMEOUT_MS`).
@@ -194,6 +200,8 @@ impl Default for Config {
             handshake_burst_per_ip: 0,
             allowed_origins: Vec::new(),
             header_timeout: Duration::ZERO,
+            body_timeout: Duration::ZERO,
+            max_pending_connections: 0,
             ping_interval: Duration::ZERO,
             ping_timeout: Duration::ZERO,
             commit_window: Duration::ZERO,
@@ -424,6 +432,9 @@ impl Config {
                 "header_timeout_ms",
                 "must be at least 100",
             ));
+        }
+        if self.body_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new("body_timeout_ms", "must be at least 100"));
         }
         if self.ping_interval < Duration::from_millis(50)
             || self.ping_timeout < Duration::from_millis(50)

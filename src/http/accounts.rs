@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::request::{body_params, query_params, require_admin, Peer, Refused, Reply};
+use super::request::{body_params, query_params, read_body, require_admin, Peer, Refused, Reply};
 use crate::accounts::{AccountError, Kind};
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
@@ -44,6 +44,7 @@ pub struct UidBody {
     responses(
         (status = 200, body = Envelope, description = "status 0 with {uid, token}; 1 require permission; 2 user exists; 3 operation failed; 5 param error"),
         (status = 400, description = "malformed body"),
+        (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
 pub async fn create_token(
@@ -51,9 +52,9 @@ pub async fn create_token(
     peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
-    token_call(&state, peer, &headers, query.as_deref(), &body, false).await
+    token_call(&state, peer, &headers, query.as_deref(), body, false).await
 }
 
 /// Give a user a new token; the old one stops working at once.
@@ -67,6 +68,7 @@ pub async fn create_token(
     responses(
         (status = 200, body = Envelope, description = "status 0 with {uid, token}; 1 require permission; 3 operation failed; 5 param error; 6 user not exists"),
         (status = 400, description = "malformed body"),
+        (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
 pub async fn refresh_token(
@@ -74,9 +76,9 @@ pub async fn refresh_token(
     peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Reply {
-    token_call(&state, peer, &headers, query.as_deref(), &body, true).await
+    token_call(&state, peer, &headers, query.as_deref(), body, true).await
 }
 
 async fn token_call(
@@ -84,27 +86,27 @@ async fn token_call(
     peer: Peer,
     headers: &HeaderMap,
     query: Option<&str>,
-    body: &[u8],
+    body: Body,
     refresh: bool,
 ) -> Reply {
-    let body = match body_params(headers, body) {
+    let query = query_params(query);
+    // The credentials first: without them the body is not waited for. A
+    // store failure still reads it, to name the uid as every status 3 does.
+    let store_failed = match require_admin(state, peer, headers, &query).await {
+        Ok(()) => false,
+        Err(Refused::Envelope(e)) if e.meta.status == ApiStatus::OperationFailed as u8 => true,
+        Err(refused) => return refused.into(),
+    };
+    let body = match read_body(body).await.and_then(|b| body_params(headers, &b)) {
         Ok(b) => b,
         Err(reply) => return reply,
     };
-    let query = query_params(query);
     let uid = body.get("uid").and_then(parse_id);
-    match require_admin(state, peer, headers, &query).await {
-        Ok(()) => {}
-        // A store failure names the uid the call was about, as every status 3 does.
-        Err(Refused::Envelope(e)) => {
-            return match (e.meta.status, &uid) {
-                (s, Some(uid)) if s == ApiStatus::OperationFailed as u8 => {
-                    Envelope::new(ApiStatus::OperationFailed, json!({"uid": uid.json})).into()
-                }
-                _ => e.into(),
-            }
-        }
-        Err(refused) => return refused.into(),
+    if store_failed {
+        return match &uid {
+            Some(uid) => Envelope::new(ApiStatus::OperationFailed, json!({"uid": uid.json})).into(),
+            None => Envelope::fail(ApiStatus::OperationFailed).into(),
+        };
     }
     let Some(uid) = uid else {
         return Envelope::fail(ApiStatus::ParamError).into();

@@ -3,14 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
-use super::request::{body_params, query_params, require_admin, Peer, Reply};
+use super::request::{body_params, query_params, read_body, require_admin, Peer, Reply};
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
 use crate::realtime::AppState;
@@ -30,8 +29,8 @@ pub fn router() -> Router<Arc<AppState>> {
 
 /// A checked admin request: admin credentials verified, its query and
 /// body parameters merged (body wins). Extracting it answers the request
-/// itself when the body is malformed (400), too large (413) or the
-/// credentials are wrong (status 1).
+/// itself when the credentials are wrong (status 1; the body is not read),
+/// or the body is malformed (400), too large (413) or too slow (408).
 pub struct AdminRequest {
     state: Arc<AppState>,
     params: Map<String, Value>,
@@ -48,13 +47,13 @@ impl FromRequest<Arc<AppState>> for AdminRequest {
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|c| c.0.ip()),
         );
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let body = body_params(&headers, &body).map_err(IntoResponse::into_response)?;
         require_admin(state, peer, &headers, &query)
             .await
             .map_err(|e| Reply::from(e).into_response())?;
+        let body = read_body(req.into_body())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = body_params(&headers, &body).map_err(IntoResponse::into_response)?;
         let mut params = query;
         params.extend(body);
         Ok(Self {

@@ -33,6 +33,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .get_or_create(&crate::metrics::Generation { engineio: "4" })
         .set(v4);
     m.take_transport_stats(state.io.stats());
+    m.take_http_stats(&state.http);
     // One node counts in memory; a cluster asks Redis, at most every TTL.
     if state.bus.is_local_only() || m.cluster_gauges_due(CLUSTER_GAUGES_TTL) {
         if let Ok((users, rooms)) = state.cluster.counts().await {

@@ -1,7 +1,9 @@
 //! HTTP routes served beside socket.io (main listener), on the internal
 //! listener and, when it is set, on the admin listener. Policy: API calls
 //! answer HTTP 200 with the `{meta, data}` envelope; a body that cannot be
-//! parsed is HTTP 400, one over 64 kB is HTTP 413, an unknown route HTTP 404.
+//! parsed is HTTP 400, one over 64 kB is HTTP 413, one slower than
+//! `AO_BODY_TIMEOUT_MS` HTTP 408, an unknown route HTTP 404. Bodies are
+//! read after the credentials are checked.
 
 pub mod accounts;
 pub mod admin;

@@ -25,6 +25,11 @@ pub enum Reply {
     Envelope(Envelope),
     /// HTTP 400: the body is not valid JSON (or form data).
     BadRequest(String),
+    /// HTTP 413: the body is over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// HTTP 408: the body did not arrive within `AO_BODY_TIMEOUT_MS`; the
+    /// connection is closed.
+    TimedOut,
     /// HTTP 429: the address made too many failed logins; retry after this.
     Throttled(Duration),
 }
@@ -36,6 +41,19 @@ impl IntoResponse for Reply {
             Reply::BadRequest(why) => (
                 StatusCode::BAD_REQUEST,
                 Json(serde_json::json!({"error": "malformed request body", "detail": why})),
+            )
+                .into_response(),
+            Reply::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(
+                    serde_json::json!({"error": "request body too large", "limit": MAX_BODY_BYTES}),
+                ),
+            )
+                .into_response(),
+            Reply::TimedOut => (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, HeaderValue::from_static("close"))],
+                Json(serde_json::json!({"error": "request body timed out"})),
             )
                 .into_response(),
             Reply::Throttled(after) => {
@@ -71,6 +89,24 @@ pub fn query_params(query: Option<&str>) -> Map<String, Value> {
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect()
+}
+
+/// Reads a request's body whole: HTTP 413 past [`MAX_BODY_BYTES`], 408
+/// when it does not arrive within `AO_BODY_TIMEOUT_MS` (the listener
+/// cuts it), 400 when the connection fails. Handlers read it after the
+/// credentials are checked, so nobody without them makes the server wait
+/// for a body.
+pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Reply> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reply::TooLarge),
+        Err(e) if ao_socketio::BodyTimeout::caused(&*e) => Err(Reply::TimedOut),
+        Err(e) => Err(Reply::BadRequest(e.to_string())),
+    }
 }
 
 /// The body's parameters: a form body by its content type (unless it is

@@ -47,6 +47,8 @@ pub struct AppState {
     /// In a cluster: whether Redis keeps what it acknowledged across a
     /// restart, as checked at start-up (reported by `/readyz`).
     pub redis_persistence: Option<crate::cluster::persistence::Persistence>,
+    /// The HTTP server of every listener (its counters, for `/metrics`).
+    pub http: ao_socketio::HttpServer,
 }
 
 /// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].

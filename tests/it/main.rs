@@ -28,6 +28,9 @@ mod disk_full;
 mod dummy;
 /// Acknowledged messages across kill -9, SIGTERM and restarts.
 mod durability;
+/// Connections that never become useful: deadlines, the pending cap,
+/// never-ending bodies.
+mod hostile_connections;
 /// One attacker against the real binary: what it makes the server hold,
 /// and log, while a well-behaved client is served.
 mod hostile_memory;

@@ -16,7 +16,10 @@
 //!   stops reading is disconnected ([`DisconnectReason::SlowClient`]);
 //! - a broadcast encodes its packet once ([`event_frame`]) and queues the
 //!   same bytes for every recipient;
-//! - admission (connection caps, allowed origins) at the handshake.
+//! - admission (connection caps, allowed origins) at the handshake;
+//! - every HTTP connection has a deadline until it is useful (its request
+//!   head, its body; see [`HttpLimits`]), HTTP/1.1 only, and sockets with
+//!   no request in progress are capped: at the cap the oldest is closed.
 //!
 //! ```no_run
 //! use ao_socketio::{Config, Event, Handler, Server, Service, Socket, DisconnectReason};
@@ -63,7 +66,9 @@ mod websocket;
 
 pub use config::{Config, Origins};
 pub use gate::ReadGate;
-pub use http_serve::{serve, serve_tls, HttpLimits};
+pub use http_serve::{
+    serve, serve_tls, BodyTimeout, HttpLimits, HttpServer, HttpStats, MAX_HEAD_BYTES,
+};
 pub use memory::MemoryClient;
 pub use outbox::QueueError;
 pub use server::{Delivery, Server};

@@ -1,7 +1,9 @@
 //! HTTP long-polling: the handshake, the GET that waits for the server's
 //! packets and the POST that carries the client's.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -54,6 +56,7 @@ impl Drop for Busy<'_> {
             state.polling = false;
         } else {
             state.posting = false;
+            state.post_waker = None;
         }
     }
 }
@@ -144,24 +147,9 @@ pub(crate) async fn post(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>)
         .headers()
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(BINARY_CONTENT_TYPE.as_bytes()));
-    let limit = inner.config.max_payload_bytes;
-    let body = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) => {
-            let too_large = e.is::<http_body_util::LengthLimitError>();
-            tracing::debug!(sid = %conn.id, error = %e, "polling body not read");
-            if too_large {
-                conn.close(DisconnectReason::ProtocolError);
-                let mut res = Response::new(Body::from("payload too large"));
-                *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                return res;
-            }
-            conn.close(DisconnectReason::TransportClose);
-            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
-        }
+    let body = match read_body(&inner, &conn, req.into_body()).await {
+        Ok(body) => body,
+        Err(res) => return res,
     };
     if let Err(res) = deliver(&conn, body, binary).await {
         return res;
@@ -172,6 +160,55 @@ pub(crate) async fn post(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>)
         HeaderValue::from_static("text/html; charset=UTF-8"),
     );
     res
+}
+
+/// Reads a POST's body whole, within the body cap; the HTTP server holds it
+/// to its deadline. Reading stops at once when the connection closes
+/// meanwhile: what was read is dropped, and so is the client's TCP
+/// connection after the answer.
+async fn read_body(inner: &Inner, conn: &Conn, body: Body) -> Result<Bytes, Response<Body>> {
+    let collect = http_body_util::Limited::new(body, inner.config.max_payload_bytes).collect();
+    tokio::pin!(collect);
+    let read = std::future::poll_fn(|cx| {
+        if let Poll::Ready(read) = collect.as_mut().poll(cx) {
+            return Poll::Ready(Some(read));
+        }
+        let mut state = conn.state();
+        if state.closing.is_some() {
+            return Poll::Ready(None);
+        }
+        match &mut state.post_waker {
+            Some(w) => w.clone_from(cx.waker()),
+            None => state.post_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    })
+    .await;
+    let e = match read {
+        Some(Ok(body)) => return Ok(body.to_bytes()),
+        Some(Err(e)) => e,
+        None => {
+            tracing::debug!(sid = %conn.id, "polling body cut: the connection closed");
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                EngineError::BadRequest,
+            ));
+        }
+    };
+    tracing::debug!(sid = %conn.id, error = %e, "polling body not read");
+    if e.is::<http_body_util::LengthLimitError>() {
+        conn.close(DisconnectReason::ProtocolError);
+        let mut res = Response::new(Body::from("payload too large"));
+        *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        return Err(res);
+    }
+    conn.close(DisconnectReason::TransportClose);
+    let status = if crate::BodyTimeout::caused(&*e) {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Err(error_response(status, EngineError::BadRequest))
 }
 
 async fn deliver(conn: &Arc<Conn>, body: Bytes, binary: bool) -> Result<(), Response<Body>> {

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 fn limits() -> HttpLimits {
     HttpLimits {
         header_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
     }
 }
 

@@ -222,6 +222,9 @@ pub(crate) struct State {
     pub(crate) polling: bool,
     /// A POST is being read.
     pub(crate) posting: bool,
+    /// The POST being read, woken when the connection closes (its body is
+    /// no longer read).
+    pub(crate) post_waker: Option<std::task::Waker>,
     /// The last sign of life for the heartbeat (engine.io 3: any packet;
     /// engine.io 4: a pong).
     pub(crate) last_heard: Instant,
@@ -276,6 +279,7 @@ impl Conn {
                 upgrading: false,
                 polling: false,
                 posting: false,
+                post_waker: None,
                 last_heard: Instant::now(),
                 partial: None,
                 acks: None,
@@ -309,12 +313,16 @@ impl Conn {
     /// Starts closing for `reason` (the first reason wins): nothing more is
     /// queued, and the connection's task finishes it.
     pub(crate) fn close(&self, reason: DisconnectReason) {
-        {
+        let post = {
             let mut state = self.state();
             if state.closing.is_some() {
                 return;
             }
             state.closing = Some(reason);
+            state.post_waker.take()
+        };
+        if let Some(post) = post {
+            post.wake();
         }
         if reason == DisconnectReason::SlowClient {
             if let Some(server) = self.server.upgrade() {
@@ -551,7 +559,7 @@ impl Conn {
     /// Tells the handler the connection ended (once), leaves its rooms and
     /// forgets it.
     pub(crate) fn finish(self: &Arc<Self>) {
-        let reason = {
+        let (reason, post) = {
             let mut state = self.state();
             if std::mem::replace(&mut state.finished, true) {
                 return;
@@ -562,8 +570,11 @@ impl Conn {
             state.acks = None;
             state.partial = None;
             state.upgrade = None;
-            reason
+            (reason, state.post_waker.take())
         };
+        if let Some(post) = post {
+            post.wake();
+        }
         self.outbox.close();
         if let Some(server) = self.server.upgrade() {
             server.forget(self);
