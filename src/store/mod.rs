@@ -4,6 +4,8 @@
 pub mod journal;
 pub mod log_check;
 mod log_fs;
+#[cfg(test)]
+mod model_tests;
 pub mod redis;
 #[cfg(test)]
 mod sim_disk;

@@ -223,6 +223,13 @@ impl SqliteMessageStore {
         })
     }
 
+    /// The flags the writer and applier threads clear as they end (the
+    /// model test waits for a "crashed" store's threads to be gone).
+    #[cfg(test)]
+    pub(crate) fn thread_flags(&self) -> [Arc<AtomicBool>; 2] {
+        [self.writer_alive.clone(), self.applier_alive.clone()]
+    }
+
     /// Whether the writer and applier threads run, the writer answering a
     /// ping within [`WRITER_PING_TIMEOUT`].
     async fn threads_alive(&self) -> Result<(), StoreError> {
