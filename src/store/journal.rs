@@ -874,6 +874,26 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_read_as_their_names_say() {
+        let seed = |name: &str| {
+            std::fs::read(format!("{}/fuzz/seeds/segment/{name}", env!("CARGO_MANIFEST_DIR")))
+                .expect("seed")
+        };
+        for (name, records, damaged, replaces) in [
+            ("one-group", 1, false, None),
+            ("two-groups", 3, false, None),
+            ("copy", 1, false, Some(1)),
+            ("torn-tail", 1, true, None),
+        ] {
+            let found = scan(&seed(name), 1);
+            assert_eq!(found.records.len(), records, "{name}");
+            assert_eq!(found.damage.is_some(), damaged, "{name}");
+            assert_eq!(found.replaces, replaces, "{name}");
+            fuzz_scan(&seed(name));
+        }
+    }
+
+    #[test]
     fn garbage_never_decodes_and_never_panics() {
         for bytes in [
             &b""[..],
