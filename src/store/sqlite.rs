@@ -1253,6 +1253,46 @@ mod tests {
     }
 
     #[test]
+    fn a_renewed_epoch_closes_the_holes_of_a_salvaged_history() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = open(dir.path()).expect("db");
+        let db_epoch = database_id(&conn).expect("id");
+        let insert = |seq: u64| Record::Insert {
+            room: "r".into(),
+            seq,
+            ts: 1,
+            body: Arc::from(
+                RawValue::from_string(format!("{{\"data\":{seq},\"seq\":{seq}}}")).expect("json"),
+            ),
+        };
+        // Seq 2 was lost with a damaged segment.
+        apply(&mut conn, &[insert(0), insert(1), insert(3)], &db_epoch).expect("apply");
+        renew_epoch(&mut conn, "r").expect("renew");
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, body FROM inserts WHERE room = 'r' ORDER BY seq")
+            .expect("select")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                (0, r#"{"data":0,"seq":0}"#.to_owned()),
+                (1, r#"{"data":1,"seq":1}"#.to_owned()),
+                (2, r#"{"data":3,"seq":2}"#.to_owned()),
+            ]
+        );
+        let (epoch, next): (String, i64) = conn
+            .query_row("SELECT epoch, next_seq FROM rooms WHERE room = 'r'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("room");
+        assert_ne!(epoch, db_epoch, "a new epoch");
+        assert_eq!(next, 3);
+    }
+
+    #[test]
     fn settled_rooms_leave_a_full_cache() {
         let mut c = Counters::default();
         for i in 0..CACHED_ROOMS {
