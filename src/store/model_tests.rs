@@ -1,11 +1,11 @@
 //! A model-based test of the embedded store on a simulated disk
-//! ([`super::sim_disk`]): random writes, clears, flushes, file operation
+//! ([`super::sim_disk`]): random inserts and updates, clears, flushes, file operation
 //! faults (EIO, ENOSPC on create, write, fdatasync, rename, unlink and
 //! directory sync) and crashes (power loss: unsynced blocks kept, dropped
 //! or garbled; unsynced directory changes kept or dropped), checked after
 //! every step against a model of what was acknowledged: every acked msg at
-//! its seq exactly once, no hole, the epoch changed exactly where a clear
-//! was acknowledged. A msg answered with an error may turn up after a
+//! its seq exactly once, no hole, each msgId's last acked update current,
+//! the epoch changed exactly where a clear was acknowledged. A msg answered with an error may turn up after a
 //! crash (its outcome is unknown to the client), never in place of an
 //! acked one.
 
@@ -26,6 +26,7 @@ use super::{MessageStore, Write, WriteOp};
 #[derive(Debug, Clone)]
 enum Step {
     Insert { room: u8, n: u8 },
+    Update { room: u8, key: u8, n: u8 },
     Clear { room: u8 },
     Flush,
     Fault { op: u8, skip: u8, enospc: bool },
@@ -35,6 +36,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0..3u8, 1..5u8).prop_map(|(room, n)| Step::Insert { room, n }),
+        3 => (0..3u8, 0..2u8, 1..3u8).prop_map(|(room, key, n)| Step::Update { room, key, n }),
         1 => (0..3u8).prop_map(|room| Step::Clear { room }),
         1 => Just(Step::Flush),
         2 => (0..6u8, 0..3u8, any::<bool>()).prop_map(|(op, skip, enospc)| Step::Fault { op, skip, enospc }),
@@ -59,6 +61,9 @@ struct RoomModel {
     epoch: Option<String>,
     /// A clear was acknowledged since the last read: the epoch must change.
     cleared: bool,
+    /// Per msgId: the msg ids of its updates since the last read, in
+    /// submission order, each acked or not; the first is the one last read.
+    updates: BTreeMap<String, Vec<(u64, bool)>>,
 }
 
 struct Model {
@@ -72,18 +77,34 @@ fn room_name(room: u8) -> String {
     format!("room-{room}")
 }
 
-async fn insert(store: &SqliteMessageStore, room: u8, id: u64) -> oneshot::Receiver<Option<u64>> {
+/// Submits msg `id` (an insert, or an update of msgId `key`); answers
+/// whether it was stored and its seq.
+async fn submit(
+    store: &SqliteMessageStore,
+    room: u8,
+    id: u64,
+    key: Option<&str>,
+) -> oneshot::Receiver<Option<Option<u64>>> {
     let (tx, rx) = oneshot::channel();
-    let raw = RawValue::from_string(format!("{{\"id\":{id}}}")).expect("json");
+    let (text, op) = match key {
+        Some(key) => (
+            format!("{{\"id\":{id},\"s\":1,\"msgId\":\"{key}\"}}"),
+            WriteOp::Update {
+                msg_id: key.to_owned(),
+            },
+        ),
+        None => (format!("{{\"id\":{id}}}"), WriteOp::Insert),
+    };
+    let raw = RawValue::from_string(text).expect("json");
     let msg = crate::protocol::parse_msg(&raw, 1 << 20, &json!("u")).expect("msg");
     store
         .submit(Write {
             room: room_name(room),
-            op: WriteOp::Insert,
+            op,
             body: msg.body,
             sender: None,
             done: Box::new(move |r| {
-                let _ = tx.send(r.ok().and_then(|s| s.seq));
+                let _ = tx.send(r.ok().map(|s| s.seq));
             }),
         })
         .await;
@@ -139,6 +160,75 @@ async fn check(store: &SqliteMessageStore, model: &mut Model, after_crash: bool,
         m.history = seen;
         m.epoch = Some(page.epoch);
         m.cleared = false;
+        // Each msgId shows its last acked update, or one submitted after it
+        // whose outcome is unknown (refused, then found after a crash).
+        let shown = store
+            .updates(&room_name(room), super::UPDATES_START, usize::MAX)
+            .await
+            .expect("updates");
+        let mut shown_ids = BTreeMap::new();
+        for (_, e) in &shown.entries {
+            let v: Value = serde_json::from_str(e.body.get()).expect("body");
+            let key = v["msgId"].as_str().expect("msgId").to_owned();
+            let id = v["id"].as_u64().expect("id");
+            assert!(
+                shown_ids.insert(key, id).is_none(),
+                "room {room}: a msgId twice\n{trace}"
+            );
+        }
+        for (key, sent) in &m.updates {
+            let last_acked = sent.iter().rposition(|&(_, acked)| acked);
+            let allowed: Vec<u64> = match last_acked {
+                Some(i) => sent[i..]
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &(_, acked))| j == 0 || (!acked && after_crash))
+                    .map(|(_, &(id, _))| id)
+                    .collect(),
+                None => sent
+                    .iter()
+                    .filter(|_| after_crash)
+                    .map(|&(id, _)| id)
+                    .collect(),
+            };
+            match shown_ids.get(key) {
+                Some(id) => assert!(
+                    allowed.contains(id),
+                    "room {room}: msgId {key} shows update {id}, allowed {allowed:?}\n{trace}"
+                ),
+                None => assert!(
+                    last_acked.is_none(),
+                    "room {room}: acked update of msgId {key} lost\n{trace}"
+                ),
+            }
+        }
+        for key in shown_ids.keys() {
+            assert!(
+                m.updates.contains_key(key),
+                "room {room}: msgId {key} never sent (model {:?}, shown {:?})\n{trace}",
+                m.updates,
+                shown
+                    .entries
+                    .iter()
+                    .map(|(o, e)| (*o, e.body.get()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // What is shown is acked from now on; refused updates after it may
+        // still turn up after a crash.
+        let mut next = BTreeMap::new();
+        for (key, sent) in std::mem::take(&mut m.updates) {
+            let shown = shown_ids.get(&key).copied();
+            let from = shown
+                .and_then(|id| sent.iter().position(|&(i, _)| i == id))
+                .map_or(0, |i| i + 1);
+            let mut kept: Vec<(u64, bool)> = shown.map(|id| (id, true)).into_iter().collect();
+            kept.extend(sent[from..].iter().filter(|&&(_, acked)| !acked));
+            if !kept.is_empty() {
+                next.insert(key, kept);
+            }
+        }
+        m.updates = next;
     }
 }
 
@@ -175,11 +265,15 @@ async fn run(seed: u64, steps: Vec<Step>) {
                 let mut waiting = Vec::new();
                 for _ in 0..n {
                     model.next_id += 1;
-                    waiting.push((model.next_id, insert(&store, room, model.next_id).await));
+                    waiting.push((
+                        model.next_id,
+                        submit(&store, room, model.next_id, None).await,
+                    ));
                 }
                 for (id, rx) in waiting {
                     match rx.await.expect("answered") {
-                        Some(seq) => {
+                        Some(None) => panic!("an insert without seq"),
+                        Some(Some(seq)) => {
                             let m = &mut model.rooms[room as usize];
                             assert!(
                                 m.history.insert(seq, id).is_none(),
@@ -192,10 +286,30 @@ async fn run(seed: u64, steps: Vec<Step>) {
                     }
                 }
             }
+            Step::Update { room, key, n } => {
+                let key = format!("k{key}");
+                let mut waiting = Vec::new();
+                for _ in 0..n {
+                    model.next_id += 1;
+                    waiting.push((
+                        model.next_id,
+                        submit(&store, room, model.next_id, Some(&key)).await,
+                    ));
+                }
+                for (id, rx) in waiting {
+                    let acked = rx.await.expect("answered").is_some();
+                    let m = &mut model.rooms[room as usize];
+                    m.updates.entry(key.clone()).or_default().push((id, acked));
+                    if !acked {
+                        model.refused.insert(id);
+                    }
+                }
+            }
             Step::Clear { room } => {
                 if store.clear(&room_name(room)).await.is_ok() {
                     let m = &mut model.rooms[room as usize];
                     m.history.clear();
+                    m.updates.clear();
                     m.cleared = true;
                 }
             }

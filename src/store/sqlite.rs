@@ -1284,9 +1284,11 @@ mod tests {
             ]
         );
         let (epoch, next): (String, i64) = conn
-            .query_row("SELECT epoch, next_seq FROM rooms WHERE room = 'r'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT epoch, next_seq FROM rooms WHERE room = 'r'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .expect("room");
         assert_ne!(epoch, db_epoch, "a new epoch");
         assert_eq!(next, 3);
