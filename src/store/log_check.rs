@@ -153,12 +153,17 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     let mut report = RepairReport::default();
     let mut records: Vec<Record> = Vec::new();
     let mut after_damage = false;
+    let newest = numbers.last().copied();
     for (&n, scan) in numbers.iter().zip(scans) {
         if replaced.contains(&n) {
             continue;
         }
         let mut found = scan.records;
-        if let Some(damage) = scan.damage {
+        // A torn tail of the newest segment is no damage: it was never acknowledged.
+        let damage = scan
+            .damage
+            .filter(|d| Some(n) != newest || !d.salvaged.is_empty());
+        if let Some(damage) = damage {
             after_damage = true;
             report.damaged.push(n);
             let bytes = fs.read(&journal::segment_path(dir, n))?;
