@@ -108,6 +108,14 @@ pub(crate) struct RateLimited {
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl RateLimited {
+    /// Nothing counted yet.
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: None,
+            count: 0,
+        }
+    }
+
     /// Counts the event; calls `line` with the count when a line is due.
     pub(crate) fn note(&mut self, line: impl FnOnce(u64)) {
         self.count += 1;
