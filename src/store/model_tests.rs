@@ -1,7 +1,7 @@
 //! A model-based test of the embedded store on a simulated disk
 //! ([`super::sim_disk`]): random inserts and updates, clears, flushes, file operation
 //! faults (EIO, ENOSPC on create, write, fdatasync, rename, unlink and
-//! directory sync) and crashes (power loss: unsynced blocks kept, dropped
+//! directory sync) and crashes, also in the middle of a start-up (power loss: unsynced blocks kept, dropped
 //! or garbled; unsynced directory changes kept or dropped), checked after
 //! every step against a model of what was acknowledged: every acked msg at
 //! its seq exactly once, no hole, each msgId's last acked update current,
@@ -25,12 +25,31 @@ use super::{MessageStore, Write, WriteOp};
 
 #[derive(Debug, Clone)]
 enum Step {
-    Insert { room: u8, n: u8 },
-    Update { room: u8, key: u8, n: u8 },
-    Clear { room: u8 },
+    Insert {
+        room: u8,
+        n: u8,
+    },
+    Update {
+        room: u8,
+        key: u8,
+        n: u8,
+    },
+    Clear {
+        room: u8,
+    },
     Flush,
-    Fault { op: u8, skip: u8, enospc: bool },
+    Fault {
+        op: u8,
+        skip: u8,
+        enospc: bool,
+    },
     Crash,
+    /// A crash, then a start-up that fails at the `skip`+1-th call of an
+    /// operation and crashes there, then a start-up without faults.
+    CrashInStartUp {
+        op: u8,
+        skip: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -41,6 +60,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Flush),
         2 => (0..6u8, 0..3u8, any::<bool>()).prop_map(|(op, skip, enospc)| Step::Fault { op, skip, enospc }),
         1 => Just(Step::Crash),
+        1 => (0..6u8, 0..4u8).prop_map(|(op, skip)| Step::CrashInStartUp { op, skip }),
     ]
 }
 
@@ -322,6 +342,17 @@ async fn run(seed: u64, steps: Vec<Step>) {
             }
             Step::Crash => {
                 fs = crash(store, &fs).await;
+                store = open(&fs, dir.path());
+                after_crash = true;
+            }
+            Step::CrashInStartUp { op, skip } => {
+                fs = crash(store, &fs).await;
+                fs.fail(OPS[op as usize], u64::from(skip), libc::EIO);
+                match SqliteMessageStore::open_on(Arc::new(fs.clone()), dir.path(), Duration::ZERO)
+                {
+                    Ok(started) => fs = crash(started, &fs).await,
+                    Err(_) => fs = fs.crash(),
+                }
                 store = open(&fs, dir.path());
                 after_crash = true;
             }
