@@ -1,13 +1,14 @@
 //! A model-based test of the embedded store on a simulated disk
-//! ([`super::sim_disk`]): random inserts and updates, clears, flushes, file operation
-//! faults (EIO, ENOSPC on create, write, fdatasync, rename, unlink and
-//! directory sync) and crashes, also in the middle of a start-up (power loss: unsynced blocks kept, dropped
-//! or garbled; unsynced directory changes kept or dropped), checked after
-//! every step against a model of what was acknowledged: every acked msg at
-//! its seq exactly once, no hole, each msgId's last acked update current,
-//! the epoch changed exactly where a clear was acknowledged. A msg answered with an error may turn up after a
-//! crash (its outcome is unknown to the client), never in place of an
-//! acked one.
+//! ([`super::sim_disk`]): random inserts and updates, clears, flushes,
+//! file operation faults (EIO, ENOSPC on create, write, fdatasync, rename,
+//! unlink and directory sync) and crashes, also in the middle of a start-up
+//! (power loss: unsynced blocks kept, dropped or garbled; unsynced
+//! directory changes kept or dropped), checked after every step against a
+//! model of what was acknowledged: every acked msg at its seq exactly once,
+//! no hole, each msgId's last acked update current, the epoch changed
+//! exactly where a clear was acknowledged. A msg answered with an error may
+//! turn up after a crash (its outcome is unknown to the client), never in
+//! place of an acked one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
