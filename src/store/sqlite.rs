@@ -189,6 +189,7 @@ impl SqliteMessageStore {
             failing: failing.clone(),
             unavailable: unavailable.clone(),
             refused: RateLimited::default(),
+            write_failed: RateLimited::default(),
             slow: RateLimited::default(),
             rotate_failed: RateLimited::default(),
             log,
@@ -489,8 +490,10 @@ impl MessageStore for SqliteMessageStore {
 struct Writer {
     log: Journal,
     unavailable: Arc<Unavailable>,
-    /// Log lines of refused groups, slow groups and failed rotations.
+    /// Log lines of refused groups, failed writes, slow groups and failed
+    /// rotations.
     refused: RateLimited,
+    write_failed: RateLimited,
     slow: RateLimited,
     rotate_failed: RateLimited,
     /// Set while groups fail to commit ([`SqliteMessageStore::ping`]).
@@ -762,7 +765,10 @@ impl Writer {
             }
             if let Err(e) = appended {
                 LOG_METRICS.failures.inc();
-                tracing::error!(error = %e, segment = self.log.segment(), "a commit log write failed: the segment is not trusted again; the acknowledged records are rewritten into a new one before the next group");
+                let segment = self.log.segment();
+                self.write_failed.note(|count| {
+                    tracing::error!(error = %e, segment, failures = count, "a commit log write failed: the segment is not trusted again; the acknowledged records are rewritten into a new one before the next group (failures counted since the last such line)");
+                });
                 self.unavailable.set_log(&e);
                 failed = Some(StoreError::from(e));
             }
