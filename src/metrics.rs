@@ -245,7 +245,7 @@ impl Metrics {
         );
         registry.register(
             "store_log_stalls",
-            "Group commits of the commit log the disk held back over 50 ms",
+            "Group commits of the commit log the disk held back over 50 ms (a write and fdatasync, or a segment rotation, that took longer)",
             log.stalls.clone(),
         );
         registry.register(

@@ -80,7 +80,8 @@ impl From<journal::LogError> for StoreError {
 pub struct LogMetrics {
     /// Seconds each group commit's write and `fdatasync` took.
     pub sync_seconds: Histogram,
-    /// Group commits the disk held back over 50 ms.
+    /// Group commits the disk held back over 50 ms: a write and
+    /// `fdatasync`, or a segment rotation, that took longer.
     pub stalls: Counter,
     /// Group commits whose write or `fdatasync` failed.
     pub failures: Counter,

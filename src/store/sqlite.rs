@@ -909,7 +909,21 @@ impl Writer {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let segments = match self.log.rotate() {
+        let started = Instant::now();
+        let rotated = self.log.rotate();
+        let took = started.elapsed();
+        if took >= SLOW_SYNC {
+            // The next group waited for it as for a slow sync.
+            LOG_METRICS.stalls.inc();
+            self.slow.note(|count| {
+                tracing::warn!(
+                    ms = took.as_millis() as u64,
+                    groups = count,
+                    "slow commit log rotation: creating the next segment and syncing the directory held group commits back over 50 ms (counted with the slow writes since the last such line)"
+                );
+            });
+        }
+        let segments = match rotated {
             Ok(sealed) => sealed,
             Err(e) => {
                 self.rotate_failed.note(|count| {
