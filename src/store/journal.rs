@@ -478,6 +478,9 @@ pub struct Damage {
 
 /// Reads segment `segment` from its bytes (see the module's doc).
 pub fn scan(bytes: &[u8], segment: u64) -> Scan {
+    if matches!(next_frame(bytes), Some((Frame::Record(_), _))) {
+        return scan_unframed(bytes);
+    }
     let mut out = Scan::default();
     let Some(bad) = read_groups(bytes, 0, segment, &mut out.records, &mut out.replaces) else {
         return out;
@@ -507,6 +510,34 @@ pub fn scan(bytes: &[u8], segment: u64) -> Scan {
     }
     damage.unreadable.push(from..bytes.len());
     finish(out, damage)
+}
+
+/// Reads a segment of the format before group frames (left by an older
+/// version's crash): records one after another, zeros after the last.
+fn scan_unframed(bytes: &[u8]) -> Scan {
+    let mut out = Scan::default();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = &bytes[at..(at + HEADER).min(bytes.len())];
+        if header.iter().all(|&b| b == 0) && bytes[at..].iter().all(|&b| b == 0) {
+            break;
+        }
+        match next_frame(&bytes[at..]) {
+            Some((Frame::Record(r), size)) => {
+                out.records.push(r);
+                at += size;
+            }
+            _ => {
+                out.damage = Some(Damage {
+                    offset: at as u64,
+                    salvaged: Vec::new(),
+                    unreadable: std::iter::once(at..bytes.len()).collect(),
+                });
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn finish(mut out: Scan, damage: Damage) -> Scan {
@@ -893,6 +924,22 @@ mod tests {
             assert_eq!(found.replaces, replaces, "{name}");
             fuzz_scan(&seed(name));
         }
+    }
+
+    #[test]
+    fn a_segment_of_the_format_before_groups_is_still_replayed() {
+        let mut bytes = Vec::new();
+        for r in sample() {
+            r.encode(&mut bytes);
+        }
+        bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        let found = scan(&bytes, 1);
+        assert!(found.damage.is_none());
+        assert_eq!(texts(&found.records), texts(&sample()));
+        let size: usize = sample().iter().map(Record::size).sum();
+        let torn = scan(&bytes[..size - 3], 1);
+        assert_eq!(torn.records.len(), 1);
+        assert!(torn.damage.is_some_and(|d| d.salvaged.is_empty()));
     }
 
     #[test]
