@@ -9,6 +9,7 @@ use always_online::{logging, App};
 use clap::{Parser, Subcommand};
 
 mod ops_command;
+mod store_command;
 mod token_command;
 
 #[derive(Parser)]
@@ -58,6 +59,12 @@ enum Command {
         /// this configuration, 2 with the reason if not.
         #[arg(long)]
         check: bool,
+    },
+    /// The embedded store's commit log: check it, or salvage it after
+    /// corruption (docs/OPERATIONS.md).
+    Store {
+        #[command(subcommand)]
+        action: store_command::StoreAction,
     },
     /// JSON Web Tokens for room grants (AO_JWT_HMAC_SECRET or AO_JWT_PUBLIC_KEY).
     Token {
@@ -151,6 +158,7 @@ fn main() -> ExitCode {
                 action: AccountsAction::Migrate,
             } => migrate(&config).await,
             Command::Token { action } => token_command::run(&config, action),
+            Command::Store { action } => store_command::run(&config, action),
             Command::Healthcheck { url } => ops_command::healthcheck(&config, url.as_deref()).await,
             Command::Config { check } => ops_command::config(&config, check),
         }

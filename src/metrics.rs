@@ -251,6 +251,27 @@ impl Metrics {
             "Store operation latency",
             store_latency.clone(),
         );
+        let log = &*crate::store::LOG_METRICS;
+        registry.register(
+            "store_log_sync_seconds",
+            "Seconds each group commit of the embedded store's commit log took to write and fdatasync",
+            log.sync_seconds.clone(),
+        );
+        registry.register(
+            "store_log_stalls",
+            "Group commits of the commit log the disk held back over 50 ms (a write and fdatasync, or a segment rotation, that took longer)",
+            log.stalls.clone(),
+        );
+        registry.register(
+            "store_log_failures",
+            "Group commits of the commit log whose write or fdatasync failed",
+            log.failures.clone(),
+        );
+        registry.register(
+            "store_apply_failures",
+            "Batches of the commit log the embedded database refused (each retry counts)",
+            log.apply_failures.clone(),
+        );
         registry.register(
             "slow_clients",
             "Clients disconnected because they did not read what was sent to them (outbound queue full)",

@@ -162,6 +162,10 @@ struct Relay {
     started: Instant,
 }
 
+/// The log lines of msgs the store refused.
+static NOT_STORED: std::sync::Mutex<crate::store::RateLimited> =
+    std::sync::Mutex::new(crate::store::RateLimited::new());
+
 impl Relay {
     /// Runs in the store's completion order, so relays of one room go out in seq order.
     /// The write counts as pending until its relay and ack went out, so
@@ -187,7 +191,10 @@ impl Relay {
                 });
             }
             Err(failed) => {
-                tracing::error!(error = %failed.error, "message not stored");
+                // One line per interval, however many msgs a failing store refuses.
+                crate::sync::lock(&NOT_STORED).note(|msgs| {
+                    tracing::error!(error = %failed.error, msgs, "msgs not stored (this one and the others counted since the last such line)");
+                });
                 metrics.dropped("storage");
                 if let Some(body) = &failed.relay_anyway {
                     bus.emit_local(&self.room, event::MSG, body, Some(&self.sender));

@@ -1,11 +1,24 @@
 //! Message history: the [`MessageStore`] trait and its implementations.
 
-mod journal;
+#[doc(hidden)]
+pub mod journal;
+pub mod log_check;
+mod log_fs;
+#[cfg(test)]
+mod model_tests;
 pub mod redis;
+#[cfg(test)]
+mod sim_disk;
+#[cfg(any(test, debug_assertions))]
+mod sim_fs;
 pub mod sqlite;
 mod unapplied;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use serde_json::value::RawValue;
 
@@ -24,6 +37,12 @@ pub enum StoreError {
     /// The embedded store's commit log could not be written or read.
     #[error("commit log error: {0}")]
     Log(#[source] Arc<std::io::Error>),
+    /// The embedded store's commit log holds a corrupt segment.
+    #[error("{0}")]
+    LogCorrupt(String),
+    /// The embedded store takes no writes until it mends itself.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// A thread or task of the store could not be started or ended early.
     #[error("store worker failed: {0}")]
     Worker(String),
@@ -44,6 +63,68 @@ impl From<rusqlite::Error> for StoreError {
 impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Log(Arc::new(e))
+    }
+}
+
+impl From<journal::LogError> for StoreError {
+    fn from(e: journal::LogError) -> Self {
+        match e {
+            journal::LogError::Io(e) => e.into(),
+            corrupt => StoreError::LogCorrupt(corrupt.to_string()),
+        }
+    }
+}
+
+/// The embedded store's commit log metrics, registered by
+/// [`crate::metrics::Metrics`] (one set per process).
+pub struct LogMetrics {
+    /// Seconds each group commit's write and `fdatasync` took.
+    pub sync_seconds: Histogram,
+    /// Group commits the disk held back over 50 ms: a write and
+    /// `fdatasync`, or a segment rotation, that took longer.
+    pub stalls: Counter,
+    /// Group commits whose write or `fdatasync` failed.
+    pub failures: Counter,
+    /// Batches of the log SQLite refused (each retry counts).
+    pub apply_failures: Counter,
+}
+
+/// The process's [`LogMetrics`].
+pub static LOG_METRICS: LazyLock<LogMetrics> = LazyLock::new(|| LogMetrics {
+    sync_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+    stalls: Counter::default(),
+    failures: Counter::default(),
+    apply_failures: Counter::default(),
+});
+
+/// A repeated event logged once per [`LOG_INTERVAL`], with how many
+/// happened since the last line.
+#[derive(Default)]
+pub(crate) struct RateLimited {
+    last: Option<Instant>,
+    count: u64,
+}
+
+/// The least time between two log lines of one repeated event.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl RateLimited {
+    /// Nothing counted yet.
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// Counts the event; calls `line` with the count when a line is due.
+    pub(crate) fn note(&mut self, line: impl FnOnce(u64)) {
+        self.count += 1;
+        if self.last.is_none_or(|at| at.elapsed() >= LOG_INTERVAL) {
+            line(self.count);
+            self.count = 0;
+            self.last = Some(Instant::now());
+        }
     }
 }
 

@@ -28,8 +28,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::{self, Journal, Record};
+use super::log_fs::{LogFs, OsFs};
 use super::unapplied::{self, Unapplied, UpdateEntry};
 use super::{Entry, MessageStore, Page, StoreError, Stored, UpdatePage, Write, WriteOp};
+use super::{RateLimited, LOG_METRICS};
 use crate::protocol::StampedMsg;
 use crate::sqlite::{open, unix_now};
 use crate::sync::lock as locked;
@@ -49,6 +51,8 @@ const APPLY_BYTES: usize = 8 << 20;
 /// Unapplied bytes past which the writer waits for SQLite to catch up
 /// (holding submitters back, and so the clients behind them).
 const MAX_UNAPPLIED_BYTES: usize = 64 << 20;
+/// How often the writer tries to mend a broken log while no write comes.
+const MEND_RETRY: Duration = Duration::from_secs(1);
 /// How long the writer may take to answer a readiness ping.
 const WRITER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -67,11 +71,11 @@ enum Job {
 
 /// What the writer hands the applier, in order.
 enum ApplyJob {
-    /// Records of the sealed log segment `segment` (none when the log could
-    /// not be rotated: the records are applied, the segment stays).
+    /// The records of the sealed log `segments`, deleted (in order) once
+    /// SQLite has them.
     Apply {
         records: Vec<Record>,
-        segment: Option<u64>,
+        segments: Vec<u64>,
     },
     /// Deletes a room's history, after everything before it was applied.
     Clear(String, oneshot::Sender<Result<(), StoreError>>),
@@ -90,6 +94,9 @@ pub struct SqliteMessageStore {
     /// The writer's last group failed to commit (a full disk, an I/O
     /// error); cleared by the next group that commits.
     failing: Arc<AtomicBool>,
+    /// Why the store takes no writes until it mends itself: the commit
+    /// log is broken, or SQLite refuses the log's records.
+    unavailable: Arc<Unavailable>,
     /// Whether the writer and the applier threads still run.
     writer_alive: Arc<AtomicBool>,
     applier_alive: Arc<AtomicBool>,
@@ -132,9 +139,20 @@ impl SqliteMessageStore {
     /// commit log holds, and starts the writer and applier threads; the
     /// writer gathers the writes of `commit_window` into one commit.
     pub fn open(data_dir: &Path, commit_window: Duration) -> Result<Self, StoreError> {
+        Self::open_on(OsFs::for_store(), data_dir, commit_window)
+    }
+
+    /// [`SqliteMessageStore::open`] with the commit log on `fs`.
+    pub(crate) fn open_on(
+        fs: Arc<dyn LogFs>,
+        data_dir: &Path,
+        commit_window: Duration,
+    ) -> Result<Self, StoreError> {
         let mut conn = open(data_dir)?;
         let db_epoch = database_id(&conn)?;
-        let (log, leftover) = Journal::open(data_dir)?;
+        // Replayed into SQLite and deleted before the first new segment is
+        // made: a crash at any step leaves the same log to replay again.
+        let leftover = journal::replay(&*fs, data_dir)?;
         if !leftover.records.is_empty() {
             apply(&mut conn, &leftover.records, &db_epoch)?;
             tracing::info!(
@@ -142,12 +160,16 @@ impl SqliteMessageStore {
                 "replayed the commit log into the database"
             );
         }
-        journal::remove_segments(data_dir, &leftover.segments)?;
+        journal::remove_segments(&*fs, data_dir, &leftover.segments)?;
+        let log = Journal::create(fs.clone(), data_dir, leftover.next)?;
+        let unavailable = Arc::new(Unavailable::default());
 
         let unapplied = Arc::new(Mutex::new(Unapplied::default()));
         let (apply_tx, apply_rx) = std::sync::mpsc::channel();
         let applier = Applier {
             conn,
+            fs,
+            unavailable: unavailable.clone(),
             dir: data_dir.to_path_buf(),
             db_epoch: db_epoch.clone(),
             unapplied: unapplied.clone(),
@@ -165,6 +187,11 @@ impl SqliteMessageStore {
         let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             failing: failing.clone(),
+            unavailable: unavailable.clone(),
+            refused: RateLimited::default(),
+            write_failed: RateLimited::default(),
+            slow: RateLimited::default(),
+            rotate_failed: RateLimited::default(),
             log,
             read: open(data_dir)?,
             counters: Counters::default(),
@@ -191,9 +218,17 @@ impl SqliteMessageStore {
             data_dir: data_dir.to_path_buf(),
             db_epoch,
             failing,
+            unavailable,
             writer_alive,
             applier_alive,
         })
+    }
+
+    /// The flags the writer and applier threads clear as they end (the
+    /// model test waits for a "crashed" store's threads to be gone).
+    #[cfg(test)]
+    pub(crate) fn thread_flags(&self) -> [Arc<AtomicBool>; 2] {
+        [self.writer_alive.clone(), self.applier_alive.clone()]
     }
 
     /// Whether the writer and applier threads run, the writer answering a
@@ -264,7 +299,7 @@ fn probe_write(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// The id of this database, made once when it is created.
-fn database_id(conn: &Connection) -> Result<String, rusqlite::Error> {
+pub(crate) fn database_id(conn: &Connection) -> Result<String, rusqlite::Error> {
     let existing: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'db_id'", [], |r| {
             r.get(0)
@@ -411,6 +446,9 @@ impl MessageStore for SqliteMessageStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.threads_alive().await?;
+        if let Some(reason) = self.unavailable.reason() {
+            return Err(StoreError::Unavailable(reason));
+        }
         if self.failing.load(Ordering::Acquire) {
             // Ready again once the disk takes a write (the next group then
             // commits and clears the flag).
@@ -451,6 +489,13 @@ impl MessageStore for SqliteMessageStore {
 /// The writer thread's state: the commit log and the numbering of writes.
 struct Writer {
     log: Journal,
+    unavailable: Arc<Unavailable>,
+    /// Log lines of refused groups, failed writes, slow groups and failed
+    /// rotations.
+    refused: RateLimited,
+    write_failed: RateLimited,
+    slow: RateLimited,
+    rotate_failed: RateLimited,
     /// Set while groups fail to commit ([`SqliteMessageStore::ping`]).
     failing: Arc<AtomicBool>,
     /// Reads the counters of rooms it has not written yet.
@@ -569,15 +614,20 @@ impl Writer {
         };
         let mut batch = Vec::new();
         loop {
-            let first = if self.pending.is_empty() {
+            let first = if self.pending.is_empty() && !self.log.is_broken() {
                 rx.blocking_recv()
             } else {
-                // Durable writes wait for SQLite at most APPLY_INTERVAL.
-                let due = self.segment_started + APPLY_INTERVAL;
+                // Durable writes wait for SQLite at most APPLY_INTERVAL; a
+                // broken log is mended as soon as it can be.
+                let due = if self.log.is_broken() {
+                    Instant::now() + MEND_RETRY
+                } else {
+                    self.segment_started + APPLY_INTERVAL
+                };
                 match recv_until(&rt, &mut rx, due) {
                     Received::Job(job) => Some(job),
                     Received::TimedOut => {
-                        self.hand_over();
+                        let _ = self.hand_over();
                         continue;
                     }
                     Received::Closed => None,
@@ -611,10 +661,10 @@ impl Writer {
             self.run_batch(&mut batch);
             if self.pending_bytes >= APPLY_BYTES || self.segment_started.elapsed() >= APPLY_INTERVAL
             {
-                self.hand_over();
+                let _ = self.hand_over();
             }
         }
-        self.hand_over();
+        let _ = self.hand_over();
         tracing::debug!("store writer stopped");
     }
 
@@ -662,6 +712,10 @@ impl Writer {
         if writes.is_empty() {
             return;
         }
+        if let Err(error) = self.mend_log() {
+            self.refuse(writes, error);
+            return;
+        }
         self.wait_for_applier();
         self.counters.begin();
         let ts = unix_now();
@@ -695,27 +749,37 @@ impl Writer {
         }
         if failed.is_none() {
             let started = Instant::now();
-            if let Err(e) = self.log.append(&records) {
+            let appended = self.log.append(&records);
+            let took = started.elapsed();
+            LOG_METRICS.sync_seconds.observe(took.as_secs_f64());
+            if took >= SLOW_SYNC {
+                LOG_METRICS.stalls.inc();
+                self.slow.note(|count| {
+                    tracing::warn!(
+                        ms = took.as_millis() as u64,
+                        records = records.len(),
+                        groups = count,
+                        "slow commit log write: the disk held group commits back over 50 ms (this one and the others counted since the last such line)"
+                    );
+                });
+            }
+            if let Err(e) = appended {
+                LOG_METRICS.failures.inc();
+                let segment = self.log.segment();
+                self.write_failed.note(|count| {
+                    tracing::error!(error = %e, segment, failures = count, "a commit log write failed: the segment is not trusted again; the acknowledged records are rewritten into a new one before the next group (failures counted since the last such line)");
+                });
+                self.unavailable.set_log(&e);
                 failed = Some(StoreError::from(e));
             }
-            let took = started.elapsed();
-            if took >= SLOW_SYNC {
-                tracing::warn!(
-                    ms = took.as_millis() as u64,
-                    records = records.len(),
-                    "slow commit log write: the disk held a group commit back"
-                );
-            }
-        }
-        if self.log.is_broken() {
-            // Hands the records before the failure over and starts a fresh
-            // segment for the next group.
-            self.hand_over();
         }
         self.failing.store(failed.is_some(), Ordering::Release);
         if let Some(error) = failed {
-            tracing::error!(%error, "message group failed to commit");
             self.counters.rollback();
+            let writes = outcomes.len();
+            self.refused.note(|count| {
+                tracing::error!(%error, writes, groups = count, "message groups failed to commit (this one and the others counted since the last such line)");
+            });
             for (done, _) in outcomes {
                 done(Err(error.clone().into()));
             }
@@ -732,6 +796,40 @@ impl Writer {
         self.counters.evict(&self.unapplied);
         for (done, result) in outcomes {
             done(result.map_err(Into::into));
+        }
+    }
+
+    /// Refuses `writes` (the log is broken and could not be mended).
+    fn refuse(&mut self, writes: Vec<Write>, error: StoreError) {
+        self.failing.store(true, Ordering::Release);
+        let count = writes.len();
+        self.refused.note(|groups| {
+            tracing::error!(%error, writes = count, groups, "message groups refused: the commit log is broken and could not be mended yet (this one and the others counted since the last such line)");
+        });
+        for w in writes {
+            (w.done)(Err(error.clone().into()));
+        }
+    }
+
+    /// Mends a broken log (see [`Journal::recover`]).
+    fn mend_log(&mut self) -> Result<(), StoreError> {
+        if !self.log.is_broken() {
+            return Ok(());
+        }
+        match self.log.recover(&self.pending) {
+            Ok(()) => {
+                tracing::info!(
+                    segment = self.log.segment(),
+                    records = self.pending.len(),
+                    "commit log mended: the acknowledged records were rewritten into a new segment; writes are taken again"
+                );
+                self.unavailable.clear_log();
+                Ok(())
+            }
+            Err(e) => {
+                self.unavailable.set_log(&e);
+                Err(StoreError::from(e))
+            }
         }
     }
 
@@ -801,30 +899,49 @@ impl Writer {
         }
     }
 
-    /// Seals the log segment being written and hands its records to SQLite.
-    fn hand_over(&mut self) {
+    /// Seals the log segment being written and hands its records to
+    /// SQLite. Fails when the log is broken or no new segment could be
+    /// started: the records stay with the writer (and in memory for
+    /// readers) until a later hand-over.
+    fn hand_over(&mut self) -> Result<(), StoreError> {
         self.segment_started = Instant::now();
-        if self.pending.is_empty() && !self.log.is_broken() {
-            return;
+        self.mend_log()?;
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        let segment = match self.log.rotate() {
-            Ok(sealed) => Some(sealed),
+        let started = Instant::now();
+        let rotated = self.log.rotate();
+        let took = started.elapsed();
+        if took >= SLOW_SYNC {
+            // The next group waited for it as for a slow sync.
+            LOG_METRICS.stalls.inc();
+            self.slow.note(|count| {
+                tracing::warn!(
+                    ms = took.as_millis() as u64,
+                    groups = count,
+                    "slow commit log rotation: creating the next segment and syncing the directory held group commits back over 50 ms (counted with the slow writes since the last such line)"
+                );
+            });
+        }
+        let segments = match rotated {
+            Ok(sealed) => sealed,
             Err(e) => {
-                // The records are applied all the same; the segment stays
-                // until a later rotation seals it (replaying it is harmless).
-                tracing::error!(error = %e, "could not start a new commit log segment");
-                None
+                self.rotate_failed.note(|count| {
+                    tracing::error!(error = %e, failures = count, "could not start a new commit log segment; the records stay in the current one");
+                });
+                return Err(StoreError::from(e));
             }
         };
         let records = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         if self
             .applier
-            .send(ApplyJob::Apply { records, segment })
+            .send(ApplyJob::Apply { records, segments })
             .is_err()
         {
             tracing::error!("the store's applier stopped; writes stay in the commit log");
         }
+        Ok(())
     }
 
     /// Holds new groups back while SQLite is far behind.
@@ -835,14 +952,14 @@ impl Writer {
                 tracing::warn!("the database is behind the commit log; holding writes back");
                 warned = true;
             }
-            self.hand_over();
+            let _ = self.hand_over();
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     /// Waits until everything durable so far is in SQLite.
     fn applied(&mut self) -> Result<(), StoreError> {
-        self.hand_over();
+        self.hand_over()?;
         let (tx, rx) = oneshot::channel();
         self.applier
             .send(ApplyJob::Flush(tx))
@@ -853,7 +970,10 @@ impl Writer {
     /// Deletes a room's history once everything before is in SQLite; the
     /// room's next insert starts at seq 0 of a new epoch.
     fn clear(&mut self, room: String) -> Result<(), StoreError> {
-        self.hand_over();
+        // Every record of the room must be in a sealed segment, deleted
+        // durably before SQLite clears the room (else a replay would bring
+        // them back into the new epoch).
+        self.hand_over()?;
         let (tx, rx) = oneshot::channel();
         self.applier
             .send(ApplyJob::Clear(room.clone(), tx))
@@ -890,6 +1010,8 @@ fn recv_until(
 /// The applier thread's state: the only connection that writes to SQLite.
 struct Applier {
     conn: Connection,
+    fs: Arc<dyn LogFs>,
+    unavailable: Arc<Unavailable>,
     dir: PathBuf,
     db_epoch: String,
     unapplied: Arc<Mutex<Unapplied>>,
@@ -899,22 +1021,47 @@ struct Applier {
 
 /// How long the applier waits before trying a failed batch again.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
+/// A failing batch is logged at most once per this.
+const APPLY_REPORT: Duration = Duration::from_secs(30);
+
+/// Why the store takes no writes, or cannot apply them, for now.
+#[derive(Default)]
+struct Unavailable {
+    log: Mutex<Option<String>>,
+    apply: Mutex<Option<String>>,
+}
+
+impl Unavailable {
+    fn set_log(&self, e: &dyn std::fmt::Display) {
+        *locked(&self.log) = Some(format!("the commit log is broken ({e}) and not mended yet"));
+    }
+    fn clear_log(&self) {
+        *locked(&self.log) = None;
+    }
+    fn set_apply(&self, e: &dyn std::fmt::Display) {
+        *locked(&self.apply) = Some(format!(
+            "the database refuses the commit log's records ({e})"
+        ));
+    }
+    fn clear_apply(&self) {
+        *locked(&self.apply) = None;
+    }
+    fn reason(&self) -> Option<String> {
+        locked(&self.log)
+            .clone()
+            .or_else(|| locked(&self.apply).clone())
+    }
+}
 
 impl Applier {
     fn run(mut self, rx: std::sync::mpsc::Receiver<ApplyJob>) {
         lower_priority();
         while let Ok(job) = rx.recv() {
             match job {
-                ApplyJob::Apply { records, segment } => {
-                    // The records are durable in the log: retried until
-                    // SQLite takes them (a full disk, say), meanwhile served
-                    // from memory.
-                    while let Err(e) = apply(&mut self.conn, &records, &self.db_epoch) {
-                        tracing::error!(error = %e, records = records.len(), "could not apply the commit log to the database; retrying");
-                        std::thread::sleep(APPLY_RETRY);
-                    }
+                ApplyJob::Apply { records, segments } => {
+                    self.apply_until_taken(&records);
                     locked(&self.unapplied).remove_applied(&records);
-                    self.undeleted.extend(segment);
+                    self.undeleted.extend(segments);
                     if let Err(e) = self.delete_applied() {
                         tracing::warn!(error = %e, "could not delete an applied commit log segment");
                     }
@@ -936,11 +1083,41 @@ impl Applier {
         tracing::debug!("store applier stopped");
     }
 
-    /// Deletes the applied segments' files.
+    /// Applies `records`, retrying until SQLite takes them: they are
+    /// durable in the log and served from memory meanwhile. While SQLite
+    /// refuses them (a full disk, a damaged database) the store is not
+    /// ready, each failure is counted and logged once per
+    /// [`APPLY_REPORT`].
+    fn apply_until_taken(&mut self, records: &[Record]) {
+        let mut failures = 0u64;
+        let mut reported: Option<Instant> = None;
+        while let Err(e) = apply(&mut self.conn, records, &self.db_epoch) {
+            failures += 1;
+            LOG_METRICS.apply_failures.inc();
+            self.unavailable.set_apply(&e);
+            if reported.is_none_or(|at| at.elapsed() >= APPLY_REPORT) {
+                tracing::error!(error = %e, records = records.len(), failures, "the database refuses the commit log's records; retrying (writes are held back once 64 MiB wait, and /readyz answers 503)");
+                reported = Some(Instant::now());
+            }
+            std::thread::sleep(APPLY_RETRY);
+        }
+        if failures > 0 {
+            tracing::info!(
+                failures,
+                "the database takes the commit log's records again"
+            );
+            self.unavailable.clear_apply();
+        }
+    }
+
+    /// Deletes the applied segments' files, in order, each deletion
+    /// durable before the next.
     fn delete_applied(&mut self) -> std::io::Result<()> {
-        journal::remove_segments(&self.dir, &self.undeleted)?;
-        self.undeleted.clear();
-        Ok(())
+        let done = journal::remove_segments(&*self.fs, &self.dir, &self.undeleted);
+        if done.is_ok() {
+            self.undeleted.clear();
+        }
+        done
     }
 }
 
@@ -964,7 +1141,11 @@ const APPLIER_NICE: libc::c_int = 10;
 /// Writes `records` into SQLite in one transaction. Safe to repeat: an
 /// insert is keyed by its room and seq, and an update replaces only an
 /// older one.
-fn apply(conn: &mut Connection, records: &[Record], db_epoch: &str) -> Result<(), rusqlite::Error> {
+pub(crate) fn apply(
+    conn: &mut Connection,
+    records: &[Record],
+    db_epoch: &str,
+) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     let mut next_seq: HashMap<&str, u64> = HashMap::new();
     for record in records {
@@ -1024,6 +1205,44 @@ fn clear(conn: &mut Connection, room: &str) -> Result<(), rusqlite::Error> {
     tx.commit()
 }
 
+/// Gives `room` a new epoch after `store repair` found that its history
+/// may have lost msgs, keeping what it has: its inserts are renumbered
+/// from 0 (each msg's `seq` with them) if a seq is missing, so sync has
+/// no hole; resuming clients see the new epoch and sync again.
+pub(crate) fn renew_epoch(conn: &mut Connection, room: &str) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, i64, String)> = tx
+        .prepare("SELECT seq, ts, body FROM inserts WHERE room = ?1 ORDER BY seq")?
+        .query_map(params![room], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let whole = rows
+        .iter()
+        .enumerate()
+        .all(|(i, (seq, _, _))| *seq == i as i64);
+    if !whole {
+        tx.execute("DELETE FROM inserts WHERE room = ?1", params![room])?;
+        for (i, (_, ts, body)) in rows.iter().enumerate() {
+            let body = match serde_json::from_str::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(mut m)) => {
+                    m.insert("seq".into(), serde_json::Value::from(i));
+                    serde_json::Value::Object(m).to_string()
+                }
+                _ => body.clone(),
+            };
+            tx.execute(
+                "INSERT INTO inserts (room, seq, ts, body) VALUES (?1, ?2, ?3, ?4)",
+                params![room, i as i64, ts, body],
+            )?;
+        }
+    }
+    tx.execute(
+        "INSERT INTO rooms (room, epoch, next_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (room) DO UPDATE SET epoch = excluded.epoch, next_seq = excluded.next_seq",
+        params![room, new_epoch(), rows.len() as i64],
+    )?;
+    tx.commit()
+}
+
 /// A message's JSON text as a raw value, checked to be JSON.
 fn encode(text: String) -> Result<Arc<RawValue>, StoreError> {
     RawValue::from_string(text)
@@ -1051,6 +1270,48 @@ mod tests {
         assert_eq!(c.next_seq.get("a"), Some(&5));
         assert_eq!(c.next_seq.get("b"), None);
         assert_eq!(c.next_ord, Some(10));
+    }
+
+    #[test]
+    fn a_renewed_epoch_closes_the_holes_of_a_salvaged_history() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = open(dir.path()).expect("db");
+        let db_epoch = database_id(&conn).expect("id");
+        let insert = |seq: u64| Record::Insert {
+            room: "r".into(),
+            seq,
+            ts: 1,
+            body: Arc::from(
+                RawValue::from_string(format!("{{\"data\":{seq},\"seq\":{seq}}}")).expect("json"),
+            ),
+        };
+        // Seq 2 was lost with a damaged segment.
+        apply(&mut conn, &[insert(0), insert(1), insert(3)], &db_epoch).expect("apply");
+        renew_epoch(&mut conn, "r").expect("renew");
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT seq, body FROM inserts WHERE room = 'r' ORDER BY seq")
+            .expect("select")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            rows,
+            [
+                (0, r#"{"data":0,"seq":0}"#.to_owned()),
+                (1, r#"{"data":1,"seq":1}"#.to_owned()),
+                (2, r#"{"data":3,"seq":2}"#.to_owned()),
+            ]
+        );
+        let (epoch, next): (String, i64) = conn
+            .query_row(
+                "SELECT epoch, next_seq FROM rooms WHERE room = 'r'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("room");
+        assert_ne!(epoch, db_epoch, "a new epoch");
+        assert_eq!(next, 3);
     }
 
     #[test]

@@ -94,6 +94,16 @@ fn a_full_disk_refuses_every_msg_with_status_5_and_the_node_recovers() {
             panic!("relayed while the disk was full: {r:?}");
         }
         assert_eq!(readyz(addr).await, 503, "not ready while writes fail");
+        // One line per interval, not one per msg.
+        let refusals = server
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("\"level\":\"ERROR\""))
+            .count();
+        assert!(
+            (1..=4).contains(&refusals),
+            "{refusals} error lines for 20 refused msgs"
+        );
 
         std::fs::remove_file(&filler).expect("free the disk");
         // Back by itself: ready again, and msgs are stored and relayed.

@@ -22,6 +22,8 @@ mod bad_input;
 mod cli_config;
 /// Several nodes sharing one Redis.
 mod cluster;
+/// The embedded store's commit log under faults and corruption.
+mod commit_log;
 /// The embedded store on a disk that fills up.
 mod disk_full;
 /// Observer (dummy) members.
