@@ -225,7 +225,7 @@ impl App {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let limits = ao_socketio::HttpLimits {
+        let limits = ao_socketio::serve::HttpLimits {
             header_timeout: config.header_timeout,
         };
         let mut servers = vec![
@@ -353,32 +353,31 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 /// The socket.io layer's settings.
 fn socket_io_config(config: &Config) -> ao_socketio::Config {
     let event_limit = realtime::max_event_bytes(config);
-    ao_socketio::Config {
-        ping_interval: config.ping_interval,
-        ping_timeout: config.ping_timeout,
-        max_message_bytes: event_limit,
-        max_payload_bytes: realtime::max_polling_body(config),
-        queue_max_bytes: config.client_queue_max_bytes,
-        max_connections: config.max_connections,
-        max_connections_per_ip: config.max_connections_per_ip,
-        origins: if config.allowed_origins.is_empty() {
+    ao_socketio::Config::builder()
+        .ping_interval(config.ping_interval)
+        .ping_timeout(config.ping_timeout)
+        .max_message_bytes(event_limit)
+        .max_payload_bytes(realtime::max_polling_body(config))
+        .queue_max_bytes(config.client_queue_max_bytes)
+        .max_connections(config.max_connections)
+        .max_connections_per_ip(config.max_connections_per_ip)
+        .origins(if config.allowed_origins.is_empty() {
             ao_socketio::Origins::Any
         } else {
             ao_socketio::Origins::List(config.allowed_origins.clone())
-        },
+        })
         // Client frames are small (a msg is typically well under 1 KiB):
         // a small read buffer keeps idle connections light; a larger frame
         // grows it while it is read.
-        ws_read_buffer_bytes: 256,
-        ..ao_socketio::Config::default()
-    }
+        .ws_read_buffer_bytes(256)
+        .build()
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` is given.
 fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ao_socketio::HttpLimits,
+    limits: ao_socketio::serve::HttpLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -387,8 +386,10 @@ fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         };
         match tls {
-            Some(tls) => ao_socketio::serve_tls(listener, router, limits, tls, shutdown).await,
-            None => ao_socketio::serve(listener, router, limits, shutdown).await,
+            Some(tls) => {
+                ao_socketio::serve::serve_tls(listener, router, limits, tls, shutdown).await
+            }
+            None => ao_socketio::serve::serve(listener, router, limits, shutdown).await,
         }
     })
 }

@@ -91,14 +91,14 @@ impl Sessions {
     }
 }
 
-impl ao_socketio::Service for Sessions {
-    fn connect(&self, socket: &Socket) -> Box<dyn ao_socketio::Handler> {
+impl ao_socketio::Connector for Sessions {
+    fn connect(&self, socket: &Socket, _auth: Option<&str>) -> ao_socketio::Connect {
         match self.0.get().and_then(Weak::upgrade) {
-            Some(state) => Box::new(start(state, socket.clone())),
+            Some(state) => ao_socketio::Connect::Accept(Box::new(start(state, socket.clone()))),
             // Shutting down: the connection is closed with the server.
             None => {
                 socket.disconnect();
-                Box::new(Closing)
+                ao_socketio::Connect::Accept(Box::new(Closing))
             }
         }
     }

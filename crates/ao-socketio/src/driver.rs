@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::engine::session::Session as Conn;
+use crate::engine::{DisconnectReason, Transport};
 use crate::engine::{EngineVersion, Frame, Packet};
-use crate::socket::conn::{Conn, DisconnectReason, Transport};
 use crate::websocket::Ws;
 
 /// How long a closing connection may take to hand its last packets over.
@@ -58,6 +59,7 @@ struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     upgrade_timeout: Duration,
+    connect_timeout: Duration,
     connect_by: Option<Instant>,
     /// engine.io 4: when the unanswered ping went out.
     ping_sent: Option<Instant>,
@@ -70,13 +72,15 @@ impl Heartbeat {
     fn new(conn: &Conn) -> Option<Heartbeat> {
         let server = conn.server.upgrade()?;
         let c = &server.config;
-        let now = Instant::now();
-        let connect_by = (conn.eio == EngineVersion::V4)
+        // Counted from the handshake, as the client counts.
+        let now = Instant::from_std(conn.created);
+        let connect_by = (conn.socket_io && conn.eio == EngineVersion::V4)
             .then(|| Instant::from_std(conn.created) + c.connect_timeout);
         let mut hb = Heartbeat {
             interval: c.ping_interval,
             timeout: c.ping_timeout,
             upgrade_timeout: c.upgrade_timeout,
+            connect_timeout: c.connect_timeout,
             connect_by,
             ping_sent: None,
             next_ping: now + c.ping_interval,
@@ -104,13 +108,19 @@ impl Heartbeat {
         let now = Instant::now();
         let (connected, heard) = {
             let state = conn.state();
-            (state.connected, Instant::from_std(state.last_heard))
+            (
+                !conn.socket_io || state.has_socket(),
+                Instant::from_std(state.last_heard),
+            )
         };
         if connected {
             self.connect_by = None;
         } else if self.connect_by.is_some_and(|by| now >= by) {
             conn.close(DisconnectReason::ConnectTimeout);
             return;
+        } else if self.connect_by.is_none() {
+            // Its last socket left: the session may connect again in time.
+            self.connect_by = Some(now + self.connect_timeout);
         }
         let paused = conn.gate.is_closed();
         let at = match conn.eio {
@@ -141,8 +151,13 @@ impl Heartbeat {
                 }
                 if now >= self.next_ping {
                     let _ = conn.push(Frame::Text(Bytes::from_static(b"2")));
-                    self.ping_sent = Some(now);
-                    now + self.timeout
+                    // Timed from when it was due: a timer that fired late
+                    // does not give the client longer than it was told.
+                    let sent = now
+                        .checked_sub(self.timeout / 8)
+                        .map_or(self.next_ping, |t| self.next_ping.max(t));
+                    self.ping_sent = Some(sent);
+                    sent + self.timeout
                 } else {
                     self.next_ping
                 }
@@ -183,6 +198,7 @@ async fn drain_polling(conn: &Arc<Conn>, reason: DisconnectReason) {
         DisconnectReason::TransportClose
             | DisconnectReason::PingTimeout
             | DisconnectReason::ProtocolError
+            | DisconnectReason::ClientClose
     ) {
         return;
     }
@@ -460,8 +476,8 @@ mod tests {
     use super::*;
 
     struct Nothing;
-    impl crate::Service for Nothing {
-        fn connect(&self, _: &crate::Socket) -> Box<dyn crate::Handler> {
+    impl crate::Connector for Nothing {
+        fn connect(&self, _: &crate::Socket, _: Option<&str>) -> crate::Connect {
             unreachable!("no client connects")
         }
     }
@@ -471,7 +487,9 @@ mod tests {
     #[tokio::test]
     async fn the_connection_task_stays_small() {
         let server = crate::Server::new(crate::Config::default(), Nothing);
-        let conn = server.open(EngineVersion::V4, false, Transport::Polling, None);
+        let conn = server
+            .inner
+            .open(EngineVersion::V4, false, Transport::Polling, None);
         let mut hb = Heartbeat::new(&conn).expect("the server is alive");
         let sizes = [
             std::mem::size_of_val(&run_polling(conn.clone())),
