@@ -547,7 +547,70 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn event_data_is_checked_and_split() {
+        let split = |t| split_event(t).map(|(n, a)| (n.into_owned(), a));
+        assert_eq!(
+            split(r#"["message",1,"2",{"3":[true]}]"#),
+            Ok(("message".into(), r#"1,"2",{"3":[true]}"#))
+        );
+        assert_eq!(
+            split(r#" [ "m\u0073g\"" , 1 ] "#),
+            Ok(("msg\"".into(), "1"))
+        );
+        assert_eq!(split(r#"["leave"]"#), Ok(("leave".into(), "")));
+        for bad in [
+            "{}",
+            "[]",
+            "[1]",
+            r#"["a""#,
+            r#"abc["a"]"#,
+            r#"["a"] x"#,
+            "",
+            "null",
+        ] {
+            assert!(split_event(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ack_args(r#"[1, "2"]"#), Ok(r#"1, "2""#));
+        assert_eq!(ack_args("[]"), Ok(""));
+        assert!(ack_args("{}").is_err());
+        assert!(ack_args("").is_err());
+        assert_eq!(connect_payload(""), Ok(None));
+        assert_eq!(
+            connect_payload(r#"{"token":"1"}"#),
+            Ok(Some(r#"{"token":"1"}"#))
+        );
+        assert!(connect_payload("[1]").is_err());
+        assert!(connect_payload(r#"{"a":"#).is_err());
+    }
+
+    fn check_split(text: &str) -> Result<(), TestCaseError> {
+        if let Ok((name, args)) = split_event(text) {
+            let name_json = serde_json::to_string(&name).expect("a string encodes");
+            let rebuilt = if args.is_empty() {
+                format!("[{name_json}]")
+            } else {
+                format!("[{name_json},{args}]")
+            };
+            let again = split_event(&rebuilt).map(|(n, a)| (n.into_owned(), a.to_owned()));
+            prop_assert_eq!(again, Ok((name.into_owned(), args.to_owned())));
+        }
+        Ok(())
+    }
+
     proptest! {
+        #[test]
+        fn event_data_splits_without_panicking(text in r#"\s?\[\s?("([^"\\]|\\["\\nu])*"|[0-9]{1,3})\s?(,\s?(\{\}|[0-9]|"x"|\[\]))*\s?\]?"#) {
+            check_split(&text)?;
+        }
+
+        #[test]
+        fn any_data_splits_without_panicking(text in any::<String>()) {
+            check_split(&text)?;
+            let _ = ack_args(&text);
+            let _ = connect_payload(&text);
+        }
+
         #[test]
         fn decode_never_panics_and_reencodes(text in any::<String>()) {
             check_reencode(&text)?;
