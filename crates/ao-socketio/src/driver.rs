@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::engine::session::Session as Conn;
+use crate::engine::session::Session;
 use crate::engine::{DisconnectReason, Transport};
 use crate::engine::{EngineVersion, Frame, Packet};
 use crate::websocket::Ws;
@@ -30,7 +30,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_millis(1000);
 
 /// Runs connection `conn`, opened on websocket `ws`.
-pub(crate) async fn run_websocket(conn: Arc<Conn>, ws: Ws) {
+pub(crate) async fn run_websocket(conn: Arc<Session>, ws: Ws) {
     if let Some(mut hb) = Heartbeat::new(&conn) {
         websocket(&conn, ws, &mut hb).await;
     }
@@ -41,7 +41,7 @@ pub(crate) async fn run_websocket(conn: Arc<Conn>, ws: Ws) {
 /// The probe and the websocket phase are boxed: the task lives as long as
 /// the connection, and inlined they would make every polling connection
 /// carry the websocket phase's state before it has a websocket.
-pub(crate) async fn run_polling(conn: Arc<Conn>) {
+pub(crate) async fn run_polling(conn: Arc<Session>) {
     if let Some(mut hb) = Heartbeat::new(&conn) {
         while let Some(on_upgrade) = polling(&conn, &mut hb).await {
             if let Some(ws) = Box::pin(probe(&conn, on_upgrade, &mut hb)).await {
@@ -69,7 +69,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn new(conn: &Conn) -> Option<Heartbeat> {
+    fn new(conn: &Session) -> Option<Heartbeat> {
         let server = conn.server.upgrade()?;
         let c = &server.config;
         // Counted from the handshake, as the client counts.
@@ -104,7 +104,7 @@ impl Heartbeat {
     /// silent; sets the next check. A connection whose reads the
     /// application paused is not timed out: its answer may be waiting
     /// behind the pause.
-    fn check(&mut self, conn: &Arc<Conn>) {
+    fn check(&mut self, conn: &Arc<Session>) {
         let now = Instant::now();
         let (connected, heard) = {
             let state = conn.state();
@@ -169,7 +169,7 @@ impl Heartbeat {
 
 /// Long-polling: waits for the close, an upgrade or the heartbeat. Gives
 /// a websocket's upgrade to probe, or `None` once the connection closed.
-async fn polling(conn: &Arc<Conn>, hb: &mut Heartbeat) -> Option<hyper::upgrade::OnUpgrade> {
+async fn polling(conn: &Arc<Session>, hb: &mut Heartbeat) -> Option<hyper::upgrade::OnUpgrade> {
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
     loop {
@@ -192,7 +192,7 @@ async fn polling(conn: &Arc<Conn>, hb: &mut Heartbeat) -> Option<hyper::upgrade:
 
 /// A closing long-polling connection: its last packets and the close
 /// packet go out with the next poll, if one comes soon.
-async fn drain_polling(conn: &Arc<Conn>, reason: DisconnectReason) {
+async fn drain_polling(conn: &Arc<Session>, reason: DisconnectReason) {
     if matches!(
         reason,
         DisconnectReason::TransportClose
@@ -222,7 +222,7 @@ async fn drain_polling(conn: &Arc<Conn>, reason: DisconnectReason) {
 /// client's upgrade packet. `None` when the websocket failed or timed out
 /// (the session goes on polling).
 async fn probe(
-    conn: &Arc<Conn>,
+    conn: &Arc<Session>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     hb: &mut Heartbeat,
 ) -> Option<Ws> {
@@ -236,7 +236,7 @@ async fn probe(
     drop(server);
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
-    let give_up = |conn: &Conn| conn.state().upgrading = false;
+    let give_up = |conn: &Session| conn.state().upgrading = false;
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -318,7 +318,7 @@ fn message(eio: EngineVersion, frame: Frame) -> Option<Message> {
 }
 
 /// The websocket phase: reads, writes and the heartbeat in one future.
-async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
+async fn websocket(conn: &Arc<Session>, mut ws: Ws, hb: &mut Heartbeat) {
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
     // A message taken from the outbox that the websocket has not accepted yet.
@@ -420,7 +420,7 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
 /// Sends what is left (a disconnect packet, say) and the websocket's close,
 /// unless the client is gone or does not read.
 async fn close_websocket(
-    conn: &Arc<Conn>,
+    conn: &Arc<Session>,
     mut ws: Ws,
     out: Option<Message>,
     reason: DisconnectReason,

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::engine::session::Session as Conn;
+use crate::engine::session::Session;
 use crate::engine::EngineVersion;
 use crate::engine::Transport;
 use crate::inner::{error_response, EngineError, Inner};
@@ -112,7 +112,7 @@ pub(crate) fn accept(
 /// session's task, which runs the probe. A websocket for a session that
 /// upgraded already (or is upgrading) completes its handshake and is
 /// closed at once, as engine.io closes it.
-pub(crate) fn upgrade(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>) -> Response<Body> {
+pub(crate) fn upgrade(inner: Arc<Inner>, conn: Arc<Session>, req: Request<Body>) -> Response<Body> {
     let taken = {
         let state = conn.state();
         if state.closing.is_some() {
