@@ -568,3 +568,87 @@ async fn malformed_event_data_closes_the_connection() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// deferred connects
+
+/// Defers every connect; answers by the `auth` payload's `answer`:
+/// `accept`, `refuse`, or nothing.
+struct Deferring;
+
+impl Connector for Deferring {
+    fn connect(&self, socket: &Socket, auth: Option<&str>) -> Connect {
+        let _ = socket.emit("early", &1);
+        let auth: serde_json::Value = auth
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let socket = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match auth["answer"].as_str() {
+                Some("accept") => socket.accept(),
+                Some("refuse") => socket.refuse(&ao_socketio::ConnectError {
+                    message: "no".into(),
+                    data: Some(serde_json::json!({"why": 1})),
+                }),
+                _ => {}
+            }
+        });
+        Connect::Defer(Box::new(Suite))
+    }
+}
+
+async fn start_deferring() -> SocketAddr {
+    let config = Config::builder()
+        .ping_interval(Duration::from_millis(300))
+        .ping_timeout(Duration::from_millis(200))
+        .connect_timeout(Duration::from_millis(700))
+        .build();
+    let io = Server::new(config, Deferring);
+    let app = axum::Router::new().route_service("/socket.io/", io);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ao_socketio::serve::serve(
+        listener,
+        app,
+        HttpLimits::default(),
+        std::future::pending(),
+    ));
+    addr
+}
+
+#[tokio::test]
+async fn a_deferred_connect_is_answered_later_and_what_was_sent_follows_it() {
+    let addr = start_deferring().await;
+    let mut ws = Ws::connect(&ws_url(addr, "socket.io", "EIO=4&transport=websocket")).await;
+    ws.open_packet().await;
+    ws.send(r#"40{"answer":"accept"}"#).await;
+    support::connect_sid(&ws.text().await);
+    assert_eq!(ws.text().await, r#"42["early",1]"#);
+
+    let mut ws = Ws::connect(&ws_url(addr, "socket.io", "EIO=4&transport=websocket")).await;
+    ws.open_packet().await;
+    ws.send(r#"40{"answer":"refuse"}"#).await;
+    assert_eq!(ws.text().await, r#"44{"message":"no","data":{"why":1}}"#);
+}
+
+#[tokio::test]
+async fn a_connect_never_answered_closes_at_the_connect_timeout() {
+    let addr = start_deferring().await;
+    let mut ws = Ws::connect(&ws_url(addr, "socket.io", "EIO=4&transport=websocket")).await;
+    ws.open_packet().await;
+    ws.send("40").await;
+    // The client answers pings: only the connect timeout ends it.
+    let ended = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next_within(Duration::from_secs(3)).await {
+                Some(Message::Text(t)) if t.as_str() == "2" => ws.send("3").await,
+                Some(Message::Text(t)) => panic!("unexpected {t}"),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after the connect timeout");
+}

@@ -130,9 +130,14 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Whether a socket.io socket is connected on this session.
+    /// Whether a socket.io socket is connected on this session (its
+    /// connect answered: a deferred connect counts once accepted).
     pub(crate) fn has_socket(&self) -> bool {
-        self.main.is_some() || self.others.as_ref().is_some_and(|o| !o.is_empty())
+        self.main.as_ref().is_some_and(|m| m.is_answered())
+            || self
+                .others
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|c| c.is_answered()))
     }
 
     /// The session's socket on namespace `nsp`.

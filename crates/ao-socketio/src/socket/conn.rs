@@ -65,7 +65,8 @@ pub enum Connect {
     /// The handler is in place, and the application answers later with
     /// [`Socket::accept`] or [`Socket::refuse`] (e.g. after checking the
     /// connect's `auth` payload). Packets sent before the answer wait
-    /// for it.
+    /// for it. A session none of whose connects was answered within
+    /// `connect_timeout` is closed.
     Defer(Box<dyn Handler>),
     /// Refused now with this error.
     Refuse(ConnectError),
@@ -329,6 +330,11 @@ impl Conn {
         }
     }
 
+    /// The client was told it is connected.
+    pub(crate) fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.answered.load(Ordering::Acquire) && !self.state().gone
     }
@@ -491,12 +497,18 @@ fn connect_error(sio: SocketVersion, nsp: &str, error: &ConnectError) -> Frame {
     write_nsp(&mut text, nsp);
     let body = match sio {
         SocketVersion::V4 => serde_json::to_vec(&error.message),
-        SocketVersion::V5 => match &error.data {
-            Some(data) => {
-                serde_json::to_vec(&serde_json::json!({"message": error.message, "data": data}))
+        SocketVersion::V5 => {
+            #[derive(Serialize)]
+            struct Error<'a> {
+                message: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                data: Option<&'a serde_json::Value>,
             }
-            None => serde_json::to_vec(&serde_json::json!({"message": error.message})),
-        },
+            serde_json::to_vec(&Error {
+                message: &error.message,
+                data: error.data.as_ref(),
+            })
+        }
     };
     text.extend_from_slice(&body.unwrap_or_default());
     Frame::Text(Bytes::from(text))
