@@ -146,7 +146,7 @@ impl App {
         }
 
         let limits = http_limits(&config);
-        let http = ao_socketio::HttpServer::new(limits);
+        let http = ao_socketio::serve::HttpServer::new(limits);
         let sessions = realtime::Sessions::new();
         let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -354,35 +354,34 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 /// The socket.io layer's settings.
 fn socket_io_config(config: &Config) -> ao_socketio::Config {
     let event_limit = realtime::max_event_bytes(config);
-    ao_socketio::Config {
-        ping_interval: config.ping_interval,
-        ping_timeout: config.ping_timeout,
+    ao_socketio::Config::builder()
+        .ping_interval(config.ping_interval)
+        .ping_timeout(config.ping_timeout)
         // A session that never connects to the namespace holds its place
         // no longer than one that never authenticates.
-        connect_timeout: config.auth_timeout,
-        max_message_bytes: event_limit,
-        max_payload_bytes: realtime::max_polling_body(config),
-        queue_max_bytes: config.client_queue_max_bytes,
-        max_connections: config.max_connections,
-        max_connections_per_ip: config.max_connections_per_ip,
-        handshake_rate_per_ip: config.handshakes_per_ip,
-        handshake_burst_per_ip: config.handshake_burst_per_ip,
-        origins: if config.allowed_origins.is_empty() {
+        .connect_timeout(config.auth_timeout)
+        .max_message_bytes(event_limit)
+        .max_payload_bytes(realtime::max_polling_body(config))
+        .queue_max_bytes(config.client_queue_max_bytes)
+        .max_connections(config.max_connections)
+        .max_connections_per_ip(config.max_connections_per_ip)
+        .handshake_rate_per_ip(config.handshakes_per_ip)
+        .handshake_burst_per_ip(config.handshake_burst_per_ip)
+        .origins(if config.allowed_origins.is_empty() {
             ao_socketio::Origins::Any
         } else {
             ao_socketio::Origins::List(config.allowed_origins.clone())
-        },
+        })
         // Client frames are small (a msg is typically well under 1 KiB):
         // a small read buffer keeps idle connections light; a larger frame
         // grows it while it is read.
-        ws_read_buffer_bytes: 256,
-        ..ao_socketio::Config::default()
-    }
+        .ws_read_buffer_bytes(256)
+        .build()
 }
 
 /// The HTTP limits of every listener.
-fn http_limits(config: &Config) -> ao_socketio::HttpLimits {
-    ao_socketio::HttpLimits {
+fn http_limits(config: &Config) -> ao_socketio::serve::HttpLimits {
+    ao_socketio::serve::HttpLimits {
         header_timeout: config.header_timeout,
         body_timeout: config.body_timeout,
         max_pending_connections: max_pending_connections(config),
@@ -404,7 +403,7 @@ fn max_pending_connections(config: &Config) -> usize {
 
 /// Serves `router` on `listener` with `http`, over TLS when `tls` is given.
 fn serve(
-    http: &ao_socketio::HttpServer,
+    http: &ao_socketio::serve::HttpServer,
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,

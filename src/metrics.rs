@@ -339,7 +339,7 @@ impl Metrics {
     }
 
     /// Brings the HTTP server's counters into the exported ones.
-    pub fn take_http_stats(&self, http: &ao_socketio::HttpServer) {
+    pub fn take_http_stats(&self, http: &ao_socketio::serve::HttpServer) {
         let stats = http.stats();
         for (reason, total) in HTTP_CLOSED.into_iter().zip([
             stats.header_timeouts(),

@@ -36,6 +36,11 @@ export interface RoomOptions {
   reconnectDelayMs?: number;
   /** How many message ids / seqs are remembered for duplicate detection (default 10000). */
   rememberIds?: number;
+  /**
+   * Send uid and token with the socket.io connect (`socket.auth`) instead of
+   * an authenticate event; default: on for socket.io-client 3+/4 sockets.
+   */
+  authAtConnect?: boolean;
 }
 
 /** A message as the server relays it. */

@@ -300,6 +300,15 @@ function isObject(v) {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
+/**
+ * Whether `socket` is a socket.io-client 3+/4 socket (protocol 5), which
+ * sends `socket.auth` in its connect packet; 2.x (and weapp.socket.io)
+ * sockets do not.
+ */
+function speaksSocketIo3(socket) {
+  return typeof socket.timeout === 'function' || 'recovered' in socket || '_opts' in socket;
+}
+
 class AckError extends Error {
   constructor(message, status) {
     super(message);
@@ -325,6 +334,18 @@ class Room extends Emitter {
     }
     this.socket = socket;
     this.options = o;
+    // socket.io-client 3+/4 sends credentials with the connect itself
+    // (docs/PROTOCOL.md Part 2): `socket.auth` goes with every
+    // (re)connect made from now on; a socket connected already logs in
+    // with the authenticate event this time.
+    this._authAtConnect =
+      o.authAtConnect !== undefined ? !!o.authAtConnect : speaksSocketIo3(socket);
+    this._connectCarriesAuth = false;
+    if (this._authAtConnect) {
+      const auth = socket.auth && typeof socket.auth === 'object' ? socket.auth : {};
+      socket.auth = { ...auth, uid: o.uid, token: o.token };
+      this._connectCarriesAuth = !socket.connected;
+    }
     this.uid = o.uid;
     this.roomId = o.roomId;
     this.dummy = !!o.dummy;
@@ -360,6 +381,7 @@ class Room extends Emitter {
 
     this._handlers = {
       connect: () => this._onConnect(),
+      connect_error: (err) => this._onConnectError(err),
       disconnect: (reason) => this._onDisconnect(reason),
       authenticate: (r) => this._onAuthenticate(r),
       join: (r) => this._onJoin(r),
@@ -456,7 +478,21 @@ class Room extends Emitter {
     clearTimeout(this._reconnectTimer);
     this._phase = 'authenticating';
     this._setState('authenticating');
-    this.socket.emit('authenticate', { uid: this.uid, token: this.options.token });
+    // With credentials in the connect, the server's authenticate reply
+    // follows the connect by itself.
+    if (!this._connectCarriesAuth) {
+      this.socket.emit('authenticate', { uid: this.uid, token: this.options.token });
+    }
+    this._connectCarriesAuth = this._authAtConnect;
+  }
+
+  /** A connect refused by the server (credentials in the connect). */
+  _onConnectError(err) {
+    if (this._closed) return;
+    const d = err && err.data;
+    if (!d || typeof d !== 'object' || d.status === undefined) return; // a transport error: socket.io retries
+    this._stopReconnect = true;
+    this._fail(new AckError(d.data ? String(d.data) : String(err.message), d.status));
   }
 
   _onAuthenticate(r) {

@@ -104,7 +104,7 @@ pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Repl
     {
         Ok(body) => Ok(body.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reply::TooLarge),
-        Err(e) if ao_socketio::BodyTimeout::caused(&*e) => Err(Reply::TimedOut),
+        Err(e) if ao_socketio::serve::BodyTimeout::caused(&*e) => Err(Reply::TimedOut),
         Err(e) => Err(Reply::BadRequest(e.to_string())),
     }
 }

@@ -30,6 +30,7 @@ pub(super) fn metric_reason(why: &str) -> &'static str {
 }
 
 impl Session {
+    /// The `authenticate` event.
     pub(super) async fn authenticate(&mut self, data: Result<Value, String>) -> Flow {
         if self.phase != Phase::Connected {
             let _ = self.socket.emit(
@@ -38,13 +39,60 @@ impl Session {
             );
             return Flow::Continue;
         }
+        match self.log_in(data.unwrap_or(Value::Null)).await {
+            Ok(()) => {
+                let _ = self
+                    .socket
+                    .emit(event::AUTHENTICATE, &StatusReply::ok(reason::AUTH_SUCCESS));
+                Flow::Continue
+            }
+            Err(why) => {
+                let _ = self
+                    .socket
+                    .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));
+                self.deadline = None;
+                self.disconnect();
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Credentials a socket.io 3+/4 client sent as its CONNECT payload
+    /// (`io(url, {auth: {uid, token}})`): checked as `authenticate` checks
+    /// them; the connect is then answered, followed by the same
+    /// `authenticate` reply, or refused with a CONNECT error carrying the
+    /// reason.
+    pub(super) async fn authenticate_at_connect(&mut self, credentials: Value) -> Flow {
+        match self.log_in(credentials).await {
+            Ok(()) => {
+                self.socket.accept();
+                let _ = self
+                    .socket
+                    .emit(event::AUTHENTICATE, &StatusReply::ok(reason::AUTH_SUCCESS));
+                Flow::Continue
+            }
+            Err(why) => {
+                self.deadline = None;
+                self.socket.refuse(&ao_socketio::ConnectError {
+                    message: why.to_owned(),
+                    data: Some(serde_json::to_value(StatusReply::fail(1, why)).unwrap_or_default()),
+                });
+                Flow::Stop
+            }
+        }
+    }
+
+    /// Checks credentials and logs the session in: older logins of the
+    /// uid are kicked out, the join deadline starts. Refusals are counted
+    /// and logged here; the caller answers with the reason.
+    async fn log_in(&mut self, credentials: Value) -> Result<(), &'static str> {
         let ip = self.socket.peer().map(|a| a.ip());
         // An address that used up its failed attempts is refused unchecked.
         let throttled = !self.state.limits.auth_allowed(ip);
         let checked = if throttled {
             Check::Refused(reason::RATE_LIMIT)
         } else {
-            self.check(data.unwrap_or(Value::Null)).await
+            self.check(credentials).await
         };
         let (uid, grant) = match checked {
             Check::Accepted(uid, grant) => (uid, grant),
@@ -52,13 +100,7 @@ impl Session {
                 tracing::info!(sid = %self.sid, reason = %Clipped(&e), "authentication refused: JSON Web Token");
                 self.state.limits.auth_failed(ip);
                 self.state.metrics.auth_failed(e.metric_label());
-                let _ = self.socket.emit(
-                    event::AUTHENTICATE,
-                    &StatusReply::fail(1, reason::AUTH_FAILED),
-                );
-                self.deadline = None;
-                self.disconnect();
-                return Flow::Stop;
+                return Err(reason::AUTH_FAILED);
             }
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
@@ -70,12 +112,7 @@ impl Session {
                 } else {
                     metric_reason(why)
                 });
-                let _ = self
-                    .socket
-                    .emit(event::AUTHENTICATE, &StatusReply::fail(1, why));
-                self.deadline = None;
-                self.disconnect();
-                return Flow::Stop;
+                return Err(why);
             }
         };
         self.kick_older_logins(&uid.key).await;
@@ -88,10 +125,7 @@ impl Session {
         self.grant = grant;
         self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.state.config.join_timeout);
-        let _ = self
-            .socket
-            .emit(event::AUTHENTICATE, &StatusReply::ok(reason::AUTH_SUCCESS));
-        Flow::Continue
+        Ok(())
     }
 
     async fn check(&self, payload: Value) -> Check {

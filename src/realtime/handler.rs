@@ -5,13 +5,10 @@
 //! The socket.io layer calls it synchronously, in the order the client
 //! sent its events; nothing here waits.
 
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ao_socketio::{DisconnectReason, Event, Socket};
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde::Deserializer as _;
 use serde_json::value::RawValue;
 
 use super::ack::AckSender;
@@ -63,11 +60,7 @@ const BINARY_REFUSED: &str = "binary payloads are not accepted";
 
 impl ao_socketio::Handler for Enqueue {
     fn event(&self, s: &Socket, ev: Event<'_>) {
-        let Ok((event, data)) = split_event(ev.data) else {
-            // Not an event array: nothing to answer it with.
-            self.state.metrics.dropped("malformed");
-            return;
-        };
+        let (event, data) = first_argument(&ev.name, ev.args);
         let data = if ev.attachments.is_empty() {
             data
         } else {
@@ -168,41 +161,28 @@ impl ao_socketio::Handler for Enqueue {
     }
 }
 
-/// Splits an event packet's `["event", arg, ...]` into the event name and
-/// the first argument's text, in one pass.
-fn split_event(text: &str) -> serde_json::Result<(String, Result<Box<RawValue>, String>)> {
-    struct Args;
-    impl<'de> Visitor<'de> for Args {
-        type Value = (String, Result<Box<RawValue>, String>);
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an event array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            use serde::de::Error;
-            let event: String = seq
-                .next_element()?
-                .ok_or_else(|| A::Error::custom("event name not found"))?;
-            let data = seq
-                .next_element::<Box<RawValue>>()?
-                .ok_or_else(|| "first element not found".to_owned());
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok((event, data))
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let args = (&mut de).deserialize_seq(Args)?;
-    de.end()?;
-    Ok(args)
+/// The event's name and its first argument's text as sent (the socket.io
+/// layer checked the whole array; only the first argument is read here).
+fn first_argument(name: &str, args: &str) -> (String, Result<Box<RawValue>, String>) {
+    let data = if args.is_empty() {
+        Err("first element not found".to_owned())
+    } else {
+        let mut de = serde_json::Deserializer::from_str(args);
+        <Box<RawValue> as serde::Deserialize>::deserialize(&mut de).map_err(|e| e.to_string())
+    };
+    (name.to_owned(), data)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An event's data as the socket.io layer checks and splits it, then
+    /// as this handler reads it.
     fn split(text: &str) -> Option<(String, Result<String, String>)> {
-        split_event(text)
-            .ok()
-            .map(|(e, d)| (e, d.map(|r| r.get().to_owned())))
+        let (name, args) = ao_socketio::socket::packet::split_event(text).ok()?;
+        let (e, d) = first_argument(&name, args);
+        Some((e, d.map(|r| r.get().to_owned())))
     }
 
     #[test]

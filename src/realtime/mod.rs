@@ -48,7 +48,7 @@ pub struct AppState {
     /// restart, as checked at start-up (reported by `/readyz`).
     pub redis_persistence: Option<crate::cluster::persistence::Persistence>,
     /// The HTTP server of every listener (its counters, for `/metrics`).
-    pub http: ao_socketio::HttpServer,
+    pub http: ao_socketio::serve::HttpServer,
 }
 
 /// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].

@@ -94,16 +94,35 @@ impl Sessions {
     }
 }
 
-impl ao_socketio::Service for Sessions {
-    fn connect(&self, socket: &Socket) -> Box<dyn ao_socketio::Handler> {
+impl ao_socketio::Connector for Sessions {
+    fn connect(&self, socket: &Socket, auth: Option<&str>) -> ao_socketio::Connect {
         match self.0.get().and_then(Weak::upgrade) {
-            Some(state) => Box::new(start(state, socket.clone())),
+            Some(state) => {
+                let credentials = auth.and_then(connect_credentials);
+                let at_connect = credentials.is_some();
+                let handler = Box::new(start(state, socket.clone(), credentials));
+                if at_connect {
+                    // Answered once the credentials were checked.
+                    ao_socketio::Connect::Defer(handler)
+                } else {
+                    ao_socketio::Connect::Accept(handler)
+                }
+            }
             // Shutting down: the connection is closed with the server.
             None => {
                 socket.disconnect();
-                Box::new(Closing)
+                ao_socketio::Connect::Accept(Box::new(Closing))
             }
         }
+    }
+}
+
+/// The credentials of a CONNECT payload: an object with a `uid` (a payload
+/// without one connects unauthenticated, for the `authenticate` event).
+fn connect_credentials(auth: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(auth) {
+        Ok(v) if v.get("uid").is_some() => Some(v),
+        _ => None,
     }
 }
 
@@ -118,7 +137,7 @@ impl ao_socketio::Handler for Closing {
 /// Sets up the session of a new connection, starts its task and returns
 /// the handler that feeds it. Runs before the client is told it is
 /// connected, so the session's queue is in place before any event.
-fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
+fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> Enqueue {
     let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
     inbox.set_read_gate(socket.read_gate().clone());
     socket.set_data(Mailbox {
@@ -146,7 +165,7 @@ fn start(state: Arc<AppState>, socket: Socket) -> Enqueue {
         sends_ignore: false,
         refusals: Refusals::default(),
     };
-    tokio::spawn(session.run(receiver));
+    tokio::spawn(session.run(receiver, credentials));
     handler
 }
 
@@ -154,7 +173,12 @@ impl Session {
     /// The connection's event loop. Every handler future is boxed: the loop
     /// lives as long as the connection, and inlined handlers would make
     /// every idle connection carry the largest handler's state (kilobytes).
-    async fn run(mut self, inbox: InboxReceiver) {
+    async fn run(mut self, inbox: InboxReceiver, credentials: Option<Value>) {
+        if let Some(credentials) = credentials {
+            if Box::pin(self.authenticate_at_connect(credentials)).await == Flow::Stop {
+                return;
+            }
+        }
         loop {
             self.publish_direct(&inbox);
             let deadline = self.deadline;

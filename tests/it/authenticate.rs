@@ -408,3 +408,99 @@ async fn admin_token_does_not_authenticate_a_user() {
         .expect("create admin");
     assert_refused(&ts, json!({"uid": "root", "token": admin})).await;
 }
+
+// --- authenticate at connect (PROTOCOL.md Part 2) ----------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_connect_payload_authenticate_and_reply_after_the_connect() {
+    let ts = TestServer::start().await;
+    let token = ts.token("alice").await;
+    let mut c = Client::connect_with_auth(ts.addr(), json!({"uid": "alice", "token": token}))
+        .await
+        .expect("connected");
+    assert!(!c.sid.is_empty());
+    assert_eq!(
+        c.expect_event("authenticate").await,
+        json!({"status": 0, "data": "auth success"})
+    );
+    // Authenticated: it may join, and a second authenticate is refused.
+    let ack = c.request("join", json!({"roomId": "r"})).await;
+    assert_eq!(ack, json!({"status": 0, "data": "join success"}));
+    let again = c
+        .request("authenticate", json!({"uid": "alice", "token": token}))
+        .await;
+    assert_eq!(again, failed("already authenticated"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_in_the_connect_payload_get_a_connect_error() {
+    let ts = TestServer::start().await;
+    ts.token("alice").await;
+    for auth in [
+        json!({"uid": "alice", "token": "0".repeat(64)}),
+        json!({"uid": "alice"}),
+        json!({"uid": 5, "token": "x"}),
+    ] {
+        let refused = Client::connect_with_auth(ts.addr(), auth.clone())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{auth} was accepted"));
+        assert_eq!(
+            refused,
+            json!({"message": AUTH_FAILED, "data": failed(AUTH_FAILED)}),
+            "{auth}"
+        );
+    }
+    // The server goes on serving.
+    let token = ts.token("bob").await;
+    let mut c = Client::connect(ts.addr()).await;
+    let reply = c
+        .request("authenticate", json!({"uid": "bob", "token": token}))
+        .await;
+    assert_eq!(reply, json!({"status": 0, "data": "auth success"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_payload_without_a_uid_connects_for_the_authenticate_event() {
+    let ts = TestServer::start().await;
+    let token = ts.token("alice").await;
+    let mut c = Client::connect_with_auth(ts.addr(), json!({"lang": "en"}))
+        .await
+        .expect("connected");
+    c.expect_no_event(QUIET).await;
+    let reply = c
+        .request("authenticate", json!({"uid": "alice", "token": token}))
+        .await;
+    assert_eq!(reply, json!({"status": 0, "data": "auth success"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_at_connect_kicks_out_the_older_login() {
+    let ts = TestServer::start().await;
+    let token = ts.token("alice").await;
+    let mut first = ts.authenticated("alice").await;
+    let mut second = Client::connect_with_auth(ts.addr(), json!({"uid": "alice", "token": token}))
+        .await
+        .expect("connected");
+    second.expect_event("authenticate").await;
+    assert_eq!(
+        first.recv().await,
+        support::Received::Event("kickout".into(), json!(0))
+    );
+    first.expect_disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_at_connect_count_toward_the_address_limit() {
+    let ts = TestServer::with(|c| c.auth_failures_per_ip = 2).await;
+    ts.token("alice").await;
+    let wrong = json!({"uid": "alice", "token": "0".repeat(64)});
+    for _ in 0..2 {
+        let refused = Client::connect_with_auth(ts.addr(), wrong.clone())
+            .await
+            .err();
+        assert_eq!(refused.unwrap()["message"], AUTH_FAILED);
+    }
+    let refused = Client::connect_with_auth(ts.addr(), wrong).await.err();
+    assert_eq!(refused.unwrap()["message"], "reach rate limit");
+}

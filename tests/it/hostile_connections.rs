@@ -186,7 +186,7 @@ async fn idle_sockets_at_the_pending_cap_do_not_lock_clients_out() {
 
 /// The largest request head the server reads, in KiB.
 fn head_bound_kib() -> u64 {
-    (ao_socketio::MAX_HEAD_BYTES / 1024) as u64
+    (ao_socketio::serve::MAX_HEAD_BYTES / 1024) as u64
 }
 
 /// When the server runs out of file descriptors, idle sockets make room:

@@ -13,7 +13,7 @@ seconds=${1:-600}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(engine_packet payload socket_packet)
+    targets=(engine_packet payload socket_packet packet_data)
 fi
 
 # cargo fuzz finds fuzz/ from the crate's directory.

@@ -28,8 +28,10 @@ impl Origins {
 /// The server's settings; [`Config::default`] gives the reference
 /// server's defaults, but for a per-address handshake rate (the reference
 /// server has none; without one a single client can open sessions faster
-/// than they time out).
+/// than they time out); [`Config::builder`] changes them (a setting added
+/// later is not a breaking change).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// How often the heartbeat runs: engine.io 4 servers ping at this
     /// interval, engine.io 3 clients are told to.
@@ -68,6 +70,10 @@ pub struct Config {
     pub origins: Origins,
     /// The read buffer of each websocket, held for its whole life.
     pub ws_read_buffer_bytes: usize,
+    /// Whether engine.io 3 clients (socket.io-client 2.x) are served; a
+    /// request without `EIO` counts as engine.io 3 (socket.io-client-swift
+    /// v13–v15 send none), as in the reference server's `allowEIO3`.
+    pub allow_eio3: bool,
 }
 
 impl Default for Config {
@@ -86,7 +92,110 @@ impl Default for Config {
             handshake_burst_per_ip: 500,
             origins: Origins::Any,
             ws_read_buffer_bytes: 1024,
+            allow_eio3: true,
         }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config::default())
+    }
+}
+
+/// Builds a [`Config`]; each setter sets the field of the same name.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Sets [`Config::ping_interval`].
+    pub fn ping_interval(mut self, value: Duration) -> Self {
+        self.0.ping_interval = value;
+        self
+    }
+
+    /// Sets [`Config::ping_timeout`].
+    pub fn ping_timeout(mut self, value: Duration) -> Self {
+        self.0.ping_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::upgrade_timeout`].
+    pub fn upgrade_timeout(mut self, value: Duration) -> Self {
+        self.0.upgrade_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::connect_timeout`].
+    pub fn connect_timeout(mut self, value: Duration) -> Self {
+        self.0.connect_timeout = value;
+        self
+    }
+
+    /// Sets [`Config::max_message_bytes`].
+    pub fn max_message_bytes(mut self, value: usize) -> Self {
+        self.0.max_message_bytes = value;
+        self
+    }
+
+    /// Sets [`Config::max_payload_bytes`].
+    pub fn max_payload_bytes(mut self, value: usize) -> Self {
+        self.0.max_payload_bytes = value;
+        self
+    }
+
+    /// Sets [`Config::queue_max_bytes`].
+    pub fn queue_max_bytes(mut self, value: usize) -> Self {
+        self.0.queue_max_bytes = value;
+        self
+    }
+
+    /// Sets [`Config::max_connections`].
+    pub fn max_connections(mut self, value: usize) -> Self {
+        self.0.max_connections = value;
+        self
+    }
+
+    /// Sets [`Config::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, value: usize) -> Self {
+        self.0.max_connections_per_ip = value;
+        self
+    }
+
+    /// Sets [`Config::handshake_rate_per_ip`].
+    pub fn handshake_rate_per_ip(mut self, value: u32) -> Self {
+        self.0.handshake_rate_per_ip = value;
+        self
+    }
+
+    /// Sets [`Config::handshake_burst_per_ip`].
+    pub fn handshake_burst_per_ip(mut self, value: u32) -> Self {
+        self.0.handshake_burst_per_ip = value;
+        self
+    }
+
+    /// Sets [`Config::origins`].
+    pub fn origins(mut self, value: Origins) -> Self {
+        self.0.origins = value;
+        self
+    }
+
+    /// Sets [`Config::ws_read_buffer_bytes`].
+    pub fn ws_read_buffer_bytes(mut self, value: usize) -> Self {
+        self.0.ws_read_buffer_bytes = value;
+        self
+    }
+
+    /// Sets [`Config::allow_eio3`].
+    pub fn allow_eio3(mut self, value: bool) -> Self {
+        self.0.allow_eio3 = value;
+        self
+    }
+
+    /// The settings.
+    pub fn build(self) -> Config {
+        self.0
     }
 }
 

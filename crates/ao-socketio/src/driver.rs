@@ -17,8 +17,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use crate::engine::session::Session;
+use crate::engine::{DisconnectReason, Transport};
 use crate::engine::{EngineVersion, Frame, Packet};
-use crate::socket::conn::{Conn, DisconnectReason, Transport};
 use crate::websocket::Ws;
 
 /// How long a closing connection may take to hand its last packets over.
@@ -29,7 +30,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 const CLIENT_CLOSE_WAIT: Duration = Duration::from_millis(1000);
 
 /// Runs connection `conn`, opened on websocket `ws`.
-pub(crate) async fn run_websocket(conn: Arc<Conn>, ws: Ws) {
+pub(crate) async fn run_websocket(conn: Arc<Session>, ws: Ws) {
     if let Some(mut hb) = Heartbeat::new(&conn) {
         websocket(&conn, ws, &mut hb).await;
     }
@@ -40,7 +41,7 @@ pub(crate) async fn run_websocket(conn: Arc<Conn>, ws: Ws) {
 /// The probe and the websocket phase are boxed: the task lives as long as
 /// the connection, and inlined they would make every polling connection
 /// carry the websocket phase's state before it has a websocket.
-pub(crate) async fn run_polling(conn: Arc<Conn>) {
+pub(crate) async fn run_polling(conn: Arc<Session>) {
     if let Some(mut hb) = Heartbeat::new(&conn) {
         while let Some(on_upgrade) = polling(&conn, &mut hb).await {
             if let Some(ws) = Box::pin(probe(&conn, on_upgrade, &mut hb)).await {
@@ -58,6 +59,7 @@ struct Heartbeat {
     interval: Duration,
     timeout: Duration,
     upgrade_timeout: Duration,
+    connect_timeout: Duration,
     connect_by: Option<Instant>,
     /// engine.io 4: when the unanswered ping went out.
     ping_sent: Option<Instant>,
@@ -67,16 +69,18 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn new(conn: &Conn) -> Option<Heartbeat> {
+    fn new(conn: &Session) -> Option<Heartbeat> {
         let server = conn.server.upgrade()?;
         let c = &server.config;
-        let now = Instant::now();
-        let connect_by = (conn.eio == EngineVersion::V4)
+        // Counted from the handshake, as the client counts.
+        let now = Instant::from_std(conn.created);
+        let connect_by = (conn.socket_io && conn.eio == EngineVersion::V4)
             .then(|| Instant::from_std(conn.created) + c.connect_timeout);
         let mut hb = Heartbeat {
             interval: c.ping_interval,
             timeout: c.ping_timeout,
             upgrade_timeout: c.upgrade_timeout,
+            connect_timeout: c.connect_timeout,
             connect_by,
             ping_sent: None,
             next_ping: now + c.ping_interval,
@@ -100,17 +104,23 @@ impl Heartbeat {
     /// silent; sets the next check. A connection whose reads the
     /// application paused is not timed out: its answer may be waiting
     /// behind the pause.
-    fn check(&mut self, conn: &Arc<Conn>) {
+    fn check(&mut self, conn: &Arc<Session>) {
         let now = Instant::now();
         let (connected, heard) = {
             let state = conn.state();
-            (state.connected, Instant::from_std(state.last_heard))
+            (
+                !conn.socket_io || state.has_socket(),
+                Instant::from_std(state.last_heard),
+            )
         };
         if connected {
             self.connect_by = None;
         } else if self.connect_by.is_some_and(|by| now >= by) {
             conn.close(DisconnectReason::ConnectTimeout);
             return;
+        } else if self.connect_by.is_none() {
+            // Its last socket left: the session may connect again in time.
+            self.connect_by = Some(now + self.connect_timeout);
         }
         let paused = conn.gate.is_closed();
         let at = match conn.eio {
@@ -141,8 +151,13 @@ impl Heartbeat {
                 }
                 if now >= self.next_ping {
                     let _ = conn.push(Frame::Text(Bytes::from_static(b"2")));
-                    self.ping_sent = Some(now);
-                    now + self.timeout
+                    // Timed from when it was due: a timer that fired late
+                    // does not give the client longer than it was told.
+                    let sent = now
+                        .checked_sub(self.timeout / 8)
+                        .map_or(self.next_ping, |t| self.next_ping.max(t));
+                    self.ping_sent = Some(sent);
+                    sent + self.timeout
                 } else {
                     self.next_ping
                 }
@@ -154,7 +169,7 @@ impl Heartbeat {
 
 /// Long-polling: waits for the close, an upgrade or the heartbeat. Gives
 /// a websocket's upgrade to probe, or `None` once the connection closed.
-async fn polling(conn: &Arc<Conn>, hb: &mut Heartbeat) -> Option<hyper::upgrade::OnUpgrade> {
+async fn polling(conn: &Arc<Session>, hb: &mut Heartbeat) -> Option<hyper::upgrade::OnUpgrade> {
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
     loop {
@@ -177,12 +192,13 @@ async fn polling(conn: &Arc<Conn>, hb: &mut Heartbeat) -> Option<hyper::upgrade:
 
 /// A closing long-polling connection: its last packets and the close
 /// packet go out with the next poll, if one comes soon.
-async fn drain_polling(conn: &Arc<Conn>, reason: DisconnectReason) {
+async fn drain_polling(conn: &Arc<Session>, reason: DisconnectReason) {
     if matches!(
         reason,
         DisconnectReason::TransportClose
             | DisconnectReason::PingTimeout
             | DisconnectReason::ProtocolError
+            | DisconnectReason::ClientClose
     ) {
         return;
     }
@@ -206,7 +222,7 @@ async fn drain_polling(conn: &Arc<Conn>, reason: DisconnectReason) {
 /// client's upgrade packet. `None` when the websocket failed or timed out
 /// (the session goes on polling).
 async fn probe(
-    conn: &Arc<Conn>,
+    conn: &Arc<Session>,
     on_upgrade: hyper::upgrade::OnUpgrade,
     hb: &mut Heartbeat,
 ) -> Option<Ws> {
@@ -220,7 +236,7 @@ async fn probe(
     drop(server);
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
-    let give_up = |conn: &Conn| conn.state().upgrading = false;
+    let give_up = |conn: &Session| conn.state().upgrading = false;
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -302,7 +318,7 @@ fn message(eio: EngineVersion, frame: Frame) -> Option<Message> {
 }
 
 /// The websocket phase: reads, writes and the heartbeat in one future.
-async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
+async fn websocket(conn: &Arc<Session>, mut ws: Ws, hb: &mut Heartbeat) {
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
     // A message taken from the outbox that the websocket has not accepted yet.
@@ -404,7 +420,7 @@ async fn websocket(conn: &Arc<Conn>, mut ws: Ws, hb: &mut Heartbeat) {
 /// Sends what is left (a disconnect packet, say) and the websocket's close,
 /// unless the client is gone or does not read.
 async fn close_websocket(
-    conn: &Arc<Conn>,
+    conn: &Arc<Session>,
     mut ws: Ws,
     out: Option<Message>,
     reason: DisconnectReason,
@@ -460,8 +476,8 @@ mod tests {
     use super::*;
 
     struct Nothing;
-    impl crate::Service for Nothing {
-        fn connect(&self, _: &crate::Socket) -> Box<dyn crate::Handler> {
+    impl crate::Connector for Nothing {
+        fn connect(&self, _: &crate::Socket, _: Option<&str>) -> crate::Connect {
             unreachable!("no client connects")
         }
     }
@@ -471,7 +487,9 @@ mod tests {
     #[tokio::test]
     async fn the_connection_task_stays_small() {
         let server = crate::Server::new(crate::Config::default(), Nothing);
-        let conn = server.open(EngineVersion::V4, false, Transport::Polling, None);
+        let conn = server
+            .inner
+            .open(EngineVersion::V4, false, Transport::Polling, None);
         let mut hb = Heartbeat::new(&conn).expect("the server is alive");
         let sizes = [
             std::mem::size_of_val(&run_polling(conn.clone())),

@@ -7,39 +7,44 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::engine::{EngineVersion, Frame, Packet};
+use crate::engine::session::Session;
+use crate::engine::{DisconnectReason, EngineVersion, Frame, Packet, Transport};
 use crate::server::Server;
-use crate::socket::conn::{Conn, DisconnectReason, Socket, Transport};
+use crate::socket::conn::Socket;
 
 /// The client end of an in-memory connection ([`Server::connect_in_memory`]).
 pub struct MemoryClient {
-    conn: Arc<Conn>,
+    session: Arc<Session>,
     next_ack: u64,
 }
 
 impl Server {
-    /// Connects an in-memory client speaking `eio`'s socket.io protocol:
-    /// the application's handler is made and the socket connected to the
-    /// namespace, as for a network client. No heartbeat runs.
+    /// Connects an in-memory client speaking `eio`'s socket.io protocol to
+    /// the default namespace: the application's handler is made and the
+    /// socket connected, as for a network client. No heartbeat runs.
     pub fn connect_in_memory(&self, eio: EngineVersion) -> MemoryClient {
-        let conn = self.open(eio, false, Transport::Polling, None);
-        conn.opened();
+        let session = self.inner.open(eio, false, Transport::Polling, None);
+        session.opened();
         if eio == EngineVersion::V4 {
-            conn.on_packet(Packet::Message(Bytes::from_static(b"0")));
+            session.on_packet(Packet::Message(Bytes::from_static(b"0")));
         }
-        MemoryClient { conn, next_ack: 0 }
+        MemoryClient {
+            session,
+            next_ack: 0,
+        }
     }
 }
 
 impl MemoryClient {
-    /// The server's handle on this connection.
-    pub fn socket(&self) -> Socket {
-        Socket(self.conn.clone())
+    /// The server's handle on this connection's socket on `/`, while it
+    /// is connected.
+    pub fn socket(&self) -> Option<Socket> {
+        self.session.state().main.clone().map(Socket)
     }
 
     /// Sends a raw socket.io packet (`2["event",{}]`).
     pub fn send_packet(&self, text: &str) {
-        self.conn
+        self.session
             .on_packet(Packet::Message(Bytes::copy_from_slice(text.as_bytes())));
     }
 
@@ -65,10 +70,10 @@ impl MemoryClient {
         let mut one = Vec::with_capacity(1);
         loop {
             let next = std::future::poll_fn(|cx| {
-                if self.conn.outbox.poll_take(cx, &mut one, 1).is_ready() {
+                if self.session.outbox.poll_take(cx, &mut one, 1).is_ready() {
                     return std::task::Poll::Ready(true);
                 }
-                if self.conn.closing().is_some() {
+                if self.session.closing().is_some() {
                     return std::task::Poll::Ready(false);
                 }
                 std::task::Poll::Pending
@@ -76,7 +81,7 @@ impl MemoryClient {
             .await;
             if !next {
                 // Nothing drives an in-memory connection: end it here.
-                self.conn.finish();
+                self.session.finish();
                 return None;
             }
             match one.pop() {
@@ -90,12 +95,12 @@ impl MemoryClient {
 
     /// Why the server closed the connection, if it did.
     pub fn closed(&self) -> Option<DisconnectReason> {
-        self.conn.closing()
+        self.session.closing()
     }
 
     /// Closes the connection from the client's side (the transport is gone).
     pub fn close(self) {
-        self.conn.close(DisconnectReason::TransportClose);
-        self.conn.finish();
+        self.session.close(DisconnectReason::TransportClose);
+        self.session.finish();
     }
 }

@@ -115,6 +115,28 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues `frames` together (a packet and its binary attachments): no
+    /// other frame comes between them. Refused as a whole like [`Outbox::push`].
+    pub(crate) fn push_all(&self, frames: Vec<Frame>) -> Result<(), QueueError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(QueueError::Closed);
+        }
+        if state.bytes >= self.limit {
+            return Err(QueueError::Full);
+        }
+        for frame in frames {
+            state.bytes += weight(&frame);
+            state.frames.push_back(frame);
+        }
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
     /// Takes up to `max_bytes` of queued frames' payload (at least one
     /// frame) into `out`; pending (with the waker registered) when there
     /// are none.

@@ -12,12 +12,17 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::engine::payload::{self, Decoder, BINARY_CONTENT_TYPE};
+use crate::engine::session::Session as Conn;
+use crate::engine::{DisconnectReason, Transport};
 use crate::engine::{Frame, Packet};
-use crate::server::{error_response, EngineError, Inner};
-use crate::socket::conn::{Conn, DisconnectReason, Transport};
+use crate::inner::{error_response, EngineError, Inner};
 
 /// How long a disconnect packet held back from an answer waits after it.
 const DISCONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a poll made while a websocket probes the session waits
+/// before its noop (engine.io checks every 100 ms).
+const UPGRADING_NOOP_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The most a long-poll answer carries at once; the rest waits for the
 /// next poll.
@@ -70,7 +75,7 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         }
         if state.polling {
             drop(state);
-            tracing::debug!(sid = %conn.id, "two long-polls at once");
+            tracing::debug!(sid = %conn.sid, "two long-polls at once");
             conn.close(DisconnectReason::ProtocolError);
             return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
         }
@@ -80,19 +85,37 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         conn: &conn,
         get: true,
     };
+    // A poll that came after a websocket opened for this session: the
+    // client's poll crossing the probe (answered with a noop shortly, as
+    // engine.io does), or a request made after the upgrade (refused once
+    // the upgrade packet is in).
+    let late = {
+        let state = conn.state();
+        state.upgrade.is_some() || state.upgrading
+    };
     let mut frames = Vec::new();
-    std::future::poll_fn(|cx| {
+    let waited = std::future::poll_fn(|cx| {
         let ready = conn.outbox.poll_take(cx, &mut frames, MAX_ANSWER_BYTES);
         if ready.is_ready() {
             return ready;
         }
         let state = conn.state();
-        if state.closing.is_some() || state.upgrading || state.transport == Transport::Websocket {
+        if state.closing.is_some()
+            || (state.upgrading && !late)
+            || state.transport == Transport::Websocket
+        {
             return std::task::Poll::Ready(());
         }
         std::task::Poll::Pending
-    })
-    .await;
+    });
+    if late {
+        let _ = tokio::time::timeout(UPGRADING_NOOP_AFTER, waited).await;
+        if frames.is_empty() && conn.state().transport == Transport::Websocket {
+            return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
+        }
+    } else {
+        waited.await;
+    }
     // A disconnect packet goes out in an answer of its own, a moment after
     // the events before it: python-socketio hands each polled packet to a
     // thread of its own, and could otherwise act on the disconnect before
@@ -111,14 +134,18 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
     let (closing, upgrading) = {
         let state = conn.state();
         (
-            state.closing.is_some(),
+            state.closing,
             state.upgrading || state.transport == Transport::Websocket,
         )
     };
     // The close packet goes out alone too, after the last packets were
     // delivered, as engine.io does: socket.io clients hand decoded packets
     // on a tick later, so a close in the same answer would overtake them.
-    if closing && frames.is_empty() {
+    // A client that closed itself is answered with a noop, as engine.io
+    // answers it.
+    if closing == Some(DisconnectReason::ClientClose) && frames.is_empty() {
+        frames.push(Packet::Noop.encode());
+    } else if closing.is_some() && frames.is_empty() {
         frames.push(Packet::Close.encode());
     } else if frames.is_empty() && upgrading {
         frames.push(Packet::Noop.encode());
@@ -133,7 +160,7 @@ pub(crate) async fn post(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>)
         let mut state = conn.state();
         if state.posting {
             drop(state);
-            tracing::debug!(sid = %conn.id, "two POSTs at once");
+            tracing::debug!(sid = %conn.sid, "two POSTs at once");
             conn.close(DisconnectReason::ProtocolError);
             return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
         }
@@ -163,7 +190,7 @@ pub(crate) async fn post(inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>)
 }
 
 /// Reads a POST's body whole, within the body cap; the HTTP server holds it
-/// to its deadline. Reading stops at once when the connection closes
+/// to its deadline. Reading stops at once when the session closes
 /// meanwhile: what was read is dropped, and so is the client's TCP
 /// connection after the answer.
 async fn read_body(inner: &Inner, conn: &Conn, body: Body) -> Result<Bytes, Response<Body>> {
@@ -188,14 +215,14 @@ async fn read_body(inner: &Inner, conn: &Conn, body: Body) -> Result<Bytes, Resp
         Some(Ok(body)) => return Ok(body.to_bytes()),
         Some(Err(e)) => e,
         None => {
-            tracing::debug!(sid = %conn.id, "polling body cut: the connection closed");
+            tracing::debug!(sid = %conn.sid, "polling body cut: the session closed");
             return Err(error_response(
                 StatusCode::BAD_REQUEST,
                 EngineError::BadRequest,
             ));
         }
     };
-    tracing::debug!(sid = %conn.id, error = %e, "polling body not read");
+    tracing::debug!(sid = %conn.sid, error = %e, "polling body not read");
     if e.is::<http_body_util::LengthLimitError>() {
         conn.close(DisconnectReason::ProtocolError);
         let mut res = Response::new(Body::from("payload too large"));
@@ -203,7 +230,7 @@ async fn read_body(inner: &Inner, conn: &Conn, body: Body) -> Result<Bytes, Resp
         return Err(res);
     }
     conn.close(DisconnectReason::TransportClose);
-    let status = if crate::BodyTimeout::caused(&*e) {
+    let status = if crate::serve::BodyTimeout::caused(&*e) {
         StatusCode::REQUEST_TIMEOUT
     } else {
         StatusCode::BAD_REQUEST
@@ -220,7 +247,7 @@ async fn deliver(conn: &Arc<Conn>, body: Bytes, binary: bool) -> Result<(), Resp
         match packet {
             Ok(packet) => conn.on_packet(packet),
             Err(e) => {
-                tracing::debug!(sid = %conn.id, error = %e, "malformed polling payload");
+                tracing::debug!(sid = %conn.sid, error = %e, "malformed polling payload");
                 conn.close(DisconnectReason::ProtocolError);
                 return Err(error_response(
                     StatusCode::BAD_REQUEST,

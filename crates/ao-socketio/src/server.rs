@@ -1,60 +1,57 @@
 //! The server: its connections and rooms, and the HTTP entry point that
 //! takes every engine.io request (handshakes, long-polls, websockets).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
-    CONTENT_TYPE, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ORIGIN,
+    VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::address::{Address, HandshakeRate};
 use crate::config::Config;
-use crate::engine::{EngineVersion, Frame};
+use crate::engine::session::Session;
+use crate::engine::{DisconnectReason, EngineHandler, EngineVersion, Frame, Transport};
 use crate::id::Id;
-use crate::socket::conn::{Conn, DisconnectReason, Service, Socket, Transport};
+use crate::inner::{error_response, json_error, lock, EngineError, Inner, Layer};
+use crate::socket::conn::{Connector, Socket};
+use crate::socket::namespace::{Delivery, Namespace, Nsp};
 use crate::stats::{Refusal, Stats};
 
-/// A socket.io server. Cheap to clone; every clone is the same server.
+/// A socket.io server (or an engine.io one, [`Server::engine`]). Cheap to
+/// clone; every clone is the same server.
 #[derive(Clone)]
 pub struct Server {
     pub(crate) inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) service: Box<dyn Service>,
-    pub(crate) stats: Stats,
-    /// Connections by engine.io session id.
-    sessions: Mutex<HashMap<Id, Arc<Conn>>>,
-    /// Connections by socket id.
-    sockets: Mutex<HashMap<Id, Arc<Conn>>>,
-    rooms: Mutex<HashMap<Box<str>, Vec<Arc<Conn>>>>,
-    /// Addresses that hold connections, while a per-address limit is set.
-    per_address: Mutex<HashMap<IpAddr, Address>>,
-    handshake_rate: Option<HandshakeRate>,
-    count: AtomicUsize,
-    closed: AtomicBool,
+/// Builds a socket.io server with several namespaces ([`Server::builder`]).
+pub struct ServerBuilder {
+    config: Config,
+    namespaces: Vec<Arc<Nsp>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+impl ServerBuilder {
+    /// Serves namespace `name` (`/` or `/name`), whose connects `connector`
+    /// answers. A namespace added twice keeps its first connector.
+    pub fn namespace(mut self, name: &str, connector: impl Connector) -> ServerBuilder {
+        if !self.namespaces.iter().any(|n| &*n.name == name) {
+            self.namespaces
+                .push(Arc::new(Nsp::new(name.into(), Box::new(connector))));
+        }
+        self
+    }
 
-/// What one broadcast did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    /// Connections the frame was queued for.
-    pub sent: u64,
-    /// Connections whose queue was full (they are being disconnected).
-    pub dropped: u64,
+    /// The server.
+    pub fn build(self) -> Server {
+        Server::with_layer(self.config, Layer::SocketIo(self.namespaces))
+    }
 }
 
 /// The parts of an engine.io request's query the server reads.
@@ -83,48 +80,28 @@ fn query(q: &str) -> Query<'_> {
     out
 }
 
-/// engine.io's error answers.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum EngineError {
-    UnknownTransport,
-    UnknownSid,
-    BadHandshakeMethod,
-    BadRequest,
-    Forbidden,
-    UnsupportedVersion,
-}
+impl Server {
+    /// A socket.io server with `config` serving the default namespace `/`,
+    /// whose connects `connector` answers.
+    pub fn new(config: Config, connector: impl Connector) -> Server {
+        Server::builder(config).namespace("/", connector).build()
+    }
 
-impl EngineError {
-    fn code_and_message(self) -> (u8, &'static str) {
-        match self {
-            EngineError::UnknownTransport => (0, "Transport unknown"),
-            EngineError::UnknownSid => (1, "Session ID unknown"),
-            EngineError::BadHandshakeMethod => (2, "Bad handshake method"),
-            EngineError::BadRequest => (3, "Bad request"),
-            EngineError::Forbidden => (4, "Forbidden"),
-            EngineError::UnsupportedVersion => (5, "Unsupported protocol version"),
+    /// A socket.io server with several namespaces.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            namespaces: Vec::new(),
         }
     }
-}
 
-/// A JSON error answer `{"code":N,"message":"..."}` with `status`.
-pub(crate) fn error_response(status: StatusCode, error: EngineError) -> Response<Body> {
-    let (code, message) = error.code_and_message();
-    json_error(status, code, message)
-}
+    /// An engine.io server without socket.io: `handler` gets each session's
+    /// messages.
+    pub fn engine(config: Config, handler: impl EngineHandler) -> Server {
+        Server::with_layer(config, Layer::Engine(Box::new(handler)))
+    }
 
-fn json_error(status: StatusCode, code: u8, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"code": code, "message": message}).to_string();
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res
-}
-
-impl Server {
-    /// A server with `config` whose connections `service` handles.
-    pub fn new(config: Config, service: impl Service) -> Server {
+    fn with_layer(config: Config, layer: Layer) -> Server {
         Server {
             inner: Arc::new(Inner {
                 handshake_rate: HandshakeRate::new(
@@ -132,16 +109,19 @@ impl Server {
                     config.handshake_burst_per_ip,
                 ),
                 config,
-                service: Box::new(service),
+                layer,
                 stats: Stats::default(),
-                sessions: Mutex::new(HashMap::new()),
-                sockets: Mutex::new(HashMap::new()),
-                rooms: Mutex::new(HashMap::new()),
-                per_address: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Default::default()),
+                per_address: Mutex::new(Default::default()),
                 count: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Namespace `name`, when the server serves it.
+    pub fn of(&self, name: &str) -> Option<Namespace> {
+        self.inner.namespace(name).cloned().map(Namespace)
     }
 
     /// The server's settings.
@@ -159,58 +139,41 @@ impl Server {
         self.inner.count.load(Ordering::Acquire)
     }
 
-    /// The connection with socket id `id`, if it is on this server.
+    /// The socket with id `id` on the default namespace, if it is on this
+    /// server.
     pub fn socket(&self, id: &str) -> Option<Socket> {
-        let id = Id::parse(id)?;
-        lock(&self.inner.sockets).get(&id).cloned().map(Socket)
+        self.of("/")?.socket(id)
     }
 
-    /// Every connection connected to the namespace now.
+    /// Every socket connected to the default namespace now.
     pub fn sockets(&self) -> Vec<Socket> {
-        lock(&self.inner.sockets)
-            .values()
-            .filter(|c| c.state().connected)
-            .cloned()
-            .map(Socket)
-            .collect()
+        self.of("/").map(|n| n.sockets()).unwrap_or_default()
     }
 
-    /// The members of `room` on this server.
+    /// The members of `room` of the default namespace on this server.
     pub fn room(&self, room: &str) -> Vec<Socket> {
-        lock(&self.inner.rooms)
-            .get(room)
-            .map(|m| m.iter().cloned().map(Socket).collect())
-            .unwrap_or_default()
+        self.of("/").map(|n| n.room(room)).unwrap_or_default()
     }
 
     /// Queues `frame` (built once, e.g. by [`crate::event_frame`]) for every
-    /// member of `room` but `except`. A member whose queue is full is
-    /// disconnected as a slow client and counted in [`Delivery::dropped`].
+    /// member of `room` of the default namespace but `except`
+    /// ([`Namespace::broadcast`]).
     pub fn broadcast(&self, room: &str, frame: &Frame, except: Option<&Socket>) -> Delivery {
-        let members = lock(&self.inner.rooms).get(room).cloned();
-        let mut delivery = Delivery::default();
-        for conn in members.iter().flatten() {
-            if except.is_some_and(|x| Arc::ptr_eq(&x.0, conn)) {
-                continue;
-            }
-            match conn.push(frame.clone()) {
-                Ok(()) => delivery.sent += 1,
-                Err(crate::outbox::QueueError::Full) => delivery.dropped += 1,
-                Err(crate::outbox::QueueError::Closed) => {}
-            }
+        match self.inner.namespace("/") {
+            Some(nsp) => Namespace(nsp.clone()).broadcast(room, frame, except),
+            None => Delivery::default(),
         }
-        delivery
     }
 
     /// Closes every connection (each client is told the server is going
     /// away and may reconnect elsewhere) and refuses new ones.
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let all: Vec<Arc<Conn>> = lock(&self.inner.sessions).values().cloned().collect();
+        let all: Vec<Arc<Session>> = lock(&self.inner.sessions).values().cloned().collect();
         // No socket.io disconnect packet: clients see the transport close
         // and reconnect, to another node behind a load balancer.
-        for conn in &all {
-            conn.close(DisconnectReason::ServerShutdown);
+        for session in &all {
+            session.close(DisconnectReason::ServerShutdown);
         }
         // Each connection's task finishes its own close; wait for them.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -251,11 +214,9 @@ impl Server {
         let eio = match q.eio {
             // socket.io-client-swift v13–v15 send no EIO; the reference
             // server takes that as 3.
-            None | Some("3") => EngineVersion::V3,
+            None | Some("3") if inner.config.allow_eio3 => EngineVersion::V3,
             Some("4") => EngineVersion::V4,
-            Some(_) => {
-                return error_response(StatusCode::BAD_REQUEST, EngineError::UnsupportedVersion)
-            }
+            _ => return error_response(StatusCode::BAD_REQUEST, EngineError::UnsupportedVersion),
         };
         if q.jsonp {
             // JSONP polling (engine.io 3's `j` parameter) is not served.
@@ -283,8 +244,8 @@ impl Server {
                 }
                 match transport {
                     Transport::Polling => {
-                        let conn = self.open(eio, q.b64, Transport::Polling, peer);
-                        crate::polling::handshake(self.inner.clone(), conn)
+                        let session = self.inner.open(eio, q.b64, Transport::Polling, peer);
+                        crate::polling::handshake(self.inner.clone(), session)
                     }
                     Transport::Websocket => {
                         let res = crate::websocket::accept(self.inner.clone(), req, eio, peer);
@@ -386,99 +347,6 @@ impl Server {
     /// Gives back what [`Server::admit`] counted.
     fn release(&self, peer: Option<SocketAddr>) {
         self.inner.release(peer);
-    }
-
-    pub(crate) fn open(
-        &self,
-        eio: EngineVersion,
-        b64: bool,
-        transport: Transport,
-        peer: Option<SocketAddr>,
-    ) -> Arc<Conn> {
-        self.inner.open(eio, b64, transport, peer)
-    }
-}
-
-impl Inner {
-    pub(crate) fn open(
-        self: &Arc<Self>,
-        eio: EngineVersion,
-        b64: bool,
-        transport: Transport,
-        peer: Option<SocketAddr>,
-    ) -> Arc<Conn> {
-        let conn = Conn::new(self, eio, b64, transport, peer);
-        lock(&self.sessions).insert(conn.sid, conn.clone());
-        lock(&self.sockets).insert(conn.id, conn.clone());
-        conn
-    }
-
-    /// Whether addresses are kept (a per-address limit is set).
-    fn per_address_kept(&self) -> bool {
-        self.config.max_connections_per_ip > 0 || self.handshake_rate.is_some()
-    }
-
-    fn release(&self, peer: Option<SocketAddr>) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        if let (true, Some(peer)) = (self.per_address_kept(), peer) {
-            let mut map = lock(&self.per_address);
-            if let Some(a) = map.get_mut(&peer.ip()) {
-                a.connections = a.connections.saturating_sub(1);
-                if a.connections == 0 {
-                    map.remove(&peer.ip());
-                }
-            }
-        }
-    }
-
-    pub(crate) fn join(&self, conn: &Arc<Conn>, room: &str) {
-        {
-            let mut state = conn.state();
-            if state.closing.is_some() || state.rooms.iter().any(|r| &**r == room) {
-                return;
-            }
-            state.rooms.push(room.into());
-        }
-        lock(&self.rooms)
-            .entry(room.into())
-            .or_default()
-            .push(conn.clone());
-    }
-
-    pub(crate) fn leave(&self, conn: &Arc<Conn>, room: &str) {
-        {
-            let mut state = conn.state();
-            let Some(i) = state.rooms.iter().position(|r| &**r == room) else {
-                return;
-            };
-            state.rooms.swap_remove(i);
-        }
-        self.remove_member(conn, room);
-    }
-
-    fn remove_member(&self, conn: &Arc<Conn>, room: &str) {
-        let mut rooms = lock(&self.rooms);
-        if let Some(members) = rooms.get_mut(room) {
-            if let Some(i) = members.iter().position(|m| Arc::ptr_eq(m, conn)) {
-                members.swap_remove(i);
-            }
-            if members.is_empty() {
-                rooms.remove(room);
-            }
-        }
-    }
-
-    /// Removes a finished connection from every table.
-    pub(crate) fn forget(&self, conn: &Arc<Conn>) {
-        let rooms = std::mem::take(&mut conn.state().rooms);
-        for room in rooms {
-            self.remove_member(conn, &room);
-        }
-        let removed = lock(&self.sessions).remove(&conn.sid).is_some();
-        lock(&self.sockets).remove(&conn.id);
-        if removed {
-            self.release(conn.peer);
-        }
     }
 }
 

@@ -67,7 +67,7 @@ impl Stats {
         self.slow_clients.load(Ordering::Relaxed)
     }
 
-    /// Packets that did not decode (ignored; the connection stays).
+    /// Packets that were not the protocol (each closed its connection).
     pub fn malformed_packets(&self) -> u64 {
         self.malformed.load(Ordering::Relaxed)
     }

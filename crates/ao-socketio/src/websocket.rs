@@ -16,9 +16,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::engine::session::Session;
 use crate::engine::EngineVersion;
-use crate::server::{error_response, EngineError, Inner};
-use crate::socket::conn::{Conn, Transport};
+use crate::engine::Transport;
+use crate::inner::{error_response, EngineError, Inner};
 
 /// Bytes of frames gathered before they are written to the socket.
 const WRITE_BATCH_BYTES: usize = 16 * 1024;
@@ -108,22 +109,30 @@ pub(crate) fn accept(
 }
 
 /// A websocket that upgrades long-polling session `conn`: handed to the
-/// session's task, which runs the probe.
-pub(crate) fn upgrade(_inner: Arc<Inner>, conn: Arc<Conn>, req: Request<Body>) -> Response<Body> {
-    {
+/// session's task, which runs the probe. A websocket for a session that
+/// upgraded already (or is upgrading) completes its handshake and is
+/// closed at once, as engine.io closes it.
+pub(crate) fn upgrade(inner: Arc<Inner>, conn: Arc<Session>, req: Request<Body>) -> Response<Body> {
+    let taken = {
         let state = conn.state();
-        if state.transport != Transport::Polling
-            || state.upgrading
-            || state.upgrade.is_some()
-            || state.closing.is_some()
-        {
+        if state.closing.is_some() {
             return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
         }
-    }
+        state.transport != Transport::Polling || state.upgrading || state.upgrade.is_some()
+    };
     let (res, on_upgrade) = match handshake(req) {
         Ok(ok) => ok,
         Err(res) => return *res,
     };
+    if taken {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let mut ws = stream(&inner, upgraded).await;
+                let _ = futures_util::SinkExt::close(&mut ws).await;
+            }
+        });
+        return res;
+    }
     conn.state().upgrade = Some(on_upgrade);
     conn.wake.notify_one();
     res

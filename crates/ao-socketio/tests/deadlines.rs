@@ -9,7 +9,8 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ao_socketio::{Config, DisconnectReason, HttpLimits, HttpServer};
+use ao_socketio::serve::{HttpLimits, HttpServer};
+use ao_socketio::{Config, DisconnectReason};
 use support::{Polling, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -268,7 +269,7 @@ async fn a_request_head_over_its_bound_is_refused() {
     let server = support::start_with(Config::default(), limits()).await;
     let head = format!(
         "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
-        "a".repeat(ao_socketio::MAX_HEAD_BYTES)
+        "a".repeat(ao_socketio::serve::MAX_HEAD_BYTES)
     );
     let mut tcp = sends(server.addr, head.as_bytes()).await;
     let (closed, seen) = closed_within(&mut tcp, Duration::from_secs(3)).await;
@@ -284,10 +285,7 @@ async fn a_request_head_over_its_bound_is_refused() {
 
 #[tokio::test]
 async fn an_answer_the_client_never_reads_is_cut() {
-    let config = Config {
-        queue_max_bytes: 32 << 20,
-        ..Config::default()
-    };
+    let config = Config::builder().queue_max_bytes(32 << 20).build();
     let server = support::start_with(config, limits()).await;
     let (p, _) = Polling::connect_v4(&server).await;
     let socket = server.only_socket().await;

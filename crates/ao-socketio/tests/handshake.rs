@@ -106,10 +106,9 @@ async fn the_error_answers() {
 // origins
 
 fn origins() -> Config {
-    Config {
-        origins: Origins::List(vec!["http://allowed.example".into()]),
-        ..Config::default()
-    }
+    Config::builder()
+        .origins(Origins::List(vec!["http://allowed.example".into()]))
+        .build()
 }
 
 #[tokio::test]
@@ -214,11 +213,7 @@ async fn any_origin_answers_preflights() {
 
 #[tokio::test]
 async fn a_full_server_refuses_then_admits_again() {
-    let server = support::start(Config {
-        max_connections: 2,
-        ..Config::default()
-    })
-    .await;
+    let server = support::start(Config::builder().max_connections(2).build()).await;
     let (first, _) = Polling::connect_v4(&server).await;
     let (mut ws, _, _) = Ws::connect_v4(&server).await;
     assert_eq!(server.io.connections(), 2);
@@ -258,11 +253,7 @@ async fn a_full_server_refuses_then_admits_again() {
 
 #[tokio::test]
 async fn one_connection_per_address() {
-    let server = support::start(Config {
-        max_connections_per_ip: 1,
-        ..Config::default()
-    })
-    .await;
+    let server = support::start(Config::builder().max_connections_per_ip(1).build()).await;
     let (_ws, _, _) = Ws::connect_v4(&server).await;
     let res = http()
         .get(server.url("EIO=4&transport=polling"))

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use ao_socketio::{Config, HttpLimits};
+use ao_socketio::serve::HttpLimits;
+use ao_socketio::Config;
 use support::{Item, Polling, TestServer, Ws};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -216,11 +216,10 @@ async fn eio3_polling_binary_post_with_an_attachment() {
 // heartbeats over polling
 
 fn fast_heartbeat() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        ping_timeout: Duration::from_millis(200),
-        ..Config::default()
-    }
+    Config::builder()
+        .ping_interval(Duration::from_millis(200))
+        .ping_timeout(Duration::from_millis(200))
+        .build()
 }
 
 #[tokio::test]

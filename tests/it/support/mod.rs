@@ -263,6 +263,35 @@ impl Client {
     /// Like [`Client::connect`], over `stream` (already connected, TLS or
     /// not) to the server `url` names (`ws://` or `wss://`).
     pub async fn connect_over(url: &str, stream: Box<dyn Conn>) -> Client {
+        match Client::connect_with_packet(url, stream, "40").await {
+            Ok(c) => c,
+            Err(refused) => panic!("connect refused: {refused}"),
+        }
+    }
+
+    /// Connects with `auth` as the CONNECT payload (socket.io 3+/4
+    /// `io(url, {auth})`); a refusal gives the connect error packet's JSON.
+    pub async fn connect_with_auth(addr: SocketAddr, auth: Value) -> Result<Client, Value> {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let tcp = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Client::connect_with_packet(&url, Box::new(tcp), &format!("40{auth}"))
+            .await
+            .map_err(|text| {
+                serde_json::from_str(text.strip_prefix("44").unwrap_or(&text))
+                    .unwrap_or_else(|e| panic!("connect error {text:?}: {e}"))
+            })
+    }
+
+    /// Opens the websocket, reads the handshake and sends `connect`; the
+    /// connect error packet's text when refused.
+    async fn connect_with_packet(
+        url: &str,
+        stream: Box<dyn Conn>,
+        connect: &str,
+    ) -> Result<Client, String> {
         let ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => panic!("websocket connect to {url}: {e}"),
@@ -281,15 +310,18 @@ impl Client {
             open.starts_with('0'),
             "expected engine.io open, got {open:?}"
         );
-        c.emit_raw("40").await;
+        c.emit_raw(connect).await;
         let connected = c.raw_text().await;
+        if connected.starts_with("44") {
+            return Err(connected);
+        }
         let rest = connected
             .strip_prefix("40")
             .unwrap_or_else(|| panic!("expected socket.io connect reply, got {connected:?}"));
         let v: Value = serde_json::from_str(rest)
             .unwrap_or_else(|e| panic!("connect reply {connected:?}: {e}"));
         c.sid = v["sid"].as_str().unwrap_or_default().to_owned();
-        c
+        Ok(c)
     }
 
     /// Reads the next text frame (answering pings), for the handshake.

@@ -40,12 +40,16 @@ pub enum Packet {
 /// Why bytes are not an engine.io packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No bytes at all.
     #[error("empty packet")]
     Empty,
+    /// A type byte engine.io does not have.
     #[error("unknown packet type {0:?}")]
     UnknownType(u8),
+    /// A text packet that is not UTF-8.
     #[error("packet text is not UTF-8")]
     NotUtf8,
+    /// A long-polling payload that does not frame its packets.
     #[error("malformed payload: {0}")]
     Payload(&'static str),
 }

@@ -30,7 +30,9 @@ pub const BINARY_CONTENT_TYPE: &str = "application/octet-stream";
 /// An encoded payload and its content type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// The payload's bytes.
     pub body: Bytes,
+    /// Its `Content-Type`.
     pub content_type: &'static str,
 }
 

@@ -1,110 +1,96 @@
-//! A connection: one engine.io session carrying one socket.io socket on
-//! the default namespace, the handle the application holds ([`Socket`]),
-//! and what it does with each packet the client sends.
+//! socket.io above an engine.io session: one socket per namespace the
+//! client connected to, the handle the application holds ([`Socket`]),
+//! and what the layer does with each message the client sends.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use super::namespace::Nsp;
 use super::packet::{self as sio, Kind, SocketVersion};
-use crate::engine::{EngineVersion, Frame, Packet};
+use crate::engine::session::Session;
+use crate::engine::{DisconnectReason, EngineVersion, Frame, Transport};
 use crate::gate::ReadGate;
 use crate::id::Id;
-use crate::outbox::{Outbox, QueueError};
-use crate::server::Inner;
-
-/// Why a connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// The client left the namespace (a socket.io disconnect packet).
-    ClientDisconnect,
-    /// The client closed the engine.io session (a close packet).
-    ClientClose,
-    /// The transport closed or failed (connection lost).
-    TransportClose,
-    /// The heartbeat went unanswered.
-    PingTimeout,
-    /// The application disconnected it ([`Socket::disconnect`]).
-    ServerDisconnect,
-    /// Its outbound queue reached its byte limit: the client does not read.
-    SlowClient,
-    /// The server is shutting down.
-    ServerShutdown,
-    /// The client broke the protocol (e.g. two long-polls at once).
-    ProtocolError,
-    /// A socket.io 3.x/4.x client did not connect to the namespace in time.
-    ConnectTimeout,
-}
-
-impl DisconnectReason {
-    /// A label for logs and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            DisconnectReason::ClientDisconnect => "client namespace disconnect",
-            DisconnectReason::ClientClose => "client close",
-            DisconnectReason::TransportClose => "transport close",
-            DisconnectReason::PingTimeout => "ping timeout",
-            DisconnectReason::ServerDisconnect => "server namespace disconnect",
-            DisconnectReason::SlowClient => "slow client",
-            DisconnectReason::ServerShutdown => "server shutting down",
-            DisconnectReason::ProtocolError => "protocol error",
-            DisconnectReason::ConnectTimeout => "connect timeout",
-        }
-    }
-}
-
-impl std::fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-/// The transport a connection uses now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Polling,
-    Websocket,
-}
+use crate::inner::lock;
+use crate::outbox::QueueError;
 
 /// Why a packet was not sent.
 pub type SendError = QueueError;
 
 /// An event from the client, handed to [`Handler::event`] in the order the
-/// client sent it.
+/// client sent it. Its data was checked: a JSON array whose first element
+/// is the event's name.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Event<'a> {
     /// The packet's data: the JSON array `["name", arg, ...]` as sent
     /// (binary attachments stand in it as `{"_placeholder":true,"num":N}`).
     pub data: &'a str,
+    /// The event's name.
+    pub name: Cow<'a, str>,
+    /// The arguments' JSON text as sent, comma-separated, without the
+    /// array's brackets (`1,"2",{}`; empty when there are none): what
+    /// [`Socket::emit_raw`] and [`AckSender::send_raw`] take.
+    pub args: &'a str,
     /// The binary attachments, in order (empty for most events).
     pub attachments: Vec<Bytes>,
     /// The reply the client asked for, if it did.
     pub ack: Option<AckSender>,
 }
 
-/// What the application does with a connection's events.
+/// What the application does with a socket's events.
 pub trait Handler: Send + Sync + 'static {
     /// An event from the client. Called synchronously by the connection's
     /// reader, in arrival order; a slow handler delays that connection's
     /// reads only.
     fn event(&self, socket: &Socket, event: Event<'_>);
 
-    /// The connection ended (called once).
+    /// The socket ended (called once).
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason);
 }
 
-/// The application's side: makes the handler of each new connection.
-pub trait Service: Send + Sync + 'static {
-    /// A client connected to the namespace. Called before the client is
-    /// told so: no event can arrive before the handler is in place.
-    fn connect(&self, socket: &Socket) -> Box<dyn Handler>;
+/// The application's answer to a client's connect to a namespace.
+pub enum Connect {
+    /// Connected: the client is told at once, before any packet the
+    /// handler's side sends.
+    Accept(Box<dyn Handler>),
+    /// The handler is in place, and the application answers later with
+    /// [`Socket::accept`] or [`Socket::refuse`] (e.g. after checking the
+    /// connect's `auth` payload). Packets sent before the answer wait
+    /// for it. A session none of whose connects was answered within
+    /// `connect_timeout` is closed.
+    Defer(Box<dyn Handler>),
+    /// Refused now with this error.
+    Refuse(ConnectError),
+}
+
+/// A refused connect, as the client's `connect_error` gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectError {
+    /// The error's message.
+    pub message: String,
+    /// Details for the client (socket.io 3+/4 clients get them as the
+    /// error's `data`).
+    pub data: Option<serde_json::Value>,
+}
+
+/// The application's side of a namespace: makes the handler of each socket
+/// that connects to it.
+pub trait Connector: Send + Sync + 'static {
+    /// A client connects to the namespace, with the `auth` payload a
+    /// socket.io 3+/4 client sent (a JSON object's text; `None` when it
+    /// sent none, and always for socket.io 2.x clients). Called before the
+    /// client is told anything: no event can arrive before the handler is
+    /// in place.
+    fn connect(&self, socket: &Socket, auth: Option<&str>) -> Connect;
 }
 
 /// A client's answer to an event the server sent with an ack.
@@ -112,16 +98,20 @@ pub trait Service: Send + Sync + 'static {
 pub struct AckReply {
     /// The ack's arguments: a JSON array as sent.
     pub data: String,
+    /// The binary attachments, in order.
     pub attachments: Vec<Bytes>,
 }
 
-/// A handle to one connection. Cheap to clone.
+/// A handle to one socket (a client on one namespace). Cheap to clone.
 #[derive(Clone)]
 pub struct Socket(pub(crate) Arc<Conn>);
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("id", &self.0.id).finish()
+        f.debug_struct("Socket")
+            .field("id", &self.0.id)
+            .field("nsp", &self.0.nsp.name)
+            .finish()
     }
 }
 
@@ -139,27 +129,60 @@ pub struct AckSender {
 }
 
 impl AckSender {
+    /// The ack id the client chose.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Sends `data` as the ack's one argument.
     pub fn send<T: Serialize + ?Sized>(self, data: &T) -> Result<(), SendError> {
         let mut text = Vec::with_capacity(64);
         text.extend_from_slice(b"43");
+        write_nsp(&mut text, &self.socket.0.nsp.name);
         write_id(&mut text, self.id);
         text.push(b'[');
         serde_json::to_writer(&mut text, data).map_err(|_| QueueError::Closed)?;
         text.push(b']');
-        self.socket.send_frame(Frame::Text(Bytes::from(text)))
+        self.socket.0.push(Frame::Text(Bytes::from(text)))
+    }
+
+    /// Sends the ack with any number of arguments: `args` is their JSON
+    /// text, comma-separated (as [`Event::args`]), where binary
+    /// `attachments` stand as [`placeholder`]s.
+    pub fn send_raw(self, args: &str, attachments: Vec<Bytes>) -> Result<(), SendError> {
+        let frames = packet_frames(
+            Kind::Ack,
+            &self.socket.0.nsp.name,
+            Some(self.id),
+            None,
+            args,
+            attachments,
+        );
+        self.socket.0.push_all(frames)
     }
 }
 
-/// Builds the frame of event `name` with one argument: encode it once and
-/// send it to many with [`Socket::send_frame`] or a room broadcast.
-pub fn event_frame<T: Serialize + ?Sized>(name: &str, data: &T) -> Frame {
-    event_frame_with(name, data, None)
+/// The JSON that stands for binary attachment `num` in a packet's data.
+pub fn placeholder(num: usize) -> serde_json::Value {
+    serde_json::json!({"_placeholder": true, "num": num})
 }
 
-fn event_frame_with<T: Serialize + ?Sized>(name: &str, data: &T, ack: Option<u64>) -> Frame {
+/// Builds the frame of event `name` with one argument on the default
+/// namespace: encode it once and send it to many with
+/// [`Socket::send_frame`] or a room broadcast.
+pub fn event_frame<T: Serialize + ?Sized>(name: &str, data: &T) -> Frame {
+    event_frame_in("/", name, data, None)
+}
+
+pub(crate) fn event_frame_in<T: Serialize + ?Sized>(
+    nsp: &str,
+    name: &str,
+    data: &T,
+    ack: Option<u64>,
+) -> Frame {
     let mut text = Vec::with_capacity(32 + name.len());
     text.extend_from_slice(b"42");
+    write_nsp(&mut text, nsp);
     if let Some(id) = ack {
         write_id(&mut text, id);
     }
@@ -179,6 +202,59 @@ fn event_frame_with<T: Serialize + ?Sized>(name: &str, data: &T, ack: Option<u64
     Frame::Text(Bytes::from(text))
 }
 
+/// The frames of an event or ack with `args` (JSON text, comma-separated)
+/// and binary attachments.
+fn packet_frames(
+    kind: Kind,
+    nsp: &str,
+    id: Option<u64>,
+    name: Option<&str>,
+    args: &str,
+    attachments: Vec<Bytes>,
+) -> Vec<Frame> {
+    use std::io::Write as _;
+    let mut text = Vec::with_capacity(16 + nsp.len() + args.len());
+    text.push(b'4');
+    let binary = !attachments.is_empty();
+    let kind = match (kind, binary) {
+        (Kind::Event, true) => Kind::BinaryEvent,
+        (Kind::Ack, true) => Kind::BinaryAck,
+        (k, _) => k,
+    };
+    text.push(b'0' + kind as u8);
+    if binary {
+        // Writing to a Vec cannot fail.
+        let _ = write!(text, "{}-", attachments.len());
+    }
+    write_nsp(&mut text, nsp);
+    if let Some(id) = id {
+        write_id(&mut text, id);
+    }
+    text.push(b'[');
+    if let Some(name) = name {
+        if serde_json::to_writer(&mut text, name).is_err() {
+            text.extend_from_slice(b"\"\"");
+        }
+        if !args.is_empty() {
+            text.push(b',');
+        }
+    }
+    text.extend_from_slice(args.as_bytes());
+    text.push(b']');
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::Text(Bytes::from(text)));
+    frames.extend(attachments.into_iter().map(Frame::Binary));
+    frames
+}
+
+/// The namespace and its comma, unless it is the default one.
+fn write_nsp(text: &mut Vec<u8>, nsp: &str) {
+    if nsp != "/" {
+        text.extend_from_slice(nsp.as_bytes());
+        text.push(b',');
+    }
+}
+
 /// Appends an ack id's decimal digits (no allocation: one ack per msg).
 fn write_id(text: &mut Vec<u8>, id: u64) {
     use std::io::Write as _;
@@ -186,66 +262,36 @@ fn write_id(text: &mut Vec<u8>, id: u64) {
     let _ = write!(text, "{id}");
 }
 
-/// A connection's state, shared by its task, its HTTP requests and the
-/// application's handles.
+/// A socket: a client on one namespace, over its engine.io session.
 pub(crate) struct Conn {
     pub(crate) id: Id,
-    pub(crate) sid: Id,
-    pub(crate) eio: EngineVersion,
-    /// An engine.io 3 client that asked for binary as base64 (`b64=1`).
-    pub(crate) b64: bool,
-    pub(crate) peer: Option<SocketAddr>,
-    pub(crate) outbox: Outbox,
-    pub(crate) gate: Arc<ReadGate>,
-    pub(crate) server: Weak<Inner>,
-    pub(crate) state: Mutex<State>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) nsp: Arc<Nsp>,
+    /// The client was told it is connected: packets go straight out.
+    answered: AtomicBool,
+    state: Mutex<SockState>,
     handler: OnceLock<Box<dyn Handler>>,
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     next_ack: AtomicU64,
-    /// Wakes the connection's task (a close, an upgrade).
-    pub(crate) wake: tokio::sync::Notify,
-    pub(crate) created: Instant,
 }
 
-/// The mutable part of a connection.
-pub(crate) struct State {
-    pub(crate) transport: Transport,
-    /// Connected to the namespace (socket.io level).
-    pub(crate) connected: bool,
-    /// Set once: why it is closing.
-    pub(crate) closing: Option<DisconnectReason>,
+/// The mutable part of a socket.
+pub(crate) struct SockState {
+    /// It left its namespace (or its session ended).
+    pub(crate) gone: bool,
     /// The rooms it is in.
     pub(crate) rooms: Vec<Box<str>>,
-    /// A websocket probed this polling session: polls answer at once.
-    pub(crate) upgrading: bool,
-    /// A long-poll GET is waiting.
-    pub(crate) polling: bool,
-    /// A POST is being read.
-    pub(crate) posting: bool,
-    /// The POST being read, woken when the connection closes (its body is
-    /// no longer read).
-    pub(crate) post_waker: Option<std::task::Waker>,
-    /// The last sign of life for the heartbeat (engine.io 3: any packet;
-    /// engine.io 4: a pong).
-    pub(crate) last_heard: Instant,
-    /// A binary packet waiting for its attachments.
-    pub(crate) partial: Option<Box<Partial>>,
-    /// Acks the server asked for, by id (boxed: most connections never
-    /// have one, and every connection carries this state; an empty map
-    /// inline is 48 bytes, the box 8).
+    /// Acks the server asked for, by id (boxed: most sockets never have
+    /// one, and every socket carries this state).
     #[allow(clippy::box_collection)]
-    pub(crate) acks: Option<Box<HashMap<u64, oneshot::Sender<AckReply>>>>,
-    /// A websocket that wants to take over this polling session.
-    pub(crate) upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// [`Conn::finish`] ran.
-    pub(crate) finished: bool,
-    /// A disconnect packet held back from a long-poll answer waits until
-    /// then (see `polling::poll`).
-    pub(crate) disconnect_after: Option<Instant>,
+    acks: Option<Box<HashMap<u64, oneshot::Sender<AckReply>>>>,
+    /// Packets sent before the connect was answered, sent right after it.
+    early: Vec<Vec<Frame>>,
 }
 
 /// A binary event or ack whose attachments are still arriving.
 pub(crate) struct Partial {
+    socket: Arc<Conn>,
     kind: Kind,
     id: Option<u64>,
     data: String,
@@ -255,333 +301,382 @@ pub(crate) struct Partial {
 }
 
 impl Conn {
-    pub(crate) fn new(
-        server: &Arc<Inner>,
-        eio: EngineVersion,
-        b64: bool,
-        transport: Transport,
-        peer: Option<SocketAddr>,
-    ) -> Arc<Conn> {
+    fn new(session: &Arc<Session>, nsp: &Arc<Nsp>) -> Arc<Conn> {
         Arc::new(Conn {
             id: Id::random(),
-            sid: Id::random(),
-            eio,
-            b64,
-            peer,
-            outbox: Outbox::new(server.config.queue_max_bytes),
-            gate: Arc::new(ReadGate::default()),
-            server: Arc::downgrade(server),
-            state: Mutex::new(State {
-                transport,
-                connected: false,
-                closing: None,
+            session: session.clone(),
+            nsp: nsp.clone(),
+            answered: AtomicBool::new(false),
+            state: Mutex::new(SockState {
+                gone: false,
                 rooms: Vec::new(),
-                upgrading: false,
-                polling: false,
-                posting: false,
-                post_waker: None,
-                last_heard: Instant::now(),
-                partial: None,
                 acks: None,
-                upgrade: None,
-                finished: false,
-                disconnect_after: None,
+                early: Vec::new(),
             }),
             handler: OnceLock::new(),
             data: OnceLock::new(),
             next_ack: AtomicU64::new(0),
-            wake: tokio::sync::Notify::new(),
-            created: Instant::now(),
         })
     }
 
-    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, SockState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn sio(&self) -> SocketVersion {
-        match self.eio {
+        match self.session.eio {
             EngineVersion::V3 => SocketVersion::V4,
             EngineVersion::V4 => SocketVersion::V5,
         }
     }
 
-    pub(crate) fn closing(&self) -> Option<DisconnectReason> {
-        self.state().closing
+    /// The client was told it is connected.
+    pub(crate) fn is_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
     }
 
-    /// Starts closing for `reason` (the first reason wins): nothing more is
-    /// queued, and the connection's task finishes it.
-    pub(crate) fn close(&self, reason: DisconnectReason) {
-        let post = {
-            let mut state = self.state();
-            if state.closing.is_some() {
-                return;
-            }
-            state.closing = Some(reason);
-            state.post_waker.take()
-        };
-        if let Some(post) = post {
-            post.wake();
-        }
-        if reason == DisconnectReason::SlowClient {
-            if let Some(server) = self.server.upgrade() {
-                server.stats.slow_client();
-            }
-        }
-        self.outbox.close();
-        self.gate.open();
-        self.wake.notify_one();
+    pub(crate) fn is_connected(&self) -> bool {
+        self.answered.load(Ordering::Acquire) && !self.state().gone
     }
 
-    /// Queues a frame; a full queue closes the connection as too slow.
-    pub(crate) fn push(self: &Arc<Self>, frame: Frame) -> Result<(), QueueError> {
-        match self.outbox.push(frame) {
-            Err(QueueError::Full) => {
-                tracing::debug!(sid = %self.id, "outbound queue full, disconnecting a slow client");
-                self.close(DisconnectReason::SlowClient);
-                Err(QueueError::Full)
-            }
-            other => other,
+    /// Queues a frame: on the session once the connect was answered,
+    /// until then after the answer.
+    pub(crate) fn push(&self, frame: Frame) -> Result<(), QueueError> {
+        if self.answered.load(Ordering::Acquire) {
+            return self.session.push(frame);
         }
+        self.push_early(vec![frame])
     }
 
-    /// The open packet of the handshake.
-    pub(crate) fn open_packet(&self, upgrades: bool, config: &crate::Config) -> Frame {
-        let upgrades: &[&str] = if upgrades { &["websocket"] } else { &[] };
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Open<'a> {
-            sid: &'a str,
-            upgrades: &'a [&'a str],
-            ping_interval: u128,
-            ping_timeout: u128,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            max_payload: Option<usize>,
+    /// Queues frames that stay together, as [`Conn::push`].
+    pub(crate) fn push_all(&self, frames: Vec<Frame>) -> Result<(), QueueError> {
+        if self.answered.load(Ordering::Acquire) {
+            return self.session.push_all(frames);
         }
-        let open = Open {
-            sid: self.sid.as_str(),
-            upgrades,
-            ping_interval: config.ping_interval.as_millis(),
-            ping_timeout: config.ping_timeout.as_millis(),
-            max_payload: (self.eio == EngineVersion::V4).then_some(config.max_payload_bytes),
-        };
-        let json = serde_json::to_vec(&open).unwrap_or_default();
-        Packet::Open(Bytes::from(json)).encode()
+        self.push_early(frames)
     }
 
-    /// Right after the handshake: a socket.io 2.x client is connected to
-    /// the namespace at once, as socket.io 2.x servers did.
-    pub(crate) fn opened(self: &Arc<Self>) {
-        if self.sio() == SocketVersion::V4 {
-            self.connect();
+    fn push_early(&self, frames: Vec<Frame>) -> Result<(), QueueError> {
+        let mut state = self.state();
+        if self.answered.load(Ordering::Acquire) {
+            drop(state);
+            return self.session.push_all(frames);
         }
-    }
-
-    /// Connects the socket to the namespace: the handler first, then the
-    /// client is told.
-    fn connect(self: &Arc<Self>) {
-        {
-            let mut state = self.state();
-            if state.connected || state.closing.is_some() {
-                return;
-            }
-            state.connected = true;
+        if state.gone || self.session.closing().is_some() {
+            return Err(QueueError::Closed);
         }
-        let Some(server) = self.server.upgrade() else {
-            return;
-        };
-        let socket = Socket(self.clone());
-        let handler = server.service.connect(&socket);
-        let _ = self.handler.set(handler);
-        let reply = match self.sio() {
-            SocketVersion::V4 => "40".to_owned(),
-            SocketVersion::V5 => format!("40{{\"sid\":\"{}\"}}", self.id),
-        };
-        let _ = self.push(Frame::Text(Bytes::from(reply)));
-    }
-
-    /// Handles one engine.io packet from the client.
-    pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
-        match packet {
-            Packet::Ping(data) => {
-                self.heard();
-                let _ = self.push(Packet::Pong(data).encode());
-            }
-            Packet::Pong(_) => self.heard(),
-            Packet::Message(text) => {
-                if self.eio == EngineVersion::V3 {
-                    self.heard();
-                }
-                self.on_message(text);
-            }
-            Packet::Binary(data) => {
-                if self.eio == EngineVersion::V3 {
-                    self.heard();
-                }
-                self.on_attachment(data);
-            }
-            Packet::Close => self.close(DisconnectReason::ClientClose),
-            Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
-        }
-    }
-
-    fn heard(&self) {
-        self.state().last_heard = Instant::now();
-    }
-
-    /// A packet or frame that does not decode: ignored and counted.
-    pub(crate) fn malformed(&self, why: &dyn std::fmt::Display) {
-        tracing::debug!(sid = %self.id, error = %why, "malformed packet ignored");
-        if let Some(server) = self.server.upgrade() {
-            server.stats.malformed();
-        }
-    }
-
-    fn on_message(self: &Arc<Self>, text: Bytes) {
-        let Ok(text) = std::str::from_utf8(&text) else {
-            return self.malformed(&"not UTF-8");
-        };
-        if self.state().partial.take().is_some() {
-            self.malformed(&"a binary packet's attachments were cut short");
-        }
-        let packet = match sio::decode(text) {
-            Ok(p) => p,
-            Err(e) => return self.malformed(&e),
-        };
-        if packet.nsp != "/" {
-            if packet.kind == Kind::Connect {
-                self.refuse_namespace(packet.nsp);
-            }
-            return;
-        }
-        match packet.kind {
-            Kind::Connect => self.connect(),
-            Kind::Disconnect => self.close(DisconnectReason::ClientDisconnect),
-            Kind::Event | Kind::Ack => {
-                self.deliver(packet.kind, packet.id, packet.data, Vec::new())
-            }
-            Kind::BinaryEvent | Kind::BinaryAck => {
-                let partial = Partial {
-                    kind: if packet.kind == Kind::BinaryEvent {
-                        Kind::Event
-                    } else {
-                        Kind::Ack
-                    },
-                    id: packet.id,
-                    data: packet.data.to_owned(),
-                    expected: packet.attachments,
-                    attachments: Vec::new(),
-                    bytes: 0,
-                };
-                if partial.expected == 0 {
-                    return self.deliver(partial.kind, partial.id, &partial.data, Vec::new());
-                }
-                self.state().partial = Some(Box::new(partial));
-            }
-            Kind::ConnectError => self.malformed(&"an error packet from a client"),
-        }
-    }
-
-    fn on_attachment(self: &Arc<Self>, data: Bytes) {
-        let max = self
+        let held: usize = state.early.iter().flatten().map(Frame::len).sum();
+        let limit = self
+            .session
             .server
             .upgrade()
-            .map_or(0, |s| s.config.max_message_bytes);
-        let done = {
-            let mut state = self.state();
-            let Some(partial) = state.partial.as_mut() else {
-                drop(state);
-                return self.malformed(&"a binary message without a packet");
-            };
-            partial.bytes += crate::held::entry::<Bytes>(&[data.len()]);
-            if partial.bytes > max {
-                state.partial = None;
-                drop(state);
-                return self.malformed(&"binary attachments over the message limit");
-            }
-            partial.attachments.push(data);
-            if partial.attachments.len() == partial.expected {
-                state.partial.take()
-            } else {
-                None
-            }
-        };
-        if let Some(p) = done {
-            self.deliver(p.kind, p.id, &p.data, p.attachments);
+            .map_or(0, |s| s.config.queue_max_bytes);
+        if held >= limit {
+            drop(state);
+            self.session.close(DisconnectReason::SlowClient);
+            return Err(QueueError::Full);
         }
+        state.early.push(frames);
+        Ok(())
     }
 
-    fn deliver(self: &Arc<Self>, kind: Kind, id: Option<u64>, data: &str, attachments: Vec<Bytes>) {
-        if !self.state().connected {
+    /// Tells the client it is connected, then sends what waited for that.
+    fn answer(&self) {
+        let mut state = self.state();
+        if state.gone || self.answered.load(Ordering::Acquire) {
             return;
         }
-        match kind {
-            Kind::Ack => {
-                let Some(id) = id else { return };
-                let waiter = self.state().acks.as_mut().and_then(|a| a.remove(&id));
-                if let Some(tx) = waiter {
-                    let _ = tx.send(AckReply {
-                        data: data.to_owned(),
-                        attachments,
-                    });
-                }
-            }
-            _ => {
-                let Some(handler) = self.handler.get() else {
-                    return;
-                };
-                let socket = Socket(self.clone());
-                let ack = id.map(|id| AckSender {
-                    socket: socket.clone(),
-                    id,
-                });
-                handler.event(
-                    &socket,
-                    Event {
-                        data,
-                        attachments,
-                        ack,
-                    },
-                );
+        let reply = match self.sio() {
+            SocketVersion::V4 if &*self.nsp.name == "/" => "40".to_owned(),
+            SocketVersion::V4 => format!("40{},", self.nsp.name),
+            SocketVersion::V5 if &*self.nsp.name == "/" => format!("40{{\"sid\":\"{}\"}}", self.id),
+            SocketVersion::V5 => format!("40{},{{\"sid\":\"{}\"}}", self.nsp.name, self.id),
+        };
+        let mut frames = vec![Frame::Text(Bytes::from(reply))];
+        for early in std::mem::take(&mut state.early) {
+            frames.extend(early);
+        }
+        let _ = self.session.push_all(frames);
+        self.answered.store(true, Ordering::Release);
+    }
+
+    /// Refuses the connect: the client gets a connect error, the socket
+    /// ends.
+    fn refuse(self: &Arc<Self>, error: &ConnectError) {
+        if self.answered.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self
+            .session
+            .push(connect_error(self.sio(), &self.nsp.name, error));
+        self.leave(DisconnectReason::ConnectRefused);
+    }
+
+    /// The socket leaves its namespace (its session goes on).
+    fn leave(self: &Arc<Self>, reason: DisconnectReason) {
+        {
+            let mut state = self.session.state();
+            if state.main.as_ref().is_some_and(|m| Arc::ptr_eq(m, self)) {
+                state.main = None;
+            } else if let Some(others) = state.others.as_mut() {
+                others.retain(|o| !Arc::ptr_eq(o, self));
             }
         }
+        self.session.wake.notify_one();
+        self.finish(reason);
     }
 
-    fn refuse_namespace(self: &Arc<Self>, nsp: &str) {
-        let text = match self.sio() {
-            SocketVersion::V4 => format!("44{nsp},\"Invalid namespace\""),
-            SocketVersion::V5 => format!("44{nsp},{{\"message\":\"Invalid namespace\"}}"),
-        };
-        let _ = self.push(Frame::Text(Bytes::from(text)));
-    }
-
-    /// Tells the handler the connection ended (once), leaves its rooms and
-    /// forgets it.
-    pub(crate) fn finish(self: &Arc<Self>) {
-        let (reason, post) = {
+    /// Ends the socket (once): it leaves its rooms and namespace, and the
+    /// handler is told.
+    pub(crate) fn finish(self: &Arc<Self>, reason: DisconnectReason) {
+        let rooms = {
             let mut state = self.state();
-            if std::mem::replace(&mut state.finished, true) {
+            if std::mem::replace(&mut state.gone, true) {
                 return;
             }
-            let reason = *state
-                .closing
-                .get_or_insert(DisconnectReason::TransportClose);
             state.acks = None;
-            state.partial = None;
-            state.upgrade = None;
-            (reason, state.post_waker.take())
+            state.early = Vec::new();
+            std::mem::take(&mut state.rooms)
         };
-        if let Some(post) = post {
-            post.wake();
+        for room in rooms {
+            self.nsp.remove_member(self, &room);
         }
-        self.outbox.close();
-        if let Some(server) = self.server.upgrade() {
-            server.forget(self);
-        }
+        lock(&self.nsp.sockets).remove(&self.id);
         if let Some(handler) = self.handler.get() {
             handler.disconnect(&Socket(self.clone()), reason);
         }
+    }
+
+    /// An ack from the client to an event the server sent.
+    fn ack(&self, id: Option<u64>, data: &str, attachments: Vec<Bytes>) {
+        let Some(id) = id else { return };
+        let waiter = self.state().acks.as_mut().and_then(|a| a.remove(&id));
+        if let Some(tx) = waiter {
+            let _ = tx.send(AckReply {
+                data: data.to_owned(),
+                attachments,
+            });
+        }
+    }
+
+    /// An event from the client, its data checked and split.
+    fn event(
+        self: &Arc<Self>,
+        id: Option<u64>,
+        data: &str,
+        (name, args): (Cow<'_, str>, &str),
+        attachments: Vec<Bytes>,
+    ) {
+        let Some(handler) = self.handler.get() else {
+            return;
+        };
+        if self.state().gone {
+            return;
+        }
+        let socket = Socket(self.clone());
+        let ack = id.map(|id| AckSender {
+            socket: socket.clone(),
+            id,
+        });
+        handler.event(
+            &socket,
+            Event {
+                data,
+                name,
+                args,
+                attachments,
+                ack,
+            },
+        );
+    }
+}
+
+/// A connect error packet in the client's protocol.
+fn connect_error(sio: SocketVersion, nsp: &str, error: &ConnectError) -> Frame {
+    let mut text = b"44".to_vec();
+    write_nsp(&mut text, nsp);
+    let body = match sio {
+        SocketVersion::V4 => serde_json::to_vec(&error.message),
+        SocketVersion::V5 => {
+            #[derive(Serialize)]
+            struct Error<'a> {
+                message: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                data: Option<&'a serde_json::Value>,
+            }
+            serde_json::to_vec(&Error {
+                message: &error.message,
+                data: error.data.as_ref(),
+            })
+        }
+    };
+    text.extend_from_slice(&body.unwrap_or_default());
+    Frame::Text(Bytes::from(text))
+}
+
+/// A client connects `session` to namespace `name` with `auth`.
+pub(crate) fn connect(session: &Arc<Session>, name: &str, auth: Option<&str>) {
+    let Some(server) = session.server.upgrade() else {
+        return;
+    };
+    let sio = match session.eio {
+        EngineVersion::V3 => SocketVersion::V4,
+        EngineVersion::V4 => SocketVersion::V5,
+    };
+    let Some(nsp) = server.namespace(name).cloned() else {
+        let error = ConnectError {
+            message: "Invalid namespace".to_owned(),
+            data: None,
+        };
+        let _ = session.push(connect_error(sio, name, &error));
+        return;
+    };
+    drop(server);
+    let conn = {
+        let mut state = session.state();
+        if state.closing.is_some() || state.socket(name).is_some() {
+            return;
+        }
+        let conn = Conn::new(session, &nsp);
+        if name == "/" {
+            state.main = Some(conn.clone());
+        } else {
+            state
+                .others
+                .get_or_insert_with(Box::default)
+                .push(conn.clone());
+        }
+        conn
+    };
+    lock(&nsp.sockets).insert(conn.id, conn.clone());
+    let socket = Socket(conn.clone());
+    match nsp.connector.connect(&socket, auth) {
+        Connect::Accept(handler) => {
+            let _ = conn.handler.set(handler);
+            conn.answer();
+        }
+        Connect::Defer(handler) => {
+            let _ = conn.handler.set(handler);
+        }
+        Connect::Refuse(error) => conn.refuse(&error),
+    }
+}
+
+/// Handles a socket.io packet from the client.
+pub(crate) fn on_message(session: &Arc<Session>, text: Bytes) {
+    let Ok(text) = std::str::from_utf8(&text) else {
+        return session.malformed(&"not UTF-8");
+    };
+    if session.state().partial.take().is_some() {
+        return session.malformed(&"a binary packet's attachments were cut short");
+    }
+    let packet = match sio::decode(text) {
+        Ok(p) => p,
+        Err(e) => return session.malformed(&e),
+    };
+    // Protocol 4 clients send a namespace's query after it (`/admin?x=1`).
+    let nsp = packet.nsp.split('?').next().unwrap_or("/");
+    if packet.kind == Kind::Connect {
+        let auth = match session.eio {
+            EngineVersion::V3 => None,
+            EngineVersion::V4 => match sio::connect_payload(packet.data) {
+                Ok(auth) => auth,
+                Err(e) => return session.malformed(&e),
+            },
+        };
+        return connect(session, nsp, auth);
+    }
+    if packet.kind == Kind::ConnectError {
+        return session.malformed(&"an error packet from a client");
+    }
+    let socket = session.state().socket(nsp).cloned();
+    // Packets for a namespace the client is not connected to are ignored,
+    // as the reference server ignores them.
+    let Some(socket) = socket else { return };
+    match packet.kind {
+        Kind::Disconnect => socket.leave(DisconnectReason::ClientDisconnect),
+        Kind::Event => match sio::split_event(packet.data) {
+            Ok(split) => socket.event(packet.id, packet.data, split, Vec::new()),
+            Err(e) => session.malformed(&e),
+        },
+        Kind::Ack => match sio::ack_args(packet.data) {
+            Ok(_) => socket.ack(packet.id, packet.data, Vec::new()),
+            Err(e) => session.malformed(&e),
+        },
+        Kind::BinaryEvent | Kind::BinaryAck => {
+            let kind = if packet.kind == Kind::BinaryEvent {
+                Kind::Event
+            } else {
+                Kind::Ack
+            };
+            let checked = match kind {
+                Kind::Event => sio::split_event(packet.data).map(|_| ()),
+                _ => sio::ack_args(packet.data).map(|_| ()),
+            };
+            if let Err(e) = checked {
+                return session.malformed(&e);
+            }
+            let partial = Partial {
+                socket,
+                kind,
+                id: packet.id,
+                data: packet.data.to_owned(),
+                expected: packet.attachments,
+                attachments: Vec::new(),
+                bytes: 0,
+            };
+            if partial.expected == 0 {
+                return partial.deliver();
+            }
+            session.state().partial = Some(Box::new(partial));
+        }
+        Kind::Connect | Kind::ConnectError => {}
+    }
+}
+
+impl Partial {
+    /// Hands on the packet, its attachments complete.
+    fn deliver(self) {
+        match self.kind {
+            Kind::Ack => self.socket.ack(self.id, &self.data, self.attachments),
+            _ => {
+                // Checked when the packet came.
+                if let Ok(split) = sio::split_event(&self.data) {
+                    self.socket
+                        .event(self.id, &self.data, split, self.attachments);
+                }
+            }
+        }
+    }
+}
+
+/// A binary message: the next attachment of the waiting binary packet.
+pub(crate) fn on_attachment(session: &Arc<Session>, data: Bytes) {
+    let max = session
+        .server
+        .upgrade()
+        .map_or(0, |s| s.config.max_message_bytes);
+    let done = {
+        let mut state = session.state();
+        let Some(partial) = state.partial.as_mut() else {
+            drop(state);
+            return session.malformed(&"a binary message without a packet");
+        };
+        partial.bytes += crate::held::entry::<Bytes>(&[data.len()]);
+        if partial.bytes > max {
+            state.partial = None;
+            drop(state);
+            return session.malformed(&"binary attachments over the message limit");
+        }
+        partial.attachments.push(data);
+        if partial.attachments.len() == partial.expected {
+            state.partial.take()
+        } else {
+            None
+        }
+    };
+    if let Some(p) = done {
+        p.deliver();
     }
 }
 
@@ -592,6 +687,11 @@ impl Socket {
         self.0.id.as_str()
     }
 
+    /// The namespace the socket is on.
+    pub fn namespace(&self) -> &str {
+        &self.0.nsp.name
+    }
+
     /// The socket.io protocol the client speaks.
     pub fn protocol(&self) -> SocketVersion {
         self.0.sio()
@@ -599,22 +699,23 @@ impl Socket {
 
     /// The transport in use now.
     pub fn transport(&self) -> Transport {
-        self.0.state().transport
+        self.0.session.state().transport
     }
 
     /// The client's address, when the listener provided it.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.0.peer
+        self.0.session.peer
     }
 
-    /// The gate the application closes to pause this client's reads.
+    /// The gate the application closes to pause this client's reads (all
+    /// of its session's namespaces).
     pub fn read_gate(&self) -> &Arc<ReadGate> {
-        &self.0.gate
+        &self.0.session.gate
     }
 
-    /// What waits in the outbound queue, counted as its bound counts it.
+    /// What waits in the session's outbound queue, counted as its bound counts it.
     pub fn queued_bytes(&self) -> usize {
-        self.0.outbox.bytes()
+        self.0.session.outbox.bytes()
     }
 
     /// Waits until at most `bytes` wait in the outbound queue (the
@@ -622,12 +723,12 @@ impl Socket {
     /// that should not queue its next large emit before the client has
     /// taken the last one.
     pub async fn drained(&self, bytes: usize) {
-        std::future::poll_fn(|cx| self.0.outbox.poll_drained(cx, bytes)).await
+        std::future::poll_fn(|cx| self.0.session.outbox.poll_drained(cx, bytes)).await
     }
 
-    /// Whether the connection is closing or closed.
+    /// Whether the socket is closing or closed.
     pub fn is_closed(&self) -> bool {
-        self.0.closing().is_some()
+        self.0.session.closing().is_some() || self.0.state().gone
     }
 
     /// Attaches the application's data to the socket (once; `false` if
@@ -641,9 +742,43 @@ impl Socket {
         self.0.data.get()?.downcast_ref()
     }
 
+    /// Answers a connect the connector deferred ([`Connect::Defer`]): the
+    /// client is told it is connected, then gets what was sent meanwhile.
+    pub fn accept(&self) {
+        self.0.answer();
+    }
+
+    /// Refuses a connect the connector deferred: the client gets a
+    /// connect error with `error`, and the socket ends
+    /// ([`DisconnectReason::ConnectRefused`]).
+    pub fn refuse(&self, error: &ConnectError) {
+        self.0.refuse(error);
+    }
+
     /// Sends event `name` with one argument.
     pub fn emit<T: Serialize + ?Sized>(&self, name: &str, data: &T) -> Result<(), SendError> {
-        self.send_frame(event_frame(name, data))
+        self.0
+            .push(event_frame_in(&self.0.nsp.name, name, data, None))
+    }
+
+    /// Sends event `name` with any number of arguments: `args` is their
+    /// JSON text, comma-separated (as [`Event::args`]), where binary
+    /// `attachments` stand as [`placeholder`]s. The text is sent as given.
+    pub fn emit_raw(
+        &self,
+        name: &str,
+        args: &str,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), SendError> {
+        let frames = packet_frames(
+            Kind::Event,
+            &self.0.nsp.name,
+            None,
+            Some(name),
+            args,
+            attachments,
+        );
+        self.0.push_all(frames)
     }
 
     /// Sends event `name` with one argument and waits for the client's ack.
@@ -659,7 +794,10 @@ impl Socket {
             .acks
             .get_or_insert_with(Box::default)
             .insert(id, tx);
-        if let Err(e) = self.send_frame(event_frame_with(name, data, Some(id))) {
+        if let Err(e) = self
+            .0
+            .push(event_frame_in(&self.0.nsp.name, name, data, Some(id)))
+        {
             if let Some(acks) = self.0.state().acks.as_mut() {
                 acks.remove(&id);
             }
@@ -668,30 +806,29 @@ impl Socket {
         rx.await.map_err(|_| QueueError::Closed)
     }
 
-    /// Sends a frame built once for many connections ([`event_frame`]).
+    /// Sends a frame built once for many sockets of this namespace
+    /// ([`event_frame`], [`crate::Namespace::event_frame`]).
     pub fn send_frame(&self, frame: Frame) -> Result<(), SendError> {
         self.0.push(frame)
     }
 
-    /// Joins `room` (on this server).
+    /// Joins `room` (of this namespace, on this server).
     pub fn join(&self, room: &str) {
-        if let Some(server) = self.0.server.upgrade() {
-            server.join(&self.0, room);
-        }
+        self.0.nsp.join(&self.0, room);
     }
 
     /// Leaves `room`.
     pub fn leave(&self, room: &str) {
-        if let Some(server) = self.0.server.upgrade() {
-            server.leave(&self.0, room);
-        }
+        self.0.nsp.leave(&self.0, room);
     }
 
     /// Disconnects the client from the server's side: it is sent a
-    /// socket.io disconnect packet, then its transport is closed.
+    /// socket.io disconnect packet, then its connection is closed.
     pub fn disconnect(&self) {
-        let _ = self.0.push(Frame::Text(Bytes::from_static(b"41")));
-        self.0.close(DisconnectReason::ServerDisconnect);
+        let mut text = b"41".to_vec();
+        write_nsp(&mut text, &self.0.nsp.name);
+        let _ = self.0.push(Frame::Text(Bytes::from(text)));
+        self.0.session.close(DisconnectReason::ServerDisconnect);
     }
 }
 
@@ -703,7 +840,32 @@ mod tests {
     fn event_frames_are_encoded_once_as_socket_io_events() {
         let f = event_frame("msg", &serde_json::json!({"a": 1}));
         assert_eq!(f, Frame::Text(Bytes::from_static(br#"42["msg",{"a":1}]"#)));
-        let f = event_frame_with("x\"y", &1, Some(7));
+        let f = event_frame_in("/", "x\"y", &1, Some(7));
         assert_eq!(f, Frame::Text(Bytes::from_static(br#"427["x\"y",1]"#)));
+        let f = event_frame_in("/chat", "m", &1, Some(7));
+        assert_eq!(f, Frame::Text(Bytes::from_static(br#"42/chat,7["m",1]"#)));
+    }
+
+    #[test]
+    fn packets_with_several_arguments_and_attachments() {
+        let frames = packet_frames(
+            Kind::Event,
+            "/",
+            None,
+            Some("m"),
+            r#"1,{"_placeholder":true,"num":0}"#,
+            vec![Bytes::from_static(b"\x01")],
+        );
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Text(Bytes::from_static(
+                    br#"451-["m",1,{"_placeholder":true,"num":0}]"#
+                )),
+                Frame::Binary(Bytes::from_static(b"\x01")),
+            ]
+        );
+        let frames = packet_frames(Kind::Ack, "/c", Some(3), None, "", Vec::new());
+        assert_eq!(frames, vec![Frame::Text(Bytes::from_static(b"43/c,3[]"))]);
     }
 }

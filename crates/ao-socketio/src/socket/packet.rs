@@ -18,24 +18,32 @@ pub enum SocketVersion {
 /// A socket.io packet type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `0`: connect to a namespace.
     Connect = 0,
+    /// `1`: leave a namespace.
     Disconnect = 1,
+    /// `2`: an event.
     Event = 2,
+    /// `3`: an ack.
     Ack = 3,
     /// `ERROR` in protocol 4, `CONNECT_ERROR` in protocol 5.
     ConnectError = 4,
+    /// `5`: an event with binary attachments.
     BinaryEvent = 5,
+    /// `6`: an ack with binary attachments.
     BinaryAck = 6,
 }
 
 /// A decoded packet, borrowing from the text it was decoded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed<'a> {
+    /// The packet's type.
     pub kind: Kind,
     /// Binary attachments that follow (binary packets only; else 0).
     pub attachments: usize,
     /// The namespace, `/` when the packet names none.
     pub nsp: &'a str,
+    /// The ack id, when the packet has one.
     pub id: Option<u64>,
     /// The JSON data as sent (not validated here), empty when absent.
     pub data: &'a str,
@@ -44,14 +52,19 @@ pub struct Parsed<'a> {
 /// Why text is not a socket.io packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No text at all.
     #[error("empty packet")]
     Empty,
+    /// A type digit socket.io does not have.
     #[error("unknown packet type")]
     UnknownType,
+    /// A binary packet's attachment count is missing or too high.
     #[error("malformed attachment count")]
     Attachments,
+    /// A namespace without its comma before data.
     #[error("malformed namespace")]
     Namespace,
+    /// An ack id above 2^53.
     #[error("malformed ack id")]
     AckId,
 }
@@ -159,6 +172,96 @@ pub fn encode(kind: Kind, attachments: usize, nsp: &str, id: Option<u64>, data: 
     }
     out.push_str(data);
     out
+}
+
+/// Why a packet's data is not what its type carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// Not one JSON value.
+    #[error("data is not JSON")]
+    NotJson,
+    /// An event's data is not an array starting with the event's name.
+    #[error("event data is not an array starting with a name")]
+    NotEvent,
+    /// An ack's data is not an array.
+    #[error("ack data is not an array")]
+    NotAck,
+    /// A connect's data is neither absent nor a JSON object.
+    #[error("connect data is not an object")]
+    NotObject,
+}
+
+/// Checks an event's data, `["name", arg, ...]`, and splits it into the
+/// name (unescaped) and the arguments' text as sent (`arg, ...`, without
+/// the brackets; empty when there are none).
+pub fn split_event(data: &str) -> Result<(std::borrow::Cow<'_, str>, &str), DataError> {
+    if serde_json::from_str::<serde::de::IgnoredAny>(data).is_err() {
+        return Err(DataError::NotJson);
+    }
+    // Valid JSON from here on: the scan below only finds token boundaries.
+    let inner = data
+        .trim()
+        .strip_prefix('[')
+        .and_then(|d| d.strip_suffix(']'))
+        .ok_or(DataError::NotEvent)?
+        .trim_start();
+    if !inner.starts_with('"') {
+        return Err(DataError::NotEvent);
+    }
+    let bytes = inner.as_bytes();
+    let mut end = 1;
+    while end < bytes.len() {
+        match bytes[end] {
+            b'\\' => end += 2,
+            b'"' => break,
+            _ => end += 1,
+        }
+    }
+    // `end` is at the closing quote (an ASCII byte): a character boundary.
+    let quoted = inner.get(..=end).ok_or(DataError::NotEvent)?;
+    let name = if quoted.contains('\\') {
+        std::borrow::Cow::Owned(
+            serde_json::from_str::<String>(quoted).map_err(|_| DataError::NotEvent)?,
+        )
+    } else {
+        std::borrow::Cow::Borrowed(&quoted[1..quoted.len() - 1])
+    };
+    let rest = inner[end + 1..].trim();
+    let args = match rest.strip_prefix(',') {
+        Some(args) => args.trim(),
+        None if rest.is_empty() => "",
+        None => return Err(DataError::NotEvent),
+    };
+    Ok((name, args))
+}
+
+/// Checks an ack's data, `[arg, ...]`, and gives the arguments' text as
+/// sent (without the brackets).
+pub fn ack_args(data: &str) -> Result<&str, DataError> {
+    if serde_json::from_str::<serde::de::IgnoredAny>(data).is_err() {
+        return Err(DataError::NotJson);
+    }
+    data.trim()
+        .strip_prefix('[')
+        .and_then(|d| d.strip_suffix(']'))
+        .map(str::trim)
+        .ok_or(DataError::NotAck)
+}
+
+/// Checks a connect's data: absent, or a JSON object (socket.io 3+/4
+/// clients send their `auth` there). Gives the object's text.
+pub fn connect_payload(data: &str) -> Result<Option<&str>, DataError> {
+    let data = data.trim();
+    if data.is_empty() {
+        return Ok(None);
+    }
+    if !data.starts_with('{') {
+        return Err(DataError::NotObject);
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(data) {
+        Ok(_) => Ok(Some(data)),
+        Err(_) => Err(DataError::NotJson),
+    }
 }
 
 impl Kind {
@@ -444,7 +547,70 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn event_data_is_checked_and_split() {
+        let split = |t| split_event(t).map(|(n, a)| (n.into_owned(), a));
+        assert_eq!(
+            split(r#"["message",1,"2",{"3":[true]}]"#),
+            Ok(("message".into(), r#"1,"2",{"3":[true]}"#))
+        );
+        assert_eq!(
+            split(r#" [ "m\u0073g\"" , 1 ] "#),
+            Ok(("msg\"".into(), "1"))
+        );
+        assert_eq!(split(r#"["leave"]"#), Ok(("leave".into(), "")));
+        for bad in [
+            "{}",
+            "[]",
+            "[1]",
+            r#"["a""#,
+            r#"abc["a"]"#,
+            r#"["a"] x"#,
+            "",
+            "null",
+        ] {
+            assert!(split_event(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(ack_args(r#"[1, "2"]"#), Ok(r#"1, "2""#));
+        assert_eq!(ack_args("[]"), Ok(""));
+        assert!(ack_args("{}").is_err());
+        assert!(ack_args("").is_err());
+        assert_eq!(connect_payload(""), Ok(None));
+        assert_eq!(
+            connect_payload(r#"{"token":"1"}"#),
+            Ok(Some(r#"{"token":"1"}"#))
+        );
+        assert!(connect_payload("[1]").is_err());
+        assert!(connect_payload(r#"{"a":"#).is_err());
+    }
+
+    fn check_split(text: &str) -> Result<(), TestCaseError> {
+        if let Ok((name, args)) = split_event(text) {
+            let name_json = serde_json::to_string(&name).expect("a string encodes");
+            let rebuilt = if args.is_empty() {
+                format!("[{name_json}]")
+            } else {
+                format!("[{name_json},{args}]")
+            };
+            let again = split_event(&rebuilt).map(|(n, a)| (n.into_owned(), a.to_owned()));
+            prop_assert_eq!(again, Ok((name.into_owned(), args.to_owned())));
+        }
+        Ok(())
+    }
+
     proptest! {
+        #[test]
+        fn event_data_splits_without_panicking(text in r#"\s?\[\s?("([^"\\]|\\["\\nu])*"|[0-9]{1,3})\s?(,\s?(\{\}|[0-9]|"x"|\[\]))*\s?\]?"#) {
+            check_split(&text)?;
+        }
+
+        #[test]
+        fn any_data_splits_without_panicking(text in any::<String>()) {
+            check_split(&text)?;
+            let _ = ack_args(&text);
+            let _ = connect_payload(&text);
+        }
+
         #[test]
         fn decode_never_panics_and_reencodes(text in any::<String>()) {
             check_reencode(&text)?;

@@ -7,7 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ao_socketio::{Config, DisconnectReason, Event, Handler, HttpLimits, Server, Service, Socket};
+use ao_socketio::serve::HttpLimits;
+use ao_socketio::{Config, Connect, Connector, DisconnectReason, Event, Handler, Server, Socket};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -55,14 +56,14 @@ struct AppHandler {
     records: mpsc::UnboundedSender<Record>,
 }
 
-impl Service for App {
-    fn connect(&self, socket: &Socket) -> Box<dyn Handler> {
+impl Connector for App {
+    fn connect(&self, socket: &Socket, _: Option<&str>) -> Connect {
         let _ = self.records.send(Record::Connect {
             id: socket.id().to_owned(),
         });
-        Box::new(AppHandler {
+        Connect::Accept(Box::new(AppHandler {
             records: self.records.clone(),
-        })
+        }))
     }
 }
 
@@ -127,9 +128,14 @@ pub async fn start_with(config: Config, limits: HttpLimits) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(ao_socketio::serve(listener, router, limits, async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(ao_socketio::serve::serve(
+        listener,
+        router,
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     TestServer {
         addr,
         io,
