@@ -13,18 +13,35 @@ pub const MAX_LOGGED_BYTES: usize = 256;
 pub const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A value whose text a client chose (an event name, a uid, a room id,
-/// the reason a token was refused), shown with its control characters
+/// the reason a token was refused), cut after [`MAX_LOGGED_BYTES`], marked
+/// `…(+N bytes)`. Shown with `%` (Display) its control characters are
 /// escaped (a newline as `\n`, so a text log line can never be broken or
-/// forged) and cut after [`MAX_LOGGED_BYTES`], marked `…(+N bytes)`.
+/// forged); with `?` (Debug) it is also quoted, as a JSON-like string, so
+/// that log readers can tell where it starts and ends.
 pub struct Clipped<T>(pub T);
 
-impl<T: Display> Display for Clipped<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl<T: Display> Clipped<T> {
+    /// The value's text, and how many bytes of it are shown.
+    fn clip(&self) -> (String, usize) {
         let text = self.0.to_string();
         let mut end = text.len().min(MAX_LOGGED_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
+        (text, end)
+    }
+}
+
+fn write_cut(f: &mut fmt::Formatter<'_>, text: &str, end: usize) -> fmt::Result {
+    if end < text.len() {
+        write!(f, "…(+{} bytes)", text.len() - end)?;
+    }
+    Ok(())
+}
+
+impl<T: Display> Display for Clipped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, end) = self.clip();
         for c in text[..end].chars() {
             if c.is_control() {
                 for e in c.escape_default() {
@@ -34,10 +51,15 @@ impl<T: Display> Display for Clipped<T> {
                 f.write_char(c)?;
             }
         }
-        if end < text.len() {
-            write!(f, "…(+{} bytes)", text.len() - end)?;
-        }
-        Ok(())
+        write_cut(f, &text, end)
+    }
+}
+
+impl<T: Display> fmt::Debug for Clipped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (text, end) = self.clip();
+        fmt::Debug::fmt(&text[..end], f)?;
+        write_cut(f, &text, end)
     }
 }
 
@@ -128,6 +150,17 @@ mod tests {
         let shown = Clipped(&wide).to_string();
         assert!(shown.starts_with(&"é".repeat(128)), "{shown}");
         assert!(shown.ends_with("…(+144 bytes)"), "{shown}");
+    }
+
+    #[test]
+    fn clipped_values_are_quoted_when_debug_formatted() {
+        assert_eq!(format!("{:?}", Clipped("a\"b\n")), r#""a\"b\n""#);
+        let long = format!("{:?}", Clipped("x".repeat(300)));
+        assert!(
+            long.starts_with(&format!("\"{}\"", "x".repeat(256))),
+            "{long}"
+        );
+        assert!(long.ends_with("…(+44 bytes)"), "{long}");
     }
 
     #[test]

@@ -123,7 +123,7 @@ async fn token_call(
     };
     match result {
         Ok(token) => {
-            tracing::info!(uid = %crate::client_log::Clipped(&uid.key), refresh, "user token issued");
+            tracing::info!(uid = ?crate::client_log::Clipped(&uid.key), refresh, "user token issued");
             Envelope::ok(json!({"uid": uid.json, "token": token})).into()
         }
         Err(AccountError::Exists) => Envelope::fail(ApiStatus::UserExists).into(),

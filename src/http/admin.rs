@@ -219,7 +219,7 @@ pub async fn push(req: AdminRequest) -> Reply {
         .bus
         .to_room(&room, event::SYSTEM, &content, None)
         .await;
-    tracing::info!(room = %crate::client_log::Clipped(&room), "system push");
+    tracing::info!(room = ?crate::client_log::Clipped(&room), "system push");
     Envelope::ok(json!({})).into()
 }
 
@@ -270,7 +270,7 @@ async fn clear(req: AdminRequest) -> Reply {
     state.bus.history_cleared();
     match cleared {
         Ok(()) => {
-            tracing::info!(room = %crate::client_log::Clipped(&room), "room history cleared");
+            tracing::info!(room = ?crate::client_log::Clipped(&room), "room history cleared");
             Envelope::ok(json!({})).into()
         }
         Err(e) => failed(e),

@@ -116,7 +116,7 @@ impl Session {
             }
         };
         self.kick_older_logins(&uid.key).await;
-        tracing::info!(sid = %self.sid, uid = %Clipped(&uid.key), jwt = grant.is_some(), "authenticated");
+        tracing::info!(sid = %self.sid, uid = ?Clipped(&uid.key), jwt = grant.is_some(), "authenticated");
         if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
             let _ = mailbox.uid.set(uid.key.clone());
         }

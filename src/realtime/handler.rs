@@ -75,7 +75,7 @@ impl ao_socketio::Handler for Enqueue {
                 // answered, logged once (clipped) and disconnected.
                 tracing::info!(
                     sid = %s.id(),
-                    event = %Clipped(&event),
+                    event = ?Clipped(&event),
                     bytes = weight,
                     "oversize event before authentication; disconnecting"
                 );

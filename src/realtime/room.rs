@@ -96,7 +96,7 @@ impl Session {
             Some(None) => None,
         };
         self.deadline = None;
-        tracing::info!(sid = %self.sid, room = %Clipped(&request.room), dummy = request.dummy, "joined");
+        tracing::info!(sid = %self.sid, room = ?Clipped(&request.room), dummy = request.dummy, "joined");
 
         if let Some(order) = announce.filter(|_| !request.dummy) {
             self.announce(&request.room, event::REMOTE_JOIN, order)
