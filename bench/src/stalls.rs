@@ -281,31 +281,18 @@ fn ms(v: Option<f64>) -> String {
 }
 
 fn report(cfg: &StallConfig, m: &Measured, took: Duration) -> String {
-    let (cpus, model) = proc_stats::machine_facts();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "ao-bench suite --stall-minutes {} — {} — {} CPUs, {} — engine.io {} — {:.0} s",
-        (cfg.total.as_secs_f64() / 6.0).round() / 10.0,
-        suite::utc_now(),
-        cpus,
-        model,
+    let command = format!(
+        "ao-bench suite --stall-minutes {}",
+        (cfg.total.as_secs_f64() / 6.0).round() / 10.0
+    );
+    suite::report_header(
+        &mut out,
+        &command,
         cfg.eio,
-        took.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "load average (1/5/15 min) at start {}, at end {}",
-        m.load_at_start.as_deref().unwrap_or("?"),
-        proc_stats::load_average().as_deref().unwrap_or("?")
-    );
-    let _ = writeln!(
-        out,
-        "{}",
-        m.disk.as_ref().map_or_else(
-            || "disk fdatasync: not measured".to_owned(),
-            DiskSync::summary
-        )
+        took,
+        m.load_at_start.as_deref(),
+        m.disk.as_ref(),
     );
     let _ = writeln!(
         out,

@@ -1052,32 +1052,49 @@ fn rows(cfg: &SuiteConfig, f: &Figures) -> Vec<Row> {
     rows
 }
 
-fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
+/// A report's first lines: the command, when, on what machine, how long,
+/// the load average at start and end, and the disk's own `fdatasync`.
+pub(crate) fn report_header(
+    out: &mut String,
+    command: &str,
+    eio: impl std::fmt::Display,
+    took: Duration,
+    load_at_start: Option<&str>,
+    disk: Option<&DiskSync>,
+) {
     let (cpus, model) = proc_stats::machine_facts();
-    let mut out = String::new();
     let _ = writeln!(
         out,
-        "ao-bench suite{} — {} — {} CPUs, {} — engine.io {} — {:.0} s",
-        if cfg.quick { " --quick" } else { "" },
+        "{command} — {} — {cpus} CPUs, {model} — engine.io {eio} — {:.0} s",
         utc_now(),
-        cpus,
-        model,
-        cfg.eio,
         took.as_secs_f64()
     );
     let _ = writeln!(
         out,
         "load average (1/5/15 min) at start {}, at end {}",
-        f.load_at_start.as_deref().unwrap_or("?"),
+        load_at_start.unwrap_or("?"),
         proc_stats::load_average().as_deref().unwrap_or("?")
     );
     let _ = writeln!(
         out,
         "{}",
-        f.disk.as_ref().map_or_else(
+        disk.map_or_else(
             || "disk fdatasync: not measured".to_owned(),
             DiskSync::summary
         )
+    );
+}
+
+fn report(cfg: &SuiteConfig, f: &Figures, took: Duration) -> String {
+    let mut out = String::new();
+    let command = format!("ao-bench suite{}", if cfg.quick { " --quick" } else { "" });
+    report_header(
+        &mut out,
+        &command,
+        cfg.eio,
+        took,
+        f.load_at_start.as_deref(),
+        f.disk.as_ref(),
     );
     let rows = rows(cfg, f);
     let header = ["figure", "server", "floor", "ratio", "target", "pass/miss"];
