@@ -33,6 +33,7 @@ impl Item {
     ///
     /// # Panics
     /// When the packet is binary.
+    #[track_caller]
     pub fn text(&self) -> &str {
         match self {
             Item::Text(t) => t,

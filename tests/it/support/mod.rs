@@ -30,6 +30,7 @@ use always_online::accounts::Kind;
 use always_online::realtime::AppState;
 use always_online::{App, Config};
 use ao_testclient::frame::{self, Packet, SioPacket};
+use ao_testclient::handshake::{self, HandshakeError};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -294,48 +295,32 @@ impl Client {
         stream: Box<dyn Conn>,
         connect: &str,
     ) -> Result<Client, String> {
-        let ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
+        let mut ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => panic!("websocket connect to {url}: {e}"),
             Err(_) => panic!("websocket connect to {url} timed out"),
         };
-        let mut c = Client {
+        // Two steps: the open packet, then the CONNECT answer.
+        let connected = match timeout(2 * WAIT, handshake::connect(&mut ws, Some(connect))).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(HandshakeError::Refused(error))) => return Err(error),
+            Ok(Err(e)) => panic!("socket.io handshake with {url}: {e}"),
+            Err(_) => panic!("socket.io handshake with {url} timed out"),
+        };
+        let sid = frame::connect_sid(&connected.answer).unwrap_or_else(|e| {
+            panic!(
+                "expected socket.io connect reply, got {:?}: {e}",
+                connected.answer
+            )
+        });
+        Ok(Client {
             ws,
-            sid: String::new(),
+            sid,
             pending: VecDeque::new(),
             acks: HashMap::new(),
             next_ack: 1,
             closed: false,
-        };
-        let open = c.raw_text().await;
-        assert!(
-            matches!(frame::decode(&open), Ok(Packet::Open(_))),
-            "expected engine.io open, got {open:?}"
-        );
-        c.emit_raw(connect).await;
-        let connected = c.raw_text().await;
-        if let Ok(Packet::Message(SioPacket::Error { .. })) = frame::decode(&connected) {
-            return Err(connected);
-        }
-        c.sid = frame::connect_sid(&connected)
-            .unwrap_or_else(|e| panic!("expected socket.io connect reply, got {connected:?}: {e}"));
-        Ok(c)
-    }
-
-    /// Reads the next text frame (answering pings), for the handshake.
-    async fn raw_text(&mut self) -> String {
-        loop {
-            let msg = timeout(WAIT, self.ws.next())
-                .await
-                .expect("handshake frame timed out")
-                .expect("connection closed during handshake")
-                .expect("websocket error during handshake");
-            match msg {
-                Message::Text(t) if t.as_str() == "2" => self.emit_raw("3").await,
-                Message::Text(t) => return t.as_str().to_owned(),
-                _ => {}
-            }
-        }
+        })
     }
 
     /// Sends one raw text frame exactly as given.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use ao_socketio::serve::HttpLimits;
 use ao_socketio::{Config, Connect, Connector, DisconnectReason, Event, Handler, Server, Socket};
 pub use ao_testclient::payload::Item;
-use ao_testclient::{frame, payload, Eio};
+use ao_testclient::{frame, handshake, payload, Eio};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -277,18 +277,27 @@ impl Ws {
     /// Gives the open packet's JSON and the socket id.
     pub async fn connect_v4(server: &TestServer) -> (Ws, Value, String) {
         let mut ws = Ws::connect(&server.ws_url("EIO=4&transport=websocket")).await;
-        let open = ws.open_packet().await;
-        ws.send("40").await;
-        let sid = ws.connected_v5().await;
-        (ws, open, sid)
+        let connected = ws.handshake(Some("40")).await;
+        let open = serde_json::from_str(&connected.open).expect("open packet JSON");
+        (ws, open, connect_sid(&connected.answer))
     }
 
     /// engine.io 3: the open packet and the `40` the server sends unasked.
     pub async fn connect_v3(server: &TestServer) -> (Ws, Value) {
         let mut ws = Ws::connect(&server.ws_url("EIO=3&transport=websocket")).await;
-        let open = ws.open_packet().await;
-        assert_eq!(ws.text().await, "40");
+        let connected = ws.handshake(None).await;
+        assert_eq!(connected.answer, "40");
+        let open = serde_json::from_str(&connected.open).expect("open packet JSON");
         (ws, open)
+    }
+
+    /// The opening sequence the project's raw clients share: the open
+    /// packet, `connect` sent when given, the CONNECT answer read.
+    pub async fn handshake(&mut self, connect: Option<&str>) -> handshake::Connected {
+        tokio::time::timeout(2 * WAIT, handshake::connect(&mut self.inner, connect))
+            .await
+            .expect("socket.io handshake in time")
+            .expect("socket.io handshake")
     }
 
     /// Reads the open packet `0{...}`.
