@@ -1,5 +1,6 @@
 //! One socket.io client connection over a WebSocket: connect, the
-//! namespace handshake of either engine.io generation, authenticate, join.
+//! namespace handshake of either engine.io generation (the opening sequence
+//! the tests' clients share, `ao_testclient::handshake`), authenticate, join.
 
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+
+use ao_testclient::handshake;
 
 use crate::engineio::{self, Eio, Packet, SioPacket};
 use crate::Result;
@@ -43,40 +46,26 @@ impl Conn {
             .map_err(|_| format!("connect to {addr} timed out"))??;
         stream.set_nodelay(true)?;
         let url = format!("ws://{addr}{}", eio.path());
-        let (ws, _) = timeout(
+        let (mut ws, _) = timeout(
             STEP_TIMEOUT,
             tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())),
         )
         .await
         .map_err(|_| "websocket handshake timed out")??;
-        let mut conn = Conn {
+        // Two steps: the open packet, then the CONNECT answer.
+        let connected = timeout(
+            2 * STEP_TIMEOUT,
+            handshake::connect(&mut ws, (eio == Eio::V4).then_some(engineio::CONNECT)),
+        )
+        .await
+        .map_err(|_| "timed out waiting for the server")??;
+        let hs = engineio::handshake(&connected.open)?;
+        Ok(Conn {
             ws,
             eio,
-            ping_interval: Duration::from_secs(25),
+            ping_interval: Duration::from_millis(hs.ping_interval.max(100)),
             last_ping: Instant::now(),
-        };
-        let open = conn.next_text_timeout().await?;
-        let Ok(Packet::Open(json)) = engineio::decode(&open) else {
-            return Err(format!("expected an engine.io open packet, got {open:.80}").into());
-        };
-        let hs = engineio::handshake(json)?;
-        conn.ping_interval = Duration::from_millis(hs.ping_interval.max(100));
-        if eio == Eio::V4 {
-            conn.send(engineio::CONNECT).await?;
-        }
-        loop {
-            let frame = conn.next_text_timeout().await?;
-            match engineio::decode(&frame) {
-                Ok(Packet::Message(SioPacket::Connect { nsp: "/", .. })) => break,
-                Ok(Packet::Message(SioPacket::Error { data, .. })) => {
-                    return Err(format!("socket.io connect refused: {data:.120}").into())
-                }
-                Ok(Packet::Ping(_)) if eio == Eio::V4 => conn.send(engineio::PONG).await?,
-                Ok(Packet::Close) => return Err("server closed during handshake".into()),
-                _ => {}
-            }
-        }
-        Ok(conn)
+        })
     }
 
     /// The protocol generation of this connection.

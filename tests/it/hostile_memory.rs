@@ -14,6 +14,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ao_testclient::payload::push_v3_binary_packet as v3_binary_packet;
 use serde_json::json;
 
 use crate::support::{self, login, BinServer, Client};
@@ -163,7 +164,9 @@ impl Polling {
     }
 }
 
-/// `n` copies of `packet` as one engine.io 4 payload.
+/// `n` copies of `packet` as one engine.io 4 payload (written out here
+/// rather than with `ao_testclient::payload::encode_text`, whose slice of
+/// millions of packets would weigh more than the payload).
 fn v4_payload(packet: &str, n: usize) -> Vec<u8> {
     let mut body = Vec::with_capacity(n * (packet.len() + 1));
     for i in 0..n {
@@ -173,15 +176,6 @@ fn v4_payload(packet: &str, n: usize) -> Vec<u8> {
         body.extend_from_slice(packet.as_bytes());
     }
     body
-}
-
-/// Appends one packet of an engine.io 3 binary payload: its kind (0 text,
-/// 1 binary), its length's digits as byte values, 255, the packet.
-fn v3_binary_packet(out: &mut Vec<u8>, kind: u8, packet: &[u8]) {
-    out.push(kind);
-    out.extend(packet.len().to_string().bytes().map(|d| d - b'0'));
-    out.push(255);
-    out.extend_from_slice(packet);
 }
 
 // ---------------------------------------------------------------------------

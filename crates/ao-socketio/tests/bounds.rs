@@ -8,18 +8,10 @@ mod support;
 use std::time::Duration;
 
 use ao_socketio::{Config, DisconnectReason, Refusal};
+use ao_testclient::payload::push_v3_binary_packet as v3_binary_packet;
 use futures_util::SinkExt;
 use support::{http, Polling, Record, Ws, WAIT};
 use tokio_tungstenite::tungstenite::Message;
-
-/// An engine.io 3 binary payload packet: kind (0 text, 1 binary), the
-/// length's digits as byte values, 255, the packet.
-fn v3_binary_packet(out: &mut Vec<u8>, kind: u8, packet: &[u8]) {
-    out.push(kind);
-    out.extend(packet.len().to_string().bytes().map(|d| d - b'0'));
-    out.push(255);
-    out.extend_from_slice(packet);
-}
 
 #[tokio::test]
 async fn a_ping_flood_fills_the_outbound_queue_by_what_the_pongs_hold() {

@@ -8,7 +8,8 @@
 //! the exact order of every packet the server sends (events, acks, the
 //! socket.io disconnect packet and the websocket close), including packets the
 //! libraries swallow or reorder. It speaks engine.io 4 / socket.io 5 over a
-//! websocket, which is all the tests need.
+//! websocket, which is all the tests need. Its frames are encoded and
+//! decoded by the codec the project's raw clients share (`ao-testclient`).
 
 #![allow(dead_code)]
 
@@ -28,6 +29,8 @@ use std::time::Duration;
 use always_online::accounts::Kind;
 use always_online::realtime::AppState;
 use always_online::{App, Config};
+use ao_testclient::frame::{self, Packet, SioPacket};
+use ao_testclient::handshake::{self, HandshakeError};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -292,52 +295,32 @@ impl Client {
         stream: Box<dyn Conn>,
         connect: &str,
     ) -> Result<Client, String> {
-        let ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
+        let mut ws = match timeout(WAIT, tokio_tungstenite::client_async(url, stream)).await {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(e)) => panic!("websocket connect to {url}: {e}"),
             Err(_) => panic!("websocket connect to {url} timed out"),
         };
-        let mut c = Client {
+        // Two steps: the open packet, then the CONNECT answer.
+        let connected = match timeout(2 * WAIT, handshake::connect(&mut ws, Some(connect))).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(HandshakeError::Refused(error))) => return Err(error),
+            Ok(Err(e)) => panic!("socket.io handshake with {url}: {e}"),
+            Err(_) => panic!("socket.io handshake with {url} timed out"),
+        };
+        let sid = frame::connect_sid(&connected.answer).unwrap_or_else(|e| {
+            panic!(
+                "expected socket.io connect reply, got {:?}: {e}",
+                connected.answer
+            )
+        });
+        Ok(Client {
             ws,
-            sid: String::new(),
+            sid,
             pending: VecDeque::new(),
             acks: HashMap::new(),
             next_ack: 1,
             closed: false,
-        };
-        let open = c.raw_text().await;
-        assert!(
-            open.starts_with('0'),
-            "expected engine.io open, got {open:?}"
-        );
-        c.emit_raw(connect).await;
-        let connected = c.raw_text().await;
-        if connected.starts_with("44") {
-            return Err(connected);
-        }
-        let rest = connected
-            .strip_prefix("40")
-            .unwrap_or_else(|| panic!("expected socket.io connect reply, got {connected:?}"));
-        let v: Value = serde_json::from_str(rest)
-            .unwrap_or_else(|e| panic!("connect reply {connected:?}: {e}"));
-        c.sid = v["sid"].as_str().unwrap_or_default().to_owned();
-        Ok(c)
-    }
-
-    /// Reads the next text frame (answering pings), for the handshake.
-    async fn raw_text(&mut self) -> String {
-        loop {
-            let msg = timeout(WAIT, self.ws.next())
-                .await
-                .expect("handshake frame timed out")
-                .expect("connection closed during handshake")
-                .expect("websocket error during handshake");
-            match msg {
-                Message::Text(t) if t.as_str() == "2" => self.emit_raw("3").await,
-                Message::Text(t) => return t.as_str().to_owned(),
-                _ => {}
-            }
-        }
+        })
     }
 
     /// Sends one raw text frame exactly as given.
@@ -358,8 +341,8 @@ impl Client {
 
     /// Emits `event` with one JSON argument.
     pub async fn emit(&mut self, event: &str, payload: Value) {
-        let packet = json!([event, payload]);
-        self.emit_raw(&format!("42{packet}")).await;
+        self.emit_raw(&frame::event_frame(event, &payload.to_string()))
+            .await;
     }
 
     /// Emits `event` without any argument (`42["event"]`).
@@ -372,8 +355,12 @@ impl Client {
     pub async fn emit_ack_id(&mut self, event: &str, payload: Value) -> u64 {
         let id = self.next_ack;
         self.next_ack += 1;
-        let packet = json!([event, payload]);
-        self.emit_raw(&format!("42{id}{packet}")).await;
+        self.emit_raw(&frame::event_frame_with_ack(
+            event,
+            Some(id),
+            &payload.to_string(),
+        ))
+        .await;
         id
     }
 
@@ -461,48 +448,46 @@ impl Client {
     }
 
     async fn decode(&mut self, text: &str) -> Frame {
-        match text {
+        match frame::decode(text) {
             // engine.io ping: answer pong.
-            "2" => {
+            Ok(Packet::Ping("")) => {
                 self.emit_raw("3").await;
-                return Frame::Ignored;
+                Frame::Ignored
             }
             // engine.io close.
-            "1" => {
+            Ok(Packet::Close) if text == "1" => {
                 self.closed = true;
-                return Frame::Received(Received::Closed);
+                Frame::Received(Received::Closed)
             }
-            "41" => return Frame::Received(Received::Disconnect),
-            _ => {}
+            Ok(Packet::Message(SioPacket::Disconnect { nsp: "/" })) if text == "41" => {
+                Frame::Received(Received::Disconnect)
+            }
+            Ok(Packet::Message(SioPacket::Event { nsp: "/", data, .. })) => {
+                let arr: Vec<Value> = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("bad event packet {}: {e}", preview(text)));
+                let mut it = arr.into_iter();
+                let name = match it.next() {
+                    Some(Value::String(s)) => s,
+                    other => panic!("event without a name: {other:?}"),
+                };
+                let payload = it.next().unwrap_or(Value::Null);
+                assert!(
+                    it.next().is_none(),
+                    "event {name} with more than one argument: {}",
+                    preview(text)
+                );
+                Frame::Received(Received::Event(name, payload))
+            }
+            Ok(Packet::Message(SioPacket::Ack { nsp: "/", id, data })) => {
+                let arr: Vec<Value> = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("bad ack packet {}: {e}", preview(text)));
+                Frame::Ack(id, arr.into_iter().next().unwrap_or(Value::Null))
+            }
+            Ok(Packet::Message(SioPacket::Error { .. })) => {
+                panic!("socket.io connect error: {text}")
+            }
+            _ => panic!("unexpected frame from the server: {}", preview(text)),
         }
-        if let Some(rest) = text.strip_prefix("42") {
-            let (_, json_part) = split_id(rest);
-            let arr: Vec<Value> = serde_json::from_str(json_part)
-                .unwrap_or_else(|e| panic!("bad event packet {}: {e}", preview(text)));
-            let mut it = arr.into_iter();
-            let name = match it.next() {
-                Some(Value::String(s)) => s,
-                other => panic!("event without a name: {other:?}"),
-            };
-            let payload = it.next().unwrap_or(Value::Null);
-            assert!(
-                it.next().is_none(),
-                "event {name} with more than one argument: {}",
-                preview(text)
-            );
-            return Frame::Received(Received::Event(name, payload));
-        }
-        if let Some(rest) = text.strip_prefix("43") {
-            let (id, json_part) = split_id(rest);
-            let id = id.unwrap_or_else(|| panic!("ack without id: {}", preview(text)));
-            let arr: Vec<Value> = serde_json::from_str(json_part)
-                .unwrap_or_else(|e| panic!("bad ack packet {}: {e}", preview(text)));
-            return Frame::Ack(id, arr.into_iter().next().unwrap_or(Value::Null));
-        }
-        if text.starts_with("44") {
-            panic!("socket.io connect error: {text}");
-        }
-        panic!("unexpected frame from the server: {}", preview(text));
     }
 
     /// The next event, disconnect packet or close, waiting at most `wait`.
@@ -615,15 +600,6 @@ impl Client {
             assert!(replies.len() < 10_000, "sync never reached next: 0");
         }
     }
-}
-
-/// Splits a leading decimal ack id off a packet body.
-fn split_id(s: &str) -> (Option<u64>, &str) {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return (None, s);
-    }
-    (s[..digits].parse().ok(), &s[digits..])
 }
 
 fn preview(s: &str) -> String {

@@ -1,6 +1,7 @@
 //! What the transport tests share: a real server on 127.0.0.1:0 with a
 //! small test application, and raw clients (websocket, HTTP long-polling,
-//! bare TCP) that speak engine.io and socket.io by hand.
+//! bare TCP) that speak engine.io and socket.io by hand, on the codec the
+//! project's raw test clients share (`ao-testclient`).
 
 #![allow(dead_code)]
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use ao_socketio::serve::HttpLimits;
 use ao_socketio::{Config, Connect, Connector, DisconnectReason, Event, Handler, Server, Socket};
-use base64::Engine as _;
+pub use ao_testclient::payload::Item;
+use ao_testclient::{frame, handshake, payload, Eio};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -275,18 +277,27 @@ impl Ws {
     /// Gives the open packet's JSON and the socket id.
     pub async fn connect_v4(server: &TestServer) -> (Ws, Value, String) {
         let mut ws = Ws::connect(&server.ws_url("EIO=4&transport=websocket")).await;
-        let open = ws.open_packet().await;
-        ws.send("40").await;
-        let sid = ws.connected_v5().await;
-        (ws, open, sid)
+        let connected = ws.handshake(Some("40")).await;
+        let open = serde_json::from_str(&connected.open).expect("open packet JSON");
+        (ws, open, connect_sid(&connected.answer))
     }
 
     /// engine.io 3: the open packet and the `40` the server sends unasked.
     pub async fn connect_v3(server: &TestServer) -> (Ws, Value) {
         let mut ws = Ws::connect(&server.ws_url("EIO=3&transport=websocket")).await;
-        let open = ws.open_packet().await;
-        assert_eq!(ws.text().await, "40");
+        let connected = ws.handshake(None).await;
+        assert_eq!(connected.answer, "40");
+        let open = serde_json::from_str(&connected.open).expect("open packet JSON");
         (ws, open)
+    }
+
+    /// The opening sequence the project's raw clients share: the open
+    /// packet, `connect` sent when given, the CONNECT answer read.
+    pub async fn handshake(&mut self, connect: Option<&str>) -> handshake::Connected {
+        tokio::time::timeout(2 * WAIT, handshake::connect(&mut self.inner, connect))
+            .await
+            .expect("socket.io handshake in time")
+            .expect("socket.io handshake")
     }
 
     /// Reads the open packet `0{...}`.
@@ -371,34 +382,11 @@ impl Ws {
 
 /// The socket id of a protocol 5 connect packet `40{"sid":"..."}`.
 pub fn connect_sid(text: &str) -> String {
-    let json = text
-        .strip_prefix("40")
-        .unwrap_or_else(|| panic!("not a connect packet: {text:?}"));
-    let v: Value = serde_json::from_str(json).expect("connect packet JSON");
-    v["sid"]
-        .as_str()
-        .expect("sid in the connect packet")
-        .to_owned()
+    frame::connect_sid(text).unwrap_or_else(|e| panic!("not a connect packet {text:?}: {e}"))
 }
 
 // ---------------------------------------------------------------------------
 // long-polling client
-
-/// One packet of a polling payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    Text(String),
-    Binary(Vec<u8>),
-}
-
-impl Item {
-    pub fn text(&self) -> &str {
-        match self {
-            Item::Text(t) => t,
-            Item::Binary(b) => panic!("expected a text packet, got binary {b:?}"),
-        }
-    }
-}
 
 /// An HTTP client that uses no proxy.
 pub fn http() -> reqwest::Client {
@@ -526,103 +514,40 @@ pub async fn decode_response(eio: u8, res: reqwest::Response) -> Vec<Item> {
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let body = res.bytes().await.expect("polling body");
-    match (eio, binary) {
-        (4, false) => decode_v4(&body),
-        (3, false) => decode_v3_text(&body),
-        (3, true) => decode_v3_binary(&body),
-        _ => panic!("engine.io 4 answered with a binary payload"),
-    }
+    payload::decode(generation(eio), binary, &body)
+        .unwrap_or_else(|e| panic!("polling payload {body:?}: {e}"))
 }
 
 /// `\x1e`-separated packets, binary ones as `b<base64>`.
 pub fn decode_v4(body: &[u8]) -> Vec<Item> {
-    let text = std::str::from_utf8(body).expect("an engine.io 4 payload is text");
-    text.split('\x1e')
-        .map(|p| match p.strip_prefix('b') {
-            Some(b64) => Item::Binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .expect("base64"),
-            ),
-            None => Item::Text(p.to_owned()),
-        })
-        .collect()
+    payload::decode_v4(body).unwrap_or_else(|e| panic!("engine.io 4 payload {body:?}: {e}"))
 }
 
 /// `<length>:<packet>`, lengths in UTF-16 code units; binary packets as
 /// `b4<base64>`.
 pub fn decode_v3_text(body: &[u8]) -> Vec<Item> {
-    let mut rest = std::str::from_utf8(body).expect("an engine.io 3 text payload is text");
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let colon = rest.find(':').expect("a length and ':'");
-        let units: usize = rest[..colon].parse().expect("a decimal length");
-        rest = &rest[colon + 1..];
-        let mut seen = 0;
-        let mut end = 0;
-        for c in rest.chars() {
-            if seen == units {
-                break;
-            }
-            seen += c.len_utf16();
-            end += c.len_utf8();
-        }
-        assert_eq!(seen, units, "packet length past the end: {body:?}");
-        let packet = &rest[..end];
-        rest = &rest[end..];
-        if packet.is_empty() {
-            continue;
-        }
-        out.push(match packet.strip_prefix("b4") {
-            Some(b64) => Item::Binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .expect("base64"),
-            ),
-            None => Item::Text(packet.to_owned()),
-        });
-    }
-    out
+    payload::decode_v3_text(body)
+        .unwrap_or_else(|e| panic!("engine.io 3 text payload {body:?}: {e}"))
 }
 
 /// engine.io 3 binary payload: kind byte (0 text, 1 binary), the length's
 /// decimal digits as byte values, 255, the packet (binary as 4 + bytes).
 pub fn decode_v3_binary(body: &[u8]) -> Vec<Item> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < body.len() {
-        let kind = body[i];
-        i += 1;
-        let mut len = 0usize;
-        while body[i] != 255 {
-            assert!(body[i] <= 9, "length digit {}", body[i]);
-            len = len * 10 + usize::from(body[i]);
-            i += 1;
-        }
-        i += 1;
-        let packet = &body[i..i + len];
-        i += len;
-        out.push(match kind {
-            0 => Item::Text(String::from_utf8(packet.to_vec()).expect("UTF-8")),
-            1 => {
-                assert_eq!(packet.first(), Some(&4), "binary packet type");
-                Item::Binary(packet[1..].to_vec())
-            }
-            k => panic!("unknown packet kind {k}"),
-        });
-    }
-    out
+    payload::decode_v3_binary(body)
+        .unwrap_or_else(|e| panic!("engine.io 3 binary payload {body:?}: {e}"))
 }
 
 /// A text payload of `packets` for a POST.
 pub fn encode_payload(eio: u8, packets: &[&str]) -> Vec<u8> {
-    match eio {
-        4 => packets.join("\x1e").into_bytes(),
-        _ => packets
-            .iter()
-            .map(|p| format!("{}:{}", p.encode_utf16().count(), p))
-            .collect::<String>()
-            .into_bytes(),
+    payload::encode_text(generation(eio), packets)
+}
+
+/// The generation of `EIO=eio` (3 or 4).
+fn generation(eio: u8) -> Eio {
+    if eio == 4 {
+        Eio::V4
+    } else {
+        Eio::V3
     }
 }
 
