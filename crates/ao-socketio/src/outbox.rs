@@ -98,26 +98,15 @@ impl Outbox {
     /// Queues `frame`, unless the queue already holds its limit: it never
     /// holds more than its limit and one frame (each counted by [`weight`]).
     pub(crate) fn push(&self, frame: Frame) -> Result<(), QueueError> {
-        let mut state = self.state();
-        if state.closed {
-            return Err(QueueError::Closed);
-        }
-        if state.bytes >= self.limit {
-            return Err(QueueError::Full);
-        }
-        state.bytes += weight(&frame);
-        state.frames.push_back(frame);
-        let waker = state.waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
+        self.push_all(std::iter::once(frame))
     }
 
     /// Queues `frames` together (a packet and its binary attachments): no
     /// other frame comes between them. Refused as a whole like [`Outbox::push`].
-    pub(crate) fn push_all(&self, frames: Vec<Frame>) -> Result<(), QueueError> {
+    pub(crate) fn push_all(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+    ) -> Result<(), QueueError> {
         let mut state = self.state();
         if state.closed {
             return Err(QueueError::Closed);
