@@ -21,9 +21,6 @@ pub enum QueueError {
     Closed,
 }
 
-/// Rings that grew past this many slots are given back once empty.
-const KEPT_SLOTS: usize = 16;
-
 /// What a queued frame holds beyond its payload, counted high: its slot
 /// in the ring and as much again of spare ring capacity (a ring doubles as
 /// it grows), the allocation of its buffer and the shared header that
@@ -67,8 +64,12 @@ impl State {
         }
     }
 
-    /// Wakes whoever waits for the queue to drain, once it has.
+    /// After frames were taken: gives the ring back once empty, and wakes
+    /// whoever waits for the queue to drain, once it has.
     fn taken(&mut self) {
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
         if matches!(&self.drain, Some(d) if self.bytes <= d.0) {
             if let Some(d) = self.drain.take() {
                 d.1.wake();
@@ -154,9 +155,6 @@ impl Outbox {
             }
         }
         state.bytes -= weights;
-        if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
-            state.frames = VecDeque::new();
-        }
         state.taken();
         Poll::Ready(())
     }
@@ -168,9 +166,6 @@ impl Outbox {
         match state.frames.pop_front() {
             Some(frame) => {
                 state.bytes -= weight(&frame);
-                if state.frames.is_empty() && state.frames.capacity() > KEPT_SLOTS {
-                    state.frames = VecDeque::new();
-                }
                 state.taken();
                 Poll::Ready(frame)
             }
@@ -193,9 +188,6 @@ impl Outbox {
         let mut state = self.state();
         state.bytes = 0;
         out.extend(state.frames.drain(..));
-        if state.frames.capacity() > KEPT_SLOTS {
-            state.frames = VecDeque::new();
-        }
         state.taken();
     }
 
@@ -346,6 +338,26 @@ mod tests {
         assert!(outbox.poll_drained(&mut cx, 0).is_pending());
         outbox.close();
         assert!(outbox.poll_drained(&mut cx, 0).is_ready());
+    }
+
+    #[test]
+    fn an_emptied_queue_holds_no_ring() {
+        let q = Outbox::new(1 << 20);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        q.push(text(10)).unwrap();
+        q.push(text(10)).unwrap();
+        assert!(q.poll_take(&mut cx, &mut out, 10).is_ready());
+        assert!(q.state().frames.capacity() > 0, "one frame is left");
+        assert!(q.poll_take(&mut cx, &mut out, 10).is_ready());
+        assert_eq!(q.state().frames.capacity(), 0);
+        q.push(text(10)).unwrap();
+        assert!(q.poll_next(&mut cx).is_ready());
+        assert_eq!(q.state().frames.capacity(), 0);
+        q.push(text(10)).unwrap();
+        q.take_now(&mut out);
+        assert_eq!(q.state().frames.capacity(), 0);
     }
 
     #[test]
