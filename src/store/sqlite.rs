@@ -1019,6 +1019,9 @@ struct Applier {
     undeleted: Vec<u64>,
 }
 
+/// Applied records forgotten from memory per hold of its lock.
+const REMOVE_SLICE: usize = 256;
+
 /// How long the applier waits before trying a failed batch again.
 const APPLY_RETRY: Duration = Duration::from_secs(1);
 /// A failing batch is logged at most once per this.
@@ -1060,7 +1063,12 @@ impl Applier {
             match job {
                 ApplyJob::Apply { records, segments } => {
                     self.apply_until_taken(&records);
-                    locked(&self.unapplied).remove_applied(&records);
+                    // In slices, so the writer (which adds to the same
+                    // map for every group) never waits long for this
+                    // lower-priority thread to let go of the lock.
+                    for slice in records.chunks(REMOVE_SLICE) {
+                        locked(&self.unapplied).remove_applied(slice);
+                    }
                     self.undeleted.extend(segments);
                     if let Err(e) = self.delete_applied() {
                         tracing::warn!(error = %e, "could not delete an applied commit log segment");
