@@ -54,12 +54,7 @@ impl Handler for Suite {
     fn disconnect(&self, _: &Socket, _: DisconnectReason) {}
 }
 
-// One thread, as the single-threaded reference servers: the suites send
-// some requests at once and expect them handled in the order they were
-// sent ("forcefully closes the session" races a poll against a close; on
-// several threads the close can be handled first and the poll then finds
-// no session, which a test cannot tell from a deviation).
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = match std::env::args().nth(1) {
         Some(p) => p

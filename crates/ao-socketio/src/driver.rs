@@ -193,12 +193,15 @@ async fn polling(conn: &Arc<Session>, hb: &mut Heartbeat) -> Option<hyper::upgra
 /// A closing long-polling connection: its last packets and the close
 /// packet go out with the next poll, if one comes soon.
 async fn drain_polling(conn: &Arc<Session>, reason: DisconnectReason) {
+    if reason == DisconnectReason::ClientClose {
+        await_crossing_poll(conn).await;
+        return;
+    }
     if matches!(
         reason,
         DisconnectReason::TransportClose
             | DisconnectReason::PingTimeout
             | DisconnectReason::ProtocolError
-            | DisconnectReason::ClientClose
     ) {
         return;
     }
@@ -216,6 +219,28 @@ async fn drain_polling(conn: &Arc<Session>, reason: DisconnectReason) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A client that closed its session over long-polling: a poll it sent
+/// just before the close can reach the server just after it, on another
+/// connection. It is answered as a poll waiting at the close is, with a
+/// noop (the poll then ends the session), rather than refused as unknown,
+/// when it comes within [`CLOSE_CROSSING`].
+async fn await_crossing_poll(conn: &Arc<Session>) {
+    let until = Instant::now() + CLOSE_CROSSING;
+    while Instant::now() < until {
+        let Some(server) = conn.server.upgrade() else {
+            return;
+        };
+        if !server.knows(conn) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// How long a session its client closed over long-polling waits for a
+/// poll that crossed the close.
+const CLOSE_CROSSING: Duration = Duration::from_millis(200);
 
 /// The upgrade of a long-polling session: the websocket answers the
 /// client's probe, makes pending polls return, and takes over at the

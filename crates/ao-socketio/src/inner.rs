@@ -90,6 +90,11 @@ impl Inner {
         }
     }
 
+    /// Whether `session` is still registered (not forgotten).
+    pub(crate) fn knows(&self, session: &Session) -> bool {
+        lock(&self.sessions).contains_key(&session.sid)
+    }
+
     /// Removes a finished session.
     pub(crate) fn forget(&self, session: &Session) {
         let removed = lock(&self.sessions).remove(&session.sid).is_some();

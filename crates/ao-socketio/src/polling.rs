@@ -145,6 +145,12 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
     // answers it.
     if closing == Some(DisconnectReason::ClientClose) && frames.is_empty() {
         frames.push(Packet::Noop.encode());
+        // The client's session ends with this answer: a later request
+        // is refused as unknown, even before the session's task has
+        // finished it (it waits for this poll, see the driver).
+        if let Some(server) = conn.server.upgrade() {
+            server.forget(&conn);
+        }
     } else if closing.is_some() && frames.is_empty() {
         frames.push(Packet::Close.encode());
     } else if frames.is_empty() && upgrading {

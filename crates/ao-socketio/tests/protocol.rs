@@ -375,6 +375,31 @@ async fn a_close_over_polling_answers_the_waiting_poll_with_a_noop() {
     }
 }
 
+#[tokio::test]
+async fn a_poll_that_crosses_the_close_over_polling_is_answered_with_a_noop() {
+    let addr = start().await;
+    for eio in [3, 4] {
+        // The close reaches the server before the poll sent with it.
+        let sid = polling_session(addr, "engine.io", eio).await;
+        let res = post(addr, "engine.io", eio, &sid, encode_payload(eio, &["1"])).await;
+        assert_eq!(res.status(), 200);
+        let items = decode_response(eio, poll(addr, "engine.io", eio, &sid).await).await;
+        assert_eq!(items, vec![Item::Text("6".into())], "EIO={eio}");
+        assert_eq!(poll(addr, "engine.io", eio, &sid).await.status(), 400);
+
+        // No poll comes: the session is gone shortly after the close.
+        let sid = polling_session(addr, "engine.io", eio).await;
+        let res = post(addr, "engine.io", eio, &sid, encode_payload(eio, &["1"])).await;
+        assert_eq!(res.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            poll(addr, "engine.io", eio, &sid).await.status(),
+            400,
+            "EIO={eio}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // engine.io: upgrade
 
