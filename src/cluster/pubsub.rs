@@ -16,10 +16,9 @@
 //! changes are kept in a short log per room as they are published; after a
 //! reconnect a node tells its members the ones it has not told yet.
 //!
-//! This is written on fred's sharded pub/sub directly rather than through
-//! socketioxide-redis: that adapter publishes a broadcast after the store
-//! returned, as a separate command, so two nodes appending to one room could
-//! publish seq n+1 before seq n; here the store's script publishes.
+//! Nothing here publishes a msg: the store's script publishes it in the
+//! same step that numbers it, so a room's channel carries its msgs in seq
+//! order whichever nodes append to it; this side subscribes and delivers.
 
 use std::collections::HashMap;
 use std::future::Future;
