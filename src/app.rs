@@ -16,6 +16,7 @@ use crate::cluster::redis::RedisState;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::data_dir::{DataDirError, DataDirLock};
+use crate::logging::Chain;
 use crate::realtime::bus::Bus;
 use crate::realtime::{self, AppState};
 use crate::redis::Redis;
@@ -24,28 +25,57 @@ use crate::store::sqlite::SqliteMessageStore;
 use crate::store::MessageStore;
 use crate::tls::{ServerCert, TlsError};
 
-/// Why the server could not start; each names the setting at fault.
+/// Why the server could not start; each names the setting at fault and
+/// keeps the cause as its [`source`](std::error::Error::source) (print it
+/// with [`crate::logging::Chain`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("config error: data_dir: {path}: {reason}")]
-    DataDir { path: String, reason: String },
-    #[error("config error: {key}: cannot listen on {addr}: {reason}")]
+    /// The data directory is unusable or held by another process.
+    #[error("config error: data_dir: {path}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: DataDirError,
+    },
+    /// The embedded message store cannot open its database or commit log.
+    #[error("config error: data_dir: {path}: cannot open the message store")]
+    Store {
+        path: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The embedded account store cannot open.
+    #[error("config error: data_dir: {path}: cannot open the account store")]
+    Accounts {
+        path: String,
+        #[source]
+        source: crate::accounts::AccountError,
+    },
+    /// A listener cannot bind its address.
+    #[error("config error: {key}: cannot listen on {addr}")]
     Bind {
         key: &'static str,
         addr: SocketAddr,
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
-    #[error("config error: AO_MONGODB_URL: cannot use MongoDB: {0}")]
+    /// MongoDB (the account store) is unreachable or refuses.
+    #[error("config error: AO_MONGODB_URL: cannot use MongoDB")]
     Mongo(#[source] crate::accounts::AccountError),
-    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    /// Redis is unreachable or refuses.
+    #[error("config error: AO_REDIS_URL: cannot use Redis")]
     Redis(#[source] crate::redis::RedisError),
-    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    /// Redis refuses the account store's requests.
+    #[error("config error: AO_REDIS_URL: cannot use Redis")]
     RedisAccounts(#[source] crate::accounts::AccountError),
-    #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
-    Admin(String),
-    #[error("config error: {key}: {0}", key = .0.setting())]
+    /// The configured admin cannot be written to the account store.
+    #[error("config error: AO_ADMIN_UID: cannot create the admin account")]
+    Admin(#[source] crate::accounts::AccountError),
+    /// The JWT key is unusable.
+    #[error("config error: {key}", key = .0.setting())]
     Jwt(#[source] crate::grants::jwt::KeyError),
-    #[error("config error: {0}")]
+    /// The TLS certificate or key is unusable.
+    #[error("config error")]
     Tls(#[source] TlsError),
 }
 
@@ -100,10 +130,7 @@ impl App {
             Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
             None => None,
         };
-        let data_dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        };
+        let data_dir = || config.data_dir.display().to_string();
         let redis_persistence = match &redis {
             Some(redis) => {
                 let found = Persistence::check(redis).await;
@@ -119,8 +146,12 @@ impl App {
                 // Before the store replays its commit log: one server per directory.
                 data_dir_lock = Some(lock_data_dir(&config)?);
                 Arc::new(
-                    SqliteMessageStore::open(&config.data_dir, config.commit_window)
-                        .map_err(|e| data_dir_err(&e))?,
+                    SqliteMessageStore::open(&config.data_dir, config.commit_window).map_err(
+                        |source| StartError::Store {
+                            path: data_dir(),
+                            source,
+                        },
+                    )?,
                 )
             }
         };
@@ -132,14 +163,17 @@ impl App {
                 } else if redis.is_some() {
                     StartError::RedisAccounts(e)
                 } else {
-                    data_dir_err(&e)
+                    StartError::Accounts {
+                        path: data_dir(),
+                        source: e,
+                    }
                 }
             })?;
         if let Some((uid, token)) = &config.admin {
             accounts
                 .ensure(Kind::Admin, uid, token)
                 .await
-                .map_err(|e| StartError::Admin(e.to_string()))?;
+                .map_err(StartError::Admin)?;
         }
         if config.dev {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
@@ -273,7 +307,7 @@ impl App {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "TLS certificate reload failed; keeping the old certificate");
+                tracing::error!(error = %Chain(&e), "TLS certificate reload failed; keeping the old certificate");
                 Err(e)
             }
         }
@@ -314,7 +348,7 @@ impl App {
             // this node's heartbeat to expire.
             self.state.cluster.leave_cluster().await;
             if let Err(e) = self.state.messages.flush().await {
-                tracing::error!(error = %e, "store flush failed during shutdown");
+                tracing::error!(error = %Chain(&e), "store flush failed during shutdown");
             }
             // Clients and messages are done with; requests still in flight
             // get a short while, not the whole grace period.
@@ -329,20 +363,16 @@ impl App {
 
 /// Checks the data directory is writable and takes its lock.
 fn lock_data_dir(config: &Config) -> Result<DataDirLock, StartError> {
-    let err = |e: DataDirError| StartError::DataDir {
+    let err = |source: DataDirError| StartError::DataDir {
         path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
+        source,
     };
     crate::data_dir::check_writable(&config.data_dir).map_err(err)?;
     DataDirLock::acquire(&config.data_dir).map_err(err)
 }
 
-fn bind_err(key: &'static str, addr: SocketAddr, e: std::io::Error) -> StartError {
-    StartError::Bind {
-        key,
-        addr,
-        reason: e.to_string(),
-    }
+fn bind_err(key: &'static str, addr: SocketAddr, source: std::io::Error) -> StartError {
+    StartError::Bind { key, addr, source }
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -18,9 +18,19 @@ pub const LOCK_FILE: &str = "always-online.lock";
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    /// It cannot be created or written to.
-    #[error("{0}")]
-    Unusable(String),
+    /// It cannot be created.
+    #[error("cannot create it")]
+    Create(#[source] std::io::Error),
+    /// A file cannot be written in it.
+    #[error("not writable")]
+    NotWritable(#[source] std::io::Error),
+    /// The lock file cannot be opened or locked.
+    #[error("{path}: cannot lock")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Another live process holds its lock.
     #[error("in use by another always-online process{holder} (lock file {path}); stop it first, or give this one another AO_DATA_DIR")]
     InUse {
@@ -32,10 +42,9 @@ pub enum DataDirError {
 
 /// Creates the directory if needed and checks that files can be written in it.
 pub fn check_writable(dir: &Path) -> Result<(), DataDirError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataDirError::Unusable(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(DataDirError::Create)?;
     let probe = dir.join(".write-check");
-    std::fs::write(&probe, b"ok")
-        .map_err(|e| DataDirError::Unusable(format!("not writable: {e}")))?;
+    std::fs::write(&probe, b"ok").map_err(DataDirError::NotWritable)?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -59,7 +68,10 @@ impl DataDirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| DataDirError::Unusable(format!("{}: {e}", path.display())))?;
+            .map_err(|source| DataDirError::Lock {
+                path: path.display().to_string(),
+                source,
+            })?;
         if let Err(e) = try_lock_exclusive(&file) {
             if e.kind() == std::io::ErrorKind::WouldBlock {
                 let mut text = String::new();
@@ -73,10 +85,10 @@ impl DataDirLock {
                     path: path.display().to_string(),
                 });
             }
-            return Err(DataDirError::Unusable(format!(
-                "{}: cannot lock: {e}",
-                path.display()
-            )));
+            return Err(DataDirError::Lock {
+                path: path.display().to_string(),
+                source: e,
+            });
         }
         // The pid is information only: the lock is the flock, not the text.
         let _ = file

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use always_online::config::{Config, SETTINGS};
+use always_online::logging::Chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the health check waits for the answer.
@@ -47,7 +48,11 @@ pub async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(Err(e)) => {
-            eprintln!("always-online healthcheck: {}: {e}", target.addr);
+            eprintln!(
+                "always-online healthcheck: {}: {ec}",
+                target.addr,
+                ec = Chain(&e)
+            );
             ExitCode::from(1)
         }
         Err(_) => {
@@ -140,7 +145,7 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 /// opened here too.
 pub fn config(config: &Config, check: bool) -> ExitCode {
     if let Err(e) = always_online::app::check_files(config) {
-        eprintln!("always-online: {e}");
+        eprintln!("always-online: {ec}", ec = Chain(&e));
         return ExitCode::from(2);
     }
     if check {

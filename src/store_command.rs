@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use always_online::config::Config;
 use always_online::data_dir::DataDirLock;
+use always_online::logging::Chain;
 use always_online::store::log_check;
 
 /// What `store` does.
@@ -31,7 +32,11 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
     let _lock = match DataDirLock::acquire(&config.data_dir) {
         Ok(lock) => lock,
         Err(e) => {
-            eprintln!("always-online: {}: {e}", config.data_dir.display());
+            eprintln!(
+                "always-online: {}: {ec}",
+                config.data_dir.display(),
+                ec = Chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
@@ -46,7 +51,7 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("always-online: store check: {e}");
+                eprintln!("always-online: store check: {ec}", ec = Chain(&e));
                 ExitCode::from(1)
             }
         },
@@ -56,7 +61,7 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("always-online: store repair: {e}");
+                eprintln!("always-online: store repair: {ec}", ec = Chain(&e));
                 ExitCode::from(1)
             }
         },

@@ -34,13 +34,13 @@ pub enum AccountError {
     Exists,
     #[error("account does not exist")]
     NotFound,
-    #[error("account store unavailable: {0}")]
+    #[error("account store unavailable")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("account store unavailable: {0}")]
+    #[error("account store unavailable")]
     Mongo(#[from] mongodb::error::Error),
-    #[error("account store unavailable: {0}")]
+    #[error("account store unavailable")]
     Redis(#[from] crate::redis::RedisError),
-    #[error("account store unavailable: {0}")]
+    #[error("account store unavailable")]
     Worker(#[from] tokio::task::JoinError),
 }
 

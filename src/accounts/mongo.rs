@@ -18,6 +18,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{token, AccountError, AccountStore, Kind};
+use crate::logging::Chain;
 
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -167,7 +168,7 @@ impl AccountStore for MongoAccountStore {
         }
         if let Err(e) = self.hash_clear_token(kind, &found, clear).await {
             // The token was right: the hash is written next time.
-            tracing::warn!(error = %e, "could not replace a clear-text token with its hash");
+            tracing::warn!(error = %Chain(&e), "could not replace a clear-text token with its hash");
         }
         Ok(true)
     }

@@ -53,7 +53,7 @@ pub struct Departure {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// Redis failed.
-    #[error("cluster state unavailable: {0}")]
+    #[error("cluster state unavailable")]
     Redis(#[from] crate::redis::RedisError),
 }
 

@@ -30,6 +30,7 @@ use std::time::Duration;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use serde_json::value::RawValue;
 
+use crate::logging::Chain;
 use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{
@@ -161,7 +162,7 @@ impl PubSub {
             sid: sid.to_owned(),
         };
         if let Err(e) = Box::pin(self.redis.publish_control(&kick)).await {
-            tracing::warn!(error = %e, %sid, "could not send kickout to another node");
+            tracing::warn!(error = %Chain(&e), %sid, "could not send kickout to another node");
         }
     }
 
@@ -182,7 +183,7 @@ impl PubSub {
         match Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, subscribe)).await {
             Ok(Ok(())) => Box::pin(self.start_listening(room)).await,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, ?room, "could not subscribe to the room's channel")
+                tracing::warn!(error = %Chain(&e), ?room, "could not subscribe to the room's channel")
             }
             Err(_) => tracing::warn!(?room, "subscribing to the room's channel is taking long"),
         }
@@ -199,7 +200,7 @@ impl PubSub {
                     .entry(room.to_owned())
                     .or_insert(page.start);
             }
-            Err(e) => tracing::warn!(error = %e, ?room, "could not read the room's length"),
+            Err(e) => tracing::warn!(error = %Chain(&e), ?room, "could not read the room's length"),
         }
     }
 
@@ -211,7 +212,7 @@ impl PubSub {
             .subscriber
             .sunsubscribe(self.redis.keys.room_channel(room));
         if let Ok(Err(e)) = Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, unsubscribe)).await {
-            tracing::debug!(error = %e, ?room, "could not unsubscribe");
+            tracing::debug!(error = %Chain(&e), ?room, "could not unsubscribe");
         }
     }
 
@@ -288,7 +289,9 @@ async fn dispatch(ps: Arc<PubSub>) {
                         let _ = waiter.send(());
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "unreadable frame on the control channel"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "unreadable frame on the control channel")
+                }
             }
             continue;
         }
@@ -310,7 +313,7 @@ async fn dispatch(ps: Arc<PubSub>) {
                     frame.except.as_deref(),
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "unreadable frame on a room channel"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "unreadable frame on a room channel"),
         }
     }
 }
@@ -346,7 +349,7 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
         let frames = match ps.redis.presence_log(&room, after).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, ?room, "could not read the room's presence log");
+                tracing::warn!(error = %Chain(&e), ?room, "could not read the room's presence log");
                 complete = false;
                 continue;
             }
@@ -356,7 +359,9 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
             match serde_json::from_str::<RoomFrame<'_>>(text) {
                 Ok(frame) if frame.skip_node.as_deref() == Some(ps.node.as_str()) => {}
                 Ok(frame) => told += u64::from(tell_presence(ps, &frame)),
-                Err(e) => tracing::warn!(error = %e, ?room, "unreadable frame in a presence log"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), ?room, "unreadable frame in a presence log")
+                }
             }
         }
         if told > 0 {
@@ -418,7 +423,7 @@ async fn deliver_stored(ps: &PubSub, room: &str, from: u64, count: usize) -> Opt
         let page = match ps.messages.page(room, next, want, STORED_PAGE_BYTES).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the missed messages");
+                tracing::warn!(error = %Chain(&e), "could not read the missed messages");
                 return None;
             }
         };
@@ -469,7 +474,7 @@ async fn catch_up(ps: &PubSub) -> bool {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, ?room, "could not read the room's history to catch up");
+                tracing::warn!(error = %Chain(&e), ?room, "could not read the room's history to catch up");
                 complete = false;
                 continue;
             }
@@ -516,7 +521,7 @@ async fn resubscribe_on_reconnect(ps: Arc<PubSub>) {
         );
         for channel in channels {
             if let Err(e) = ps.redis.subscriber.ssubscribe(channel).await {
-                tracing::warn!(error = %e, "could not subscribe again");
+                tracing::warn!(error = %Chain(&e), "could not subscribe again");
             }
         }
         ps.resubscribed.notify_one();

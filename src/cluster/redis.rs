@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::local::{LocalState, RATE_WINDOW};
 use super::{Arrival, ClusterError, ClusterState, Departure, Member, PresenceSeq};
+use crate::logging::Chain;
 use crate::protocol::event;
 use crate::redis::{scripts, FrameTags, Redis, RedisError};
 
@@ -168,7 +169,7 @@ impl RedisState {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "heartbeat failed");
+                    tracing::debug!(error = %Chain(&e), "heartbeat failed");
                     self.dirty.store(true, Ordering::Relaxed);
                     continue;
                 }
@@ -182,7 +183,7 @@ impl RedisState {
                         reap_after = Instant::now() + self.ttl;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not register presence again");
+                        tracing::warn!(error = %Chain(&e), "could not register presence again");
                         self.dirty.store(true, Ordering::Relaxed);
                         continue;
                     }
@@ -190,7 +191,7 @@ impl RedisState {
             }
             if Instant::now() >= reap_after {
                 if let Err(e) = self.reap().await {
-                    tracing::warn!(error = %e, "could not check for dead nodes");
+                    tracing::warn!(error = %Chain(&e), "could not check for dead nodes");
                 }
             }
         }
@@ -342,7 +343,7 @@ impl RedisState {
             )
             .await;
         if let Err(e) = sent {
-            tracing::warn!(error = %e, ?room, %node, event = ev, "could not announce a presence change for a node's member");
+            tracing::warn!(error = %Chain(&e), ?room, %node, event = ev, "could not announce a presence change for a node's member");
         }
     }
 
@@ -472,7 +473,7 @@ impl RedisState {
 
     /// Notes a failed Redis write: the local truth is re-registered later.
     fn missed(&self, what: &str, e: &ClusterError) {
-        tracing::warn!(error = %e, "redis unreachable during {what}; using this node's state");
+        tracing::warn!(error = %Chain(e), "redis unreachable during {what}; using this node's state");
         self.dirty.store(true, Ordering::Relaxed);
     }
 }
@@ -497,7 +498,7 @@ impl ClusterState for RedisState {
         match allowed {
             Ok(n) => Ok(n == 1),
             Err(e) => {
-                tracing::warn!(error = %e, "rate limit window unreachable; counting on this node");
+                tracing::warn!(error = %Chain(&e), "rate limit window unreachable; counting on this node");
                 self.local.auth_allowed(uid, limit).await
             }
         }
@@ -656,7 +657,7 @@ impl ClusterState for RedisState {
 
     async fn leave_cluster(&self) {
         if let Err(e) = self.purge(&self.node, &HashSet::new()).await {
-            tracing::warn!(error = %e, "could not remove this node's connections from redis");
+            tracing::warn!(error = %Chain(&e), "could not remove this node's connections from redis");
         }
         let _: Result<i64, _> = self
             .redis

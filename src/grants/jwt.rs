@@ -7,6 +7,7 @@
 //! public key as its secret (algorithm confusion), are refused by
 //! construction, before any signature is looked at.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -84,14 +85,18 @@ impl JwtError {
 }
 
 /// Why the configured key cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
     #[error("set only one of AO_JWT_HMAC_SECRET and AO_JWT_PUBLIC_KEY")]
     BothKeys,
     #[error("must be at least {MIN_SECRET_BYTES} bytes long (it is {0})")]
     SecretTooShort(usize),
-    #[error("cannot read {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    #[error("cannot read {path}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("not a PEM public key (expected -----BEGIN PUBLIC KEY----- of an RSA, P-256 or Ed25519 key)")]
     NotAPublicKey,
     #[error("not a PEM private key (expected PKCS#8 -----BEGIN PRIVATE KEY----- of an RSA, P-256 or Ed25519 key, or -----BEGIN RSA PRIVATE KEY-----)")]
@@ -397,7 +402,7 @@ pub fn read_pem(value: &str) -> Result<String, KeyError> {
     }
     std::fs::read_to_string(v).map_err(|e| KeyError::Unreadable {
         path: v.to_owned(),
-        reason: e.to_string(),
+        source: Arc::new(e),
     })
 }
 

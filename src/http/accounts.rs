@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Refused, Reply};
 use crate::accounts::{AccountError, Kind};
+use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
 use crate::realtime::AppState;
@@ -129,7 +130,7 @@ async fn token_call(
         Err(AccountError::Exists) => Envelope::fail(ApiStatus::UserExists).into(),
         Err(AccountError::NotFound) => with_uid(ApiStatus::UserNotExists).into(),
         Err(e) => {
-            tracing::error!(error = %e, "account store failed");
+            tracing::error!(error = %Chain(&e), "account store failed");
             with_uid(ApiStatus::OperationFailed).into()
         }
     }

@@ -10,6 +10,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Reply};
+use crate::logging::Chain;
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
 use crate::realtime::AppState;
@@ -73,8 +74,8 @@ impl AdminRequest {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> Reply {
-    tracing::error!(error = %e, "admin call failed");
+fn failed(e: impl std::error::Error + 'static) -> Reply {
+    tracing::error!(error = %Chain(&e), "admin call failed");
     Envelope::fail(ApiStatus::OperationFailed).into()
 }
 

@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::logging::Chain;
 use crate::realtime::AppState;
 
 /// The process is alive.
@@ -72,8 +73,8 @@ async fn check(state: &AppState) -> Option<String> {
     );
     let failure = match (messages, accounts, bus) {
         (Ok(()), Ok(()), Ok(())) => None,
-        (Err(e), _, _) => Some(format!("message store: {e}")),
-        (_, Err(e), _) => Some(format!("account store: {e}")),
+        (Err(e), _, _) => Some(format!("message store: {ec}", ec = Chain(&e))),
+        (_, Err(e), _) => Some(format!("account store: {ec}", ec = Chain(&e))),
         (_, _, Err(e)) => Some(format!("redis pub/sub: {e}")),
     };
     state.metrics.ready.set(i64::from(failure.is_none()));

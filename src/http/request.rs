@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::accounts::Kind;
+use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::realtime::AppState;
 
@@ -223,7 +224,7 @@ pub async fn require_admin(
         Ok(true) => Ok(()),
         Ok(false) => refused(state),
         Err(e) => {
-            tracing::error!(error = %e, "account store failed while checking admin credentials");
+            tracing::error!(error = %Chain(&e), "account store failed while checking admin credentials");
             Err(Refused::Envelope(Envelope::fail(
                 ApiStatus::OperationFailed,
             )))

@@ -8,6 +8,7 @@ use super::session::{Flow, Phase, Session};
 use crate::accounts::Kind;
 use crate::client_log::Clipped;
 use crate::grants::{jwt, Grant, JwtError};
+use crate::logging::Chain;
 use crate::protocol::{self, event, reason, StatusReply};
 
 /// Outcome of checking a client's credentials.
@@ -159,7 +160,7 @@ impl Session {
                 Ok(true) => {}
                 Ok(false) => return Check::Refused(reason::AUTH_FAILED),
                 Err(e) => {
-                    tracing::error!(error = %e, "account store failed during authenticate");
+                    tracing::error!(error = %Chain(&e), "account store failed during authenticate");
                     return Check::Refused(reason::SERVER_ERROR);
                 }
             }
@@ -172,7 +173,7 @@ impl Session {
             Ok(true) => Check::Accepted(creds.uid, jwt),
             Ok(false) => Check::Refused(reason::RATE_LIMIT),
             Err(e) => {
-                tracing::error!(error = %e, "rate limiter failed during authenticate");
+                tracing::error!(error = %Chain(&e), "rate limiter failed during authenticate");
                 Check::Refused(reason::SERVER_ERROR)
             }
         }
@@ -185,7 +186,7 @@ impl Session {
         let older = match cluster.register_connection(uid, &self.sid).await {
             Ok(older) => older,
             Err(e) => {
-                tracing::error!(error = %e, "connection registry failed");
+                tracing::error!(error = %Chain(&e), "connection registry failed");
                 return;
             }
         };
@@ -211,7 +212,7 @@ impl Session {
             // The newer login already took this member out of the room
             // (possibly from another node); forget it here too, silently.
             if let Err(e) = self.state.cluster.leave(&joined.room, &self.sid).await {
-                tracing::debug!(error = %e, "leave after kickout failed");
+                tracing::debug!(error = %Chain(&e), "leave after kickout failed");
             }
             self.socket.leave(&joined.sio_room);
             self.state.bus.unwatch(&joined.room).await;
@@ -224,7 +225,7 @@ impl Session {
                 .unregister_connection(&uid.key, &self.sid)
                 .await
             {
-                tracing::debug!(error = %e, "unregister after kickout failed");
+                tracing::debug!(error = %Chain(&e), "unregister after kickout failed");
             }
         }
         self.deadline = None;

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 pub use super::fanout::{kick_local, members_room, Fanout};
 use super::presence::Order;
 use crate::cluster::pubsub::{LocalRooms as _, PubSub};
+use crate::logging::Chain;
 use crate::metrics::Metrics;
 use crate::redis::{FrameTags, Redis, RedisError};
 use crate::store::MessageStore;
@@ -66,7 +67,7 @@ impl Bus {
             match ps.publish(room, ev, data, FrameTags::except(except)).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, event = ev, "publish failed, delivering on this node only");
+                    tracing::warn!(error = %Chain(&e), event = ev, "publish failed, delivering on this node only");
                 }
             }
         }
@@ -96,7 +97,7 @@ impl Bus {
             match ps.publish(room, ev, data, tags).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, event = ev, "publish failed, telling members on this node only");
+                    tracing::warn!(error = %Chain(&e), event = ev, "publish failed, telling members on this node only");
                 }
             }
         }

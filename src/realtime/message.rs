@@ -10,6 +10,7 @@ use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
 use super::AppState;
+use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
 
@@ -193,7 +194,7 @@ impl Relay {
             Err(failed) => {
                 // One line per interval, however many msgs a failing store refuses.
                 crate::sync::lock(&NOT_STORED).note(|msgs| {
-                    tracing::error!(error = %failed.error, msgs, "msgs not stored (this one and the others counted since the last such line)");
+                    tracing::error!(error = %Chain(&failed.error), msgs, "msgs not stored (this one and the others counted since the last such line)");
                 });
                 metrics.dropped("storage");
                 if let Some(body) = &failed.relay_anyway {

@@ -7,6 +7,7 @@ use super::presence::Order;
 use super::session::{Flow, Joined, Phase, Session};
 use crate::client_log::Clipped;
 use crate::cluster::Member;
+use crate::logging::Chain;
 use crate::protocol::{self, event, JoinError, JoinRequest, StatusReply, UidEvent};
 
 impl Session {
@@ -60,7 +61,7 @@ impl Session {
         let arrival = match self.state.cluster.join(&request.room, member).await {
             Ok(arrival) => arrival,
             Err(e) => {
-                tracing::error!(error = %e, "presence registry failed during join");
+                tracing::error!(error = %Chain(&e), "presence registry failed during join");
                 self.inbox.gate().shut();
                 self.socket.leave(&sio_room);
                 self.state.bus.unwatch(&request.room).await;
@@ -185,7 +186,7 @@ impl Session {
         let departed = match self.state.cluster.leave(&joined.room, &self.sid).await {
             Ok(gone) => gone.map(|d| d.seq),
             Err(e) => {
-                tracing::error!(error = %e, "presence registry failed during leave");
+                tracing::error!(error = %Chain(&e), "presence registry failed during leave");
                 Some(None)
             }
         };
@@ -208,7 +209,7 @@ impl Session {
                     .presence(room, ev, &raw, order, &self.sid)
                     .await
             }
-            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
+            Err(e) => tracing::warn!(error = %Chain(&e), event = ev, "unencodable event"),
         }
     }
 
@@ -226,7 +227,7 @@ impl Session {
                     .to_room(room, ev, &raw, Some(&self.sid))
                     .await
             }
-            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
+            Err(e) => tracing::warn!(error = %Chain(&e), event = ev, "unencodable event"),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::read_ahead::ReadAhead;
 use super::AppState;
 use crate::client_log::Refusals;
 use crate::cluster::PresenceSeq;
+use crate::logging::Chain;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
 /// Where a session is in the protocol.
@@ -316,7 +317,7 @@ impl Session {
                 .unregister_connection(&uid.key, &self.sid)
                 .await
             {
-                tracing::warn!(error = %e, "could not unregister connection");
+                tracing::warn!(error = %Chain(&e), "could not unregister connection");
             }
         }
         self.refusals.flush(&self.sid);

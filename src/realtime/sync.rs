@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::read_ahead::ReadAhead;
 use super::session::{Flow, Phase, Session};
+use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, StatusReply, SyncReply, UidEvent};
 use crate::store::{self, sync_page, with_updates, StoreError, SyncPage};
 
@@ -41,7 +42,7 @@ impl Session {
         let page = match self.read_page(&joined.room, request.offset).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "sync read failed");
+                tracing::error!(error = %Chain(&e), "sync read failed");
                 let _ = ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,
                     reason::STORAGE_UNAVAILABLE,
@@ -68,7 +69,7 @@ impl Session {
                     },
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "gzip encoding failed");
+                    tracing::error!(error = %Chain(&e), "gzip encoding failed");
                     return Flow::Continue;
                 }
             }
@@ -86,7 +87,7 @@ impl Session {
         };
         self.state.metrics.sync_pages.inc();
         if let Err(e) = sent {
-            tracing::debug!(error = %e, "sync reply not sent");
+            tracing::debug!(error = %Chain(&e), "sync reply not sent");
         }
         if request.offset == 0 && !joined.dummy {
             if let Some(uid) = &self.uid {

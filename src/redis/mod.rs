@@ -39,16 +39,16 @@ pub fn once() -> fred::types::config::Options {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisError {
     /// The client or the server failed.
-    #[error("redis: {0}")]
+    #[error("Redis request failed")]
     Driver(#[from] fred::error::Error),
     /// A frame could not be encoded.
-    #[error("redis: frame not encodable: {0}")]
+    #[error("cannot encode a frame for Redis")]
     Encode(#[source] std::sync::Arc<serde_json::Error>),
     /// No URL is configured.
-    #[error("redis: no URL configured")]
+    #[error("no Redis URL configured")]
     NoUrl,
     /// TLS was asked for (`rediss://`) and cannot be set up.
-    #[error("redis: TLS: {0}")]
+    #[error("cannot set up TLS to Redis")]
     Tls(#[from] crate::tls::TlsError),
 }
 

@@ -46,6 +46,9 @@ pub enum StoreError {
     /// A thread or task of the store could not be started or ended early.
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// A task of the store ended early (panicked or was cancelled).
+    #[error("a store task ended early")]
+    Join(#[source] Arc<tokio::task::JoinError>),
     /// A message's text is not JSON (it was checked on the way in).
     #[error("message is not JSON: {0}")]
     Encode(#[source] Arc<serde_json::Error>),
@@ -136,7 +139,7 @@ impl From<serde_json::Error> for StoreError {
 
 impl From<tokio::task::JoinError> for StoreError {
     fn from(e: tokio::task::JoinError) -> Self {
-        StoreError::Worker(e.to_string())
+        StoreError::Join(Arc::new(e))
     }
 }
 
