@@ -33,29 +33,38 @@ pub enum StartError {
     /// The data directory is unusable or held by another process.
     #[error("config error: data_dir: {path}")]
     DataDir {
+        /// The data directory.
         path: String,
+        /// What is wrong with it.
         #[source]
         source: DataDirError,
     },
     /// The embedded message store cannot open its database or commit log.
     #[error("config error: data_dir: {path}: cannot open the message store")]
     Store {
+        /// The data directory.
         path: String,
+        /// Why the store cannot open.
         #[source]
         source: crate::store::StoreError,
     },
     /// The embedded account store cannot open.
     #[error("config error: data_dir: {path}: cannot open the account store")]
     Accounts {
+        /// The data directory.
         path: String,
+        /// Why the account store cannot open.
         #[source]
         source: crate::accounts::AccountError,
     },
     /// A listener cannot bind its address.
     #[error("config error: {key}: cannot listen on {addr}")]
     Bind {
+        /// The setting naming the address.
         key: &'static str,
+        /// The address.
         addr: SocketAddr,
+        /// Why it cannot be bound.
         #[source]
         source: std::io::Error,
     },

@@ -27,7 +27,9 @@ pub enum DataDirError {
     /// The lock file cannot be opened or locked.
     #[error("{path}: cannot lock")]
     Lock {
+        /// The lock file.
         path: String,
+        /// Why it cannot be opened or locked.
         #[source]
         source: std::io::Error,
     },
@@ -36,6 +38,7 @@ pub enum DataDirError {
     InUse {
         /// ` (pid N)` when the holder wrote its pid, else empty.
         holder: String,
+        /// The lock file.
         path: String,
     },
 }

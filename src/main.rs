@@ -308,7 +308,7 @@ async fn open_accounts(
 }
 
 async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitCode {
-    if always_online::protocol::parse_id(&serde_json::Value::String(uid.to_owned())).is_none() {
+    if !always_online::is_valid_id(uid) {
         eprintln!("always-online: invalid uid {uid:?}");
         return ExitCode::from(2);
     }

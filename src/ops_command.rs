@@ -15,7 +15,7 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GET `url` (default: `/readyz` on the configured listener over
 /// loopback); exit 0 on HTTP 200, 1 otherwise.
-pub async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
+pub(crate) async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
     let target = match url {
         Some(url) => match parse_http_url(url) {
             Ok(t) => t,
@@ -143,7 +143,7 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 /// with `check`, says the configuration is valid. It was loaded and
 /// validated before this runs; the keys that need files (TLS, JWT) are
 /// opened here too.
-pub fn config(config: &Config, check: bool) -> ExitCode {
+pub(crate) fn config(config: &Config, check: bool) -> ExitCode {
     if let Err(e) = always_online::app::check_files(config) {
         eprintln!("always-online: {ec}", ec = Chain(&e));
         return ExitCode::from(2);

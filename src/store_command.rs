@@ -11,7 +11,7 @@ use always_online::store::log_check;
 
 /// What `store` does.
 #[derive(clap::Subcommand)]
-pub enum StoreAction {
+pub(crate) enum StoreAction {
     /// Read the commit log and report each segment (whole, torn at its end,
     /// replaced, or corrupt: where, and how many intact records follow);
     /// exit 0 if the server would start, 1 if not. Changes nothing.
@@ -23,7 +23,7 @@ pub enum StoreAction {
     Repair,
 }
 
-pub fn run(config: &Config, action: StoreAction) -> ExitCode {
+pub(crate) fn run(config: &Config, action: StoreAction) -> ExitCode {
     if config.redis_url.is_some() {
         eprintln!("always-online: the store commands are for the embedded store (no AO_REDIS_URL)");
         return ExitCode::from(2);

@@ -24,7 +24,9 @@ pub enum TlsError {
     File {
         /// The setting naming the file (`AO_TLS_CERT`, `AO_TLS_KEY`, `AO_REDIS_CA`).
         key: &'static str,
+        /// The file.
         path: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// No certificate authority to check a Redis server's certificate against.

@@ -6,14 +6,12 @@ use std::process::ExitCode;
 use always_online::config::Config;
 use always_online::grants::jwt::{looks_like_jwt, KeyError};
 use always_online::grants::{ttl, Claims, Signer, Verifier};
-use always_online::protocol::parse_id;
-use serde_json::Value;
 
 use crate::TokenAction;
 use always_online::logging::Chain;
 
 /// Runs `token create` or `token check`.
-pub fn run(config: &Config, action: TokenAction) -> ExitCode {
+pub(crate) fn run(config: &Config, action: TokenAction) -> ExitCode {
     match action {
         TokenAction::Create {
             uid,
@@ -40,7 +38,7 @@ fn create(
     ttl: &str,
     key: Option<&std::path::Path>,
 ) -> ExitCode {
-    if parse_id(&Value::String(uid.to_owned())).is_none() {
+    if !always_online::is_valid_id(uid) {
         return usage(format!("invalid uid {uid:?}"));
     }
     let ttl = match ttl::parse(ttl) {
@@ -50,10 +48,7 @@ fn create(
     let rooms = match rooms {
         Some(list) => {
             let list: Vec<String> = list.into_iter().map(|r| r.trim().to_owned()).collect();
-            if let Some(bad) = list
-                .iter()
-                .find(|r| parse_id(&Value::String((*r).clone())).is_none())
-            {
+            if let Some(bad) = list.iter().find(|r| !always_online::is_valid_id(r)) {
                 return usage(format!("--rooms: invalid room id or pattern {bad:?}"));
             }
             Some(list)

@@ -27,7 +27,7 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// MongoDB-backed [`AccountStore`].
 #[derive(Clone)]
-pub struct MongoAccountStore {
+pub(crate) struct MongoAccountStore {
     db: Database,
 }
 
@@ -38,7 +38,7 @@ fn unavailable(e: mongodb::error::Error) -> AccountError {
 impl MongoAccountStore {
     /// Connects, checks the server answers and makes sure the unique
     /// indexes exist. Fails when the server cannot be reached.
-    pub async fn connect(url: &str, database: &str) -> Result<Self, AccountError> {
+    pub(crate) async fn connect(url: &str, database: &str) -> Result<Self, AccountError> {
         let mut options = ClientOptions::parse(url).await.map_err(unavailable)?;
         options.app_name = Some("always-online".into());
         options.server_selection_timeout = Some(SERVER_TIMEOUT);

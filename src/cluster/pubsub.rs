@@ -41,7 +41,7 @@ use crate::sync::lock;
 
 /// What the pub/sub side asks of this node's members of rooms (the
 /// realtime side implements it).
-pub trait LocalRooms: Send + Sync + 'static {
+pub(crate) trait LocalRooms: Send + Sync + 'static {
     /// Emits `ev` to this node's members of `room` but connection
     /// `except`; returns how many it was sent to.
     fn emit(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64;
@@ -72,7 +72,7 @@ pub trait LocalRooms: Send + Sync + 'static {
 
 /// A room with members on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchedRoom {
+pub(crate) struct WatchedRoom {
     pub room: String,
     /// The highest numbered presence change told here.
     pub told_up_to: u64,
@@ -92,7 +92,7 @@ const CATCH_UP_TRIES: u32 = 20;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// This node's end of the rooms' channels.
-pub struct PubSub {
+pub(crate) struct PubSub {
     redis: Redis,
     /// This node's id (frames may be for every node but one).
     node: String,
@@ -113,7 +113,7 @@ pub struct PubSub {
 impl PubSub {
     /// Subscribes to the control channel and starts the tasks that deliver
     /// what other nodes publish to `local`.
-    pub async fn start(
+    pub(crate) async fn start(
         redis: Redis,
         node: String,
         messages: Arc<dyn MessageStore>,
@@ -146,7 +146,7 @@ impl PubSub {
     /// in kick, subscribe and unsubscribe) so that the session handlers
     /// awaiting these stay small, since a session boxes one handler future
     /// per event.
-    pub fn publish<'a>(
+    pub(crate) fn publish<'a>(
         &'a self,
         room: &'a str,
         ev: &'a str,
@@ -157,7 +157,7 @@ impl PubSub {
     }
 
     /// Tells the node that holds connection `sid` to kick it out.
-    pub async fn publish_kick(&self, sid: &str) {
+    pub(crate) async fn publish_kick(&self, sid: &str) {
         let kick = ControlFrame::Kick {
             sid: sid.to_owned(),
         };
@@ -169,7 +169,7 @@ impl PubSub {
     /// Listens on `room`'s channel (the room's first member here joined).
     /// While Redis is unreachable it does not wait: the channel is
     /// subscribed when Redis is back.
-    pub async fn subscribe(&self, room: &str) {
+    pub(crate) async fn subscribe(&self, room: &str) {
         if !self.redis.subscriber.is_connected() {
             // Subscribed with every watched room when it reconnects.
             return;
@@ -205,7 +205,7 @@ impl PubSub {
     }
 
     /// Stops listening on `room`'s channel (its last member here left).
-    pub async fn unsubscribe(&self, room: &str) {
+    pub(crate) async fn unsubscribe(&self, room: &str) {
         lock(&self.next_seq).remove(room);
         let unsubscribe = self
             .redis
@@ -218,7 +218,7 @@ impl PubSub {
 
     /// Checks cross-node delivery end to end: publishes a probe on the
     /// control channel and waits to receive it back.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub(crate) async fn probe(&self) -> Result<(), String> {
         let nonce = rand::random::<u64>();
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&self.probes).insert(nonce, tx);

@@ -75,7 +75,7 @@ fn fred_err(e: fred::error::Error) -> ClusterError {
 type KickHere = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Redis-backed [`ClusterState`].
-pub struct RedisState {
+pub(crate) struct RedisState {
     redis: Redis,
     local: LocalState,
     node: String,
@@ -88,7 +88,7 @@ pub struct RedisState {
 
 impl RedisState {
     /// State for node `node` on `redis`; [`RedisState::start`] begins its heartbeat.
-    pub fn new(redis: Redis, node: String, ttl: Duration) -> Arc<Self> {
+    pub(crate) fn new(redis: Redis, node: String, ttl: Duration) -> Arc<Self> {
         Arc::new(Self {
             redis,
             local: LocalState::new(),
@@ -104,7 +104,7 @@ impl RedisState {
     /// node's open connections (reported to the admin API's stat);
     /// `kick_here` kicks out a connection of this node that a newer login
     /// elsewhere replaced while Redis could not tell this node.
-    pub async fn start(
+    pub(crate) async fn start(
         self: &Arc<Self>,
         sockets: impl Fn() -> usize + Send + Sync + 'static,
         kick_here: impl Fn(&str) + Send + Sync + 'static,

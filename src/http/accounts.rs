@@ -17,7 +17,7 @@ use crate::protocol::parse_id;
 use crate::realtime::AppState;
 
 /// `POST /user/create_token` and `POST /user/refresh_token`.
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/user/create_token", post(create_token))
         .route("/user/refresh_token", post(refresh_token))
@@ -28,7 +28,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// JSON and form bodies alike through `request::body_params`.)
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-pub struct UidBody {
+pub(crate) struct UidBody {
     /// A non-empty string or a non-zero number.
     #[schema(value_type = String)]
     uid: Value,
@@ -48,7 +48,7 @@ pub struct UidBody {
         (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -72,7 +72,7 @@ pub async fn create_token(
         (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
-pub async fn refresh_token(
+pub(crate) async fn refresh_token(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

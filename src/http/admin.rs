@@ -17,7 +17,7 @@ use crate::realtime::AppState;
 use crate::store::sync_page;
 
 /// The admin routes.
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/monitor/stat", get(stat))
         .route("/admin/monitor/room_users", get(room_users))
@@ -32,7 +32,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// body parameters merged (body wins). Extracting it answers the request
 /// itself when the credentials are wrong (status 1; the body is not read),
 /// or the body is malformed (400), too large (413) or too slow (408).
-pub struct AdminRequest {
+pub(crate) struct AdminRequest {
     state: Arc<AppState>,
     params: Map<String, Value>,
 }
@@ -84,7 +84,7 @@ fn failed(e: impl std::error::Error + 'static) -> Reply {
     params(("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
            ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
-pub async fn stat(req: AdminRequest) -> Reply {
+pub(crate) async fn stat(req: AdminRequest) -> Reply {
     let state = &req.state;
     let cluster = &state.cluster;
     let (users, rooms, force) = match (
@@ -138,7 +138,7 @@ fn memory() -> Value {
 #[utoipa::path(get, path = "/admin/monitor/room_users", tag = "admin",
     params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
-pub async fn room_users(req: AdminRequest) -> Reply {
+pub(crate) async fn room_users(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -160,7 +160,7 @@ pub async fn room_users(req: AdminRequest) -> Reply {
 #[utoipa::path(get, path = "/admin/monitor/room_msgs", tag = "admin",
     params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
-pub async fn room_msgs(req: AdminRequest) -> Reply {
+pub(crate) async fn room_msgs(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -201,7 +201,7 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId, content}"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
-pub async fn push(req: AdminRequest) -> Reply {
+pub(crate) async fn push(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -229,7 +229,7 @@ pub async fn push(req: AdminRequest) -> Reply {
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
     responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
-pub async fn config(req: AdminRequest) -> Reply {
+pub(crate) async fn config(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -248,7 +248,7 @@ pub async fn config(req: AdminRequest) -> Reply {
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msgs(req: AdminRequest) -> Reply {
+pub(crate) async fn clear_room_msgs(req: AdminRequest) -> Reply {
     clear(req).await
 }
 
@@ -257,7 +257,7 @@ pub async fn clear_room_msgs(req: AdminRequest) -> Reply {
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msg(req: AdminRequest) -> Reply {
+pub(crate) async fn clear_room_msg(req: AdminRequest) -> Reply {
     clear(req).await
 }
 

@@ -20,7 +20,7 @@ use crate::realtime::AppState;
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ok\"}")))]
-pub async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -30,7 +30,7 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ready\"}, with \"warnings\": [...] when there are any (internal listeners)"),
               (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...} (the reason on internal listeners only)")))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let failure = check(&state).await;
     let mut body = match &failure {
         None => json!({"status": "ready"}),
@@ -48,7 +48,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 }
 
 /// `/readyz` on the public listener: the same check, without details.
-pub async fn readyz_public(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn readyz_public(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let failure = check(&state).await;
     let body = match failure {
         None => json!({"status": "ready"}),

@@ -17,7 +17,7 @@ const CLUSTER_GAUGES_TTL: Duration = Duration::from_secs(5);
 /// Prometheus text exposition of the server's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", description = "Prometheus text format")))]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let m = &state.metrics;
     let (mut v3, mut v4) = (0i64, 0i64);
     for s in state.io.sockets() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ao_socketio::{Server, Socket};
 use serde_json::value::RawValue;
 
-pub use super::fanout::{kick_local, members_room, Fanout};
+pub(crate) use super::fanout::{kick_local, members_room, Fanout};
 use super::presence::Order;
 use crate::cluster::pubsub::{LocalRooms as _, PubSub};
 use crate::logging::Chain;

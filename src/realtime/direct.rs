@@ -25,7 +25,7 @@ pub(super) fn unreachable_malformed() -> StatusReply<'static> {
 /// it is in a room and has nothing else going on, so that the socket's
 /// event handler relays an ignore msg itself instead of waking the
 /// session's task for it ([`relay_directly`]).
-pub struct DirectRelay {
+pub(super) struct DirectRelay {
     pub room: String,
     /// The sender stamp: the uid as the client sent it.
     pub sender: Value,
@@ -37,7 +37,7 @@ pub struct DirectRelay {
 /// the msg is anything else: stored, refused, or behind writes of this
 /// sender not yet completed. Only for a node without Redis: there a relay
 /// is a publish to await.
-pub fn relay_directly(
+pub(super) fn relay_directly(
     state: &AppState,
     socket: &Socket,
     direct: &DirectRelay,

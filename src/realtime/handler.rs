@@ -21,7 +21,7 @@ use crate::rate::Bucket;
 
 /// The message handler of every socket: moves each event into the session's
 /// inbox, synchronously, in arrival order (see the module docs).
-pub struct Enqueue {
+pub(super) struct Enqueue {
     inbox: Arc<Inbox>,
     state: Arc<AppState>,
     /// The connection's msg allowance, when `AO_MSG_RATE` is set.
@@ -30,7 +30,7 @@ pub struct Enqueue {
 
 impl Enqueue {
     /// A handler that feeds `inbox`.
-    pub fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
+    pub(super) fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
         let msgs = state
             .limits
             .msg()

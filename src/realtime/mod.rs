@@ -3,11 +3,11 @@
 
 mod ack;
 mod auth;
-pub mod bus;
+pub(crate) mod bus;
 mod direct;
 mod fanout;
 mod handler;
-pub mod inbox;
+mod inbox;
 pub mod limits;
 mod message;
 mod pending;
@@ -29,14 +29,19 @@ use crate::store::MessageStore;
 
 /// Everything the event handlers share.
 pub struct AppState {
+    /// The configuration the server started with.
     pub config: Arc<Config>,
     /// The socket.io server (this node's connections and their rooms).
     pub io: ao_socketio::Server,
+    /// The rooms' history.
     pub messages: Arc<dyn MessageStore>,
+    /// Users and admins.
     pub accounts: Arc<dyn AccountStore>,
+    /// What the nodes share (presence, connections, rate windows).
     pub cluster: Arc<dyn ClusterState>,
     /// Delivers room events to members on every node.
     pub bus: Arc<bus::Bus>,
+    /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Rate limits and the store queue's byte budget.
     pub limits: limits::Limits,

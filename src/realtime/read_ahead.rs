@@ -16,10 +16,10 @@ use crate::store::Page;
 
 /// Pages read ahead at once on this node, across all sessions: bounds the
 /// memory held for clients that stop syncing half-way.
-pub const MAX_PAGES: usize = 64;
+pub(super) const MAX_PAGES: usize = 64;
 
 /// The next page of one session's sync, being read or read.
-pub struct ReadAhead {
+pub(super) struct ReadAhead {
     room: String,
     offset: u64,
     /// [`Bus::history_clears`](super::bus::Bus::history_clears) when the read started.
@@ -32,7 +32,7 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Starts reading the page of `room` at `offset`, unless [`MAX_PAGES`]
     /// are being read ahead already.
-    pub fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
+    pub(super) fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
         let permit = state.read_ahead.clone().try_acquire_owned().ok()?;
         let clears = state.bus.history_clears();
         let store = state.messages.clone();
@@ -59,7 +59,12 @@ impl ReadAhead {
 
     /// The page read ahead, if it is the one asked for, was full and no
     /// history was cleared since it was read.
-    pub async fn take(self: Box<Self>, state: &AppState, room: &str, offset: u64) -> Option<Page> {
+    pub(super) async fn take(
+        self: Box<Self>,
+        state: &AppState,
+        room: &str,
+        offset: u64,
+    ) -> Option<Page> {
         if self.room != room || self.offset != offset {
             return None;
         }

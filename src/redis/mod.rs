@@ -2,7 +2,7 @@
 //! forever), the names of keys and channels, the frames nodes publish to
 //! each other and the Lua script runner.
 
-pub mod scripts;
+pub(crate) mod scripts;
 
 use std::time::Duration;
 
@@ -62,9 +62,9 @@ impl From<serde_json::Error> for RedisError {
 /// of the rooms that have members here.
 #[derive(Clone)]
 pub struct Redis {
-    pub client: Client,
-    pub subscriber: SubscriberClient,
-    pub keys: Keys,
+    pub(crate) client: Client,
+    pub(crate) subscriber: SubscriberClient,
+    pub(crate) keys: Keys,
 }
 
 impl Redis {
@@ -234,8 +234,8 @@ fn without_tls_scheme(url: &str) -> String {
 /// under the `{ao}` tag so its scripts can touch several keys atomically.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub prefix: String,
-    pub clustered: bool,
+    pub(crate) prefix: String,
+    pub(crate) clustered: bool,
 }
 
 impl Keys {
@@ -374,9 +374,15 @@ pub const RESET_EVENT: &str = "\u{0}reset";
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ControlFrame {
     /// Send `kickout` to connection `sid` and close it.
-    Kick { sid: String },
+    Kick {
+        /// The connection's socket.io id.
+        sid: String,
+    },
     /// A readiness probe: the node that sent it waits to hear it back.
-    Probe { nonce: u64 },
+    Probe {
+        /// Tells the probe's own frame from others'.
+        nonce: u64,
+    },
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ pub mod log_check;
 mod log_fs;
 #[cfg(test)]
 mod model_tests;
-pub mod redis;
+pub(crate) mod redis;
 #[cfg(test)]
 mod sim_disk;
 #[cfg(any(test, debug_assertions))]
 mod sim_fs;
-pub mod sqlite;
+#[allow(unsafe_code)] // the applier thread's CPU priority (setpriority)
+pub(crate) mod sqlite;
 mod unapplied;
 
 use std::sync::{Arc, LazyLock};
@@ -149,7 +150,10 @@ pub enum WriteOp {
     /// Append to the room's history; the store assigns the next `seq`.
     Insert,
     /// Replace the room's earlier update with this msgId.
-    Update { msg_id: String },
+    Update {
+        /// The msgId the update replaces.
+        msg_id: String,
+    },
     /// Store nothing; complete in order with the writes submitted before it.
     Ignore,
 }
@@ -172,7 +176,7 @@ pub struct Stored {
 /// A write that failed.
 #[derive(Debug)]
 pub struct NotStored {
-    pub error: StoreError,
+    pub(crate) error: StoreError,
     /// The message as it would have been relayed, when the store wants
     /// this node's members to get it anyway (the clustered store does, so
     /// a node keeps its members talking while Redis is unreachable).
@@ -197,19 +201,19 @@ pub type Completion = Box<dyn FnOnce(Result<Stored, NotStored>) + Send>;
 pub struct Write {
     /// The room's string form.
     pub room: String,
-    pub op: WriteOp,
+    pub(crate) op: WriteOp,
     /// The message, stamped with its sender (an insert's without `seq`).
     pub body: StampedMsg,
     /// The sender's socket id (not relayed back to it).
     pub sender: Option<String>,
-    pub done: Completion,
+    pub(crate) done: Completion,
 }
 
 /// A stored message with the Unix second it was stored at.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub body: Box<RawValue>,
-    pub ts: i64,
+    pub(crate) body: Box<RawValue>,
+    pub(crate) ts: i64,
 }
 
 /// One page of a room's inserted messages.
@@ -217,7 +221,7 @@ pub struct Entry {
 pub struct Page {
     /// Where the page starts: the requested offset, clamped to the history's length.
     pub start: u64,
-    pub items: Vec<Entry>,
+    pub(crate) items: Vec<Entry>,
     /// Whether more inserted messages follow this page.
     pub more: bool,
     /// The history generation.
@@ -228,7 +232,7 @@ pub struct Page {
 /// order they were last updated, each with its order key.
 #[derive(Debug, Clone, Default)]
 pub struct UpdatePage {
-    pub entries: Vec<(i64, Entry)>,
+    pub(crate) entries: Vec<(i64, Entry)>,
     /// Whether more updates follow.
     pub more: bool,
 }
@@ -263,13 +267,13 @@ pub fn updates_cursor(offset: u64) -> Option<i64> {
 /// updates, all within a byte budget (at least one message).
 #[derive(Debug, Clone)]
 pub struct SyncPage {
-    pub entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
     /// Where the client resumes: past the inserts returned, or (while the
     /// updates are paged) an offset from [`UPDATES_BASE`] on.
     pub next_offset: u64,
     /// Whether more follows.
     pub more: bool,
-    pub epoch: String,
+    pub(crate) epoch: String,
 }
 
 /// The bytes an entry counts against a page's budget.

@@ -276,7 +276,7 @@ async fn a_full_store_queue_refuses_with_status_5() {
 }
 
 /// The server's `/metrics` text.
-pub async fn metrics_text(ts: &TestServer) -> String {
+pub(crate) async fn metrics_text(ts: &TestServer) -> String {
     reqwest::get(format!("http://{}/metrics", ts.addr()))
         .await
         .expect("GET /metrics")

@@ -449,7 +449,7 @@ async fn member_conn(
                             _ => {}
                         }
                     }
-                    Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+                    Ok(Packet::Message(SioPacket::Disconnect { .. }) | Packet::Close) => {
                         break Err("disconnected by the server".into());
                     }
                     _ => {}
@@ -522,7 +522,7 @@ async fn sync_all(conn: &mut Conn, mut offset: u64, found: &mut Found) -> Result
                         return Err("kicked out while syncing".into());
                     }
                 }
-                Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+                Ok(Packet::Message(SioPacket::Disconnect { .. }) | Packet::Close) => {
                     return Err("disconnected by the server while syncing".into())
                 }
                 _ => {}
