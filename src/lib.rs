@@ -42,7 +42,7 @@ pub mod metrics;
 mod process_metrics;
 mod protocol;
 mod rate;
-pub mod realtime;
+mod realtime;
 pub mod redis;
 mod sqlite;
 pub mod store;

@@ -111,19 +111,25 @@ pub(crate) struct PubSub {
 }
 
 impl PubSub {
-    /// Subscribes to the control channel and starts the tasks that deliver
-    /// what other nodes publish to `local`.
-    pub(crate) async fn start(
+    /// Subscribes to the control channel (kicks and readiness probes for
+    /// this node), before [`PubSub::start`].
+    pub(crate) async fn listen(redis: &Redis) -> Result<(), RedisError> {
+        redis
+            .subscriber
+            .ssubscribe(redis.keys.control_channel())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the tasks that deliver what other nodes publish to `local`
+    /// (the subscriber [listens](PubSub::listen) already).
+    pub(crate) fn start(
         redis: Redis,
         node: String,
         messages: Arc<dyn MessageStore>,
         metrics: Arc<Metrics>,
         local: Arc<dyn LocalRooms>,
-    ) -> Result<Arc<PubSub>, RedisError> {
-        redis
-            .subscriber
-            .ssubscribe(redis.keys.control_channel())
-            .await?;
+    ) -> Arc<PubSub> {
         let pubsub = Arc::new(PubSub {
             redis,
             node,
@@ -137,7 +143,7 @@ impl PubSub {
         });
         tokio::spawn(dispatch(pubsub.clone()));
         tokio::spawn(resubscribe_on_reconnect(pubsub.clone()));
-        Ok(pubsub)
+        pubsub
     }
 
     /// Publishes a room event for every node's members (the tags say which).

@@ -11,10 +11,10 @@ use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Refused, Reply};
 use crate::accounts::{AccountError, Kind};
+use crate::app::AppState;
 use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
-use crate::realtime::AppState;
 
 /// `POST /user/create_token` and `POST /user/refresh_token`.
 pub(crate) fn router() -> Router<Arc<AppState>> {
@@ -113,9 +113,9 @@ async fn token_call(
         return Envelope::fail(ApiStatus::ParamError).into();
     };
     let result = if refresh {
-        state.accounts.refresh(Kind::User, &uid.key).await
+        state.accounts().refresh(Kind::User, &uid.key).await
     } else {
-        state.accounts.create(Kind::User, &uid.key).await
+        state.accounts().create(Kind::User, &uid.key).await
     };
     let with_uid = |status| {
         let mut data = Map::new();

@@ -10,10 +10,10 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Reply};
+use crate::app::AppState;
 use crate::logging::Chain;
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
-use crate::realtime::AppState;
 use crate::store::sync_page;
 
 /// The admin routes.
@@ -86,7 +86,7 @@ fn failed(e: impl std::error::Error + 'static) -> Reply {
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
 pub(crate) async fn stat(req: AdminRequest) -> Reply {
     let state = &req.state;
-    let cluster = &state.cluster;
+    let cluster = &state.cluster();
     let (users, rooms, force) = match (
         cluster.online_users().await,
         cluster.rooms().await,
@@ -104,9 +104,9 @@ pub(crate) async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
-    let local_sockets = state.io.sockets().len();
+    let local_sockets = state.io().sockets().len();
     let sockets = state
-        .cluster
+        .cluster()
         .socket_count(local_sockets)
         .await
         .unwrap_or(local_sockets);
@@ -143,7 +143,7 @@ pub(crate) async fn room_users(req: AdminRequest) -> Reply {
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.members(&room).await {
+    match state.cluster().members(&room).await {
         Ok(members) => {
             let users: Vec<Value> = members
                 .iter()
@@ -171,11 +171,11 @@ pub(crate) async fn room_msgs(req: AdminRequest) -> Reply {
         .map(|v| parse_offset(v, true))
         .unwrap_or(0);
     let page = match sync_page(
-        state.messages.as_ref(),
+        state.messages().as_ref(),
         &room,
         offset,
-        state.config.sync_page_size,
-        state.config.sync_page_max_bytes,
+        state.config().sync_page_size,
+        state.config().sync_page_max_bytes,
     )
     .await
     {
@@ -206,7 +206,7 @@ pub(crate) async fn push(req: AdminRequest) -> Reply {
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.members(&room).await {
+    match state.cluster().members(&room).await {
         Ok(m) if m.is_empty() => return Envelope::fail(ApiStatus::RoomNotExists).into(),
         Ok(_) => {}
         Err(e) => return failed(e),
@@ -217,7 +217,7 @@ pub(crate) async fn push(req: AdminRequest) -> Reply {
         Err(e) => return failed(e),
     };
     state
-        .bus
+        .bus()
         .to_room(&room, event::SYSTEM, &content, None)
         .await;
     tracing::info!(room = ?crate::client_log::Clipped(&room), "system push");
@@ -234,7 +234,7 @@ pub(crate) async fn config(req: AdminRequest) -> Reply {
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.set_force_user_auth(on).await {
+    match state.cluster().set_force_user_auth(on).await {
         Ok(()) => {
             tracing::info!(force_user_auth = on, "config changed");
             Envelope::ok(json!({})).into()
@@ -266,9 +266,9 @@ async fn clear(req: AdminRequest) -> Reply {
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    let cleared = state.messages.clear(&room).await;
+    let cleared = state.messages().clear(&room).await;
     // Even a failed clear may have taken effect (a timeout, say).
-    state.bus.history_cleared();
+    state.bus().history_cleared();
     match cleared {
         Ok(()) => {
             tracing::info!(room = ?crate::client_log::Clipped(&room), "room history cleared");

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::app::AppState;
 use crate::logging::Chain;
-use crate::realtime::AppState;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -37,7 +37,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, J
         Some(reason) => json!({"status": "not ready", "reason": reason}),
     };
     let warnings: Vec<&str> = state
-        .redis_persistence
+        .redis_persistence()
         .iter()
         .filter_map(|p| p.warning())
         .collect();
@@ -67,9 +67,9 @@ fn status(failure: &Option<String>) -> StatusCode {
 /// Why the node is not ready, if it is not.
 async fn check(state: &AppState) -> Option<String> {
     let (messages, accounts, bus) = tokio::join!(
-        state.messages.ping(),
-        state.accounts.ping(),
-        state.bus.probe()
+        state.messages().ping(),
+        state.accounts().ping(),
+        state.bus().probe()
     );
     let failure = match (messages, accounts, bus) {
         (Ok(()), Ok(()), Ok(())) => None,
@@ -77,6 +77,6 @@ async fn check(state: &AppState) -> Option<String> {
         (_, Err(e), _) => Some(format!("account store: {ec}", ec = Chain(&e))),
         (_, _, Err(e)) => Some(format!("redis pub/sub: {e}")),
     };
-    state.metrics.ready.set(i64::from(failure.is_none()));
+    state.metrics().ready.set(i64::from(failure.is_none()));
     failure
 }

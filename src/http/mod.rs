@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::OpenApi;
 
-use crate::realtime::AppState;
+use crate::app::AppState;
 
 /// Routes of the main listener: socket.io and health, with the admin API,
 /// metrics and the admin API's OpenAPI document when `with_admin` (they
@@ -30,8 +30,8 @@ use crate::realtime::AppState;
 /// turned off. Its `/readyz` gives no details.
 pub(crate) fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     let routes = Router::new()
-        .route_service("/socket.io/", state.io.clone())
-        .route_service("/socket.io", state.io.clone())
+        .route_service("/socket.io/", state.io().clone())
+        .route_service("/socket.io", state.io().clone())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz_public));
     let routes = if with_admin {
@@ -39,8 +39,8 @@ pub(crate) fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     } else {
         routes
     };
-    let routes = if state.config.demo {
-        routes.merge(demo::router(state.config.web_dir.as_deref()))
+    let routes = if state.config().demo {
+        routes.merge(demo::router(state.config().web_dir.as_deref()))
     } else {
         routes.fallback(not_found)
     };

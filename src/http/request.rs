@@ -13,9 +13,9 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::accounts::Kind;
+use crate::app::AppState;
 use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
-use crate::realtime::AppState;
 
 /// Largest accepted request body; larger ones get HTTP 413.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -207,12 +207,12 @@ pub(crate) async fn require_admin(
     headers: &HeaderMap,
     query: &Map<String, Value>,
 ) -> Result<(), Refused> {
-    if let Err(after) = state.limits.api_login_allowed(peer.0) {
-        state.metrics.refused("api_login_throttled");
+    if let Err(after) = state.limits().api_login_allowed(peer.0) {
+        state.metrics().refused("api_login_throttled");
         return Err(Refused::Throttled(after));
     }
     let refused = |state: &AppState| {
-        state.limits.api_login_failed(peer.0);
+        state.limits().api_login_failed(peer.0);
         Err(Refused::Envelope(Envelope::fail(
             ApiStatus::RequirePermission,
         )))
@@ -220,7 +220,7 @@ pub(crate) async fn require_admin(
     let Some((uid, token)) = admin_credentials(headers, query) else {
         return refused(state);
     };
-    match state.accounts.verify(Kind::Admin, &uid, &token).await {
+    match state.accounts().verify(Kind::Admin, &uid, &token).await {
         Ok(true) => Ok(()),
         Ok(false) => refused(state),
         Err(e) => {

@@ -89,7 +89,7 @@ impl Session {
     async fn log_in(&mut self, credentials: Value) -> Result<(), &'static str> {
         let ip = self.socket.peer().map(|a| a.ip());
         // An address that used up its failed attempts is refused unchecked.
-        let throttled = !self.state.limits.auth_allowed(ip);
+        let throttled = !self.state.limits().auth_allowed(ip);
         let checked = if throttled {
             Check::Refused(reason::RATE_LIMIT)
         } else {
@@ -99,16 +99,16 @@ impl Session {
             Check::Accepted(uid, grant) => (uid, grant),
             Check::JwtRefused(e) => {
                 tracing::info!(sid = %self.sid, reason = %Clipped(&e), "authentication refused: JSON Web Token");
-                self.state.limits.auth_failed(ip);
-                self.state.metrics.auth_failed(e.metric_label());
+                self.state.limits().auth_failed(ip);
+                self.state.metrics().auth_failed(e.metric_label());
                 return Err(reason::AUTH_FAILED);
             }
             Check::Refused(why) => {
                 tracing::info!(sid = %self.sid, reason = why, "authentication refused");
                 if why == reason::AUTH_FAILED {
-                    self.state.limits.auth_failed(ip);
+                    self.state.limits().auth_failed(ip);
                 }
-                self.state.metrics.auth_failed(if throttled {
+                self.state.metrics().auth_failed(if throttled {
                     "too_many_failures"
                 } else {
                     metric_reason(why)
@@ -125,7 +125,7 @@ impl Session {
         self.inbox.authenticated();
         self.grant = grant;
         self.phase = Phase::Authenticated;
-        self.deadline = Some(Instant::now() + self.state.config.join_timeout);
+        self.deadline = Some(Instant::now() + self.state.config().join_timeout);
         Ok(())
     }
 
@@ -137,7 +137,7 @@ impl Session {
         // With a JWT key configured, a token shaped like a JWT is checked as
         // one (also in development mode, so its grant means something);
         // any other token goes the stored-token way.
-        let jwt = match (&state.jwt, creds.token.as_deref()) {
+        let jwt = match (&state.jwt(), creds.token.as_deref()) {
             (Some(verifier), Some(token)) if jwt::looks_like_jwt(token) => {
                 match verifier.verify(token, Some(&creds.uid.key)) {
                     Ok(verified) => Some(verified.grant),
@@ -147,13 +147,13 @@ impl Session {
             _ => None,
         };
         let skip_tokens = jwt.is_some()
-            || state.config.dev && !state.cluster.force_user_auth().await.unwrap_or(true);
+            || state.config().dev && !state.cluster().force_user_auth().await.unwrap_or(true);
         if !skip_tokens {
             let Some(token) = creds.token.as_deref() else {
                 return Check::Refused(reason::AUTH_FAILED);
             };
             match state
-                .accounts
+                .accounts()
                 .verify(Kind::User, &creds.uid.key, token)
                 .await
             {
@@ -166,8 +166,8 @@ impl Session {
             }
         }
         match state
-            .cluster
-            .auth_allowed(&creds.uid.key, state.config.auth_rate_limit)
+            .cluster()
+            .auth_allowed(&creds.uid.key, state.config().auth_rate_limit)
             .await
         {
             Ok(true) => Check::Accepted(creds.uid, jwt),
@@ -182,7 +182,7 @@ impl Session {
     /// Removes older connections of `uid` from their rooms without a word to
     /// the room, and tells their sessions to send `kickout` and close.
     async fn kick_older_logins(&mut self, uid: &str) {
-        let cluster = &self.state.cluster;
+        let cluster = &self.state.cluster();
         let older = match cluster.register_connection(uid, &self.sid).await {
             Ok(older) => older,
             Err(e) => {
@@ -200,7 +200,7 @@ impl Session {
                     }
                 }
             }
-            self.state.bus.kick(&sid).await;
+            self.state.bus().kick(&sid).await;
         }
     }
 
@@ -211,17 +211,17 @@ impl Session {
             self.inbox.gate().shut();
             // The newer login already took this member out of the room
             // (possibly from another node); forget it here too, silently.
-            if let Err(e) = self.state.cluster.leave(&joined.room, &self.sid).await {
+            if let Err(e) = self.state.cluster().leave(&joined.room, &self.sid).await {
                 tracing::debug!(error = %Chain(&e), "leave after kickout failed");
             }
             self.socket.leave(&joined.sio_room);
-            self.state.bus.unwatch(&joined.room).await;
+            self.state.bus().unwatch(&joined.room).await;
         }
         self.phase = Phase::Connected;
         if let Some(uid) = self.uid.take() {
             if let Err(e) = self
                 .state
-                .cluster
+                .cluster()
                 .unregister_connection(&uid.key, &self.sid)
                 .await
             {
@@ -230,7 +230,7 @@ impl Session {
         }
         self.deadline = None;
         let _ = self.socket.emit(event::KICKOUT, &0);
-        self.state.metrics.disconnected("kickout");
+        self.state.metrics().disconnected("kickout");
         self.disconnect();
         Flow::Stop
     }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
 use super::session::{Flow, Phase, Session};
-use super::AppState;
+use crate::app::AppState;
 use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
@@ -20,7 +20,7 @@ impl Session {
         data: Result<Box<RawValue>, String>,
         ack: AckSender,
     ) -> Flow {
-        let metrics = self.state.metrics.clone();
+        let metrics = self.state.metrics().clone();
         metrics.messages_received.inc();
         let refuse = |ack: AckSender, label: &'static str, reply: StatusReply<'_>| {
             metrics.dropped(label);
@@ -51,11 +51,12 @@ impl Session {
         let Some(uid) = &self.uid else {
             return Flow::Continue;
         };
-        let msg = match protocol::parse_msg(&payload, self.state.config.max_msg_bytes, &uid.json) {
+        let msg = match protocol::parse_msg(&payload, self.state.config().max_msg_bytes, &uid.json)
+        {
             Ok(m) => m,
             Err(e) => return refuse(ack, e.metric_label(), e.reply()),
         };
-        if !self.state.limits.room_takes(&joined.room).await {
+        if !self.state.limits().room_takes(&joined.room).await {
             return refuse(
                 ack,
                 "room_rate_limit",
@@ -74,7 +75,7 @@ impl Session {
                     match RawValue::from_string(msg.body.into_string()) {
                         Ok(body) => {
                             self.state
-                                .bus
+                                .bus()
                                 .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
                                 .await;
                             let _ = ack.send(&MsgAck {
@@ -95,13 +96,13 @@ impl Session {
         // queue refuses).
         let bytes = write_weight(msg.body.as_str().len(), &joined.room, &self.sid);
         let room = joined.room.clone();
-        let session_max = self.state.config.session_writes_max_bytes;
+        let session_max = self.state.config().session_writes_max_bytes;
         if self.pending_writes.bytes() + bytes > session_max {
             self.pending_writes
                 .wait_bytes_below(session_max.saturating_sub(bytes))
                 .await;
         }
-        if !self.state.limits.store_reserve(bytes) {
+        if !self.state.limits().store_reserve(bytes) {
             self.refusals.refused(&self.sid, "msg: store queue full");
             return refuse(
                 ack,
@@ -120,7 +121,7 @@ impl Session {
         };
         self.pending_writes.started(bytes);
         self.state
-            .messages
+            .messages()
             .submit(Write {
                 room,
                 op,
@@ -174,9 +175,9 @@ impl Relay {
     fn complete(self, res: Result<Stored, NotStored>) {
         // Released before the ack: once a client has its ack, the node's
         // store queue no longer counts the msg.
-        self.state.limits.store_release(self.bytes);
-        let bus = &self.state.bus;
-        let metrics = &self.state.metrics;
+        self.state.limits().store_release(self.bytes);
+        let bus = &self.state.bus();
+        let metrics = &self.state.metrics();
         metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {

@@ -42,14 +42,14 @@ enum State {
 /// `since` (a login that replaced an older connection of its uid is news
 /// only to the members that joined after the older one was taken out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Order {
+pub(crate) struct Order {
     pub seq: PresenceSeq,
     pub since: PresenceSeq,
 }
 
 impl Order {
     /// A change numbered `seq`, for every member that joined before it.
-    pub fn at(seq: PresenceSeq) -> Self {
+    pub(crate) fn at(seq: PresenceSeq) -> Self {
         Order { seq, since: None }
     }
 

@@ -11,7 +11,7 @@
 use futures_util::future::{FutureExt as _, RemoteHandle};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::store::Page;
 
 /// Pages read ahead at once on this node, across all sessions: bounds the
@@ -33,11 +33,11 @@ impl ReadAhead {
     /// Starts reading the page of `room` at `offset`, unless [`MAX_PAGES`]
     /// are being read ahead already.
     pub(super) fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
-        let permit = state.read_ahead.clone().try_acquire_owned().ok()?;
-        let clears = state.bus.history_clears();
-        let store = state.messages.clone();
-        let limit = state.config.sync_page_size;
-        let max_bytes = state.config.sync_page_max_bytes;
+        let permit = state.read_ahead().clone().try_acquire_owned().ok()?;
+        let clears = state.bus().history_clears();
+        let store = state.messages().clone();
+        let limit = state.config().sync_page_size;
+        let max_bytes = state.config().sync_page_max_bytes;
         let owned_room = room.to_owned();
         let (read, page) = async move {
             let page = store
@@ -69,6 +69,6 @@ impl ReadAhead {
             return None;
         }
         let page = self.page.await?;
-        (state.bus.history_clears() == self.clears).then_some(page)
+        (state.bus().history_clears() == self.clears).then_some(page)
     }
 }

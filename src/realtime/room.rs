@@ -29,7 +29,7 @@ impl Session {
         let rejoin = matches!(&self.phase, Phase::Joined(j) if j.room == request.room);
         if !rejoin && self.room_is_full(&request.room).await {
             self.refusals.refused(&self.sid, "join: room is full");
-            self.state.metrics.refused("room_full");
+            self.state.metrics().refused("room_full");
             let _ = self.socket.emit(
                 event::JOIN,
                 &StatusReply::fail(1, protocol::reason::JOIN_ROOM_FULL),
@@ -45,7 +45,7 @@ impl Session {
         // Listen for the room's events from other nodes before the join is
         // registered and confirmed: the client syncs after the ack, so
         // nothing falls in between.
-        self.state.bus.watch(&request.room).await;
+        self.state.bus().watch(&request.room).await;
         // In the room's delivery set before the join is registered, so no
         // presence change after the join passes this connection by; the gate
         // holds the room's presence events until this join is numbered.
@@ -58,13 +58,13 @@ impl Session {
             sid: self.sid.clone(),
             dummy: request.dummy,
         };
-        let arrival = match self.state.cluster.join(&request.room, member).await {
+        let arrival = match self.state.cluster().join(&request.room, member).await {
             Ok(arrival) => arrival,
             Err(e) => {
                 tracing::error!(error = %Chain(&e), "presence registry failed during join");
                 self.inbox.gate().shut();
                 self.socket.leave(&sio_room);
-                self.state.bus.unwatch(&request.room).await;
+                self.state.bus().unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
                     &StatusReply::fail(1, protocol::reason::SERVER_ERROR),
@@ -109,7 +109,7 @@ impl Session {
         );
         // The roster goes out as the client takes it, never more than
         // half its queue at once.
-        let half_queue = self.state.config.client_queue_max_bytes / 2;
+        let half_queue = self.state.config().client_queue_max_bytes / 2;
         for m in arrival
             .before
             .iter()
@@ -123,7 +123,7 @@ impl Session {
                 .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
         }
         // The roster is out: now the changes that came after this join.
-        let (bus, socket) = (&self.state.bus, &self.socket);
+        let (bus, socket) = (&self.state.bus(), &self.socket);
         self.inbox.gate().open(arrival.seq, |ev, data| {
             bus.emit_to(socket, ev, data);
         });
@@ -139,8 +139,8 @@ impl Session {
     /// the join, so joins racing on other nodes may pass it by a few; a
     /// registry that does not answer lets the join go on to fail there.
     async fn room_is_full(&self, room: &str) -> bool {
-        match self.state.cluster.member_count(room).await {
-            Ok(n) => n >= self.state.config.max_room_members,
+        match self.state.cluster().member_count(room).await {
+            Ok(n) => n >= self.state.config().max_room_members,
             Err(_) => false,
         }
     }
@@ -153,7 +153,7 @@ impl Session {
         let refused = match &self.grant {
             Some(g) if !g.allows_room(&request.room) => Some(JoinError::RoomNotGranted),
             g if request.dummy
-                && self.state.config.dummy_requires_grant
+                && self.state.config().dummy_requires_grant
                 && !g.as_ref().is_some_and(|g| g.observer) =>
             {
                 Some(JoinError::ObserverNotGranted)
@@ -183,7 +183,7 @@ impl Session {
     /// dummy, tells the others with `announce` (remote_leave or remote_disconnect).
     pub(super) async fn leave_room(&mut self, joined: &Joined, announce: &str) {
         self.inbox.gate().shut();
-        let departed = match self.state.cluster.leave(&joined.room, &self.sid).await {
+        let departed = match self.state.cluster().leave(&joined.room, &self.sid).await {
             Ok(gone) => gone.map(|d| d.seq),
             Err(e) => {
                 tracing::error!(error = %Chain(&e), "presence registry failed during leave");
@@ -194,7 +194,7 @@ impl Session {
             self.announce(&joined.room, announce, Order::at(seq)).await;
         }
         self.socket.leave(&joined.sio_room);
-        self.state.bus.unwatch(&joined.room).await;
+        self.state.bus().unwatch(&joined.room).await;
     }
 
     /// Tells the other members of `room`, on every node, of this member's
@@ -205,7 +205,7 @@ impl Session {
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
             Ok(raw) => {
                 self.state
-                    .bus
+                    .bus()
                     .presence(room, ev, &raw, order, &self.sid)
                     .await
             }
@@ -223,7 +223,7 @@ impl Session {
         match serde_json::value::to_raw_value(data) {
             Ok(raw) => {
                 self.state
-                    .bus
+                    .bus()
                     .to_room(room, ev, &raw, Some(&self.sid))
                     .await
             }

@@ -13,7 +13,7 @@ use super::handler::Enqueue;
 use super::inbox::{Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
-use super::AppState;
+use crate::app::AppState;
 use crate::client_log::Refusals;
 use crate::cluster::PresenceSeq;
 use crate::logging::Chain;
@@ -78,26 +78,21 @@ pub(super) struct Session {
 }
 
 /// What the socket.io server calls for each new connection: sets up its
-/// session. Holds the application state weakly (the state holds the
-/// server); [`Sessions::attach`] gives it the state once built.
-#[derive(Clone, Default)]
-pub struct Sessions(Arc<OnceLock<Weak<AppState>>>);
+/// session. Holds the application state weakly: the state holds the
+/// server, and is built around it ([`AppState::new`]).
+#[derive(Clone)]
+pub(crate) struct Sessions(Weak<AppState>);
 
 impl Sessions {
-    /// Sessions not yet attached to the application state.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Gives the sessions the state they run on.
-    pub fn attach(&self, state: &Arc<AppState>) {
-        let _ = self.0.set(Arc::downgrade(state));
+    /// Sessions on `state`.
+    pub(crate) fn new(state: Weak<AppState>) -> Self {
+        Self(state)
     }
 }
 
 impl ao_socketio::Connector for Sessions {
     fn connect(&self, socket: &Socket, auth: Option<&str>) -> ao_socketio::Connect {
-        match self.0.get().and_then(Weak::upgrade) {
+        match self.0.upgrade() {
             Some(state) => {
                 let credentials = auth.and_then(connect_credentials);
                 let at_connect = credentials.is_some();
@@ -139,7 +134,7 @@ impl ao_socketio::Handler for Closing {
 /// the handler that feeds it. Runs before the client is told it is
 /// connected, so the session's queue is in place before any event.
 fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> Enqueue {
-    let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
+    let (inbox, receiver) = Inbox::new(state.config().inbound_max_bytes);
     inbox.set_read_gate(socket.read_gate().clone());
     socket.set_data(Mailbox {
         inbox: inbox.clone(),
@@ -148,7 +143,7 @@ fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> En
     inbox.signal(Control::Ready);
     let sid = socket.id().to_owned();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport(), "connected");
-    let deadline = Some(Instant::now() + state.config.auth_timeout);
+    let deadline = Some(Instant::now() + state.config().auth_timeout);
     let handler = Enqueue::new(inbox.clone(), state.clone());
     let session = Session {
         state,
@@ -222,7 +217,7 @@ impl Session {
                 if self.sends_ignore
                     && !joined.dummy
                     && self.read_ahead.is_none()
-                    && self.state.bus.is_local_only() =>
+                    && self.state.bus().is_local_only() =>
             {
                 Some((&joined.room, &uid.json))
             }
@@ -246,7 +241,7 @@ impl Session {
         let Inbound { event, data, ack } = *ev;
         if self.phase == Phase::Connected && event != event::AUTHENTICATE {
             // Before authenticate every other event is ignored.
-            self.state.metrics.dropped("unauthenticated");
+            self.state.metrics().dropped("unauthenticated");
             let _ = ack.send(&StatusReply::fail(
                 ack_status::NOT_JOINED,
                 reason::NOT_AUTHENTICATED,
@@ -272,8 +267,8 @@ impl Session {
         match self.phase {
             Phase::Connected => {
                 tracing::info!(sid = %self.sid, "authentication timeout");
-                self.state.metrics.auth_failed("timeout");
-                self.state.metrics.disconnected("auth_timeout");
+                self.state.metrics().auth_failed("timeout");
+                self.state.metrics().disconnected("auth_timeout");
                 let _ = self.socket.emit(
                     event::AUTHENTICATE,
                     &StatusReply::fail(1, reason::AUTH_TIMEOUT),
@@ -283,7 +278,7 @@ impl Session {
             }
             Phase::Authenticated => {
                 tracing::info!(sid = %self.sid, "join timeout");
-                self.state.metrics.disconnected("join_timeout");
+                self.state.metrics().disconnected("join_timeout");
                 self.closed_by_server().await;
                 Flow::Stop
             }
@@ -313,7 +308,7 @@ impl Session {
         if let Some(uid) = self.uid.take() {
             if let Err(e) = self
                 .state
-                .cluster
+                .cluster()
                 .unregister_connection(&uid.key, &self.sid)
                 .await
             {

@@ -85,7 +85,7 @@ impl Session {
                 },
             )
         };
-        self.state.metrics.sync_pages.inc();
+        self.state.metrics().sync_pages.inc();
         if let Err(e) = sent {
             tracing::debug!(error = %Chain(&e), "sync reply not sent");
         }
@@ -102,21 +102,21 @@ impl Session {
     /// The sync page of `room` at `offset`: read ahead while the client
     /// received the previous one, or read now.
     async fn read_page(&mut self, room: &str, offset: u64) -> Result<SyncPage, StoreError> {
-        let store = self.state.messages.as_ref();
+        let store = self.state.messages().as_ref();
         let started = std::time::Instant::now();
         let ahead = match self.read_ahead.take() {
             Some(ahead) => ahead.take(&self.state, room, offset).await,
             None => None,
         };
-        let max_bytes = self.state.config.sync_page_max_bytes;
+        let max_bytes = self.state.config().sync_page_max_bytes;
         let page = match ahead {
             Some(page) => with_updates(store, room, page, max_bytes).await,
             None => {
-                let limit = self.state.config.sync_page_size;
+                let limit = self.state.config().sync_page_size;
                 sync_page(store, room, offset, limit, max_bytes).await
             }
         };
-        self.state.metrics.store_op("sync_page", started);
+        self.state.metrics().store_op("sync_page", started);
         page
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use always_online::realtime::AppState;
+use always_online::app::AppState;
 use always_online::{App, Config};
 use serde_json::{json, Value};
 

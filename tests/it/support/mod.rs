@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use always_online::accounts::Kind;
-use always_online::realtime::AppState;
+use always_online::app::AppState;
 use always_online::{App, Config};
 use ao_testclient::frame::{self, Packet, SioPacket};
 use ao_testclient::handshake::{self, HandshakeError};
@@ -109,7 +109,7 @@ impl TestServer {
         }
         let token = self
             .state()
-            .accounts
+            .accounts()
             .create(Kind::User, uid)
             .await
             .unwrap_or_else(|e| panic!("create user {uid}: {e}"));

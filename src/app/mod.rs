@@ -1,6 +1,9 @@
 //! Builds the whole server from a [`Config`] and runs it until shutdown.
 //! Tests build the very same [`App`] on port 0.
 
+mod backends;
+mod state;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,20 +12,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use backends::Backends;
+pub use state::{AppState, Limits};
+
 use crate::accounts::Kind;
-use crate::cluster::local::LocalState;
-use crate::cluster::persistence::Persistence;
-use crate::cluster::redis::RedisState;
-use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::data_dir::{DataDirError, DataDirLock};
 use crate::logging::Chain;
-use crate::realtime::bus::Bus;
-use crate::realtime::{self, AppState};
-use crate::redis::Redis;
-use crate::store::redis::RedisMessageStore;
-use crate::store::sqlite::SqliteMessageStore;
-use crate::store::MessageStore;
+use crate::realtime;
 use crate::tls::{ServerCert, TlsError};
 
 /// Why the server could not start; each names the setting at fault and
@@ -135,51 +132,10 @@ impl App {
             Some(cert) => Some(cert.server_config().map_err(StartError::Tls)?),
             None => None,
         };
-        let redis = match &config.redis_url {
-            Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
-            None => None,
-        };
-        let data_dir = || config.data_dir.display().to_string();
-        let redis_persistence = match &redis {
-            Some(redis) => {
-                let found = Persistence::check(redis).await;
-                found.log();
-                Some(found)
-            }
-            None => None,
-        };
-        let mut data_dir_lock = None;
-        let messages: Arc<dyn MessageStore> = match &redis {
-            Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
-            None => {
-                // Before the store replays its commit log: one server per directory.
-                data_dir_lock = Some(lock_data_dir(&config)?);
-                Arc::new(
-                    SqliteMessageStore::open(&config.data_dir, config.commit_window).map_err(
-                        |source| StartError::Store {
-                            path: data_dir(),
-                            source,
-                        },
-                    )?,
-                )
-            }
-        };
-        let accounts = crate::accounts::open(&config, redis.as_ref())
-            .await
-            .map_err(|e| {
-                if config.mongodb_url.is_some() {
-                    StartError::Mongo(e)
-                } else if redis.is_some() {
-                    StartError::RedisAccounts(e)
-                } else {
-                    StartError::Accounts {
-                        path: data_dir(),
-                        source: e,
-                    }
-                }
-            })?;
+        let backends = Backends::open(&config).await?;
         if let Some((uid, token)) = &config.admin {
-            accounts
+            backends
+                .accounts
                 .ensure(Kind::Admin, uid, token)
                 .await
                 .map_err(StartError::Admin)?;
@@ -190,61 +146,9 @@ impl App {
 
         let limits = http_limits(&config);
         let http = ao_socketio::serve::HttpServer::new(limits);
-        let sessions = realtime::Sessions::new();
-        let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let mut redis_state = None;
-        let (cluster, bus): (Arc<dyn ClusterState>, Arc<Bus>) = match &redis {
-            Some(redis) => {
-                let node = hex::encode(rand::random::<[u8; 6]>());
-                let shared = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
-                redis_state = Some(shared.clone());
-                let bus = Bus::redis(
-                    io.clone(),
-                    metrics.clone(),
-                    redis.clone(),
-                    messages.clone(),
-                    node.clone(),
-                )
-                .await
-                .map_err(StartError::Redis)?;
-                tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
-                (shared, bus)
-            }
-            None => (
-                Arc::new(LocalState::new()),
-                Bus::local(io.clone(), metrics.clone()),
-            ),
-        };
-        let state = Arc::new(AppState {
-            config: config.clone(),
-            io,
-            messages,
-            accounts,
-            cluster,
-            bus,
-            metrics,
-            limits: realtime::limits::Limits::new(&config, redis.as_ref()),
-            read_ahead: realtime::read_ahead_limit(),
-            jwt,
-            redis_persistence,
-            http: http.clone(),
-        });
-        sessions.attach(&state);
-        if let Some(shared) = redis_state {
-            let (counted, kicked) = (state.io.clone(), state.io.clone());
-            shared
-                .start(
-                    move || counted.sockets().len(),
-                    move |sid| {
-                        realtime::bus::kick_local(&kicked, sid);
-                    },
-                )
-                .await
-                .map_err(|e| match e {
-                    crate::cluster::ClusterError::Redis(e) => StartError::Redis(e),
-                })?;
-        }
+        let state = AppState::new(config.clone(), &backends, jwt, http.clone());
+        backends.start(state.io()).await?;
+        let data_dir_lock = backends.into_lock();
 
         let admin_apart = config.admin_listen.is_some();
         let main_router = crate::http::main_router(state.clone(), !admin_apart);
@@ -348,15 +252,15 @@ impl App {
     /// durable and waits for the listeners to close, within the configured
     /// grace period.
     pub async fn shutdown(self) {
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.state.config().shutdown_grace;
         let _ = self.stop.send(true);
         let drain = async {
-            self.state.io.close().await;
+            self.state.io().close().await;
             // Members whose sessions have not announced their leave yet are
             // announced and removed now, so other nodes need not wait for
             // this node's heartbeat to expire.
-            self.state.cluster.leave_cluster().await;
-            if let Err(e) = self.state.messages.flush().await {
+            self.state.cluster().leave_cluster().await;
+            if let Err(e) = self.state.messages().flush().await {
                 tracing::error!(error = %Chain(&e), "store flush failed during shutdown");
             }
             // Clients and messages are done with; requests still in flight
@@ -368,16 +272,6 @@ impl App {
             tracing::warn!("shutdown grace period elapsed");
         }
     }
-}
-
-/// Checks the data directory is writable and takes its lock.
-fn lock_data_dir(config: &Config) -> Result<DataDirLock, StartError> {
-    let err = |source: DataDirError| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    };
-    crate::data_dir::check_writable(&config.data_dir).map_err(err)?;
-    DataDirLock::acquire(&config.data_dir).map_err(err)
 }
 
 fn bind_err(key: &'static str, addr: SocketAddr, source: std::io::Error) -> StartError {
