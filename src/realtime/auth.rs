@@ -4,9 +4,10 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::session::{Flow, Phase, Session};
+use super::session::{Flow, Login, Phase, Session};
 use crate::accounts::Kind;
 use crate::client_log::Clipped;
+use crate::cluster::PresenceSeq;
 use crate::grants::{jwt, Grant, JwtError};
 use crate::logging::Chain;
 use crate::protocol::{self, event, reason, StatusReply};
@@ -33,7 +34,7 @@ pub(super) fn metric_reason(why: &str) -> &'static str {
 impl Session {
     /// The `authenticate` event.
     pub(super) async fn authenticate(&mut self, data: Result<Value, String>) -> Flow {
-        if self.phase != Phase::Connected {
+        if !matches!(self.phase, Phase::Connected) {
             let _ = self.socket.emit(
                 event::AUTHENTICATE,
                 &StatusReply::fail(1, reason::ALREADY_AUTHENTICATED),
@@ -116,15 +117,17 @@ impl Session {
                 return Err(why);
             }
         };
-        self.kick_older_logins(&uid.key).await;
+        let replaced_rooms = self.kick_older_logins(&uid.key).await;
         tracing::info!(sid = %self.sid, uid = ?Clipped(&uid.key), jwt = grant.is_some(), "authenticated");
         if let Some(mailbox) = self.socket.data::<super::inbox::Mailbox>() {
             let _ = mailbox.uid.set(uid.key.clone());
         }
-        self.uid = Some(uid);
+        self.logged_in(Login {
+            uid,
+            grant,
+            replaced_rooms,
+        });
         self.inbox.authenticated();
-        self.grant = grant;
-        self.phase = Phase::Authenticated;
         self.deadline = Some(Instant::now() + self.state.config().join_timeout);
         Ok(())
     }
@@ -181,33 +184,37 @@ impl Session {
 
     /// Removes older connections of `uid` from their rooms without a word to
     /// the room, and tells their sessions to send `kickout` and close.
-    async fn kick_older_logins(&mut self, uid: &str) {
+    /// Returns the rooms this login takes over, with the numbers of their
+    /// removals.
+    async fn kick_older_logins(&self, uid: &str) -> Vec<(String, PresenceSeq)> {
         let cluster = &self.state.cluster();
         let older = match cluster.register_connection(uid, &self.sid).await {
             Ok(older) => older,
             Err(e) => {
                 tracing::error!(error = %Chain(&e), "connection registry failed");
-                return;
+                return Vec::new();
             }
         };
+        let mut replaced_rooms = Vec::new();
         for sid in older {
             if let Ok(Some(room)) = cluster.room_of(&sid).await {
                 // Only a member the room knew of is taken over silently; a
                 // replaced observer was never announced.
                 if let Ok(Some(gone)) = cluster.leave(&room, &sid).await {
                     if !gone.member.dummy {
-                        self.replaced_rooms.push((room, gone.seq));
+                        replaced_rooms.push((room, gone.seq));
                     }
                 }
             }
             self.state.bus().kick(&sid).await;
         }
+        replaced_rooms
     }
 
     /// This connection was replaced by a newer login of its uid.
     pub(super) async fn kicked_out(&mut self) -> Flow {
         tracing::info!(sid = %self.sid, "kicked out by a newer login");
-        if let Phase::Joined(joined) = &self.phase {
+        if let Some(joined) = self.take_room() {
             self.inbox.gate().shut();
             // The newer login already took this member out of the room
             // (possibly from another node); forget it here too, silently.
@@ -217,8 +224,7 @@ impl Session {
             self.socket.leave(&joined.sio_room);
             self.state.bus().unwatch(&joined.room).await;
         }
-        self.phase = Phase::Connected;
-        if let Some(uid) = self.uid.take() {
+        if let Some(uid) = self.log_out() {
             if let Err(e) = self
                 .state
                 .cluster()

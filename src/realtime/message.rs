@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
-use super::session::{Flow, Phase, Session};
+use super::session::{Flow, Login, Phase, Session};
 use crate::app::AppState;
 use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
@@ -27,7 +27,7 @@ impl Session {
             let _ = ack.send(&reply);
             Flow::Continue
         };
-        let Phase::Joined(joined) = &self.phase else {
+        let Phase::Joined(Login { uid, .. }, joined) = &self.phase else {
             return refuse(
                 ack,
                 "not_joined",
@@ -47,9 +47,6 @@ impl Session {
                 "malformed",
                 StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
             );
-        };
-        let Some(uid) = &self.uid else {
-            return Flow::Continue;
         };
         let msg = match protocol::parse_msg(&payload, self.state.config().max_msg_bytes, &uid.json)
         {

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::bus::members_room;
 use super::presence::Order;
-use super::session::{Flow, Joined, Phase, Session};
+use super::session::{Flow, Joined, Login, Phase, Session};
 use crate::client_log::Clipped;
 use crate::cluster::Member;
 use crate::logging::Chain;
@@ -23,10 +23,10 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let Some(uid) = self.uid.clone() else {
+        let Some(uid) = self.phase.login().map(|l| l.uid.clone()) else {
             return Flow::Continue;
         };
-        let rejoin = matches!(&self.phase, Phase::Joined(j) if j.room == request.room);
+        let rejoin = self.phase.joined().is_some_and(|j| j.room == request.room);
         if !rejoin && self.room_is_full(&request.room).await {
             self.refusals.refused(&self.sid, "join: room is full");
             self.state.metrics().refused("room_full");
@@ -39,7 +39,7 @@ impl Session {
         // A socket is in at most one room: a second join moves it, after
         // its messages to the old room went out.
         self.pending_writes.wait_idle().await;
-        if let Phase::Joined(old) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+        if let Some(old) = self.take_room() {
             self.leave_room(&old, event::REMOTE_LEAVE).await;
         }
         // Listen for the room's events from other nodes before the join is
@@ -80,12 +80,16 @@ impl Session {
             .before
             .iter()
             .any(|m| !m.dummy && m.uid_key == uid.key);
-        let taken_out = self
-            .replaced_rooms
-            .iter()
-            .find(|(room, _)| *room == request.room)
-            .map(|(_, seq)| *seq);
-        self.replaced_rooms.clear();
+        let taken_out = match &mut self.phase {
+            Phase::Authenticated(login) | Phase::Joined(login, _) => {
+                let replaced = std::mem::take(&mut login.replaced_rooms);
+                replaced
+                    .into_iter()
+                    .find(|(room, _)| *room == request.room)
+                    .map(|(_, seq)| seq)
+            }
+            Phase::Connected => None,
+        };
         let announce = match taken_out {
             _ if still_there => None,
             None => Some(Order::at(arrival.seq)),
@@ -127,7 +131,7 @@ impl Session {
         self.inbox.gate().open(arrival.seq, |ev, data| {
             bus.emit_to(socket, ev, data);
         });
-        self.phase = Phase::Joined(Joined {
+        self.entered(Joined {
             room: request.room,
             sio_room,
             dummy: request.dummy,
@@ -150,7 +154,7 @@ impl Session {
     /// when `AO_DUMMY_REQUIRES_GRANT` is on. Refused before anything
     /// changes, so a connection in a room stays there.
     fn granted(&self, request: JoinRequest) -> Result<JoinRequest, JoinError> {
-        let refused = match &self.grant {
+        let refused = match self.phase.login().and_then(|l| l.grant.as_ref()) {
             Some(g) if !g.allows_room(&request.room) => Some(JoinError::RoomNotGranted),
             g if request.dummy
                 && self.state.config().dummy_requires_grant
@@ -172,7 +176,7 @@ impl Session {
     pub(super) async fn leave(&mut self) -> Flow {
         // The room hears of the leave after the leaver's last messages.
         self.pending_writes.wait_idle().await;
-        if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+        if let Some(joined) = self.take_room() {
             self.leave_room(&joined, event::REMOTE_LEAVE).await;
         }
         self.closed_by_server().await;
@@ -201,7 +205,9 @@ impl Session {
     /// presence change `ev` (remote_join, remote_leave, remote_disconnect),
     /// to the members `order` is for.
     async fn announce(&self, room: &str, ev: &str, order: Order) {
-        let Some(uid) = &self.uid else { return };
+        let Some(Login { uid, .. }) = self.phase.login() else {
+            return;
+        };
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
             Ok(raw) => {
                 self.state

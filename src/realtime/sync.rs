@@ -22,14 +22,14 @@ const SYNC_QUEUED_BYTES: usize = 64 * 1024;
 
 impl Session {
     pub(super) async fn sync(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
-        let Phase::Joined(joined) = &self.phase else {
+        let Phase::Joined(login, joined) = &self.phase else {
             let _ = ack.send(&StatusReply::fail(
                 ack_status::NOT_JOINED,
                 reason::NOT_JOINED,
             ));
             return Flow::Continue;
         };
-        let joined = joined.clone();
+        let (joined, uid) = (joined.clone(), login.uid.json.clone());
         // A sync sees every message this client sent before it.
         self.pending_writes.wait_idle().await;
         // One page at a time: the next is built once the transport took the
@@ -90,11 +90,8 @@ impl Session {
             tracing::debug!(error = %Chain(&e), "sync reply not sent");
         }
         if request.offset == 0 && !joined.dummy {
-            if let Some(uid) = &self.uid {
-                let uid = uid.json.clone();
-                self.to_room(&joined.room, event::REMOTE_SYNC, &UidEvent { uid: &uid })
-                    .await;
-            }
+            self.to_room(&joined.room, event::REMOTE_SYNC, &UidEvent { uid: &uid })
+                .await;
         }
         Flow::Continue
     }
