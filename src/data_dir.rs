@@ -1,7 +1,8 @@
 //! The data directory of the embedded store: checked writable at start-up
 //! and held by one server process at a time through a lock file.
 //!
-//! The lock is an advisory `flock` on `always-online.lock`, taken by the
+//! The lock is an advisory exclusive lock (std's `File::try_lock`, `flock`
+//! on Linux) on `always-online.lock`, taken by the
 //! server (not by the account commands, which may work on the same store
 //! while it runs) and held for the life of the process. The kernel drops it
 //! when the process ends, however it ends, so a lock file a killed server
@@ -9,7 +10,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the data directory.
@@ -75,8 +75,9 @@ impl DataDirLock {
                 path: path.display().to_string(),
                 source,
             })?;
-        if let Err(e) = try_lock_exclusive(&file) {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let holder = text
@@ -88,12 +89,14 @@ impl DataDirLock {
                     path: path.display().to_string(),
                 });
             }
-            return Err(DataDirError::Lock {
-                path: path.display().to_string(),
-                source: e,
-            });
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(DataDirError::Lock {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
         }
-        // The pid is information only: the lock is the flock, not the text.
+        // The pid is information only: the lock is the file lock, not the text.
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
@@ -105,24 +108,6 @@ impl DataDirLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// `flock(LOCK_EX | LOCK_NB)` on `file`. By hand on `libc` (already a
-/// dependency) rather than through a crate: it is one system call, and a
-/// `flock` lock belongs to the open file, so it is released when the file
-/// is closed or the process dies, which is exactly the life we want.
-fn try_lock_exclusive(file: &File) -> std::io::Result<()> {
-    loop {
-        // SAFETY: a plain system call on a file descriptor `file` keeps open.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

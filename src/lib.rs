@@ -32,7 +32,6 @@ pub mod app;
 mod client_log;
 pub mod cluster;
 pub mod config;
-#[allow(unsafe_code)] // flock, until std's lock replaces it
 pub mod data_dir;
 pub mod grants;
 mod http;

@@ -3,6 +3,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -42,8 +43,10 @@ pub fn init(format: LogFormat) {
         .iter()
         .filter_map(|d| d.parse().ok())
         .fold(filter, EnvFilter::add_directive);
+    // Colours only where a person reads them: not in a file or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

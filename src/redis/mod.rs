@@ -139,14 +139,10 @@ impl Redis {
     /// it is. The subscriber can be back before the connection a catch-up
     /// reads through, and commands fail at once while it is down.
     pub async fn commands_up(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.client.is_connected() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        // fred answers at once when connected, else with the outcome of
+        // its next connection attempt (one at least every second).
+        let connected = async { while self.client.wait_for_connect().await.is_err() {} };
+        tokio::time::timeout(limit, connected).await.is_ok()
     }
 
     /// Publishes `event` with `data` (JSON) to the members of `room` on
