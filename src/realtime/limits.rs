@@ -34,7 +34,7 @@ enum RoomRate {
     },
 }
 
-/// The limits of one node, in [`super::AppState`].
+/// The limits of one node, in [`crate::app::AppState`].
 pub struct Limits {
     msg: Option<Limit>,
     room: RoomRate,
