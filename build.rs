@@ -15,6 +15,15 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
+    // The web demo is embedded from web/dist (rust-embed): a new build of
+    // it must rebuild the binary, which cargo does not know since this
+    // script names the files it watches. Before the demo was ever built,
+    // web/ is watched so that web/dist appearing is seen (a missing path
+    // would rerun this script, and rebuild the crate, on every build).
+    let dist = std::path::Path::new("web/dist");
+    let watched = if dist.exists() { "web/dist" } else { "web" };
+    println!("cargo:rerun-if-changed={watched}");
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=AO_BUILD_COMMIT");
     let commit = std::env::var("AO_BUILD_COMMIT")
         .ok()

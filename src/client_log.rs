@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The most bytes of a client's string a log line shows.
-pub const MAX_LOGGED_BYTES: usize = 256;
+pub(crate) const MAX_LOGGED_BYTES: usize = 256;
 
 /// How often a connection's refusals are logged at most.
-pub const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A value whose text a client chose (an event name, a uid, a room id,
 /// the reason a token was refused), cut after [`MAX_LOGGED_BYTES`], marked
@@ -18,7 +18,7 @@ pub const REFUSALS_INTERVAL: Duration = Duration::from_secs(10);
 /// escaped (a newline as `\n`, so a text log line can never be broken or
 /// forged); with `?` (Debug) it is also quoted, as a JSON-like string, so
 /// that log readers can tell where it starts and ends.
-pub struct Clipped<T>(pub T);
+pub(crate) struct Clipped<T>(pub T);
 
 impl<T: Display> Clipped<T> {
     /// The value's text, and how many bytes of it are shown.
@@ -69,7 +69,7 @@ impl<T: Display> fmt::Debug for Clipped<T> {
 /// when the connection ends ([`Refusals::flush`]). Nothing is allocated
 /// until the first refusal.
 #[derive(Default)]
-pub struct Refusals(Mutex<Option<Box<Window>>>);
+pub(crate) struct Refusals(Mutex<Option<Box<Window>>>);
 
 struct Window {
     started: Instant,
@@ -80,7 +80,7 @@ struct Window {
 
 impl Refusals {
     /// Records a refusal of connection `sid` for `why`.
-    pub fn refused(&self, sid: &str, why: &'static str) {
+    pub(crate) fn refused(&self, sid: &str, why: &'static str) {
         let now = Instant::now();
         let mut window = crate::sync::lock(&self.0);
         match window.as_mut() {
@@ -105,7 +105,7 @@ impl Refusals {
     }
 
     /// Logs the refusals not logged yet (the connection ends).
-    pub fn flush(&self, sid: &str) {
+    pub(crate) fn flush(&self, sid: &str) {
         if let Some(w) = crate::sync::lock(&self.0).take() {
             if w.count > 0 {
                 log(sid, &w, Instant::now());

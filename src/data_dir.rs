@@ -1,7 +1,8 @@
 //! The data directory of the embedded store: checked writable at start-up
 //! and held by one server process at a time through a lock file.
 //!
-//! The lock is an advisory `flock` on `always-online.lock`, taken by the
+//! The lock is an advisory exclusive lock (std's `File::try_lock`, `flock`
+//! on Linux) on `always-online.lock`, taken by the
 //! server (not by the account commands, which may work on the same store
 //! while it runs) and held for the life of the process. The kernel drops it
 //! when the process ends, however it ends, so a lock file a killed server
@@ -9,7 +10,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the data directory.
@@ -18,24 +18,36 @@ pub const LOCK_FILE: &str = "always-online.lock";
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    /// It cannot be created or written to.
-    #[error("{0}")]
-    Unusable(String),
+    /// It cannot be created.
+    #[error("cannot create it")]
+    Create(#[source] std::io::Error),
+    /// A file cannot be written in it.
+    #[error("not writable")]
+    NotWritable(#[source] std::io::Error),
+    /// The lock file cannot be opened or locked.
+    #[error("{path}: cannot lock")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Why it cannot be opened or locked.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another live process holds its lock.
     #[error("in use by another always-online process{holder} (lock file {path}); stop it first, or give this one another AO_DATA_DIR")]
     InUse {
         /// ` (pid N)` when the holder wrote its pid, else empty.
         holder: String,
+        /// The lock file.
         path: String,
     },
 }
 
 /// Creates the directory if needed and checks that files can be written in it.
 pub fn check_writable(dir: &Path) -> Result<(), DataDirError> {
-    std::fs::create_dir_all(dir).map_err(|e| DataDirError::Unusable(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(DataDirError::Create)?;
     let probe = dir.join(".write-check");
-    std::fs::write(&probe, b"ok")
-        .map_err(|e| DataDirError::Unusable(format!("not writable: {e}")))?;
+    std::fs::write(&probe, b"ok").map_err(DataDirError::NotWritable)?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -59,9 +71,13 @@ impl DataDirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| DataDirError::Unusable(format!("{}: {e}", path.display())))?;
-        if let Err(e) = try_lock_exclusive(&file) {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
+            .map_err(|source| DataDirError::Lock {
+                path: path.display().to_string(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 let holder = text
@@ -73,12 +89,14 @@ impl DataDirLock {
                     path: path.display().to_string(),
                 });
             }
-            return Err(DataDirError::Unusable(format!(
-                "{}: cannot lock: {e}",
-                path.display()
-            )));
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(DataDirError::Lock {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
         }
-        // The pid is information only: the lock is the flock, not the text.
+        // The pid is information only: the lock is the file lock, not the text.
         let _ = file
             .set_len(0)
             .and_then(|()| file.rewind())
@@ -90,24 +108,6 @@ impl DataDirLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// `flock(LOCK_EX | LOCK_NB)` on `file`. By hand on `libc` (already a
-/// dependency) rather than through a crate: it is one system call, and a
-/// `flock` lock belongs to the open file, so it is released when the file
-/// is closed or the process dies, which is exactly the life we want.
-fn try_lock_exclusive(file: &File) -> std::io::Result<()> {
-    loop {
-        // SAFETY: a plain system call on a file descriptor `file` keeps open.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use always_online::accounts::{AccountError, Kind};
 use always_online::config::{Config, Flags};
+use always_online::logging::Chain;
 use always_online::{logging, App};
 use clap::{Parser, Subcommand};
 
@@ -129,7 +130,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli.flags, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("always-online: {e}");
+            eprintln!("always-online: {ec}", ec = Chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -138,7 +139,10 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("always-online: cannot start the runtime: {e}");
+            eprintln!(
+                "always-online: cannot start the runtime: {ec}",
+                ec = Chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
@@ -171,14 +175,17 @@ async fn serve(config: Config) -> ExitCode {
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("always-online: cannot install signal handlers: {e}");
+            eprintln!(
+                "always-online: cannot install signal handlers: {ec}",
+                ec = Chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
     let app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("always-online: {e}");
+            eprintln!("always-online: {ec}", ec = Chain(&e));
             return ExitCode::from(2);
         }
     };
@@ -264,7 +271,7 @@ async fn migrate(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("always-online: {e}");
+            eprintln!("always-online: {ec}", ec = Chain(&e));
             ExitCode::from(1)
         }
     }
@@ -278,7 +285,10 @@ async fn open_accounts(
         (None, Some(_)) => match always_online::redis::Redis::connect(config).await {
             Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("always-online: config error: AO_REDIS_URL: {e}");
+                eprintln!(
+                    "always-online: config error: AO_REDIS_URL: {ec}",
+                    ec = Chain(&e)
+                );
                 return Err(ExitCode::from(2));
             }
         },
@@ -292,13 +302,13 @@ async fn open_accounts(
             } else {
                 "data_dir"
             };
-            eprintln!("always-online: config error: {key}: {e}");
+            eprintln!("always-online: config error: {key}: {ec}", ec = Chain(&e));
             ExitCode::from(2)
         })
 }
 
 async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitCode {
-    if always_online::protocol::parse_id(&serde_json::Value::String(uid.to_owned())).is_none() {
+    if !always_online::is_valid_id(uid) {
         eprintln!("always-online: invalid uid {uid:?}");
         return ExitCode::from(2);
     }
@@ -325,7 +335,7 @@ async fn account(config: &Config, kind: Kind, uid: &str, refresh: bool) -> ExitC
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("always-online: {e}");
+            eprintln!("always-online: {ec}", ec = Chain(&e));
             ExitCode::from(1)
         }
     }

@@ -51,19 +51,19 @@ pub const STORE_OPS: [&str; 2] = ["write", "sync_page"];
 /// A `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
 }
 
 /// An `op` label of store operations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Op {
-    pub op: &'static str,
+    pub(crate) op: &'static str,
 }
 
 /// The engine.io protocol generation of a connection (3: socket.io-client 2.x, 4: 3.x/4.x).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Generation {
-    pub engineio: &'static str,
+    pub(crate) engineio: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,20 +80,20 @@ pub struct Metrics {
     pub authenticated_users: Gauge,
     /// Rooms with at least one member, set at scrape time.
     pub rooms: Gauge,
-    pub messages_received: Counter,
+    pub(crate) messages_received: Counter,
     /// Deliveries of a msg to a member.
     pub messages_relayed: Counter,
-    pub messages_stored: Counter,
+    pub(crate) messages_stored: Counter,
     /// Deliveries made from the store because pub/sub missed them (cluster).
     pub relay_recovered: Counter,
     /// Presence changes told from a room's presence log because pub/sub
     /// missed them (cluster).
     pub presence_recovered: Counter,
-    pub messages_dropped: Family<Reason, Counter>,
+    pub(crate) messages_dropped: Family<Reason, Counter>,
     /// Connections the server closed.
     pub disconnects: Family<Reason, Counter>,
-    pub sync_pages: Counter,
-    pub auth_failures: Family<Reason, Counter>,
+    pub(crate) sync_pages: Counter,
+    pub(crate) auth_failures: Family<Reason, Counter>,
     /// Joins and API logins refused by a limit.
     pub requests_refused: Family<Reason, Counter>,
     /// The outcome of the last readiness check: 1 ready, 0 not.

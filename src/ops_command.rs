@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use always_online::config::{Config, SETTINGS};
+use always_online::logging::Chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long the health check waits for the answer.
@@ -14,7 +15,7 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GET `url` (default: `/readyz` on the configured listener over
 /// loopback); exit 0 on HTTP 200, 1 otherwise.
-pub async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
+pub(crate) async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
     let target = match url {
         Some(url) => match parse_http_url(url) {
             Ok(t) => t,
@@ -47,7 +48,11 @@ pub async fn healthcheck(config: &Config, url: Option<&str>) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(Err(e)) => {
-            eprintln!("always-online healthcheck: {}: {e}", target.addr);
+            eprintln!(
+                "always-online healthcheck: {}: {ec}",
+                target.addr,
+                ec = Chain(&e)
+            );
             ExitCode::from(1)
         }
         Err(_) => {
@@ -138,9 +143,9 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 /// with `check`, says the configuration is valid. It was loaded and
 /// validated before this runs; the keys that need files (TLS, JWT) are
 /// opened here too.
-pub fn config(config: &Config, check: bool) -> ExitCode {
+pub(crate) fn config(config: &Config, check: bool) -> ExitCode {
     if let Err(e) = always_online::app::check_files(config) {
-        eprintln!("always-online: {e}");
+        eprintln!("always-online: {ec}", ec = Chain(&e));
         return ExitCode::from(2);
     }
     if check {

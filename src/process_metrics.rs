@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// What `/proc` says about this process now.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub resident_bytes: Option<u64>,
     pub virtual_bytes: Option<u64>,
     pub open_fds: Option<u64>,
@@ -24,7 +24,7 @@ pub struct Sample {
 
 impl Sample {
     /// Reads this process's figures.
-    pub fn now() -> Sample {
+    pub(crate) fn now() -> Sample {
         let page = sysconf(libc::_SC_PAGESIZE).unwrap_or(4096);
         let ticks = sysconf(libc::_SC_CLK_TCK).unwrap_or(100) as f64;
         let statm = std::fs::read_to_string("/proc/self/statm").ok();
@@ -66,7 +66,7 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
 }
 
 /// The process's open-files limit (`RLIMIT_NOFILE`, soft).
-pub fn max_fds() -> Option<u64> {
+pub(crate) fn max_fds() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -98,10 +98,10 @@ fn parse_btime(stat: &str) -> Option<u64> {
 
 /// Registers with the root registry (no prefix).
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(crate) struct ProcessCollector;
 
 impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = Sample::now();
         let gauges = [
             (

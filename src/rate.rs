@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// A token bucket: `burst` tokens at most, refilled at `rate` per `per`.
 #[derive(Debug, Clone, Copy)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     last: Instant,
 }
@@ -49,7 +49,7 @@ impl Limit {
 
 impl Bucket {
     /// A full bucket.
-    pub fn full(limit: Limit, now: Instant) -> Bucket {
+    pub(crate) fn full(limit: Limit, now: Instant) -> Bucket {
         Bucket {
             tokens: limit.burst,
             last: now,
@@ -63,7 +63,7 @@ impl Bucket {
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self, limit: Limit, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, limit: Limit, now: Instant) -> bool {
         self.refill(limit, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -74,7 +74,7 @@ impl Bucket {
     }
 
     /// Whether a token is there, without taking it.
-    pub fn has_token(&mut self, limit: Limit, now: Instant) -> bool {
+    pub(crate) fn has_token(&mut self, limit: Limit, now: Instant) -> bool {
         self.refill(limit, now);
         self.tokens >= 1.0
     }
@@ -90,7 +90,7 @@ impl Bucket {
 /// completely is the same as no entry, so such entries are swept out
 /// whenever the map doubled since the last sweep: memory follows the keys
 /// that were active within one refill time, not every key ever seen.
-pub struct Keyed<K> {
+pub(crate) struct Keyed<K> {
     limit: Limit,
     state: Mutex<KeyedState<K>>,
 }
@@ -106,7 +106,7 @@ const SWEEP_FLOOR: usize = 1024;
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
     /// Buckets with `limit`.
-    pub fn new(limit: Limit) -> Self {
+    pub(crate) fn new(limit: Limit) -> Self {
         Keyed {
             limit,
             state: Mutex::new(KeyedState {
@@ -117,17 +117,17 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 
     /// The limit of every bucket.
-    pub fn limit(&self) -> Limit {
+    pub(crate) fn limit(&self) -> Limit {
         self.limit
     }
 
     /// Takes a token from `key`'s bucket if there is one.
-    pub fn take(&self, key: &K) -> bool {
+    pub(crate) fn take(&self, key: &K) -> bool {
         self.with(key, |b, limit, now| b.take(limit, now))
     }
 
     /// Whether `key`'s bucket has a token, without taking it.
-    pub fn allows(&self, key: &K) -> bool {
+    pub(crate) fn allows(&self, key: &K) -> bool {
         let now = Instant::now();
         let mut state = crate::sync::lock(&self.state);
         match state.buckets.get_mut(key) {
@@ -136,14 +136,10 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
         }
     }
 
-    /// Keys tracked now (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Keys tracked now.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         crate::sync::lock(&self.state).buckets.len()
-    }
-
-    /// Whether no key is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn with<T>(&self, key: &K, f: impl FnOnce(&mut Bucket, Limit, Instant) -> T) -> T {
@@ -209,9 +205,9 @@ mod tests {
             std::thread::sleep(Duration::from_micros(2));
         }
         assert!(
-            k.len() < SWEEP_FLOOR * 3,
+            k.tracked() < SWEEP_FLOOR * 3,
             "refilled entries are swept: {}",
-            k.len()
+            k.tracked()
         );
     }
 }

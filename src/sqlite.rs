@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 /// File name of the embedded database inside the data directory.
-pub const DB_FILE: &str = "always-online.db";
+pub(crate) const DB_FILE: &str = "always-online.db";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,13 +46,13 @@ CREATE TABLE IF NOT EXISTS admins (
 ";
 
 /// Path of the database file under `data_dir`.
-pub fn db_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE)
 }
 
 /// Creates the data directory if needed and opens a connection with WAL,
 /// full fsync on commit and the schema in place.
-pub fn open(data_dir: &Path) -> Result<Connection, rusqlite::Error> {
+pub(crate) fn open(data_dir: &Path) -> Result<Connection, rusqlite::Error> {
     if let Err(e) = std::fs::create_dir_all(data_dir) {
         return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e)));
     }
@@ -65,7 +65,7 @@ pub fn open(data_dir: &Path) -> Result<Connection, rusqlite::Error> {
 }
 
 /// Current time in Unix seconds.
-pub fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

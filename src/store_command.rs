@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use always_online::config::Config;
 use always_online::data_dir::DataDirLock;
+use always_online::logging::Chain;
 use always_online::store::log_check;
 
 /// What `store` does.
 #[derive(clap::Subcommand)]
-pub enum StoreAction {
+pub(crate) enum StoreAction {
     /// Read the commit log and report each segment (whole, torn at its end,
     /// replaced, or corrupt: where, and how many intact records follow);
     /// exit 0 if the server would start, 1 if not. Changes nothing.
@@ -22,7 +23,7 @@ pub enum StoreAction {
     Repair,
 }
 
-pub fn run(config: &Config, action: StoreAction) -> ExitCode {
+pub(crate) fn run(config: &Config, action: StoreAction) -> ExitCode {
     if config.redis_url.is_some() {
         eprintln!("always-online: the store commands are for the embedded store (no AO_REDIS_URL)");
         return ExitCode::from(2);
@@ -31,7 +32,11 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
     let _lock = match DataDirLock::acquire(&config.data_dir) {
         Ok(lock) => lock,
         Err(e) => {
-            eprintln!("always-online: {}: {e}", config.data_dir.display());
+            eprintln!(
+                "always-online: {}: {ec}",
+                config.data_dir.display(),
+                ec = Chain(&e)
+            );
             return ExitCode::from(1);
         }
     };
@@ -46,7 +51,7 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("always-online: store check: {e}");
+                eprintln!("always-online: store check: {ec}", ec = Chain(&e));
                 ExitCode::from(1)
             }
         },
@@ -56,7 +61,7 @@ pub fn run(config: &Config, action: StoreAction) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("always-online: store repair: {e}");
+                eprintln!("always-online: store repair: {ec}", ec = Chain(&e));
                 ExitCode::from(1)
             }
         },

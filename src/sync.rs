@@ -9,6 +9,6 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Locks `m`, poisoned or not (see the module docs).
-pub fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

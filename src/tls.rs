@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::logging::Chain;
 use rustls::client::ClientConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
@@ -23,7 +24,9 @@ pub enum TlsError {
     File {
         /// The setting naming the file (`AO_TLS_CERT`, `AO_TLS_KEY`, `AO_REDIS_CA`).
         key: &'static str,
+        /// The file.
         path: String,
+        /// What is wrong with it.
         reason: String,
     },
     /// No certificate authority to check a Redis server's certificate against.
@@ -32,7 +35,7 @@ pub enum TlsError {
     )]
     NoRoots,
     /// rustls refused the configuration.
-    #[error("TLS: {0}")]
+    #[error("rustls refused the configuration")]
     Rustls(#[from] rustls::Error),
 }
 
@@ -150,7 +153,7 @@ pub fn redis_client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
     let mut roots = RootCertStore::empty();
     let system = rustls_native_certs::load_native_certs();
     for e in &system.errors {
-        tracing::debug!(error = %e, "a system certificate could not be read");
+        tracing::debug!(error = %Chain(e), "a system certificate could not be read");
     }
     roots.add_parsable_certificates(system.certs);
     if let Some(path) = ca {

@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use always_online::config::Config;
 use always_online::grants::jwt::{looks_like_jwt, KeyError};
 use always_online::grants::{ttl, Claims, Signer, Verifier};
-use always_online::protocol::parse_id;
-use serde_json::Value;
 
 use crate::TokenAction;
+use always_online::logging::Chain;
 
 /// Runs `token create` or `token check`.
-pub fn run(config: &Config, action: TokenAction) -> ExitCode {
+pub(crate) fn run(config: &Config, action: TokenAction) -> ExitCode {
     match action {
         TokenAction::Create {
             uid,
@@ -39,20 +38,17 @@ fn create(
     ttl: &str,
     key: Option<&std::path::Path>,
 ) -> ExitCode {
-    if parse_id(&Value::String(uid.to_owned())).is_none() {
+    if !always_online::is_valid_id(uid) {
         return usage(format!("invalid uid {uid:?}"));
     }
     let ttl = match ttl::parse(ttl) {
         Ok(t) => t,
-        Err(e) => return usage(format!("--ttl: {e}")),
+        Err(e) => return usage(format!("--ttl: {ec}", ec = Chain(&e))),
     };
     let rooms = match rooms {
         Some(list) => {
             let list: Vec<String> = list.into_iter().map(|r| r.trim().to_owned()).collect();
-            if let Some(bad) = list
-                .iter()
-                .find(|r| parse_id(&Value::String((*r).clone())).is_none())
-            {
+            if let Some(bad) = list.iter().find(|r| !always_online::is_valid_id(r)) {
                 return usage(format!("--rooms: invalid room id or pattern {bad:?}"));
             }
             Some(list)
@@ -66,7 +62,7 @@ fn create(
     let token = match signer.sign(&Claims::new(uid, ttl, rooms, observer)) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("always-online: {e}");
+            eprintln!("always-online: {ec}", ec = Chain(&e));
             return ExitCode::from(1);
         }
     };
@@ -88,13 +84,23 @@ fn create(
 /// The signing key: `--key`, else the HMAC secret; or the exit code of why none.
 fn signer(config: &Config, key: Option<&std::path::Path>) -> Result<Signer, ExitCode> {
     if let Some(path) = key {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| usage(format!("--key: cannot read {}: {e}", path.display())))?;
-        return Signer::private_key(&pem).map_err(|e| usage(format!("--key: {e}")));
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            usage(format!(
+                "--key: cannot read {}: {ec}",
+                path.display(),
+                ec = Chain(&e)
+            ))
+        })?;
+        return Signer::private_key(&pem)
+            .map_err(|e| usage(format!("--key: {ec}", ec = Chain(&e))));
     }
     match (&config.jwt_hmac_secret, &config.jwt_public_key) {
-        (Some(secret), _) => Signer::hmac(secret.as_bytes())
-            .map_err(|e: KeyError| usage(format!("config error: AO_JWT_HMAC_SECRET: {e}"))),
+        (Some(secret), _) => Signer::hmac(secret.as_bytes()).map_err(|e: KeyError| {
+            usage(format!(
+                "config error: AO_JWT_HMAC_SECRET: {ec}",
+                ec = Chain(&e)
+            ))
+        }),
         (None, Some(_)) => Err(usage(
             "cannot sign: AO_JWT_PUBLIC_KEY is a public key, which only verifies; \
              sign with its private key: --key <PEM file>",
@@ -114,7 +120,13 @@ fn check(config: &Config, token: &str, uid: Option<&str>) -> ExitCode {
                  (set AO_JWT_HMAC_SECRET or AO_JWT_PUBLIC_KEY)",
             )
         }
-        Err(e) => return usage(format!("config error: {}: {e}", e.setting())),
+        Err(e) => {
+            return usage(format!(
+                "config error: {}: {ec}",
+                e.setting(),
+                ec = Chain(&e)
+            ))
+        }
     };
     let token = token.trim();
     if !looks_like_jwt(token) {
@@ -128,12 +140,12 @@ fn check(config: &Config, token: &str, uid: Option<&str>) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("always-online: {e}");
+                eprintln!("always-online: {ec}", ec = Chain(&e));
                 ExitCode::from(1)
             }
         },
         Err(e) => {
-            eprintln!("always-online: token refused: {e}");
+            eprintln!("always-online: token refused: {ec}", ec = Chain(&e));
             ExitCode::from(1)
         }
     }

@@ -176,7 +176,7 @@ impl Conn {
                         return Err(format!("kicked out while waiting for {name}").into());
                     }
                 }
-                Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+                Ok(Packet::Message(SioPacket::Disconnect { .. }) | Packet::Close) => {
                     return Err(
                         format!("disconnected by the server while waiting for {name}").into(),
                     )

@@ -415,7 +415,7 @@ async fn run(
             frame = ws.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return Ok(()),
                     Some(Ok(_)) => continue,
                 };
                 let mut replies: Vec<Utf8Bytes> = Vec::new();

@@ -1,8 +1,6 @@
 //! `ao-bench`: the load generator, the floor relay and the benchmark suite
 //! of Always Online. See `bench/README.md`.
 
-#![warn(missing_docs)]
-
 pub mod by_crate;
 pub mod client;
 pub mod clock;

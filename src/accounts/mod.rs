@@ -1,19 +1,21 @@
 //! Accounts: users (who connect over socket.io) and admins (who call the
 //! HTTP APIs). Tokens are stored hashed and compared in constant time.
 
-pub mod mongo;
-pub mod redis;
-pub mod sqlite;
+pub(crate) mod mongo;
+pub(crate) mod redis;
+pub(crate) mod sqlite;
 
 use std::sync::Arc;
 
 use crate::config::Config;
-pub mod token;
+pub(crate) mod token;
 
 /// Which kind of account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A client that authenticates on a socket.
     User,
+    /// A caller of the admin API.
     Admin,
 }
 
@@ -30,17 +32,23 @@ impl Kind {
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
+    /// Creating an account whose uid is taken.
     #[error("account already exists")]
     Exists,
+    /// Changing an account that does not exist.
     #[error("account does not exist")]
     NotFound,
-    #[error("account store unavailable: {0}")]
+    /// The embedded database failed.
+    #[error("account store unavailable")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("account store unavailable: {0}")]
+    /// MongoDB failed.
+    #[error("account store unavailable")]
     Mongo(#[from] mongodb::error::Error),
-    #[error("account store unavailable: {0}")]
+    /// Redis failed.
+    #[error("account store unavailable")]
     Redis(#[from] crate::redis::RedisError),
-    #[error("account store unavailable: {0}")]
+    /// The blocking task of a database call ended early.
+    #[error("account store unavailable")]
     Worker(#[from] tokio::task::JoinError),
 }
 

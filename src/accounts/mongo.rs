@@ -18,6 +18,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
 use super::{token, AccountError, AccountStore, Kind};
+use crate::logging::Chain;
 
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -26,7 +27,7 @@ const SERVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// MongoDB-backed [`AccountStore`].
 #[derive(Clone)]
-pub struct MongoAccountStore {
+pub(crate) struct MongoAccountStore {
     db: Database,
 }
 
@@ -37,7 +38,7 @@ fn unavailable(e: mongodb::error::Error) -> AccountError {
 impl MongoAccountStore {
     /// Connects, checks the server answers and makes sure the unique
     /// indexes exist. Fails when the server cannot be reached.
-    pub async fn connect(url: &str, database: &str) -> Result<Self, AccountError> {
+    pub(crate) async fn connect(url: &str, database: &str) -> Result<Self, AccountError> {
         let mut options = ClientOptions::parse(url).await.map_err(unavailable)?;
         options.app_name = Some("always-online".into());
         options.server_selection_timeout = Some(SERVER_TIMEOUT);
@@ -167,7 +168,7 @@ impl AccountStore for MongoAccountStore {
         }
         if let Err(e) = self.hash_clear_token(kind, &found, clear).await {
             // The token was right: the hash is written next time.
-            tracing::warn!(error = %e, "could not replace a clear-text token with its hash");
+            tracing::warn!(error = %Chain(&e), "could not replace a clear-text token with its hash");
         }
         Ok(true)
     }

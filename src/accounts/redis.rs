@@ -16,13 +16,13 @@ fn now() -> String {
 }
 
 /// Redis-backed [`AccountStore`].
-pub struct RedisAccountStore {
+pub(crate) struct RedisAccountStore {
     redis: Redis,
 }
 
 impl RedisAccountStore {
     /// Accounts on `redis`.
-    pub fn new(redis: Redis) -> Self {
+    pub(crate) fn new(redis: Redis) -> Self {
         Self { redis }
     }
 

@@ -10,13 +10,13 @@ use crate::sqlite::{open, unix_now};
 
 /// SQLite-backed [`AccountStore`]; safe to use from the CLI while a server runs.
 #[derive(Clone)]
-pub struct SqliteAccountStore {
+pub(crate) struct SqliteAccountStore {
     conn: Arc<Mutex<Connection>>,
 }
 
 impl SqliteAccountStore {
     /// Opens the account tables in the database under `data_dir`.
-    pub fn open(data_dir: &Path) -> Result<Self, AccountError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Self, AccountError> {
         let conn = open(data_dir).map_err(unavailable)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{Arrival, ClusterError, ClusterState, Departure, Member};
 
 /// Length of the authentication rate limit window.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Authentication windows below which none are swept.
 const WINDOWS_SWEEP_FLOOR: usize = 1024;
@@ -31,19 +31,19 @@ struct Inner {
 
 /// In-process [`ClusterState`].
 #[derive(Default)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     inner: Mutex<Inner>,
     force_user_auth: AtomicBool,
 }
 
 impl LocalState {
     /// Empty state.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Every (room, member) held here, rooms in any order, members in join order.
-    pub fn member_snapshot(&self) -> Vec<(String, Member)> {
+    pub(crate) fn member_snapshot(&self) -> Vec<(String, Member)> {
         self.lock()
             .rooms
             .iter()

@@ -2,10 +2,10 @@
 //! per-user connection registry (for kickout), the authentication rate limit
 //! window and the `forceUserAuth` switch. One node uses [`local::LocalState`].
 
-pub mod local;
-pub mod persistence;
-pub mod pubsub;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod persistence;
+pub(crate) mod pubsub;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ pub struct Arrival {
 /// A member taken out of a room.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Departure {
-    pub member: Member,
+    pub(crate) member: Member,
     /// The leave's place in the order of presence changes.
     pub seq: PresenceSeq,
 }
@@ -53,7 +53,7 @@ pub struct Departure {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// Redis failed.
-    #[error("cluster state unavailable: {0}")]
+    #[error("cluster state unavailable")]
     Redis(#[from] crate::redis::RedisError),
 }
 

@@ -15,7 +15,7 @@ use crate::redis::Redis;
 
 /// What the start-up check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Persistence {
+pub(crate) enum Persistence {
     /// `appendonly yes`.
     AppendOnly,
     /// `appendonly no`: acknowledged messages do not survive a Redis restart.
@@ -27,7 +27,7 @@ pub enum Persistence {
 
 impl Persistence {
     /// Asks Redis (on a Redis Cluster, one of its nodes).
-    pub async fn check(redis: &Redis) -> Persistence {
+    pub(crate) async fn check(redis: &Redis) -> Persistence {
         let reply: Result<Value, _> = redis
             .client
             .with_options(&crate::redis::once())
@@ -60,7 +60,7 @@ impl Persistence {
 
     /// Logs what was found: a warning when acknowledged messages would not
     /// survive a Redis restart.
-    pub fn log(&self) {
+    pub(crate) fn log(&self) {
         match self {
             Persistence::AppendOnly => tracing::info!("redis persistence: appendonly yes"),
             Persistence::NoAppendOnly => tracing::warn!(
@@ -74,7 +74,7 @@ impl Persistence {
     }
 
     /// The warning `/readyz` gives on the internal listeners, if any.
-    pub fn warning(&self) -> Option<&'static str> {
+    pub(crate) fn warning(&self) -> Option<&'static str> {
         match self {
             Persistence::NoAppendOnly => {
                 Some("redis appendonly is no: acknowledged messages are lost when Redis restarts")

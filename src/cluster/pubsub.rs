@@ -16,10 +16,9 @@
 //! changes are kept in a short log per room as they are published; after a
 //! reconnect a node tells its members the ones it has not told yet.
 //!
-//! This is written on fred's sharded pub/sub directly rather than through
-//! socketioxide-redis: that adapter publishes a broadcast after the store
-//! returned, as a separate command, so two nodes appending to one room could
-//! publish seq n+1 before seq n; here the store's script publishes.
+//! Nothing here publishes a msg: the store's script publishes it in the
+//! same step that numbers it, so a room's channel carries its msgs in seq
+//! order whichever nodes append to it; this side subscribes and delivers.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +30,7 @@ use std::time::Duration;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use serde_json::value::RawValue;
 
+use crate::logging::Chain;
 use crate::metrics::Metrics;
 use crate::protocol::event;
 use crate::redis::{
@@ -41,7 +41,7 @@ use crate::sync::lock;
 
 /// What the pub/sub side asks of this node's members of rooms (the
 /// realtime side implements it).
-pub trait LocalRooms: Send + Sync + 'static {
+pub(crate) trait LocalRooms: Send + Sync + 'static {
     /// Emits `ev` to this node's members of `room` but connection
     /// `except`; returns how many it was sent to.
     fn emit(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64;
@@ -72,7 +72,7 @@ pub trait LocalRooms: Send + Sync + 'static {
 
 /// A room with members on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchedRoom {
+pub(crate) struct WatchedRoom {
     pub room: String,
     /// The highest numbered presence change told here.
     pub told_up_to: u64,
@@ -92,7 +92,7 @@ const CATCH_UP_TRIES: u32 = 20;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// This node's end of the rooms' channels.
-pub struct PubSub {
+pub(crate) struct PubSub {
     redis: Redis,
     /// This node's id (frames may be for every node but one).
     node: String,
@@ -111,19 +111,25 @@ pub struct PubSub {
 }
 
 impl PubSub {
-    /// Subscribes to the control channel and starts the tasks that deliver
-    /// what other nodes publish to `local`.
-    pub async fn start(
+    /// Subscribes to the control channel (kicks and readiness probes for
+    /// this node), before [`PubSub::start`].
+    pub(crate) async fn listen(redis: &Redis) -> Result<(), RedisError> {
+        redis
+            .subscriber
+            .ssubscribe(redis.keys.control_channel())
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the tasks that deliver what other nodes publish to `local`
+    /// (the subscriber [listens](PubSub::listen) already).
+    pub(crate) fn start(
         redis: Redis,
         node: String,
         messages: Arc<dyn MessageStore>,
         metrics: Arc<Metrics>,
         local: Arc<dyn LocalRooms>,
-    ) -> Result<Arc<PubSub>, RedisError> {
-        redis
-            .subscriber
-            .ssubscribe(redis.keys.control_channel())
-            .await?;
+    ) -> Arc<PubSub> {
         let pubsub = Arc::new(PubSub {
             redis,
             node,
@@ -137,7 +143,7 @@ impl PubSub {
         });
         tokio::spawn(dispatch(pubsub.clone()));
         tokio::spawn(resubscribe_on_reconnect(pubsub.clone()));
-        Ok(pubsub)
+        pubsub
     }
 
     /// Publishes a room event for every node's members (the tags say which).
@@ -146,7 +152,7 @@ impl PubSub {
     /// in kick, subscribe and unsubscribe) so that the session handlers
     /// awaiting these stay small, since a session boxes one handler future
     /// per event.
-    pub fn publish<'a>(
+    pub(crate) fn publish<'a>(
         &'a self,
         room: &'a str,
         ev: &'a str,
@@ -157,19 +163,19 @@ impl PubSub {
     }
 
     /// Tells the node that holds connection `sid` to kick it out.
-    pub async fn publish_kick(&self, sid: &str) {
+    pub(crate) async fn publish_kick(&self, sid: &str) {
         let kick = ControlFrame::Kick {
             sid: sid.to_owned(),
         };
         if let Err(e) = Box::pin(self.redis.publish_control(&kick)).await {
-            tracing::warn!(error = %e, %sid, "could not send kickout to another node");
+            tracing::warn!(error = %Chain(&e), %sid, "could not send kickout to another node");
         }
     }
 
     /// Listens on `room`'s channel (the room's first member here joined).
     /// While Redis is unreachable it does not wait: the channel is
     /// subscribed when Redis is back.
-    pub async fn subscribe(&self, room: &str) {
+    pub(crate) async fn subscribe(&self, room: &str) {
         if !self.redis.subscriber.is_connected() {
             // Subscribed with every watched room when it reconnects.
             return;
@@ -183,7 +189,7 @@ impl PubSub {
         match Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, subscribe)).await {
             Ok(Ok(())) => Box::pin(self.start_listening(room)).await,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, ?room, "could not subscribe to the room's channel")
+                tracing::warn!(error = %Chain(&e), ?room, "could not subscribe to the room's channel")
             }
             Err(_) => tracing::warn!(?room, "subscribing to the room's channel is taking long"),
         }
@@ -200,25 +206,25 @@ impl PubSub {
                     .entry(room.to_owned())
                     .or_insert(page.start);
             }
-            Err(e) => tracing::warn!(error = %e, ?room, "could not read the room's length"),
+            Err(e) => tracing::warn!(error = %Chain(&e), ?room, "could not read the room's length"),
         }
     }
 
     /// Stops listening on `room`'s channel (its last member here left).
-    pub async fn unsubscribe(&self, room: &str) {
+    pub(crate) async fn unsubscribe(&self, room: &str) {
         lock(&self.next_seq).remove(room);
         let unsubscribe = self
             .redis
             .subscriber
             .sunsubscribe(self.redis.keys.room_channel(room));
         if let Ok(Err(e)) = Box::pin(tokio::time::timeout(SUBSCRIBE_WAIT, unsubscribe)).await {
-            tracing::debug!(error = %e, ?room, "could not unsubscribe");
+            tracing::debug!(error = %Chain(&e), ?room, "could not unsubscribe");
         }
     }
 
     /// Checks cross-node delivery end to end: publishes a probe on the
     /// control channel and waits to receive it back.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub(crate) async fn probe(&self) -> Result<(), String> {
         let nonce = rand::random::<u64>();
         let (tx, rx) = tokio::sync::oneshot::channel();
         lock(&self.probes).insert(nonce, tx);
@@ -289,7 +295,9 @@ async fn dispatch(ps: Arc<PubSub>) {
                         let _ = waiter.send(());
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "unreadable frame on the control channel"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "unreadable frame on the control channel")
+                }
             }
             continue;
         }
@@ -311,7 +319,7 @@ async fn dispatch(ps: Arc<PubSub>) {
                     frame.except.as_deref(),
                 );
             }
-            Err(e) => tracing::warn!(error = %e, "unreadable frame on a room channel"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "unreadable frame on a room channel"),
         }
     }
 }
@@ -347,7 +355,7 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
         let frames = match ps.redis.presence_log(&room, after).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, ?room, "could not read the room's presence log");
+                tracing::warn!(error = %Chain(&e), ?room, "could not read the room's presence log");
                 complete = false;
                 continue;
             }
@@ -357,7 +365,9 @@ async fn catch_up_presence(ps: &PubSub) -> bool {
             match serde_json::from_str::<RoomFrame<'_>>(text) {
                 Ok(frame) if frame.skip_node.as_deref() == Some(ps.node.as_str()) => {}
                 Ok(frame) => told += u64::from(tell_presence(ps, &frame)),
-                Err(e) => tracing::warn!(error = %e, ?room, "unreadable frame in a presence log"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), ?room, "unreadable frame in a presence log")
+                }
             }
         }
         if told > 0 {
@@ -419,7 +429,7 @@ async fn deliver_stored(ps: &PubSub, room: &str, from: u64, count: usize) -> Opt
         let page = match ps.messages.page(room, next, want, STORED_PAGE_BYTES).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the missed messages");
+                tracing::warn!(error = %Chain(&e), "could not read the missed messages");
                 return None;
             }
         };
@@ -470,7 +480,7 @@ async fn catch_up(ps: &PubSub) -> bool {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %e, ?room, "could not read the room's history to catch up");
+                tracing::warn!(error = %Chain(&e), ?room, "could not read the room's history to catch up");
                 complete = false;
                 continue;
             }
@@ -517,7 +527,7 @@ async fn resubscribe_on_reconnect(ps: Arc<PubSub>) {
         );
         for channel in channels {
             if let Err(e) = ps.redis.subscriber.ssubscribe(channel).await {
-                tracing::warn!(error = %e, "could not subscribe again");
+                tracing::warn!(error = %Chain(&e), "could not subscribe again");
             }
         }
         ps.resubscribed.notify_one();

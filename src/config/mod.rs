@@ -2,7 +2,7 @@
 //! environment < command-line flags. Every setting is declared once, in
 //! [`settings::SETTINGS`].
 
-pub mod settings;
+mod settings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,9 @@ pub use settings::{Flag, Flags, Setting, SETTINGS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human text, one line per event.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -120,6 +122,7 @@ pub struct Config {
     pub jwt_public_key: Option<String>,
     /// A dummy join needs a token granting `observer` (`AO_DUMMY_REQUIRES_GRANT`).
     pub dummy_requires_grant: bool,
+    /// How log lines are written (`--log-format`).
     pub log_format: LogFormat,
     /// How long a graceful shutdown may take (`AO_SHUTDOWN_GRACE_MS`).
     pub shutdown_grace: Duration,
@@ -235,8 +238,9 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("config error: {key}: {reason}")]
 pub struct ConfigError {
-    pub key: String,
-    pub reason: String,
+    /// The file key, variable or flag at fault.
+    pub(crate) key: String,
+    pub(crate) reason: String,
 }
 
 impl ConfigError {
@@ -302,7 +306,7 @@ impl Config {
         for (key, v) in &flags.values {
             if let Some(s) = settings::by_key(key) {
                 let flag = match s.flag {
-                    Some(Flag::Value(name)) | Some(Flag::Sets(name, _)) => format!("--{name}"),
+                    Some(Flag::Value(name) | Flag::Sets(name, _)) => format!("--{name}"),
                     None => (*key).to_owned(),
                 };
                 (s.set)(&mut cfg, v).map_err(|e| ConfigError::new(flag, format!("{v:?}: {e}")))?;

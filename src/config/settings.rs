@@ -306,18 +306,19 @@ pub static SETTINGS: &[Setting] = &[
 ];
 
 /// The setting with file key `key`.
-pub fn by_key(key: &str) -> Option<&'static Setting> {
+pub(super) fn by_key(key: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.key == key)
 }
 
 /// The Markdown table of every setting, as docs/OPERATIONS.md holds it.
-pub fn markdown_table() -> String {
+#[cfg(test)]
+pub(super) fn markdown_table() -> String {
     let mut out = String::from(
         "| environment | file key | flag | default | meaning |\n| --- | --- | --- | --- | --- |\n",
     );
     for s in SETTINGS {
         let flag = match s.flag {
-            Some(Flag::Value(name)) | Some(Flag::Sets(name, _)) => format!("`--{name}`"),
+            Some(Flag::Value(name) | Flag::Sets(name, _)) => format!("`--{name}`"),
             None => String::new(),
         };
         let default = if s.default.is_empty() {

@@ -7,6 +7,7 @@
 //! public key as its secret (algorithm confusion), are refused by
 //! construction, before any signature is looked at.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -36,7 +37,12 @@ pub enum JwtError {
     /// The header names an algorithm the configured key does not allow
     /// (`none`, or HMAC under a public key, or any other).
     #[error("algorithm {alg:?} not allowed (the server accepts {allowed})")]
-    AlgorithmNotAllowed { alg: String, allowed: String },
+    AlgorithmNotAllowed {
+        /// The token's `alg`.
+        alg: String,
+        /// The algorithms of the configured key.
+        allowed: String,
+    },
     /// The signature does not verify under the configured key.
     #[error("bad signature")]
     BadSignature,
@@ -48,7 +54,12 @@ pub enum JwtError {
     NotYetValid,
     /// `sub` is not the uid that authenticates.
     #[error("sub {sub:?} is not the uid {uid:?}")]
-    WrongSubject { sub: String, uid: String },
+    WrongSubject {
+        /// The token's `sub`.
+        sub: String,
+        /// The uid the client authenticates as.
+        uid: String,
+    },
     /// A claim the server needs is missing.
     #[error("missing claim {0:?}")]
     MissingClaim(String),
@@ -84,16 +95,27 @@ impl JwtError {
 }
 
 /// Why the configured key cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum KeyError {
+    /// Both a secret and a public key are configured.
     #[error("set only one of AO_JWT_HMAC_SECRET and AO_JWT_PUBLIC_KEY")]
     BothKeys,
+    /// The HMAC secret is shorter than [`MIN_SECRET_BYTES`] (its length).
     #[error("must be at least {MIN_SECRET_BYTES} bytes long (it is {0})")]
     SecretTooShort(usize),
-    #[error("cannot read {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    /// The key file cannot be read.
+    #[error("cannot read {path}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why it cannot be read.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The public key is not a PEM public key of a supported type.
     #[error("not a PEM public key (expected -----BEGIN PUBLIC KEY----- of an RSA, P-256 or Ed25519 key)")]
     NotAPublicKey,
+    /// The signing key is not a PEM private key of a supported type.
     #[error("not a PEM private key (expected PKCS#8 -----BEGIN PRIVATE KEY----- of an RSA, P-256 or Ed25519 key, or -----BEGIN RSA PRIVATE KEY-----)")]
     NotAPrivateKey,
 }
@@ -144,7 +166,7 @@ impl Claims {
 pub struct Verified {
     /// The `sub` claim in its string form.
     pub sub: String,
-    pub grant: Grant,
+    pub(crate) grant: Grant,
     /// Every claim, as the token holds them.
     pub payload: Map<String, Value>,
 }
@@ -397,7 +419,7 @@ pub fn read_pem(value: &str) -> Result<String, KeyError> {
     }
     std::fs::read_to_string(v).map_err(|e| KeyError::Unreadable {
         path: v.to_owned(),
-        reason: e.to_string(),
+        source: Arc::new(e),
     })
 }
 

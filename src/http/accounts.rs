@@ -11,12 +11,13 @@ use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Refused, Reply};
 use crate::accounts::{AccountError, Kind};
+use crate::app::AppState;
+use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
 use crate::protocol::parse_id;
-use crate::realtime::AppState;
 
 /// `POST /user/create_token` and `POST /user/refresh_token`.
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/user/create_token", post(create_token))
         .route("/user/refresh_token", post(refresh_token))
@@ -27,7 +28,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// JSON and form bodies alike through `request::body_params`.)
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
-pub struct UidBody {
+pub(crate) struct UidBody {
     /// A non-empty string or a non-zero number.
     #[schema(value_type = String)]
     uid: Value,
@@ -47,7 +48,7 @@ pub struct UidBody {
         (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -71,7 +72,7 @@ pub async fn create_token(
         (status = 408, description = "body not received within AO_BODY_TIMEOUT_MS"),
         (status = 413, description = "body over 64 kB"),
     ))]
-pub async fn refresh_token(
+pub(crate) async fn refresh_token(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -112,9 +113,9 @@ async fn token_call(
         return Envelope::fail(ApiStatus::ParamError).into();
     };
     let result = if refresh {
-        state.accounts.refresh(Kind::User, &uid.key).await
+        state.accounts().refresh(Kind::User, &uid.key).await
     } else {
-        state.accounts.create(Kind::User, &uid.key).await
+        state.accounts().create(Kind::User, &uid.key).await
     };
     let with_uid = |status| {
         let mut data = Map::new();
@@ -129,7 +130,7 @@ async fn token_call(
         Err(AccountError::Exists) => Envelope::fail(ApiStatus::UserExists).into(),
         Err(AccountError::NotFound) => with_uid(ApiStatus::UserNotExists).into(),
         Err(e) => {
-            tracing::error!(error = %e, "account store failed");
+            tracing::error!(error = %Chain(&e), "account store failed");
             with_uid(ApiStatus::OperationFailed).into()
         }
     }

@@ -10,13 +10,14 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::request::{body_params, query_params, read_body, require_admin, Peer, Reply};
+use crate::app::AppState;
+use crate::logging::Chain;
 use crate::protocol::api::{parse_flag, ApiStatus, Envelope};
 use crate::protocol::{event, parse_id, parse_offset};
-use crate::realtime::AppState;
 use crate::store::sync_page;
 
 /// The admin routes.
-pub fn router() -> Router<Arc<AppState>> {
+pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/monitor/stat", get(stat))
         .route("/admin/monitor/room_users", get(room_users))
@@ -31,7 +32,7 @@ pub fn router() -> Router<Arc<AppState>> {
 /// body parameters merged (body wins). Extracting it answers the request
 /// itself when the credentials are wrong (status 1; the body is not read),
 /// or the body is malformed (400), too large (413) or too slow (408).
-pub struct AdminRequest {
+pub(crate) struct AdminRequest {
     state: Arc<AppState>,
     params: Map<String, Value>,
 }
@@ -73,8 +74,8 @@ impl AdminRequest {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> Reply {
-    tracing::error!(error = %e, "admin call failed");
+fn failed(e: impl std::error::Error + 'static) -> Reply {
+    tracing::error!(error = %Chain(&e), "admin call failed");
     Envelope::fail(ApiStatus::OperationFailed).into()
 }
 
@@ -83,9 +84,9 @@ fn failed(e: impl std::fmt::Display) -> Reply {
     params(("uid" = Option<String>, Query, description = "admin uid (or HTTP Basic auth)"),
            ("token" = Option<String>, Query, description = "admin token (or HTTP Basic auth)")),
     responses((status = 200, body = Envelope, description = "data: {online_user_count, online_users: [{uid, socketId}], online_room_count, online_rooms, online_socket_count, force_user_auth, memory}")))]
-pub async fn stat(req: AdminRequest) -> Reply {
+pub(crate) async fn stat(req: AdminRequest) -> Reply {
     let state = &req.state;
-    let cluster = &state.cluster;
+    let cluster = &state.cluster();
     let (users, rooms, force) = match (
         cluster.online_users().await,
         cluster.rooms().await,
@@ -103,9 +104,9 @@ pub async fn stat(req: AdminRequest) -> Reply {
         uids.dedup();
         uids.len()
     };
-    let local_sockets = state.io.sockets().len();
+    let local_sockets = state.io().sockets().len();
     let sockets = state
-        .cluster
+        .cluster()
         .socket_count(local_sockets)
         .await
         .unwrap_or(local_sockets);
@@ -137,12 +138,12 @@ fn memory() -> Value {
 #[utoipa::path(get, path = "/admin/monitor/room_users", tag = "admin",
     params(("roomId" = String, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {users: [{uid}]}; 5 without roomId")))]
-pub async fn room_users(req: AdminRequest) -> Reply {
+pub(crate) async fn room_users(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.members(&room).await {
+    match state.cluster().members(&room).await {
         Ok(members) => {
             let users: Vec<Value> = members
                 .iter()
@@ -159,7 +160,7 @@ pub async fn room_users(req: AdminRequest) -> Reply {
 #[utoipa::path(get, path = "/admin/monitor/room_msgs", tag = "admin",
     params(("roomId" = String, Query), ("offset" = Option<u64>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     responses((status = 200, body = Envelope, description = "data: {msgs: {data: [{data, ts}], offset, next}}; 5 without roomId")))]
-pub async fn room_msgs(req: AdminRequest) -> Reply {
+pub(crate) async fn room_msgs(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
@@ -170,11 +171,11 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
         .map(|v| parse_offset(v, true))
         .unwrap_or(0);
     let page = match sync_page(
-        state.messages.as_ref(),
+        state.messages().as_ref(),
         &room,
         offset,
-        state.config.sync_page_size,
-        state.config.sync_page_max_bytes,
+        state.config().sync_page_size,
+        state.config().sync_page_max_bytes,
     )
     .await
     {
@@ -200,12 +201,12 @@ pub async fn room_msgs(req: AdminRequest) -> Reply {
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId, content}"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId; 7 if nobody is in the room")))]
-pub async fn push(req: AdminRequest) -> Reply {
+pub(crate) async fn push(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.members(&room).await {
+    match state.cluster().members(&room).await {
         Ok(m) if m.is_empty() => return Envelope::fail(ApiStatus::RoomNotExists).into(),
         Ok(_) => {}
         Err(e) => return failed(e),
@@ -216,7 +217,7 @@ pub async fn push(req: AdminRequest) -> Reply {
         Err(e) => return failed(e),
     };
     state
-        .bus
+        .bus()
         .to_room(&room, event::SYSTEM, &content, None)
         .await;
     tracing::info!(room = ?crate::client_log::Clipped(&room), "system push");
@@ -228,12 +229,12 @@ pub async fn push(req: AdminRequest) -> Reply {
     params(("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{forceUserAuth: bool} (form strings \"true\"/\"false\" too)"),
     responses((status = 200, body = Envelope, description = "{}; 5 when forceUserAuth is missing or not a boolean")))]
-pub async fn config(req: AdminRequest) -> Reply {
+pub(crate) async fn config(req: AdminRequest) -> Reply {
     let state = &req.state;
     let Some(on) = req.params.get("forceUserAuth").and_then(parse_flag) else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    match state.cluster.set_force_user_auth(on).await {
+    match state.cluster().set_force_user_auth(on).await {
         Ok(()) => {
             tracing::info!(force_user_auth = on, "config changed");
             Envelope::ok(json!({})).into()
@@ -247,7 +248,7 @@ pub async fn config(req: AdminRequest) -> Reply {
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msgs(req: AdminRequest) -> Reply {
+pub(crate) async fn clear_room_msgs(req: AdminRequest) -> Reply {
     clear(req).await
 }
 
@@ -256,7 +257,7 @@ pub async fn clear_room_msgs(req: AdminRequest) -> Reply {
     params(("roomId" = Option<String>, Query), ("uid" = Option<String>, Query), ("token" = Option<String>, Query)),
     request_body(content = Object, description = "{roomId} (or ?roomId=)"),
     responses((status = 200, body = Envelope, description = "{}; 5 without roomId")))]
-pub async fn clear_room_msg(req: AdminRequest) -> Reply {
+pub(crate) async fn clear_room_msg(req: AdminRequest) -> Reply {
     clear(req).await
 }
 
@@ -265,9 +266,9 @@ async fn clear(req: AdminRequest) -> Reply {
     let Some(room) = req.room() else {
         return Envelope::fail(ApiStatus::ParamError).into();
     };
-    let cleared = state.messages.clear(&room).await;
+    let cleared = state.messages().clear(&room).await;
     // Even a failed clear may have taken effect (a timeout, say).
-    state.bus.history_cleared();
+    state.bus().history_cleared();
     match cleared {
         Ok(()) => {
             tracing::info!(room = ?crate::client_log::Clipped(&room), "room history cleared");

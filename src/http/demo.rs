@@ -21,7 +21,7 @@ struct Dist;
 
 /// Routes serving the demo, from `dir` if given, else the embedded copy;
 /// every other path gets `not_found`.
-pub fn router<S: Clone + Send + Sync + 'static>(dir: Option<&Path>) -> Router<S> {
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(dir: Option<&Path>) -> Router<S> {
     match dir {
         Some(dir) if dir.join("index.html").is_file() => {
             let files = ServeDir::new(dir)

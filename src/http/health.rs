@@ -14,12 +14,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::realtime::AppState;
+use crate::app::AppState;
+use crate::logging::Chain;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ok\"}")))]
-pub async fn healthz() -> Json<Value> {
+pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -29,14 +30,14 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ready\"}, with \"warnings\": [...] when there are any (internal listeners)"),
               (status = 503, description = "{\"status\": \"not ready\", \"reason\": ...} (the reason on internal listeners only)")))]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let failure = check(&state).await;
     let mut body = match &failure {
         None => json!({"status": "ready"}),
         Some(reason) => json!({"status": "not ready", "reason": reason}),
     };
     let warnings: Vec<&str> = state
-        .redis_persistence
+        .redis_persistence()
         .iter()
         .filter_map(|p| p.warning())
         .collect();
@@ -47,7 +48,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 }
 
 /// `/readyz` on the public listener: the same check, without details.
-pub async fn readyz_public(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+pub(crate) async fn readyz_public(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let failure = check(&state).await;
     let body = match failure {
         None => json!({"status": "ready"}),
@@ -66,16 +67,16 @@ fn status(failure: &Option<String>) -> StatusCode {
 /// Why the node is not ready, if it is not.
 async fn check(state: &AppState) -> Option<String> {
     let (messages, accounts, bus) = tokio::join!(
-        state.messages.ping(),
-        state.accounts.ping(),
-        state.bus.probe()
+        state.messages().ping(),
+        state.accounts().ping(),
+        state.bus().probe()
     );
     let failure = match (messages, accounts, bus) {
         (Ok(()), Ok(()), Ok(())) => None,
-        (Err(e), _, _) => Some(format!("message store: {e}")),
-        (_, Err(e), _) => Some(format!("account store: {e}")),
+        (Err(e), _, _) => Some(format!("message store: {ec}", ec = Chain(&e))),
+        (_, Err(e), _) => Some(format!("account store: {ec}", ec = Chain(&e))),
         (_, _, Err(e)) => Some(format!("redis pub/sub: {e}")),
     };
-    state.metrics.ready.set(i64::from(failure.is_none()));
+    state.metrics().ready.set(i64::from(failure.is_none()));
     failure
 }

@@ -5,13 +5,13 @@
 //! `AO_BODY_TIMEOUT_MS` HTTP 408, an unknown route HTTP 404. Bodies are
 //! read after the credentials are checked.
 
-pub mod accounts;
-pub mod admin;
-pub mod demo;
-pub mod health;
-pub mod metrics;
-pub mod openapi;
-pub mod request;
+pub(crate) mod accounts;
+pub(crate) mod admin;
+pub(crate) mod demo;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod openapi;
+pub(crate) mod request;
 
 use std::sync::Arc;
 
@@ -22,16 +22,16 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::OpenApi;
 
-use crate::realtime::AppState;
+use crate::app::AppState;
 
 /// Routes of the main listener: socket.io and health, with the admin API,
 /// metrics and the admin API's OpenAPI document when `with_admin` (they
 /// have no listener of their own), and the web demo at `/` unless it is
 /// turned off. Its `/readyz` gives no details.
-pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
+pub(crate) fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     let routes = Router::new()
-        .route_service("/socket.io/", state.io.clone())
-        .route_service("/socket.io", state.io.clone())
+        .route_service("/socket.io/", state.io().clone())
+        .route_service("/socket.io", state.io().clone())
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz_public));
     let routes = if with_admin {
@@ -39,8 +39,8 @@ pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
     } else {
         routes
     };
-    let routes = if state.config.demo {
-        routes.merge(demo::router(state.config.web_dir.as_deref()))
+    let routes = if state.config().demo {
+        routes.merge(demo::router(state.config().web_dir.as_deref()))
     } else {
         routes.fallback(not_found)
     };
@@ -51,7 +51,7 @@ pub fn main_router(state: Arc<AppState>, with_admin: bool) -> Router {
 
 /// Routes of the admin listener (`AO_ADMIN_LISTEN`): the admin API,
 /// metrics, its OpenAPI document and health, `/readyz` with details.
-pub fn admin_router(state: Arc<AppState>) -> Router {
+pub(crate) fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(admin_routes())
         .route("/healthz", get(health::healthz))
@@ -74,7 +74,7 @@ fn admin_routes() -> Router<Arc<AppState>> {
 
 /// Routes of the internal listener: the accounts API and health,
 /// `/readyz` with details.
-pub fn api_router(state: Arc<AppState>) -> Router {
+pub(crate) fn api_router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(accounts::router())
         .route("/healthz", get(health::healthz))

@@ -20,7 +20,7 @@ use crate::protocol::api::{Envelope, Meta};
     ),
     components(schemas(Envelope, Meta, super::accounts::UidBody))
 )]
-pub struct AccountsApi;
+pub(crate) struct AccountsApi;
 
 /// The admin API, health and metrics: on the main listener, or on the
 /// admin listener when `AO_ADMIN_LISTEN` is set.
@@ -44,4 +44,4 @@ pub struct AccountsApi;
     ),
     components(schemas(Envelope, Meta))
 )]
-pub struct AdminApi;
+pub(crate) struct AdminApi;

@@ -13,15 +13,16 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::accounts::Kind;
+use crate::app::AppState;
+use crate::logging::Chain;
 use crate::protocol::api::{ApiStatus, Envelope};
-use crate::realtime::AppState;
 
 /// Largest accepted request body; larger ones get HTTP 413.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// An HTTP API reply: HTTP 200 with the envelope, or a plain HTTP error.
 #[derive(Debug)]
-pub enum Reply {
+pub(crate) enum Reply {
     Envelope(Envelope),
     /// HTTP 400: the body is not valid JSON (or form data).
     BadRequest(String),
@@ -81,7 +82,7 @@ impl From<Envelope> for Reply {
 }
 
 /// Query-string parameters, in order.
-pub fn query_params(query: Option<&str>) -> Map<String, Value> {
+pub(crate) fn query_params(query: Option<&str>) -> Map<String, Value> {
     let pairs: Vec<(String, String)> = query
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
@@ -96,7 +97,7 @@ pub fn query_params(query: Option<&str>) -> Map<String, Value> {
 /// cuts it), 400 when the connection fails. Handlers read it after the
 /// credentials are checked, so nobody without them makes the server wait
 /// for a body.
-pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Reply> {
+pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Reply> {
     use http_body_util::BodyExt as _;
     match http_body_util::Limited::new(body, MAX_BODY_BYTES)
         .collect()
@@ -113,7 +114,7 @@ pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, Repl
 /// plainly a JSON object), JSON otherwise;
 /// an empty body has none. `Err` (HTTP 400) when it cannot be parsed or is
 /// not an object.
-pub fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Reply> {
+pub(crate) fn body_params(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, Reply> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -165,7 +166,7 @@ fn admin_credentials(headers: &HeaderMap, query: &Map<String, Value>) -> Option<
 
 /// The address a request came from, when the listener told it.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub Option<IpAddr>);
+pub(crate) struct Peer(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
@@ -182,7 +183,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 /// Why a request's admin credentials were not accepted.
 #[derive(Debug)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// Missing or wrong (1), or the account store failed (3).
     Envelope(Envelope),
     /// The address used up its failed logins (`AO_API_LOGIN_FAILURES_PER_IP`).
@@ -200,18 +201,18 @@ impl From<Refused> for Reply {
 
 /// Checks the request's admin credentials, unless `peer` made too many
 /// failed logins; a wrong or missing one counts as a failure of `peer`.
-pub async fn require_admin(
+pub(crate) async fn require_admin(
     state: &AppState,
     peer: Peer,
     headers: &HeaderMap,
     query: &Map<String, Value>,
 ) -> Result<(), Refused> {
-    if let Err(after) = state.limits.api_login_allowed(peer.0) {
-        state.metrics.refused("api_login_throttled");
+    if let Err(after) = state.limits().api_login_allowed(peer.0) {
+        state.metrics().refused("api_login_throttled");
         return Err(Refused::Throttled(after));
     }
     let refused = |state: &AppState| {
-        state.limits.api_login_failed(peer.0);
+        state.limits().api_login_failed(peer.0);
         Err(Refused::Envelope(Envelope::fail(
             ApiStatus::RequirePermission,
         )))
@@ -219,11 +220,11 @@ pub async fn require_admin(
     let Some((uid, token)) = admin_credentials(headers, query) else {
         return refused(state);
     };
-    match state.accounts.verify(Kind::Admin, &uid, &token).await {
+    match state.accounts().verify(Kind::Admin, &uid, &token).await {
         Ok(true) => Ok(()),
         Ok(false) => refused(state),
         Err(e) => {
-            tracing::error!(error = %e, "account store failed while checking admin credentials");
+            tracing::error!(error = %Chain(&e), "account store failed while checking admin credentials");
             Err(Refused::Envelope(Envelope::fail(
                 ApiStatus::OperationFailed,
             )))

@@ -9,91 +9,90 @@ use serde_json::Value;
 
 mod msg;
 
-pub use msg::{parse_msg, IncomingMsg, MsgError, StampedMsg, Storage, SENDER_KEY, SEQ_KEY};
+pub(crate) use msg::{parse_msg, StampedMsg, Storage, SENDER_KEY, SEQ_KEY};
 
 /// Longest uid or roomId (in bytes of its string form) the server accepts.
-pub const MAX_ID_BYTES: usize = 256;
+pub(crate) const MAX_ID_BYTES: usize = 256;
 
 /// Event names, client → server and server → client.
-pub mod event {
-    pub const AUTHENTICATE: &str = "authenticate";
-    pub const JOIN: &str = "join";
-    pub const MSG: &str = "msg";
-    pub const SYNC: &str = "sync";
-    pub const LEAVE: &str = "leave";
-    pub const REMOTE_JOIN: &str = "remote_join";
-    pub const REMOTE_LEAVE: &str = "remote_leave";
-    pub const REMOTE_DISCONNECT: &str = "remote_disconnect";
-    pub const REMOTE_SYNC: &str = "remote_sync";
-    pub const KICKOUT: &str = "kickout";
-    pub const SYSTEM: &str = "system";
+pub(crate) mod event {
+    pub(crate) const AUTHENTICATE: &str = "authenticate";
+    pub(crate) const JOIN: &str = "join";
+    pub(crate) const MSG: &str = "msg";
+    pub(crate) const SYNC: &str = "sync";
+    pub(crate) const LEAVE: &str = "leave";
+    pub(crate) const REMOTE_JOIN: &str = "remote_join";
+    pub(crate) const REMOTE_LEAVE: &str = "remote_leave";
+    pub(crate) const REMOTE_DISCONNECT: &str = "remote_disconnect";
+    pub(crate) const REMOTE_SYNC: &str = "remote_sync";
+    pub(crate) const KICKOUT: &str = "kickout";
+    pub(crate) const SYSTEM: &str = "system";
 
     /// Whether `event` announces a change of a room's members (told to each
     /// member according to join order, see `realtime::presence`).
-    pub fn is_presence(event: &str) -> bool {
+    pub(crate) fn is_presence(event: &str) -> bool {
         matches!(event, REMOTE_JOIN | REMOTE_LEAVE | REMOTE_DISCONNECT)
     }
 }
 
 /// Reason strings sent in `data` of failed replies.
-pub mod reason {
-    pub const AUTH_SUCCESS: &str = "auth success";
-    pub const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
-    pub const RATE_LIMIT: &str = "reach rate limit";
-    pub const AUTH_TIMEOUT: &str = "authentication timeout";
-    pub const SERVER_ERROR: &str = "server error";
-    pub const ALREADY_AUTHENTICATED: &str = "already authenticated";
-    pub const JOIN_SUCCESS: &str = "join success";
-    pub const JOIN_REQUIRE_ROOM: &str = "join failed, require roomId";
-    pub const JOIN_ROOM_TOO_LONG: &str = "join failed, roomId too long";
-    pub const JOIN_ROOM_FULL: &str = "join failed, room is full";
+pub(crate) mod reason {
+    pub(crate) const AUTH_SUCCESS: &str = "auth success";
+    pub(crate) const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
+    pub(crate) const RATE_LIMIT: &str = "reach rate limit";
+    pub(crate) const AUTH_TIMEOUT: &str = "authentication timeout";
+    pub(crate) const SERVER_ERROR: &str = "server error";
+    pub(crate) const ALREADY_AUTHENTICATED: &str = "already authenticated";
+    pub(crate) const JOIN_SUCCESS: &str = "join success";
+    pub(crate) const JOIN_REQUIRE_ROOM: &str = "join failed, require roomId";
+    pub(crate) const JOIN_ROOM_TOO_LONG: &str = "join failed, roomId too long";
+    pub(crate) const JOIN_ROOM_FULL: &str = "join failed, room is full";
     /// The connection's token grants other rooms (room grants).
-    pub const JOIN_ROOM_NOT_GRANTED: &str = "join failed, room not granted";
+    pub(crate) const JOIN_ROOM_NOT_GRANTED: &str = "join failed, room not granted";
     /// A dummy join without a token granting `observer` (`AO_DUMMY_REQUIRES_GRANT`).
-    pub const JOIN_OBSERVER_NOT_GRANTED: &str = "join failed, observer not granted";
-    pub const NOT_AUTHENTICATED: &str = "not authenticated";
-    pub const NOT_JOINED: &str = "not joined";
-    pub const DUMMY_CANNOT_SEND: &str = "dummy clients cannot send";
-    pub const NOT_AN_OBJECT: &str = "payload must be an object";
-    pub const TOO_LARGE: &str = "message too large";
-    pub const UPDATE_NEEDS_MSG_ID: &str = "update requires msgId";
-    pub const STORAGE_UNAVAILABLE: &str = "storage unavailable";
-    pub const TOO_MANY_REQUESTS: &str = "too many requests";
-    pub const MALFORMED: &str = "malformed payload";
+    pub(crate) const JOIN_OBSERVER_NOT_GRANTED: &str = "join failed, observer not granted";
+    pub(crate) const NOT_AUTHENTICATED: &str = "not authenticated";
+    pub(crate) const NOT_JOINED: &str = "not joined";
+    pub(crate) const DUMMY_CANNOT_SEND: &str = "dummy clients cannot send";
+    pub(crate) const NOT_AN_OBJECT: &str = "payload must be an object";
+    pub(crate) const TOO_LARGE: &str = "message too large";
+    pub(crate) const UPDATE_NEEDS_MSG_ID: &str = "update requires msgId";
+    pub(crate) const STORAGE_UNAVAILABLE: &str = "storage unavailable";
+    pub(crate) const TOO_MANY_REQUESTS: &str = "too many requests";
+    pub(crate) const MALFORMED: &str = "malformed payload";
 }
 
 /// Status codes of msg acks (Part 2). 0 is success.
-pub mod ack_status {
-    pub const OK: u8 = 0;
-    pub const BAD_REQUEST: u8 = 1;
-    pub const NOT_JOINED: u8 = 2;
-    pub const DUMMY: u8 = 3;
-    pub const TOO_LARGE: u8 = 4;
-    pub const STORAGE_UNAVAILABLE: u8 = 5;
-    pub const TOO_MANY_REQUESTS: u8 = 6;
+pub(crate) mod ack_status {
+    pub(crate) const BAD_REQUEST: u8 = 1;
+    pub(crate) const NOT_JOINED: u8 = 2;
+    pub(crate) const DUMMY: u8 = 3;
+    pub(crate) const TOO_LARGE: u8 = 4;
+    pub(crate) const STORAGE_UNAVAILABLE: u8 = 5;
+    pub(crate) const TOO_MANY_REQUESTS: u8 = 6;
 }
 
 /// `{status, data}`: the reply to authenticate and join, and the ack of a refused msg.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct StatusReply<'a> {
+pub(crate) struct StatusReply<'a> {
     pub status: u8,
     pub data: &'a str,
 }
 
 impl<'a> StatusReply<'a> {
     /// A success reply (`status: 0`).
-    pub fn ok(data: &'a str) -> Self {
+    pub(crate) fn ok(data: &'a str) -> Self {
         Self { status: 0, data }
     }
     /// A failure reply with the given status and reason.
-    pub fn fail(status: u8, data: &'a str) -> Self {
+    pub(crate) fn fail(status: u8, data: &'a str) -> Self {
         Self { status, data }
     }
 }
 
 /// `{status: 0, seq?}`: the ack of an accepted msg.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MsgAck {
+pub(crate) struct MsgAck {
     pub status: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
@@ -101,14 +100,14 @@ pub struct MsgAck {
 
 /// `{uid}`: payload of remote_join, remote_leave, remote_disconnect and remote_sync.
 #[derive(Debug, Clone, Serialize)]
-pub struct UidEvent<'a> {
+pub(crate) struct UidEvent<'a> {
     pub uid: &'a Value,
 }
 
 /// A user id as the client sent it: the JSON value (echoed back with its
 /// type) and its string form (the identity the server compares).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Uid {
+pub(crate) struct Uid {
     /// The value exactly as sent (a JSON string or number).
     pub json: Value,
     /// The string form, used as the account key.
@@ -117,7 +116,7 @@ pub struct Uid {
 
 /// A client's credentials from an `authenticate` payload.
 #[derive(Debug, Clone)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     pub uid: Uid,
     /// `None` when the token is missing or not a string.
     pub token: Option<String>,
@@ -125,7 +124,7 @@ pub struct Credentials {
 
 /// Reads `{uid, token}`. `None` for every shape that cannot be a credential
 /// (the caller answers "uid or token is wrong").
-pub fn parse_credentials(payload: &Value) -> Option<Credentials> {
+pub(crate) fn parse_credentials(payload: &Value) -> Option<Credentials> {
     let obj = payload.as_object()?;
     let uid = parse_id(obj.get("uid")?)?;
     let token = obj.get("token").and_then(Value::as_str).map(str::to_owned);
@@ -135,7 +134,14 @@ pub fn parse_credentials(payload: &Value) -> Option<Credentials> {
 /// A uid or roomId: a non-empty string or a non-zero number, at most
 /// [`MAX_ID_BYTES`] long in string form. Numbers and their string forms are
 /// the same id.
-pub fn parse_id(v: &Value) -> Option<Uid> {
+/// Whether `id` is a uid or roomId the server accepts (not empty, at most
+/// [`MAX_ID_BYTES`]): what the command checks before it writes an account
+/// or signs a token.
+pub fn is_valid_id(id: &str) -> bool {
+    parse_id(&Value::String(id.to_owned())).is_some()
+}
+
+pub(crate) fn parse_id(v: &Value) -> Option<Uid> {
     let key = id_key(v)?;
     if key.len() > MAX_ID_BYTES {
         return None;
@@ -163,7 +169,7 @@ fn id_key(v: &Value) -> Option<String> {
 
 /// A `join` request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JoinRequest {
+pub(crate) struct JoinRequest {
     /// The room's string form: `123` and `"123"` are the same room.
     pub room: String,
     pub dummy: bool,
@@ -171,7 +177,7 @@ pub struct JoinRequest {
 
 /// Why a join was refused: its payload, or the connection's grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     #[error("join failed, require roomId")]
     RequireRoom,
     #[error("join failed, roomId too long")]
@@ -186,7 +192,7 @@ pub enum JoinError {
 
 impl JoinError {
     /// The reason string sent to the client.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             JoinError::RequireRoom => reason::JOIN_REQUIRE_ROOM,
             JoinError::RoomTooLong => reason::JOIN_ROOM_TOO_LONG,
@@ -197,7 +203,7 @@ impl JoinError {
 }
 
 /// Reads `{roomId, dummy?}`.
-pub fn parse_join(payload: &Value) -> Result<JoinRequest, JoinError> {
+pub(crate) fn parse_join(payload: &Value) -> Result<JoinRequest, JoinError> {
     let obj = payload.as_object().ok_or(JoinError::RequireRoom)?;
     let room =
         id_key(obj.get("roomId").ok_or(JoinError::RequireRoom)?).ok_or(JoinError::RequireRoom)?;
@@ -210,7 +216,7 @@ pub fn parse_join(payload: &Value) -> Result<JoinRequest, JoinError> {
 
 /// A `sync` request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncRequest {
+pub(crate) struct SyncRequest {
     /// Requested offset; anything that is not a non-negative whole number is 0,
     /// and values past `u64` are clamped.
     pub offset: u64,
@@ -218,7 +224,7 @@ pub struct SyncRequest {
 }
 
 /// Reads `{offset, encoding?}`; never fails.
-pub fn parse_sync(payload: &Value) -> SyncRequest {
+pub(crate) fn parse_sync(payload: &Value) -> SyncRequest {
     let obj = payload.as_object();
     let offset = obj
         .and_then(|o| o.get("offset"))
@@ -233,7 +239,7 @@ pub fn parse_sync(payload: &Value) -> SyncRequest {
 
 /// An offset: a non-negative whole number, else 0; clamped to `u64`.
 /// Strings of digits count too when `strings` is set (query strings).
-pub fn parse_offset(v: &Value, strings: bool) -> u64 {
+pub(crate) fn parse_offset(v: &Value, strings: bool) -> u64 {
     match v {
         Value::String(s) if strings => s.trim().parse::<u64>().unwrap_or(0),
         other => clamp_offset(other),
@@ -259,7 +265,7 @@ fn clamp_offset(v: &Value) -> u64 {
 
 /// `{data, offset, next, epoch, encoding?}`: one page of history.
 #[derive(Debug, Serialize)]
-pub struct SyncReply<D: Serialize> {
+pub(crate) struct SyncReply<D: Serialize> {
     /// The messages (a JSON array), or base64 of their gzip when `encoding` is set.
     pub data: D,
     pub offset: u64,
@@ -336,18 +342,17 @@ mod tests {
 }
 
 /// The HTTP APIs' reply envelope and status codes (accounts and admin).
-pub mod api {
+pub(crate) mod api {
     use serde::Serialize;
     use serde_json::Value;
 
     /// `meta.status` of an HTTP API reply, with its fixed `meta.msg`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum ApiStatus {
+    pub(crate) enum ApiStatus {
         Success = 0,
         RequirePermission = 1,
         UserExists = 2,
         OperationFailed = 3,
-        ServerErrors = 4,
         ParamError = 5,
         UserNotExists = 6,
         RoomNotExists = 7,
@@ -355,13 +360,12 @@ pub mod api {
 
     impl ApiStatus {
         /// The `meta.msg` that goes with this status.
-        pub fn msg(self) -> &'static str {
+        pub(crate) fn msg(self) -> &'static str {
             match self {
                 ApiStatus::Success => "success",
                 ApiStatus::RequirePermission => "require permission",
                 ApiStatus::UserExists => "user exists, please use refresh token api",
                 ApiStatus::OperationFailed => "operation failed",
-                ApiStatus::ServerErrors => "server errors",
                 ApiStatus::ParamError => "param error",
                 ApiStatus::UserNotExists => "user not exists",
                 ApiStatus::RoomNotExists => "room not exists",
@@ -371,14 +375,14 @@ pub mod api {
 
     /// `{status, msg}`.
     #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-    pub struct Meta {
+    pub(crate) struct Meta {
         pub status: u8,
         pub msg: &'static str,
     }
 
     /// `{meta: {status, msg}, data}`: every HTTP API reply.
     #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-    pub struct Envelope {
+    pub(crate) struct Envelope {
         pub meta: Meta,
         #[schema(value_type = Object)]
         pub data: Value,
@@ -386,7 +390,7 @@ pub mod api {
 
     impl Envelope {
         /// A reply with `status` and `data`.
-        pub fn new(status: ApiStatus, data: Value) -> Self {
+        pub(crate) fn new(status: ApiStatus, data: Value) -> Self {
             Self {
                 meta: Meta {
                     status: status as u8,
@@ -396,18 +400,18 @@ pub mod api {
             }
         }
         /// A success reply.
-        pub fn ok(data: Value) -> Self {
+        pub(crate) fn ok(data: Value) -> Self {
             Self::new(ApiStatus::Success, data)
         }
         /// A failure reply with empty `data`.
-        pub fn fail(status: ApiStatus) -> Self {
+        pub(crate) fn fail(status: ApiStatus) -> Self {
             Self::new(status, Value::Object(Default::default()))
         }
     }
 
     /// The `forceUserAuth` value of a config call: a JSON boolean, or the
     /// form strings "true" / "false".
-    pub fn parse_flag(v: &Value) -> Option<bool> {
+    pub(crate) fn parse_flag(v: &Value) -> Option<bool> {
         match v {
             Value::Bool(b) => Some(*b),
             Value::String(s) if s == "true" => Some(true),
@@ -419,7 +423,7 @@ pub mod api {
 
 /// Which client generation a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProtocolGeneration {
+pub(crate) enum ProtocolGeneration {
     /// engine.io 3 / socket.io 4: socket.io-client 2.x, WeChat mini programs.
     EngineIo3,
     /// engine.io 4 / socket.io 5: socket.io-client 3.x and 4.x.
@@ -428,7 +432,7 @@ pub enum ProtocolGeneration {
 
 impl ProtocolGeneration {
     /// The generation of a socket.io protocol version.
-    pub fn of(v: ao_socketio::socket::SocketVersion) -> Self {
+    pub(crate) fn of(v: ao_socketio::socket::SocketVersion) -> Self {
         match v {
             ao_socketio::socket::SocketVersion::V4 => ProtocolGeneration::EngineIo3,
             ao_socketio::socket::SocketVersion::V5 => ProtocolGeneration::EngineIo4,

@@ -18,20 +18,20 @@ use serde_json::Value;
 use super::{ack_status, reason, StatusReply};
 
 /// Key of the sender stamp in relayed messages.
-pub const SENDER_KEY: &str = "2";
+pub(crate) const SENDER_KEY: &str = "2";
 /// Key of the sequence number in relayed inserts (Part 2).
-pub const SEQ_KEY: &str = "seq";
+pub(crate) const SEQ_KEY: &str = "seq";
 
 /// Deepest nesting of arrays and objects a msg may have, the object itself
 /// counting as 1. Every envelope the server puts messages in (at most 5
 /// levels: the admin API's `room_msgs`; a sync page's event packet adds 3)
 /// stays within the recursion limit of common JSON decoders (serde_json's
 /// is 128), so a stored message can always be read back.
-pub const MAX_DEPTH: usize = 120;
+pub(super) const MAX_DEPTH: usize = 120;
 
 /// How a message is kept: the `s` / `storage` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Storage {
+pub(crate) enum Storage {
     /// 0: appended to the room's history.
     Insert,
     /// 1: replaces the earlier update with the same msgId.
@@ -42,7 +42,7 @@ pub enum Storage {
 
 /// A `msg` payload, checked and stamped with its sender.
 #[derive(Debug, Clone)]
-pub struct IncomingMsg {
+pub(crate) struct IncomingMsg {
     /// The message as it is relayed and stored.
     pub body: StampedMsg,
     pub storage: Storage,
@@ -52,7 +52,7 @@ pub struct IncomingMsg {
 
 /// Why a msg was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MsgError {
+pub(crate) enum MsgError {
     #[error("payload must be an object")]
     NotAnObject,
     #[error("message too large")]
@@ -66,7 +66,7 @@ pub enum MsgError {
 
 impl MsgError {
     /// The `reason` label of the dropped-messages metric.
-    pub fn metric_label(self) -> &'static str {
+    pub(crate) fn metric_label(self) -> &'static str {
         match self {
             MsgError::NotAnObject => "not_an_object",
             MsgError::TooLarge => "too_large",
@@ -76,7 +76,7 @@ impl MsgError {
     }
 
     /// The ack `{status, data}` for this refusal.
-    pub fn reply(self) -> StatusReply<'static> {
+    pub(crate) fn reply(self) -> StatusReply<'static> {
         match self {
             MsgError::NotAnObject => {
                 StatusReply::fail(ack_status::BAD_REQUEST, reason::NOT_AN_OBJECT)
@@ -117,7 +117,7 @@ impl StampedMsg {
 /// Reads a `msg` payload and stamps it with `sender` (the uid as the client
 /// sent it). `raw` is the payload's JSON text as the client sent it; its
 /// length is checked against `max_bytes` (exactly the limit passes).
-pub fn parse_msg(
+pub(crate) fn parse_msg(
     raw: &RawValue,
     max_bytes: usize,
     sender: &Value,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::ack::AckSender;
 
 use super::pending::PendingWrites;
-use super::AppState;
+use crate::app::AppState;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 
 /// The reply to a stamped text that is not JSON, which cannot happen: it
@@ -25,7 +25,7 @@ pub(super) fn unreachable_malformed() -> StatusReply<'static> {
 /// it is in a room and has nothing else going on, so that the socket's
 /// event handler relays an ignore msg itself instead of waking the
 /// session's task for it ([`relay_directly`]).
-pub struct DirectRelay {
+pub(super) struct DirectRelay {
     pub room: String,
     /// The sender stamp: the uid as the client sent it.
     pub sender: Value,
@@ -37,7 +37,7 @@ pub struct DirectRelay {
 /// the msg is anything else: stored, refused, or behind writes of this
 /// sender not yet completed. Only for a node without Redis: there a relay
 /// is a publish to await.
-pub fn relay_directly(
+pub(super) fn relay_directly(
     state: &AppState,
     socket: &Socket,
     direct: &DirectRelay,
@@ -47,25 +47,27 @@ pub fn relay_directly(
     let Ok(payload) = &data else {
         return Err((data, ack));
     };
-    if state.limits.rooms_limited() {
+    if state.limits().rooms_limited() {
         // The room's count is kept by the session.
         return Err((data, ack));
     }
-    let msg = match protocol::parse_msg(payload, state.config.max_msg_bytes, &direct.sender) {
+    let msg = match protocol::parse_msg(payload, state.config().max_msg_bytes, &direct.sender) {
         Ok(msg) if msg.storage == Storage::Ignore && direct.pending.is_idle() => msg,
         _ => return Err((data, ack)),
     };
-    state.metrics.messages_received.inc();
+    state.metrics().messages_received.inc();
     match RawValue::from_string(msg.body.into_string()) {
         Ok(body) => {
-            state.bus.emit_from(socket, &direct.room, event::MSG, &body);
+            state
+                .bus()
+                .emit_from(socket, &direct.room, event::MSG, &body);
             let _ = ack.send(&MsgAck {
                 status: 0,
                 seq: None,
             });
         }
         Err(_) => {
-            state.metrics.dropped("malformed");
+            state.metrics().dropped("malformed");
             let _ = ack.send(&unreachable_malformed());
         }
     }

@@ -21,7 +21,7 @@ use crate::sync::lock;
 
 /// The name of the socket.io room that holds this node's members of
 /// protocol room `room` (not to be confused with the room's Redis channel).
-pub fn members_room(room: &str) -> String {
+pub(crate) fn members_room(room: &str) -> String {
     // Built once per relay: a plain concatenation, not the formatting machinery.
     let mut name = String::with_capacity(5 + room.len());
     name.push_str("room:");
@@ -30,7 +30,7 @@ pub fn members_room(room: &str) -> String {
 }
 
 /// Room events to this node's members.
-pub struct Fanout {
+pub(crate) struct Fanout {
     io: Server,
     metrics: Arc<Metrics>,
     /// Rooms with members on this node.
@@ -50,7 +50,7 @@ struct Watch {
 
 impl Fanout {
     /// Fan-out to the sockets of `io`.
-    pub fn new(io: Server, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(io: Server, metrics: Arc<Metrics>) -> Self {
         Fanout {
             io,
             metrics,
@@ -60,18 +60,18 @@ impl Fanout {
     }
 
     /// Records that a room's history was cleared (here, or on another node).
-    pub fn history_cleared(&self) {
+    pub(crate) fn history_cleared(&self) {
         self.clears.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How many room histories were cleared so far: a page read before the
     /// count changed may be of a cleared history.
-    pub fn history_clears(&self) -> u64 {
+    pub(crate) fn history_clears(&self) -> u64 {
         self.clears.load(Ordering::Acquire)
     }
 
     /// Counts a member of `room` on this node; `true` for the first.
-    pub fn watch(&self, room: &str) -> bool {
+    pub(crate) fn watch(&self, room: &str) -> bool {
         let mut watched = lock(&self.watched);
         let watch = watched.entry(room.to_owned()).or_default();
         watch.members += 1;
@@ -79,7 +79,7 @@ impl Fanout {
     }
 
     /// Counts a member of `room` gone; `true` when it was the last.
-    pub fn unwatch(&self, room: &str) -> bool {
+    pub(crate) fn unwatch(&self, room: &str) -> bool {
         let mut watched = lock(&self.watched);
         let Some(watch) = watched.get_mut(room) else {
             return false;
@@ -94,7 +94,7 @@ impl Fanout {
 
     /// Offers a presence change in `order` to the gate of each of this
     /// node's members of `room` but `origin` ([`super::presence::Gate::offer`]).
-    pub fn emit_presence_local(
+    pub(crate) fn emit_presence_local(
         &self,
         room: &str,
         ev: &str,
@@ -129,7 +129,7 @@ impl Fanout {
     /// Emits to one socket; `false` when it was not sent (its queue is
     /// full: it is disconnected as a slow client, and the event counted as
     /// dropped; or it is closing).
-    pub fn emit_to(&self, socket: &Socket, ev: &str, data: &RawValue) -> bool {
+    pub(crate) fn emit_to(&self, socket: &Socket, ev: &str, data: &RawValue) -> bool {
         match socket.emit(ev, data) {
             Ok(()) => true,
             Err(ao_socketio::QueueError::Full) => {
@@ -145,14 +145,20 @@ impl Fanout {
     ///
     /// The packet is encoded once and the same bytes are queued for every
     /// member.
-    pub fn emit_local(&self, room: &str, ev: &str, data: &RawValue, except: Option<&str>) -> u64 {
+    pub(crate) fn emit_local(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &RawValue,
+        except: Option<&str>,
+    ) -> u64 {
         let sender = except.and_then(|sid| self.io.socket(sid));
         self.broadcast(room, ev, data, sender.as_ref())
     }
 
     /// Emits to this node's members of `room` but `sender`, whose socket
     /// is at hand; returns how many were sent to, as [`Fanout::emit_local`].
-    pub fn emit_from(&self, sender: &Socket, room: &str, ev: &str, data: &RawValue) -> u64 {
+    pub(crate) fn emit_from(&self, sender: &Socket, room: &str, ev: &str, data: &RawValue) -> u64 {
         self.broadcast(room, ev, data, Some(sender))
     }
 
@@ -255,7 +261,7 @@ impl LocalRooms for Fanout {
 }
 
 /// Sends the kick to a session on this node; `false` if `sid` is not here.
-pub fn kick_local(io: &Server, sid: &str) -> bool {
+pub(crate) fn kick_local(io: &Server, sid: &str) -> bool {
     let Some(socket) = io.socket(sid) else {
         return false;
     };

@@ -14,14 +14,14 @@ use serde_json::value::RawValue;
 use super::ack::AckSender;
 use super::direct::relay_directly;
 use super::inbox::{Control, Inbound, Inbox, Refused, PRE_AUTH_MAX_EVENT};
-use super::AppState;
+use crate::app::AppState;
 use crate::client_log::Clipped;
 use crate::protocol::{ack_status, event, reason, StatusReply};
 use crate::rate::Bucket;
 
 /// The message handler of every socket: moves each event into the session's
 /// inbox, synchronously, in arrival order (see the module docs).
-pub struct Enqueue {
+pub(super) struct Enqueue {
     inbox: Arc<Inbox>,
     state: Arc<AppState>,
     /// The connection's msg allowance, when `AO_MSG_RATE` is set.
@@ -30,9 +30,9 @@ pub struct Enqueue {
 
 impl Enqueue {
     /// A handler that feeds `inbox`.
-    pub fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
+    pub(super) fn new(inbox: Arc<Inbox>, state: Arc<AppState>) -> Self {
         let msgs = state
-            .limits
+            .limits()
             .msg()
             .map(|limit| Mutex::new(Bucket::full(limit, Instant::now())));
         Self { inbox, state, msgs }
@@ -40,7 +40,7 @@ impl Enqueue {
 
     /// Takes a msg from the connection's allowance; false when it is used up.
     fn msg_allowed(&self) -> bool {
-        match (&self.msgs, self.state.limits.msg()) {
+        match (&self.msgs, self.state.limits().msg()) {
             (Some(bucket), Some(limit)) => crate::sync::lock(bucket).take(limit, Instant::now()),
             _ => true,
         }
@@ -49,7 +49,7 @@ impl Enqueue {
     /// Refuses an event before it is queued: counted, and answered when the
     /// client asked for an ack.
     fn refuse(&self, ack: AckSender, label: &'static str, status: u8, why: &'static str) {
-        self.state.metrics.dropped(label);
+        self.state.metrics().dropped(label);
         let _ = ack.send(&StatusReply::fail(status, why));
     }
 }
@@ -85,9 +85,9 @@ impl ao_socketio::Handler for Enqueue {
                     ack_status::NOT_JOINED,
                     reason::NOT_AUTHENTICATED,
                 );
-                self.state.metrics.disconnected("oversize_before_auth");
+                self.state.metrics().disconnected("oversize_before_auth");
                 if event == event::AUTHENTICATE {
-                    self.state.metrics.auth_failed("wrong_credentials");
+                    self.state.metrics().auth_failed("wrong_credentials");
                     let _ = s.emit(
                         event::AUTHENTICATE,
                         &StatusReply::fail(1, reason::AUTH_FAILED),
@@ -123,18 +123,18 @@ impl ao_socketio::Handler for Enqueue {
         let state = &self.state;
         match self
             .inbox
-            .push(inbound, weight, super::max_event_bytes(&state.config))
+            .push(inbound, weight, super::max_event_bytes(state.config()))
         {
             Ok(()) => {}
             Err(Refused::Overflow(inbound)) => {
                 tracing::warn!(
                     sid = %s.id(),
                     queued_bytes = self.inbox.queued_bytes(),
-                    budget = state.config.inbound_max_bytes,
+                    budget = state.config().inbound_max_bytes,
                     "disconnecting a client that kept sending past its inbound budget"
                 );
-                state.metrics.dropped("inbound_overflow");
-                state.metrics.disconnected("inbound_overflow");
+                state.metrics().dropped("inbound_overflow");
+                state.metrics().disconnected("inbound_overflow");
                 let _ = inbound.ack.send(&StatusReply::fail(
                     ack_status::TOO_MANY_REQUESTS,
                     reason::TOO_MANY_REQUESTS,
@@ -143,7 +143,7 @@ impl ao_socketio::Handler for Enqueue {
             }
             Err(Refused::Overflowed(inbound)) => {
                 // Counted, not logged again: the connection is being closed.
-                state.metrics.dropped("inbound_overflow");
+                state.metrics().dropped("inbound_overflow");
                 let _ = inbound.ack.send(&StatusReply::fail(
                     ack_status::TOO_MANY_REQUESTS,
                     reason::TOO_MANY_REQUESTS,
@@ -155,7 +155,7 @@ impl ao_socketio::Handler for Enqueue {
     fn disconnect(&self, s: &Socket, reason: DisconnectReason) {
         self.inbox.signal(Control::Closed);
         if reason == DisconnectReason::SlowClient {
-            self.state.metrics.disconnected("slow_client");
+            self.state.metrics().disconnected("slow_client");
         }
         tracing::info!(sid = %s.id(), %reason, "connection closed");
     }

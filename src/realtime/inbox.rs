@@ -27,7 +27,7 @@ use super::presence::Gate;
 use ao_socketio::ReadGate;
 
 /// One client event.
-pub struct Inbound {
+pub(super) struct Inbound {
     pub event: String,
     /// The payload's JSON text (the event's first argument), or why
     /// there is none.
@@ -42,7 +42,7 @@ impl Inbound {
     /// room as it fills) and an allocation overhead for each allocation
     /// ([`ao_socketio::held`]): a tiny event counts about 190 bytes, so a
     /// flood of them fills the budget as soon as their memory does.
-    pub fn weight(&self) -> usize {
+    pub(super) fn weight(&self) -> usize {
         let data = match &self.data {
             Ok(raw) => raw.get().len(),
             Err(why) => why.capacity(),
@@ -57,7 +57,7 @@ impl Inbound {
 
 /// Why the inbox would not take an event.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refused<T> {
+pub(super) enum Refused<T> {
     /// The queue would grow past its hard limit: the first refusal of this
     /// connection, which must be disconnected.
     Overflow(T),
@@ -67,7 +67,7 @@ pub enum Refused<T> {
 
 /// Signals to a session from outside its socket's event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(super) enum Control {
     /// The session may start: emits reach the client from now on.
     Ready,
     /// Another login of the same uid replaced this connection.
@@ -78,7 +78,7 @@ pub enum Control {
 
 /// What a session takes from its inbox next.
 #[derive(Debug, PartialEq)]
-pub enum Next<T> {
+pub(super) enum Next<T> {
     /// Another login replaced this connection (signalled before it closed).
     Kick,
     /// The connection closed; events still queued are in [`InboxReceiver::try_event`].
@@ -97,7 +97,7 @@ pub enum Next<T> {
 /// state and a first block of 32 slots each), more than a twentieth of an
 /// idle connection's memory. This is one allocation of about a hundred
 /// bytes; the ring of events grows only while events wait.
-pub struct Inbox<T = Box<Inbound>> {
+pub(super) struct Inbox<T = Box<Inbound>> {
     state: Mutex<State<T>>,
     /// Which presence events of its room the connection is told.
     gate: Gate,
@@ -134,15 +134,15 @@ const KEPT_SLOTS: usize = 8;
 
 /// The inbox's budget before the client authenticated: an authenticate and
 /// a few small events sent right behind it.
-pub const PRE_AUTH_BUDGET: usize = 64 * 1024;
+pub(super) const PRE_AUTH_BUDGET: usize = 64 * 1024;
 
 /// The largest event taken before the client authenticated.
-pub const PRE_AUTH_MAX_EVENT: usize = 16 * 1024;
+pub(super) const PRE_AUTH_MAX_EVENT: usize = 16 * 1024;
 
 impl<T> Inbox<T> {
     /// An empty inbox, not yet ready, that pauses the client's reads past
     /// `budget` bytes, and the session's end of it.
-    pub fn new(budget: usize) -> (Arc<Inbox<T>>, InboxReceiver<T>) {
+    pub(super) fn new(budget: usize) -> (Arc<Inbox<T>>, InboxReceiver<T>) {
         let inbox = Arc::new(Inbox {
             budget,
             state: Mutex::new(State {
@@ -177,12 +177,12 @@ impl<T> Inbox<T> {
     }
 
     /// Whether the client authenticated.
-    pub fn is_authenticated(&self) -> bool {
+    pub(super) fn is_authenticated(&self) -> bool {
         self.state().authenticated
     }
 
     /// The client authenticated: its events get the full budget.
-    pub fn authenticated(&self) {
+    pub(super) fn authenticated(&self) {
         self.state().authenticated = true;
     }
 
@@ -190,7 +190,7 @@ impl<T> Inbox<T> {
     /// largest one the transport lets through), closing the read gate when the
     /// queue is over budget; refuses it when the queue would grow past its
     /// hard limit.
-    pub fn push(&self, event: T, weight: usize, max_event: usize) -> Result<(), Refused<T>> {
+    pub(super) fn push(&self, event: T, weight: usize, max_event: usize) -> Result<(), Refused<T>> {
         let mut state = self.state();
         if state.gone {
             return Ok(());
@@ -221,7 +221,7 @@ impl<T> Inbox<T> {
     /// ([`super::direct::relay_directly`]): only while the session published
     /// it and is waiting with nothing queued, so the msg keeps its place
     /// after every event before it.
-    pub fn direct(&self) -> Option<Arc<DirectRelay>> {
+    pub(super) fn direct(&self) -> Option<Arc<DirectRelay>> {
         let state = self.state();
         let idle = state.ready
             && !state.busy
@@ -237,14 +237,14 @@ impl<T> Inbox<T> {
     }
 
     /// The connection's filter for its room's presence events.
-    pub fn gate(&self) -> &Gate {
+    pub(super) fn gate(&self) -> &Gate {
         &self.gate
     }
 
     /// Makes `read_gate` the one closed while the queue is over budget (a new
     /// connection, or the websocket that a long-polling session upgraded
     /// to); the one it replaces is opened.
-    pub fn set_read_gate(&self, read_gate: Arc<ReadGate>) {
+    pub(super) fn set_read_gate(&self, read_gate: Arc<ReadGate>) {
         let mut state = self.state();
         if state.gone {
             return;
@@ -258,13 +258,13 @@ impl<T> Inbox<T> {
     }
 
     /// Bytes queued now.
-    pub fn queued_bytes(&self) -> usize {
+    pub(super) fn queued_bytes(&self) -> usize {
         self.state().bytes
     }
 
     /// Signals the session. A kick that comes after the connection closed is
     /// not delivered: the session handles the close and ends.
-    pub fn signal(&self, control: Control) {
+    pub(super) fn signal(&self, control: Control) {
         let mut state = self.state();
         match control {
             Control::Ready => state.ready = true,
@@ -288,13 +288,13 @@ impl<T> Inbox<T> {
 
 /// The session's end of its [`Inbox`]. Dropping it (the session ended) drops
 /// what is still queued and discards what is pushed later.
-pub struct InboxReceiver<T = Box<Inbound>>(Arc<Inbox<T>>);
+pub(super) struct InboxReceiver<T = Box<Inbound>>(Arc<Inbox<T>>);
 
 impl<T> InboxReceiver<T> {
     /// What the session handles next: a kick, then the close, then events
     /// in arrival order once ready. The session counts as busy from the
     /// moment this returns until it asks again.
-    pub fn next(&self) -> impl Future<Output = Next<T>> + '_ {
+    pub(super) fn next(&self) -> impl Future<Output = Next<T>> + '_ {
         std::future::poll_fn(|cx| {
             let mut state = self.0.state();
             let next = if std::mem::take(&mut state.kick) {
@@ -320,12 +320,12 @@ impl<T> InboxReceiver<T> {
 
     /// Lets msgs bypass the session ([`Inbox::direct`]) with `direct`, or
     /// stops that with `None`.
-    pub fn publish(&self, direct: Option<Arc<DirectRelay>>) {
+    pub(super) fn publish(&self, direct: Option<Arc<DirectRelay>>) {
         self.0.state().direct = direct;
     }
 
     /// The next queued event, without waiting (to finish after [`Next::Closed`]).
-    pub fn try_event(&self) -> Option<T> {
+    pub(super) fn try_event(&self) -> Option<T> {
         pop(&mut self.0.state(), self.0.budget)
     }
 }
@@ -377,7 +377,7 @@ impl<T> Drop for InboxReceiver<T> {
 
 /// What the application keeps on each socket: its session's inbox, and
 /// the uid it authenticated as.
-pub struct Mailbox {
+pub(super) struct Mailbox {
     pub inbox: Arc<Inbox>,
     pub uid: std::sync::OnceLock<String>,
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
+use crate::logging::Chain;
 use crate::rate::{Keyed, Limit};
 use crate::redis::Redis;
 
@@ -33,7 +34,7 @@ enum RoomRate {
     },
 }
 
-/// The limits of one node, in [`super::AppState`].
+/// The limits of one node, in [`crate::app::AppState`].
 pub struct Limits {
     msg: Option<Limit>,
     room: RoomRate,
@@ -100,7 +101,7 @@ impl Limits {
                 {
                     Ok(n) => n <= i64::from(*per_second),
                     Err(e) => {
-                        tracing::warn!(error = %e, "room rate not counted");
+                        tracing::warn!(error = %Chain(&e), "room rate not counted");
                         true
                     }
                 }

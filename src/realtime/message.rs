@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use super::direct::unreachable_malformed;
 use super::pending::PendingWrites;
-use super::session::{Flow, Phase, Session};
-use super::AppState;
+use super::session::{Flow, Login, Phase, Session};
+use crate::app::AppState;
+use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
 
@@ -19,14 +20,14 @@ impl Session {
         data: Result<Box<RawValue>, String>,
         ack: AckSender,
     ) -> Flow {
-        let metrics = self.state.metrics.clone();
+        let metrics = self.state.metrics().clone();
         metrics.messages_received.inc();
         let refuse = |ack: AckSender, label: &'static str, reply: StatusReply<'_>| {
             metrics.dropped(label);
             let _ = ack.send(&reply);
             Flow::Continue
         };
-        let Phase::Joined(joined) = &self.phase else {
+        let Phase::Joined(Login { uid, .. }, joined) = &self.phase else {
             return refuse(
                 ack,
                 "not_joined",
@@ -47,14 +48,12 @@ impl Session {
                 StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
             );
         };
-        let Some(uid) = &self.uid else {
-            return Flow::Continue;
-        };
-        let msg = match protocol::parse_msg(&payload, self.state.config.max_msg_bytes, &uid.json) {
+        let msg = match protocol::parse_msg(&payload, self.state.config().max_msg_bytes, &uid.json)
+        {
             Ok(m) => m,
             Err(e) => return refuse(ack, e.metric_label(), e.reply()),
         };
-        if !self.state.limits.room_takes(&joined.room).await {
+        if !self.state.limits().room_takes(&joined.room).await {
             return refuse(
                 ack,
                 "room_rate_limit",
@@ -73,7 +72,7 @@ impl Session {
                     match RawValue::from_string(msg.body.into_string()) {
                         Ok(body) => {
                             self.state
-                                .bus
+                                .bus()
                                 .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
                                 .await;
                             let _ = ack.send(&MsgAck {
@@ -94,13 +93,13 @@ impl Session {
         // queue refuses).
         let bytes = write_weight(msg.body.as_str().len(), &joined.room, &self.sid);
         let room = joined.room.clone();
-        let session_max = self.state.config.session_writes_max_bytes;
+        let session_max = self.state.config().session_writes_max_bytes;
         if self.pending_writes.bytes() + bytes > session_max {
             self.pending_writes
                 .wait_bytes_below(session_max.saturating_sub(bytes))
                 .await;
         }
-        if !self.state.limits.store_reserve(bytes) {
+        if !self.state.limits().store_reserve(bytes) {
             self.refusals.refused(&self.sid, "msg: store queue full");
             return refuse(
                 ack,
@@ -119,7 +118,7 @@ impl Session {
         };
         self.pending_writes.started(bytes);
         self.state
-            .messages
+            .messages()
             .submit(Write {
                 room,
                 op,
@@ -173,9 +172,9 @@ impl Relay {
     fn complete(self, res: Result<Stored, NotStored>) {
         // Released before the ack: once a client has its ack, the node's
         // store queue no longer counts the msg.
-        self.state.limits.store_release(self.bytes);
-        let bus = &self.state.bus;
-        let metrics = &self.state.metrics;
+        self.state.limits().store_release(self.bytes);
+        let bus = &self.state.bus();
+        let metrics = &self.state.metrics();
         metrics.store_op("write", self.started);
         match res {
             Ok(stored) => {
@@ -193,7 +192,7 @@ impl Relay {
             Err(failed) => {
                 // One line per interval, however many msgs a failing store refuses.
                 crate::sync::lock(&NOT_STORED).note(|msgs| {
-                    tracing::error!(error = %failed.error, msgs, "msgs not stored (this one and the others counted since the last such line)");
+                    tracing::error!(error = %Chain(&failed.error), msgs, "msgs not stored (this one and the others counted since the last such line)");
                 });
                 metrics.dropped("storage");
                 if let Some(body) = &failed.relay_anyway {

@@ -3,12 +3,12 @@
 
 mod ack;
 mod auth;
-pub mod bus;
+pub(crate) mod bus;
 mod direct;
 mod fanout;
 mod handler;
-pub mod inbox;
-pub mod limits;
+mod inbox;
+pub(crate) mod limits;
 mod message;
 mod pending;
 mod presence;
@@ -21,38 +21,10 @@ mod tests;
 
 use std::sync::Arc;
 
-use crate::accounts::AccountStore;
-use crate::cluster::ClusterState;
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::MessageStore;
 
-/// Everything the event handlers share.
-pub struct AppState {
-    pub config: Arc<Config>,
-    /// The socket.io server (this node's connections and their rooms).
-    pub io: ao_socketio::Server,
-    pub messages: Arc<dyn MessageStore>,
-    pub accounts: Arc<dyn AccountStore>,
-    pub cluster: Arc<dyn ClusterState>,
-    /// Delivers room events to members on every node.
-    pub bus: Arc<bus::Bus>,
-    pub metrics: Arc<Metrics>,
-    /// Rate limits and the store queue's byte budget.
-    pub limits: limits::Limits,
-    /// Sync pages read ahead on this node ([`read_ahead_limit`]).
-    pub read_ahead: Arc<tokio::sync::Semaphore>,
-    /// Verifies JSON Web Tokens when a JWT key is configured (room grants).
-    pub jwt: Option<crate::grants::Verifier>,
-    /// In a cluster: whether Redis keeps what it acknowledged across a
-    /// restart, as checked at start-up (reported by `/readyz`).
-    pub redis_persistence: Option<crate::cluster::persistence::Persistence>,
-    /// The HTTP server of every listener (its counters, for `/metrics`).
-    pub http: ao_socketio::serve::HttpServer,
-}
-
-/// The bound on sync pages read ahead at once, for [`AppState::read_ahead`].
-pub fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
+/// The bound on sync pages read ahead at once, for [`AppState::read_ahead`](crate::app::AppState::read_ahead).
+pub(crate) fn read_ahead_limit() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(read_ahead::MAX_PAGES))
 }
 
@@ -61,7 +33,7 @@ const FRAME_SLACK: usize = 64 * 1024;
 
 /// The largest websocket message, and so the largest single event, a
 /// client may send: a msg of `max_msg_bytes` with its framing, escaped.
-pub fn max_event_bytes(config: &Config) -> usize {
+pub(crate) fn max_event_bytes(config: &Config) -> usize {
     config
         .max_msg_bytes
         .saturating_mul(2)
@@ -74,8 +46,8 @@ pub fn max_event_bytes(config: &Config) -> usize {
 /// took up to 100 MB); 3.x and 4.x split their POSTs to the size the
 /// handshake tells them. A body is held while its packets are handed to
 /// the session one at a time, as fast as it takes them.
-pub fn max_polling_body(config: &Config) -> usize {
+pub(crate) fn max_polling_body(config: &Config) -> usize {
     max_event_bytes(config).max(config.inbound_max_bytes.saturating_mul(4))
 }
 
-pub use session::Sessions;
+pub(crate) use session::Sessions;

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 /// The writes of one session still in the store's queue, and their bytes.
 #[derive(Default)]
-pub struct PendingWrites {
+pub(super) struct PendingWrites {
     count: AtomicUsize,
     bytes: AtomicUsize,
     idle: Notify,
@@ -18,13 +18,13 @@ pub struct PendingWrites {
 
 impl PendingWrites {
     /// Records a submitted write of `bytes`.
-    pub fn started(&self, bytes: usize) {
+    pub(super) fn started(&self, bytes: usize) {
         self.count.fetch_add(1, Ordering::AcqRel);
         self.bytes.fetch_add(bytes, Ordering::AcqRel);
     }
 
     /// Records a completed write of `bytes`; wakes waiters when none is left.
-    pub fn finished(&self, bytes: usize) {
+    pub(super) fn finished(&self, bytes: usize) {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.progress.notify_waiters();
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -33,12 +33,12 @@ impl PendingWrites {
     }
 
     /// Bytes of writes pending.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
 
     /// Waits until the pending writes hold at most `bytes`.
-    pub async fn wait_bytes_below(&self, bytes: usize) {
+    pub(super) async fn wait_bytes_below(&self, bytes: usize) {
         loop {
             let notified = self.progress.notified();
             tokio::pin!(notified);
@@ -51,12 +51,12 @@ impl PendingWrites {
     }
 
     /// Whether no write is pending.
-    pub fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.count.load(Ordering::Acquire) == 0
     }
 
     /// Waits until every write submitted so far has completed.
-    pub async fn wait_idle(&self) {
+    pub(super) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::cluster::PresenceSeq;
 
 /// A connection's filter for its room's presence events.
-pub struct Gate {
+pub(super) struct Gate {
     state: Mutex<State>,
 }
 
@@ -42,14 +42,14 @@ enum State {
 /// `since` (a login that replaced an older connection of its uid is news
 /// only to the members that joined after the older one was taken out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Order {
+pub(crate) struct Order {
     pub seq: PresenceSeq,
     pub since: PresenceSeq,
 }
 
 impl Order {
     /// A change numbered `seq`, for every member that joined before it.
-    pub fn at(seq: PresenceSeq) -> Self {
+    pub(crate) fn at(seq: PresenceSeq) -> Self {
         Order { seq, since: None }
     }
 
@@ -88,7 +88,7 @@ impl Default for Gate {
 
 impl Gate {
     /// A shut gate (the connection is in no room).
-    pub const fn new() -> Self {
+    pub(super) const fn new() -> Self {
         Gate {
             state: Mutex::new(State::Shut),
         }
@@ -100,7 +100,7 @@ impl Gate {
 
     /// The connection starts joining `room`: that room's presence events
     /// wait until [`Gate::open`].
-    pub fn joining(&self, room: &str) {
+    pub(super) fn joining(&self, room: &str) {
         *self.state() = State::Joining {
             room: room.to_owned(),
             held: Vec::new(),
@@ -108,7 +108,7 @@ impl Gate {
     }
 
     /// The connection left its room (or its join failed).
-    pub fn shut(&self) {
+    pub(super) fn shut(&self) {
         *self.state() = State::Shut;
     }
 
@@ -116,7 +116,7 @@ impl Gate {
     /// that came after it go to `deliver`, in arrival order, and later ones
     /// are told as they come. Delivers under the gate's lock, so an event
     /// offered meanwhile cannot overtake the held ones.
-    pub fn open(&self, seq: PresenceSeq, mut deliver: impl FnMut(&str, &RawValue)) {
+    pub(super) fn open(&self, seq: PresenceSeq, mut deliver: impl FnMut(&str, &RawValue)) {
         let mut state = self.state();
         let State::Joining { room, held } = std::mem::replace(&mut *state, State::Shut) else {
             return;
@@ -128,7 +128,7 @@ impl Gate {
     }
 
     /// The number of this connection's join of `room`, once numbered.
-    pub fn joined_at(&self, room: &str) -> Option<u64> {
+    pub(super) fn joined_at(&self, room: &str) -> Option<u64> {
         match &*self.state() {
             State::Open { room: r, seq } if r == room => *seq,
             _ => None,
@@ -138,7 +138,7 @@ impl Gate {
     /// A presence event of `room` in `order`: goes to `deliver` now if it
     /// is for this connection, waits if the connection is joining `room`,
     /// and is dropped otherwise.
-    pub fn offer(
+    pub(super) fn offer(
         &self,
         room: &str,
         order: Order,
@@ -169,7 +169,7 @@ impl Gate {
 /// little out of order: the last [`Told::KEPT`] numbers are kept, and
 /// everything below them counts as told.
 #[derive(Debug, Default)]
-pub struct Told {
+pub(super) struct Told {
     below: u64,
     recent: BTreeSet<u64>,
 }
@@ -177,10 +177,10 @@ pub struct Told {
 impl Told {
     /// How many numbers are kept (at least as many as a room's presence
     /// log holds, [`crate::redis::PRESENCE_LOG_CAP`]).
-    pub const KEPT: usize = 256;
+    pub(super) const KEPT: usize = 256;
 
     /// Records change `seq`; `false` if it was told already.
-    pub fn first_time(&mut self, seq: u64) -> bool {
+    pub(super) fn first_time(&mut self, seq: u64) -> bool {
         if seq < self.below || !self.recent.insert(seq) {
             return false;
         }
@@ -193,7 +193,7 @@ impl Told {
     }
 
     /// Every change numbered at or below this counts as told.
-    pub fn told_up_to(&self) -> u64 {
+    pub(super) fn told_up_to(&self) -> u64 {
         self.below.saturating_sub(1)
     }
 }

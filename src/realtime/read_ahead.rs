@@ -11,15 +11,15 @@
 use futures_util::future::{FutureExt as _, RemoteHandle};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::store::Page;
 
 /// Pages read ahead at once on this node, across all sessions: bounds the
 /// memory held for clients that stop syncing half-way.
-pub const MAX_PAGES: usize = 64;
+pub(super) const MAX_PAGES: usize = 64;
 
 /// The next page of one session's sync, being read or read.
-pub struct ReadAhead {
+pub(super) struct ReadAhead {
     room: String,
     offset: u64,
     /// [`Bus::history_clears`](super::bus::Bus::history_clears) when the read started.
@@ -32,12 +32,12 @@ pub struct ReadAhead {
 impl ReadAhead {
     /// Starts reading the page of `room` at `offset`, unless [`MAX_PAGES`]
     /// are being read ahead already.
-    pub fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
-        let permit = state.read_ahead.clone().try_acquire_owned().ok()?;
-        let clears = state.bus.history_clears();
-        let store = state.messages.clone();
-        let limit = state.config.sync_page_size;
-        let max_bytes = state.config.sync_page_max_bytes;
+    pub(super) fn start(state: &AppState, room: &str, offset: u64) -> Option<Box<ReadAhead>> {
+        let permit = state.read_ahead().clone().try_acquire_owned().ok()?;
+        let clears = state.bus().history_clears();
+        let store = state.messages().clone();
+        let limit = state.config().sync_page_size;
+        let max_bytes = state.config().sync_page_max_bytes;
         let owned_room = room.to_owned();
         let (read, page) = async move {
             let page = store
@@ -59,11 +59,16 @@ impl ReadAhead {
 
     /// The page read ahead, if it is the one asked for, was full and no
     /// history was cleared since it was read.
-    pub async fn take(self: Box<Self>, state: &AppState, room: &str, offset: u64) -> Option<Page> {
+    pub(super) async fn take(
+        self: Box<Self>,
+        state: &AppState,
+        room: &str,
+        offset: u64,
+    ) -> Option<Page> {
         if self.room != room || self.offset != offset {
             return None;
         }
         let page = self.page.await?;
-        (state.bus.history_clears() == self.clears).then_some(page)
+        (state.bus().history_clears() == self.clears).then_some(page)
     }
 }

@@ -4,9 +4,10 @@ use serde_json::Value;
 
 use super::bus::members_room;
 use super::presence::Order;
-use super::session::{Flow, Joined, Phase, Session};
+use super::session::{Flow, Joined, Login, Phase, Session};
 use crate::client_log::Clipped;
 use crate::cluster::Member;
+use crate::logging::Chain;
 use crate::protocol::{self, event, JoinError, JoinRequest, StatusReply, UidEvent};
 
 impl Session {
@@ -22,13 +23,13 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let Some(uid) = self.uid.clone() else {
+        let Some(uid) = self.phase.login().map(|l| l.uid.clone()) else {
             return Flow::Continue;
         };
-        let rejoin = matches!(&self.phase, Phase::Joined(j) if j.room == request.room);
+        let rejoin = self.phase.joined().is_some_and(|j| j.room == request.room);
         if !rejoin && self.room_is_full(&request.room).await {
             self.refusals.refused(&self.sid, "join: room is full");
-            self.state.metrics.refused("room_full");
+            self.state.metrics().refused("room_full");
             let _ = self.socket.emit(
                 event::JOIN,
                 &StatusReply::fail(1, protocol::reason::JOIN_ROOM_FULL),
@@ -38,13 +39,13 @@ impl Session {
         // A socket is in at most one room: a second join moves it, after
         // its messages to the old room went out.
         self.pending_writes.wait_idle().await;
-        if let Phase::Joined(old) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+        if let Some(old) = self.take_room() {
             self.leave_room(&old, event::REMOTE_LEAVE).await;
         }
         // Listen for the room's events from other nodes before the join is
         // registered and confirmed: the client syncs after the ack, so
         // nothing falls in between.
-        self.state.bus.watch(&request.room).await;
+        self.state.bus().watch(&request.room).await;
         // In the room's delivery set before the join is registered, so no
         // presence change after the join passes this connection by; the gate
         // holds the room's presence events until this join is numbered.
@@ -57,13 +58,13 @@ impl Session {
             sid: self.sid.clone(),
             dummy: request.dummy,
         };
-        let arrival = match self.state.cluster.join(&request.room, member).await {
+        let arrival = match self.state.cluster().join(&request.room, member).await {
             Ok(arrival) => arrival,
             Err(e) => {
-                tracing::error!(error = %e, "presence registry failed during join");
+                tracing::error!(error = %Chain(&e), "presence registry failed during join");
                 self.inbox.gate().shut();
                 self.socket.leave(&sio_room);
-                self.state.bus.unwatch(&request.room).await;
+                self.state.bus().unwatch(&request.room).await;
                 let _ = self.socket.emit(
                     event::JOIN,
                     &StatusReply::fail(1, protocol::reason::SERVER_ERROR),
@@ -79,12 +80,16 @@ impl Session {
             .before
             .iter()
             .any(|m| !m.dummy && m.uid_key == uid.key);
-        let taken_out = self
-            .replaced_rooms
-            .iter()
-            .find(|(room, _)| *room == request.room)
-            .map(|(_, seq)| *seq);
-        self.replaced_rooms.clear();
+        let taken_out = match &mut self.phase {
+            Phase::Authenticated(login) | Phase::Joined(login, _) => {
+                let replaced = std::mem::take(&mut login.replaced_rooms);
+                replaced
+                    .into_iter()
+                    .find(|(room, _)| *room == request.room)
+                    .map(|(_, seq)| seq)
+            }
+            Phase::Connected => None,
+        };
         let announce = match taken_out {
             _ if still_there => None,
             None => Some(Order::at(arrival.seq)),
@@ -108,7 +113,7 @@ impl Session {
         );
         // The roster goes out as the client takes it, never more than
         // half its queue at once.
-        let half_queue = self.state.config.client_queue_max_bytes / 2;
+        let half_queue = self.state.config().client_queue_max_bytes / 2;
         for m in arrival
             .before
             .iter()
@@ -122,11 +127,11 @@ impl Session {
                 .emit(event::REMOTE_JOIN, &UidEvent { uid: &m.uid });
         }
         // The roster is out: now the changes that came after this join.
-        let (bus, socket) = (&self.state.bus, &self.socket);
+        let (bus, socket) = (&self.state.bus(), &self.socket);
         self.inbox.gate().open(arrival.seq, |ev, data| {
             bus.emit_to(socket, ev, data);
         });
-        self.phase = Phase::Joined(Joined {
+        self.entered(Joined {
             room: request.room,
             sio_room,
             dummy: request.dummy,
@@ -138,8 +143,8 @@ impl Session {
     /// the join, so joins racing on other nodes may pass it by a few; a
     /// registry that does not answer lets the join go on to fail there.
     async fn room_is_full(&self, room: &str) -> bool {
-        match self.state.cluster.member_count(room).await {
-            Ok(n) => n >= self.state.config.max_room_members,
+        match self.state.cluster().member_count(room).await {
+            Ok(n) => n >= self.state.config().max_room_members,
             Err(_) => false,
         }
     }
@@ -149,10 +154,10 @@ impl Session {
     /// when `AO_DUMMY_REQUIRES_GRANT` is on. Refused before anything
     /// changes, so a connection in a room stays there.
     fn granted(&self, request: JoinRequest) -> Result<JoinRequest, JoinError> {
-        let refused = match &self.grant {
+        let refused = match self.phase.login().and_then(|l| l.grant.as_ref()) {
             Some(g) if !g.allows_room(&request.room) => Some(JoinError::RoomNotGranted),
             g if request.dummy
-                && self.state.config.dummy_requires_grant
+                && self.state.config().dummy_requires_grant
                 && !g.as_ref().is_some_and(|g| g.observer) =>
             {
                 Some(JoinError::ObserverNotGranted)
@@ -171,7 +176,7 @@ impl Session {
     pub(super) async fn leave(&mut self) -> Flow {
         // The room hears of the leave after the leaver's last messages.
         self.pending_writes.wait_idle().await;
-        if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Authenticated) {
+        if let Some(joined) = self.take_room() {
             self.leave_room(&joined, event::REMOTE_LEAVE).await;
         }
         self.closed_by_server().await;
@@ -182,10 +187,10 @@ impl Session {
     /// dummy, tells the others with `announce` (remote_leave or remote_disconnect).
     pub(super) async fn leave_room(&mut self, joined: &Joined, announce: &str) {
         self.inbox.gate().shut();
-        let departed = match self.state.cluster.leave(&joined.room, &self.sid).await {
+        let departed = match self.state.cluster().leave(&joined.room, &self.sid).await {
             Ok(gone) => gone.map(|d| d.seq),
             Err(e) => {
-                tracing::error!(error = %e, "presence registry failed during leave");
+                tracing::error!(error = %Chain(&e), "presence registry failed during leave");
                 Some(None)
             }
         };
@@ -193,22 +198,24 @@ impl Session {
             self.announce(&joined.room, announce, Order::at(seq)).await;
         }
         self.socket.leave(&joined.sio_room);
-        self.state.bus.unwatch(&joined.room).await;
+        self.state.bus().unwatch(&joined.room).await;
     }
 
     /// Tells the other members of `room`, on every node, of this member's
     /// presence change `ev` (remote_join, remote_leave, remote_disconnect),
     /// to the members `order` is for.
     async fn announce(&self, room: &str, ev: &str, order: Order) {
-        let Some(uid) = &self.uid else { return };
+        let Some(Login { uid, .. }) = self.phase.login() else {
+            return;
+        };
         match serde_json::value::to_raw_value(&UidEvent { uid: &uid.json }) {
             Ok(raw) => {
                 self.state
-                    .bus
+                    .bus()
                     .presence(room, ev, &raw, order, &self.sid)
                     .await
             }
-            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
+            Err(e) => tracing::warn!(error = %Chain(&e), event = ev, "unencodable event"),
         }
     }
 
@@ -222,11 +229,11 @@ impl Session {
         match serde_json::value::to_raw_value(data) {
             Ok(raw) => {
                 self.state
-                    .bus
+                    .bus()
                     .to_room(room, ev, &raw, Some(&self.sid))
                     .await
             }
-            Err(e) => tracing::warn!(error = %e, event = ev, "unencodable event"),
+            Err(e) => tracing::warn!(error = %Chain(&e), event = ev, "unencodable event"),
         }
     }
 }

@@ -13,30 +13,76 @@ use super::handler::Enqueue;
 use super::inbox::{Control, Inbound, Inbox, InboxReceiver, Mailbox, Next};
 use super::pending::PendingWrites;
 use super::read_ahead::ReadAhead;
-use super::AppState;
+use crate::app::AppState;
 use crate::client_log::Refusals;
 use crate::cluster::PresenceSeq;
+use crate::logging::Chain;
 use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
 
-/// Where a session is in the protocol.
-#[derive(Debug, Clone, PartialEq)]
+/// Where a session is in the protocol, with what it has in that phase: a
+/// login once authenticated, and a room once joined.
 pub(super) enum Phase {
     /// Connected, not yet authenticated.
     Connected,
     /// Authenticated, not in a room.
-    Authenticated,
+    Authenticated(Login),
     /// In a room.
-    Joined(Joined),
+    Joined(Login, Joined),
+}
+
+impl Phase {
+    /// Who the connection logged in as, once authenticated.
+    pub(super) fn login(&self) -> Option<&Login> {
+        match self {
+            Phase::Connected => None,
+            Phase::Authenticated(login) | Phase::Joined(login, _) => Some(login),
+        }
+    }
+
+    /// The room the connection is in, if any.
+    pub(super) fn joined(&self) -> Option<&Joined> {
+        match self {
+            Phase::Joined(_, joined) => Some(joined),
+            _ => None,
+        }
+    }
+
+    /// Out of its room, if it was in one: the room it left.
+    fn take_room(&mut self) -> Option<Joined> {
+        match std::mem::replace(self, Phase::Connected) {
+            Phase::Joined(login, joined) => {
+                *self = Phase::Authenticated(login);
+                Some(joined)
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
+/// Who a connection logged in as.
+pub(super) struct Login {
+    pub(super) uid: Uid,
+    /// What the JSON Web Token it logged in with grants; `None` for a
+    /// stored-token login (any room, no observer grant).
+    pub(super) grant: Option<crate::grants::Grant>,
+    /// Rooms whose presence this login took over from the connection it
+    /// kicked out, with the number of that connection's removal (used by
+    /// the first join).
+    pub(super) replaced_rooms: Vec<(String, PresenceSeq)>,
 }
 
 /// The room a session is in.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Joined {
     /// The room's string form.
-    pub room: String,
+    pub(super) room: String,
     /// The socket.io room of its members on this node ([`super::bus::members_room`]).
-    pub sio_room: String,
-    pub dummy: bool,
+    pub(super) sio_room: String,
+    /// Joined as an observer: receives, sends nothing, is not announced.
+    pub(super) dummy: bool,
 }
 
 /// What the session loop does after an event.
@@ -49,54 +95,45 @@ pub(super) enum Flow {
 
 /// One connection's protocol state.
 pub(super) struct Session {
-    pub state: Arc<AppState>,
-    pub socket: Socket,
+    pub(super) state: Arc<AppState>,
+    pub(super) socket: Socket,
     /// The connection's inbox (its presence gate, for the room handlers).
-    pub inbox: Arc<Inbox>,
-    pub sid: String,
-    pub phase: Phase,
-    pub uid: Option<Uid>,
-    /// What the JSON Web Token this connection logged in with grants;
-    /// `None` for a stored-token login (any room, no observer grant).
-    pub grant: Option<crate::grants::Grant>,
-    /// Rooms whose presence this login took over from the connection it
-    /// kicked out, with the number of that connection's removal.
-    pub replaced_rooms: Vec<(String, PresenceSeq)>,
+    pub(super) inbox: Arc<Inbox>,
+    pub(super) sid: String,
+    /// Where it is in the protocol; changed by [`Session::logged_in`],
+    /// [`Session::entered`], [`Session::take_room`] and
+    /// [`Session::log_out`].
+    pub(super) phase: Phase,
     /// Writes submitted and not yet completed (keeps ignore messages in send order).
-    pub pending_writes: Arc<PendingWrites>,
+    pub(super) pending_writes: Arc<PendingWrites>,
     /// When the current phase times out.
-    pub deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
     /// The next sync page, read while the client receives the current one.
-    pub read_ahead: Option<Box<ReadAhead>>,
+    pub(super) read_ahead: Option<Box<ReadAhead>>,
     /// What this session published to let msgs bypass its task.
     direct: Option<Arc<DirectRelay>>,
     /// The client sent an ignore msg: later ones may bypass this task.
-    pub sends_ignore: bool,
+    pub(super) sends_ignore: bool,
     /// The requests refused to this client, for the log.
-    pub refusals: Refusals,
+    pub(super) refusals: Refusals,
 }
 
 /// What the socket.io server calls for each new connection: sets up its
-/// session. Holds the application state weakly (the state holds the
-/// server); [`Sessions::attach`] gives it the state once built.
-#[derive(Clone, Default)]
-pub struct Sessions(Arc<OnceLock<Weak<AppState>>>);
+/// session. Holds the application state weakly: the state holds the
+/// server, and is built around it ([`AppState::new`]).
+#[derive(Clone)]
+pub(crate) struct Sessions(Weak<AppState>);
 
 impl Sessions {
-    /// Sessions not yet attached to the application state.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Gives the sessions the state they run on.
-    pub fn attach(&self, state: &Arc<AppState>) {
-        let _ = self.0.set(Arc::downgrade(state));
+    /// Sessions on `state`.
+    pub(crate) fn new(state: Weak<AppState>) -> Self {
+        Self(state)
     }
 }
 
 impl ao_socketio::Connector for Sessions {
     fn connect(&self, socket: &Socket, auth: Option<&str>) -> ao_socketio::Connect {
-        match self.0.get().and_then(Weak::upgrade) {
+        match self.0.upgrade() {
             Some(state) => {
                 let credentials = auth.and_then(connect_credentials);
                 let at_connect = credentials.is_some();
@@ -138,7 +175,7 @@ impl ao_socketio::Handler for Closing {
 /// the handler that feeds it. Runs before the client is told it is
 /// connected, so the session's queue is in place before any event.
 fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> Enqueue {
-    let (inbox, receiver) = Inbox::new(state.config.inbound_max_bytes);
+    let (inbox, receiver) = Inbox::new(state.config().inbound_max_bytes);
     inbox.set_read_gate(socket.read_gate().clone());
     socket.set_data(Mailbox {
         inbox: inbox.clone(),
@@ -147,7 +184,7 @@ fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> En
     inbox.signal(Control::Ready);
     let sid = socket.id().to_owned();
     tracing::info!(%sid, protocol = ?socket.protocol(), transport = ?socket.transport(), "connected");
-    let deadline = Some(Instant::now() + state.config.auth_timeout);
+    let deadline = Some(Instant::now() + state.config().auth_timeout);
     let handler = Enqueue::new(inbox.clone(), state.clone());
     let session = Session {
         state,
@@ -155,9 +192,6 @@ fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> En
         inbox,
         sid,
         phase: Phase::Connected,
-        uid: None,
-        grant: None,
-        replaced_rooms: Vec::new(),
         pending_writes: Arc::new(PendingWrites::default()),
         deadline,
         read_ahead: None,
@@ -216,12 +250,12 @@ impl Session {
     /// so while this task waits with nothing queued, so every msg still
     /// comes after the events before it.
     fn publish_direct(&mut self, inbox: &InboxReceiver) {
-        let wanted = match (&self.phase, &self.uid) {
-            (Phase::Joined(joined), Some(uid))
+        let wanted = match &self.phase {
+            Phase::Joined(Login { uid, .. }, joined)
                 if self.sends_ignore
                     && !joined.dummy
                     && self.read_ahead.is_none()
-                    && self.state.bus.is_local_only() =>
+                    && self.state.bus().is_local_only() =>
             {
                 Some((&joined.room, &uid.json))
             }
@@ -243,9 +277,9 @@ impl Session {
 
     async fn handle(&mut self, ev: Box<Inbound>) -> Flow {
         let Inbound { event, data, ack } = *ev;
-        if self.phase == Phase::Connected && event != event::AUTHENTICATE {
+        if matches!(self.phase, Phase::Connected) && event != event::AUTHENTICATE {
             // Before authenticate every other event is ignored.
-            self.state.metrics.dropped("unauthenticated");
+            self.state.metrics().dropped("unauthenticated");
             let _ = ack.send(&StatusReply::fail(
                 ack_status::NOT_JOINED,
                 reason::NOT_AUTHENTICATED,
@@ -271,8 +305,8 @@ impl Session {
         match self.phase {
             Phase::Connected => {
                 tracing::info!(sid = %self.sid, "authentication timeout");
-                self.state.metrics.auth_failed("timeout");
-                self.state.metrics.disconnected("auth_timeout");
+                self.state.metrics().auth_failed("timeout");
+                self.state.metrics().disconnected("auth_timeout");
                 let _ = self.socket.emit(
                     event::AUTHENTICATE,
                     &StatusReply::fail(1, reason::AUTH_TIMEOUT),
@@ -280,13 +314,41 @@ impl Session {
                 self.disconnect();
                 Flow::Stop
             }
-            Phase::Authenticated => {
+            Phase::Authenticated(_) => {
                 tracing::info!(sid = %self.sid, "join timeout");
-                self.state.metrics.disconnected("join_timeout");
+                self.state.metrics().disconnected("join_timeout");
                 self.closed_by_server().await;
                 Flow::Stop
             }
-            Phase::Joined(_) => Flow::Continue,
+            Phase::Joined(..) => Flow::Continue,
+        }
+    }
+
+    /// Authenticated as `login` (from [`Phase::Connected`]).
+    pub(super) fn logged_in(&mut self, login: Login) {
+        debug_assert!(matches!(self.phase, Phase::Connected));
+        self.phase = Phase::Authenticated(login);
+    }
+
+    /// In `joined`'s room (after leaving the one it was in, if any).
+    pub(super) fn entered(&mut self, joined: Joined) {
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Connected) {
+            Phase::Authenticated(login) | Phase::Joined(login, _) => Phase::Joined(login, joined),
+            Phase::Connected => Phase::Connected,
+        };
+    }
+
+    /// Out of its room, if it was in one: the room it left.
+    pub(super) fn take_room(&mut self) -> Option<Joined> {
+        self.phase.take_room()
+    }
+
+    /// Back to [`Phase::Connected`] (out of its room already, see
+    /// [`Session::take_room`]): who it was logged in as.
+    pub(super) fn log_out(&mut self) -> Option<Uid> {
+        match std::mem::replace(&mut self.phase, Phase::Connected) {
+            Phase::Connected => None,
+            Phase::Authenticated(login) | Phase::Joined(login, _) => Some(login.uid),
         }
     }
 
@@ -306,17 +368,18 @@ impl Session {
     /// messages) and forget it.
     async fn closed(&mut self) {
         self.pending_writes.wait_idle().await;
-        if let Phase::Joined(joined) = std::mem::replace(&mut self.phase, Phase::Connected) {
+        // The room is told who left while the login is still known.
+        if let Some(joined) = self.take_room() {
             self.leave_room(&joined, event::REMOTE_DISCONNECT).await;
         }
-        if let Some(uid) = self.uid.take() {
+        if let Some(uid) = self.log_out() {
             if let Err(e) = self
                 .state
-                .cluster
+                .cluster()
                 .unregister_connection(&uid.key, &self.sid)
                 .await
             {
-                tracing::warn!(error = %e, "could not unregister connection");
+                tracing::warn!(error = %Chain(&e), "could not unregister connection");
             }
         }
         self.refusals.flush(&self.sid);

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::read_ahead::ReadAhead;
 use super::session::{Flow, Phase, Session};
+use crate::logging::Chain;
 use crate::protocol::{self, ack_status, event, reason, StatusReply, SyncReply, UidEvent};
 use crate::store::{self, sync_page, with_updates, StoreError, SyncPage};
 
@@ -21,14 +22,14 @@ const SYNC_QUEUED_BYTES: usize = 64 * 1024;
 
 impl Session {
     pub(super) async fn sync(&mut self, data: Result<Value, String>, ack: AckSender) -> Flow {
-        let Phase::Joined(joined) = &self.phase else {
+        let Phase::Joined(login, joined) = &self.phase else {
             let _ = ack.send(&StatusReply::fail(
                 ack_status::NOT_JOINED,
                 reason::NOT_JOINED,
             ));
             return Flow::Continue;
         };
-        let joined = joined.clone();
+        let (joined, uid) = (joined.clone(), login.uid.json.clone());
         // A sync sees every message this client sent before it.
         self.pending_writes.wait_idle().await;
         // One page at a time: the next is built once the transport took the
@@ -41,7 +42,7 @@ impl Session {
         let page = match self.read_page(&joined.room, request.offset).await {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "sync read failed");
+                tracing::error!(error = %Chain(&e), "sync read failed");
                 let _ = ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,
                     reason::STORAGE_UNAVAILABLE,
@@ -68,7 +69,7 @@ impl Session {
                     },
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "gzip encoding failed");
+                    tracing::error!(error = %Chain(&e), "gzip encoding failed");
                     return Flow::Continue;
                 }
             }
@@ -84,16 +85,13 @@ impl Session {
                 },
             )
         };
-        self.state.metrics.sync_pages.inc();
+        self.state.metrics().sync_pages.inc();
         if let Err(e) = sent {
-            tracing::debug!(error = %e, "sync reply not sent");
+            tracing::debug!(error = %Chain(&e), "sync reply not sent");
         }
         if request.offset == 0 && !joined.dummy {
-            if let Some(uid) = &self.uid {
-                let uid = uid.json.clone();
-                self.to_room(&joined.room, event::REMOTE_SYNC, &UidEvent { uid: &uid })
-                    .await;
-            }
+            self.to_room(&joined.room, event::REMOTE_SYNC, &UidEvent { uid: &uid })
+                .await;
         }
         Flow::Continue
     }
@@ -101,21 +99,21 @@ impl Session {
     /// The sync page of `room` at `offset`: read ahead while the client
     /// received the previous one, or read now.
     async fn read_page(&mut self, room: &str, offset: u64) -> Result<SyncPage, StoreError> {
-        let store = self.state.messages.as_ref();
+        let store = self.state.messages().as_ref();
         let started = std::time::Instant::now();
         let ahead = match self.read_ahead.take() {
             Some(ahead) => ahead.take(&self.state, room, offset).await,
             None => None,
         };
-        let max_bytes = self.state.config.sync_page_max_bytes;
+        let max_bytes = self.state.config().sync_page_max_bytes;
         let page = match ahead {
             Some(page) => with_updates(store, room, page, max_bytes).await,
             None => {
-                let limit = self.state.config.sync_page_size;
+                let limit = self.state.config().sync_page_size;
                 sync_page(store, room, offset, limit, max_bytes).await
             }
         };
-        self.state.metrics.store_op("sync_page", started);
+        self.state.metrics().store_op("sync_page", started);
         page
     }
 }

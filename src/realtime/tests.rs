@@ -63,7 +63,7 @@ async fn event(c: &MemoryClient, name: &str) -> Value {
 
 /// Connects, authenticates as `uid` and joins `room`.
 async fn member(app: &App, uid: &str, room: &str) -> MemoryClient {
-    let mut c = app.state().io.connect_in_memory(EngineVersion::V4);
+    let mut c = app.state().io().connect_in_memory(EngineVersion::V4);
     c.emit("authenticate", &json!({"uid": uid, "token": "any"}), false);
     assert_eq!(event(&c, "authenticate").await["status"], 0);
     c.emit("join", &json!({"roomId": room}), false);
@@ -92,7 +92,7 @@ async fn a_msg_is_stored_relayed_stamped_and_acked_with_its_seq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_before_authenticate_are_answered_and_change_nothing() {
     let (app, _dir) = server().await;
-    let mut c = app.state().io.connect_in_memory(EngineVersion::V3);
+    let mut c = app.state().io().connect_in_memory(EngineVersion::V3);
     let id = c.emit("msg", &json!({"data": 1}), true);
     match next(&c).await {
         Got::Ack(got, reply) => {

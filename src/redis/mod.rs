@@ -2,7 +2,7 @@
 //! forever), the names of keys and channels, the frames nodes publish to
 //! each other and the Lua script runner.
 
-pub mod scripts;
+pub(crate) mod scripts;
 
 use std::time::Duration;
 
@@ -39,16 +39,16 @@ pub fn once() -> fred::types::config::Options {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RedisError {
     /// The client or the server failed.
-    #[error("redis: {0}")]
+    #[error("Redis request failed")]
     Driver(#[from] fred::error::Error),
     /// A frame could not be encoded.
-    #[error("redis: frame not encodable: {0}")]
+    #[error("cannot encode a frame for Redis")]
     Encode(#[source] std::sync::Arc<serde_json::Error>),
     /// No URL is configured.
-    #[error("redis: no URL configured")]
+    #[error("no Redis URL configured")]
     NoUrl,
     /// TLS was asked for (`rediss://`) and cannot be set up.
-    #[error("redis: TLS: {0}")]
+    #[error("cannot set up TLS to Redis")]
     Tls(#[from] crate::tls::TlsError),
 }
 
@@ -62,9 +62,9 @@ impl From<serde_json::Error> for RedisError {
 /// of the rooms that have members here.
 #[derive(Clone)]
 pub struct Redis {
-    pub client: Client,
-    pub subscriber: SubscriberClient,
-    pub keys: Keys,
+    pub(crate) client: Client,
+    pub(crate) subscriber: SubscriberClient,
+    pub(crate) keys: Keys,
 }
 
 impl Redis {
@@ -139,14 +139,10 @@ impl Redis {
     /// it is. The subscriber can be back before the connection a catch-up
     /// reads through, and commands fail at once while it is down.
     pub async fn commands_up(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.client.is_connected() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        // fred answers at once when connected, else with the outcome of
+        // its next connection attempt (one at least every second).
+        let connected = async { while self.client.wait_for_connect().await.is_err() {} };
+        tokio::time::timeout(limit, connected).await.is_ok()
     }
 
     /// Publishes `event` with `data` (JSON) to the members of `room` on
@@ -234,8 +230,8 @@ fn without_tls_scheme(url: &str) -> String {
 /// under the `{ao}` tag so its scripts can touch several keys atomically.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    pub prefix: String,
-    pub clustered: bool,
+    pub(crate) prefix: String,
+    pub(crate) clustered: bool,
 }
 
 impl Keys {
@@ -374,9 +370,15 @@ pub const RESET_EVENT: &str = "\u{0}reset";
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum ControlFrame {
     /// Send `kickout` to connection `sid` and close it.
-    Kick { sid: String },
+    Kick {
+        /// The connection's socket.io id.
+        sid: String,
+    },
     /// A readiness probe: the node that sent it waits to hear it back.
-    Probe { nonce: u64 },
+    Probe {
+        /// Tells the probe's own frame from others'.
+        nonce: u64,
+    },
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::RedisError;
 /// through `Deref` and drops the options. A script sent while Redis was
 /// unreachable then waited for its whole timeout (3 s for every join, leave
 /// and login) instead of failing at once like every other command.
-pub async fn run<R: FromValue>(
+pub(crate) async fn run<R: FromValue>(
     client: &Client,
     script: &str,
     keys: Vec<String>,
@@ -44,7 +44,7 @@ pub async fn run<R: FromValue>(
 /// KEYS: insert list, epoch. ARGV: the message's JSON without its closing
 /// brace, the frame head to publish it in, the room's channel, a fresh epoch.
 /// Returns `{seq, ts}`.
-pub const INSERT: &str = r#"
+pub(crate) const INSERT: &str = r#"
 local t = redis.call('TIME')[1]
 local n = redis.call('LLEN', KEYS[1])
 local msg = ARGV[1] .. ',"seq":' .. n .. '}'
@@ -60,7 +60,7 @@ return {n, tonumber(t)}
 /// reads: such a list is left as it is rather than written to as a hash.
 /// KEYS: update hash, backup hash, order zset, epoch. ARGV: message JSON,
 /// msgId, frame head, channel, fresh epoch.
-pub const UPDATE: &str = r#"
+pub(crate) const UPDATE: &str = r#"
 local t = redis.call('TIME')[1]
 local old = redis.call('HGET', KEYS[1], ARGV[2])
 if old and redis.call('TYPE', KEYS[2])['ok'] ~= 'list' then
@@ -82,7 +82,7 @@ return tonumber(t)
 /// of large elements is not read whole.
 /// KEYS: insert list, epoch. ARGV: offset, limit, fresh epoch, max bytes.
 /// Returns `{len, epoch, items}`.
-pub const PAGE: &str = r#"
+pub(crate) const PAGE: &str = r#"
 local len = redis.call('LLEN', KEYS[1])
 local e = redis.call('GET', KEYS[2])
 if not e then
@@ -114,7 +114,7 @@ return {len, e, items}
 /// service's), which the caller pages itself.
 /// KEYS: update hash, order zset. ARGV: after, max bytes.
 /// Returns `{more, key1, element1, key2, element2, ...}`.
-pub const UPDATES_PAGE: &str = r#"
+pub(crate) const UPDATES_PAGE: &str = r#"
 if redis.call('HLEN', KEYS[1]) > redis.call('ZCARD', KEYS[2]) then return {'legacy'} end
 local maxb = tonumber(ARGV[2])
 local out = {0}
@@ -143,7 +143,7 @@ end
 /// room's seqs start again (in the same step, so no insert slips between).
 /// KEYS: insert, update, backup, order, ignore, epoch. ARGV: new epoch,
 /// channel, reset frame.
-pub const CLEAR: &str = r#"
+pub(crate) const CLEAR: &str = r#"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('SET', KEYS[6], ARGV[1])
 redis.call('SPUBLISH', ARGV[2], ARGV[3])
@@ -156,7 +156,7 @@ return 1
 /// room's last `cap` events, for `ttl` seconds after the last one.
 /// KEYS: the room's presence log. ARGV: the event's presence seq, the
 /// frame, the room's channel, cap, ttl.
-pub const PRESENCE: &str = r#"
+pub(crate) const PRESENCE: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -166,7 +166,7 @@ return 1
 
 /// The frames of a room's presence log numbered after ARGV[1].
 /// KEYS: the room's presence log.
-pub const PRESENCE_AFTER: &str = r#"
+pub(crate) const PRESENCE_AFTER: &str = r#"
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 "#;
 
@@ -195,7 +195,7 @@ local seq = redis.call('INCR', KEYS[5])
 /// entry was kept.
 /// KEYS: room zset, members hash, rooms set, node's member set, presence counter.
 /// ARGV: room, sid, member JSON, "1" to leave an existing entry as it is.
-pub const JOIN: &str = concat!(
+pub(crate) const JOIN: &str = concat!(
     r#"
 if ARGV[4] == '1' and redis.call('ZSCORE', KEYS[1], ARGV[2]) then return {} end
 local before = redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -221,7 +221,7 @@ return out
 /// seq, or nil if it was not there.
 /// KEYS: room zset, members hash, rooms set, node's member set, presence
 /// counter. ARGV: room, sid.
-pub const LEAVE: &str = concat!(
+pub(crate) const LEAVE: &str = concat!(
     r#"
 redis.call('SREM', KEYS[4], ARGV[2])
 if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return false end
@@ -238,7 +238,7 @@ return {m, string.format('%d', seq)}
 
 /// The members of a room in join order.
 /// KEYS: room zset, members hash.
-pub const MEMBERS: &str = r#"
+pub(crate) const MEMBERS: &str = r#"
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local m = redis.call('HGET', KEYS[2], sid)
@@ -250,7 +250,7 @@ return out
 /// Makes `sid` the connection of a uid; returns the one it replaces.
 /// KEYS: the uid's connection key, connections hash, node's connection set.
 /// ARGV: sid, connection JSON.
-pub const REGISTER: &str = r#"
+pub(crate) const REGISTER: &str = r#"
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -267,7 +267,7 @@ return {}
 /// meanwhile: 1 if registered, 0 if superseded.
 /// KEYS: the uid's connection key, connections hash, node's connection set.
 /// ARGV: sid, connection JSON.
-pub const REREGISTER: &str = r#"
+pub(crate) const REREGISTER: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current and current ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -278,7 +278,7 @@ return 1
 
 /// Forgets a connection.
 /// KEYS: the uid's connection key, connections hash, node's connection set. ARGV: sid.
-pub const UNREGISTER: &str = r#"
+pub(crate) const UNREGISTER: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
@@ -287,7 +287,7 @@ return 1
 
 /// Counts an authentication in the uid's fixed window; 1 if allowed.
 /// KEYS: the uid's window counter. ARGV: limit, window seconds.
-pub const RATE: &str = r#"
+pub(crate) const RATE: &str = r#"
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 if n > tonumber(ARGV[1]) then
@@ -302,7 +302,7 @@ return 1
 /// for a day (should it come back, it announces its members again).
 /// KEYS: the node's heartbeat, nodes set, the node's reaped marker.
 /// ARGV: node id.
-pub const CLAIM: &str = r#"
+pub(crate) const CLAIM: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local claimed = redis.call('SREM', KEYS[2], ARGV[1])
 if claimed == 1 then redis.call('SET', KEYS[3], '1', 'EX', 86400) end
@@ -311,7 +311,7 @@ return claimed
 
 /// Creates an account unless it exists: 1 if created.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub const ACCOUNT_CREATE: &str = r#"
+pub(crate) const ACCOUNT_CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'created', ARGV[2], 'updated', ARGV[2])
 return 1
@@ -319,7 +319,7 @@ return 1
 
 /// Replaces an existing account's token: 1 if it existed.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub const ACCOUNT_REFRESH: &str = r#"
+pub(crate) const ACCOUNT_REFRESH: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'updated', ARGV[2])
 return 1
@@ -327,7 +327,7 @@ return 1
 
 /// Sets an account's token, creating the account if needed.
 /// KEYS: the account hash. ARGV: token hash, now.
-pub const ACCOUNT_ENSURE: &str = r#"
+pub(crate) const ACCOUNT_ENSURE: &str = r#"
 redis.call('HSETNX', KEYS[1], 'created', ARGV[2])
 redis.call('HSET', KEYS[1], 'token_hash', ARGV[1], 'updated', ARGV[2])
 return 1

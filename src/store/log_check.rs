@@ -22,8 +22,8 @@ use super::StoreError;
 /// What `store check` found in one segment.
 #[derive(Debug)]
 pub struct SegmentReport {
-    pub number: u64,
-    pub records: usize,
+    pub(crate) number: u64,
+    pub(crate) records: usize,
     /// Replaced by a later copy (written after a failure): never replayed.
     pub replaced: bool,
     /// The first bad frame's offset and the intact records after it.
@@ -36,7 +36,7 @@ pub struct SegmentReport {
 /// What `store check` found in the log.
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    pub segments: Vec<SegmentReport>,
+    pub(crate) segments: Vec<SegmentReport>,
 }
 
 impl CheckReport {

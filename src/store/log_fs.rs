@@ -38,13 +38,13 @@ pub trait LogFile: Send {
 }
 
 /// The operating system's file system.
-pub struct OsFs;
+pub(super) struct OsFs;
 
 impl OsFs {
     /// The file system the log uses in production: the operating system's,
     /// or, in debug builds only, the one a test asked for with
     /// `AO_TEST_LOG_FAULTS` (see [`super::sim_fs::FaultPlan`]).
-    pub fn for_store() -> Arc<dyn LogFs> {
+    pub(super) fn for_store() -> Arc<dyn LogFs> {
         #[cfg(debug_assertions)]
         if let Some(plan) = super::sim_fs::FaultPlan::from_env() {
             tracing::warn!(

@@ -6,12 +6,13 @@ pub mod log_check;
 mod log_fs;
 #[cfg(test)]
 mod model_tests;
-pub mod redis;
+pub(crate) mod redis;
 #[cfg(test)]
 mod sim_disk;
 #[cfg(any(test, debug_assertions))]
 mod sim_fs;
-pub mod sqlite;
+#[allow(unsafe_code)] // the applier thread's CPU priority (setpriority)
+pub(crate) mod sqlite;
 mod unapplied;
 
 use std::sync::{Arc, LazyLock};
@@ -46,6 +47,9 @@ pub enum StoreError {
     /// A thread or task of the store could not be started or ended early.
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// A task of the store ended early (panicked or was cancelled).
+    #[error("a store task ended early")]
+    Join(#[source] Arc<tokio::task::JoinError>),
     /// A message's text is not JSON (it was checked on the way in).
     #[error("message is not JSON: {0}")]
     Encode(#[source] Arc<serde_json::Error>),
@@ -136,7 +140,7 @@ impl From<serde_json::Error> for StoreError {
 
 impl From<tokio::task::JoinError> for StoreError {
     fn from(e: tokio::task::JoinError) -> Self {
-        StoreError::Worker(e.to_string())
+        StoreError::Join(Arc::new(e))
     }
 }
 
@@ -146,7 +150,10 @@ pub enum WriteOp {
     /// Append to the room's history; the store assigns the next `seq`.
     Insert,
     /// Replace the room's earlier update with this msgId.
-    Update { msg_id: String },
+    Update {
+        /// The msgId the update replaces.
+        msg_id: String,
+    },
     /// Store nothing; complete in order with the writes submitted before it.
     Ignore,
 }
@@ -169,7 +176,7 @@ pub struct Stored {
 /// A write that failed.
 #[derive(Debug)]
 pub struct NotStored {
-    pub error: StoreError,
+    pub(crate) error: StoreError,
     /// The message as it would have been relayed, when the store wants
     /// this node's members to get it anyway (the clustered store does, so
     /// a node keeps its members talking while Redis is unreachable).
@@ -194,19 +201,19 @@ pub type Completion = Box<dyn FnOnce(Result<Stored, NotStored>) + Send>;
 pub struct Write {
     /// The room's string form.
     pub room: String,
-    pub op: WriteOp,
+    pub(crate) op: WriteOp,
     /// The message, stamped with its sender (an insert's without `seq`).
     pub body: StampedMsg,
     /// The sender's socket id (not relayed back to it).
     pub sender: Option<String>,
-    pub done: Completion,
+    pub(crate) done: Completion,
 }
 
 /// A stored message with the Unix second it was stored at.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub body: Box<RawValue>,
-    pub ts: i64,
+    pub(crate) body: Box<RawValue>,
+    pub(crate) ts: i64,
 }
 
 /// One page of a room's inserted messages.
@@ -214,7 +221,7 @@ pub struct Entry {
 pub struct Page {
     /// Where the page starts: the requested offset, clamped to the history's length.
     pub start: u64,
-    pub items: Vec<Entry>,
+    pub(crate) items: Vec<Entry>,
     /// Whether more inserted messages follow this page.
     pub more: bool,
     /// The history generation.
@@ -225,7 +232,7 @@ pub struct Page {
 /// order they were last updated, each with its order key.
 #[derive(Debug, Clone, Default)]
 pub struct UpdatePage {
-    pub entries: Vec<(i64, Entry)>,
+    pub(crate) entries: Vec<(i64, Entry)>,
     /// Whether more updates follow.
     pub more: bool,
 }
@@ -260,13 +267,13 @@ pub fn updates_cursor(offset: u64) -> Option<i64> {
 /// updates, all within a byte budget (at least one message).
 #[derive(Debug, Clone)]
 pub struct SyncPage {
-    pub entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
     /// Where the client resumes: past the inserts returned, or (while the
     /// updates are paged) an offset from [`UPDATES_BASE`] on.
     pub next_offset: u64,
     /// Whether more follows.
     pub more: bool,
-    pub epoch: String,
+    pub(crate) epoch: String,
 }
 
 /// The bytes an entry counts against a page's budget.

@@ -26,14 +26,14 @@ use crate::redis::{room_frame_head, scripts, FrameTags, Redis, RedisError, RESET
 type Pending = Pin<Box<dyn Future<Output = Result<Stored, NotStored>> + Send>>;
 
 /// Redis-backed [`MessageStore`].
-pub struct RedisMessageStore {
+pub(crate) struct RedisMessageStore {
     redis: Redis,
     completions: mpsc::UnboundedSender<(Pending, super::Completion)>,
 }
 
 impl RedisMessageStore {
     /// A store on `redis`; starts the task that completes writes in order.
-    pub fn new(redis: Redis) -> Self {
+    pub(crate) fn new(redis: Redis) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(complete_in_order(rx));
         Self {

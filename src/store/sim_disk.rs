@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::log_fs::{LogFile, LogFs};
-pub use super::sim_fs::Op;
+pub(super) use super::sim_fs::Op;
 
 fn fault(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
@@ -18,7 +18,7 @@ fn fault(errno: i32) -> io::Error {
 
 /// The block a simulated crash keeps, drops or garbles as a whole: the
 /// drive's physical block.
-pub const SIM_BLOCK: usize = 4096;
+pub(super) const SIM_BLOCK: usize = 4096;
 
 /// One simulated file: what the page cache shows, what the disk holds,
 /// and the blocks written since they last agreed.
@@ -110,11 +110,11 @@ impl SimState {
 
 /// A simulated disk (see the module's doc). Clones share it.
 #[derive(Clone)]
-pub struct SimFs(Arc<Mutex<SimState>>);
+pub(super) struct SimFs(Arc<Mutex<SimState>>);
 
 impl SimFs {
     /// An empty disk whose chance events follow `seed`.
-    pub fn new(seed: u64) -> SimFs {
+    pub(super) fn new(seed: u64) -> SimFs {
         SimFs(Arc::new(Mutex::new(SimState {
             rng: seed | 1,
             ..SimState::default()
@@ -126,14 +126,14 @@ impl SimFs {
     }
 
     /// Makes the call of `op` after `skip` more of them fail with `errno`.
-    pub fn fail(&self, op: Op, skip: u64, errno: i32) {
+    pub(super) fn fail(&self, op: Op, skip: u64, errno: i32) {
         self.state().faults.push((op, skip, errno));
     }
 
     /// The power goes: every later call on this disk fails, and the disk
     /// that [`SimFs::new`] would find after the reboot is returned, with
     /// what was not synced kept, dropped or garbled by chance.
-    pub fn crash(&self) -> SimFs {
+    pub(super) fn crash(&self) -> SimFs {
         let mut s = self.state();
         s.frozen = true;
         let ids: Vec<u64> = s.files.keys().copied().collect();
@@ -186,14 +186,14 @@ impl SimFs {
     }
 
     /// The bytes of the file `name` as the process sees them.
-    pub fn file(&self, name: &str) -> Option<Vec<u8>> {
+    pub(super) fn file(&self, name: &str) -> Option<Vec<u8>> {
         let s = self.state();
         let id = s.entries.get(name)?;
         s.files.get(id).map(|f| f.cached.clone())
     }
 
     /// Replaces the bytes of the file `name`, durably (damage in tests).
-    pub fn set_file(&self, name: &str, bytes: Vec<u8>) {
+    pub(super) fn set_file(&self, name: &str, bytes: Vec<u8>) {
         let mut s = self.state();
         if let Some(id) = s.entries.get(name).copied() {
             s.files.insert(
@@ -208,7 +208,7 @@ impl SimFs {
     }
 
     /// The file names in the directory.
-    pub fn names(&self) -> Vec<String> {
+    pub(super) fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.state().entries.keys().cloned().collect();
         names.sort();
         names

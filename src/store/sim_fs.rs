@@ -14,7 +14,7 @@ use super::log_fs::{LogFile, LogFs};
 
 /// The kinds of file operation a fault can be planned for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
+pub(super) enum Op {
     Create,
     Write,
     Sync,
@@ -46,12 +46,12 @@ fn fault(errno: i32) -> io::Error {
 /// n counts that op's calls from 1; EIO unless `=enospc`), e.g.
 /// `sync@20,remove@1`. Honoured by debug builds only.
 #[derive(Debug, Clone, Default)]
-pub struct FaultPlan(Vec<(Op, u64, i32)>);
+pub(super) struct FaultPlan(Vec<(Op, u64, i32)>);
 
 impl FaultPlan {
     /// The plan in `AO_TEST_LOG_FAULTS`, if set and valid.
     #[cfg(debug_assertions)]
-    pub fn from_env() -> Option<FaultPlan> {
+    pub(super) fn from_env() -> Option<FaultPlan> {
         FaultPlan::parse(&std::env::var("AO_TEST_LOG_FAULTS").ok()?)
     }
 
@@ -79,14 +79,14 @@ impl FaultPlan {
 
 /// Another file system with the calls of a [`FaultPlan`] failing (the
 /// failed call does nothing).
-pub struct PlannedFaults<F> {
+pub(super) struct PlannedFaults<F> {
     inner: F,
     plan: FaultPlan,
     calls: Arc<Mutex<HashMap<Op, u64>>>,
 }
 
 impl<F> PlannedFaults<F> {
-    pub fn new(inner: F, plan: FaultPlan) -> Self {
+    pub(super) fn new(inner: F, plan: FaultPlan) -> Self {
         Self {
             inner,
             plan,

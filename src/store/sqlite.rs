@@ -84,7 +84,7 @@ enum ApplyJob {
 }
 
 /// SQLite-backed [`MessageStore`].
-pub struct SqliteMessageStore {
+pub(crate) struct SqliteMessageStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     unapplied: Arc<Mutex<Unapplied>>,
@@ -138,7 +138,7 @@ impl SqliteMessageStore {
     /// Opens (or creates) the store under `data_dir`, replays what the
     /// commit log holds, and starts the writer and applier threads; the
     /// writer gathers the writes of `commit_window` into one commit.
-    pub fn open(data_dir: &Path, commit_window: Duration) -> Result<Self, StoreError> {
+    pub(crate) fn open(data_dir: &Path, commit_window: Duration) -> Result<Self, StoreError> {
         Self::open_on(OsFs::for_store(), data_dir, commit_window)
     }
 

@@ -17,7 +17,7 @@ use super::{Entry, UpdatePage};
 
 /// The unapplied writes of every room.
 #[derive(Default)]
-pub struct Unapplied {
+pub(super) struct Unapplied {
     rooms: HashMap<String, Tail>,
     bytes: usize,
 }
@@ -41,7 +41,7 @@ impl Tail {
 
 /// A room's unapplied inserts from some offset.
 #[derive(Debug, Default)]
-pub struct TailInserts {
+pub(super) struct TailInserts {
     /// The seq of the room's first unapplied insert: every insert before it
     /// is in SQLite.
     pub first_seq: u64,
@@ -53,7 +53,7 @@ pub struct TailInserts {
 
 /// An update of a room: its msgId, its order and the message.
 #[derive(Debug)]
-pub struct UpdateEntry {
+pub(super) struct UpdateEntry {
     pub msg_id: String,
     pub ord: i64,
     pub entry: Entry,
@@ -61,12 +61,12 @@ pub struct UpdateEntry {
 
 impl Unapplied {
     /// Bytes the unapplied records hold.
-    pub fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Records a durable write.
-    pub fn add(&mut self, record: &Record) {
+    pub(super) fn add(&mut self, record: &Record) {
         self.bytes += record.size();
         match record {
             Record::Insert {
@@ -97,7 +97,7 @@ impl Unapplied {
 
     /// Forgets writes that SQLite committed: a room's inserts up to the
     /// last seq applied, and each update unless a later one replaced it.
-    pub fn remove_applied(&mut self, records: &[Record]) {
+    pub(super) fn remove_applied(&mut self, records: &[Record]) {
         for record in records {
             self.bytes = self.bytes.saturating_sub(record.size());
             let Some(tail) = self.rooms.get_mut(record.room()) else {
@@ -122,18 +122,18 @@ impl Unapplied {
     }
 
     /// Whether `room` has writes SQLite has not taken yet.
-    pub fn has_room(&self, room: &str) -> bool {
+    pub(super) fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)
     }
 
     /// Forgets everything of `room` (its history was cleared).
-    pub fn clear_room(&mut self, room: &str) {
+    pub(super) fn clear_room(&mut self, room: &str) {
         self.rooms.remove(room);
     }
 
     /// Up to `limit` of `room`'s unapplied inserts from `offset`; `None`
     /// when the room has none.
-    pub fn inserts(&self, room: &str, offset: u64, limit: usize) -> Option<TailInserts> {
+    pub(super) fn inserts(&self, room: &str, offset: u64, limit: usize) -> Option<TailInserts> {
         let tail = self.rooms.get(room).filter(|t| !t.inserts.is_empty())?;
         let len = tail.first_seq + tail.inserts.len() as u64;
         let skip = offset.saturating_sub(tail.first_seq) as usize;
@@ -152,7 +152,7 @@ impl Unapplied {
     }
 
     /// `room`'s unapplied updates.
-    pub fn updates(&self, room: &str) -> Vec<UpdateEntry> {
+    pub(super) fn updates(&self, room: &str) -> Vec<UpdateEntry> {
         let Some(tail) = self.rooms.get(room) else {
             return Vec::new();
         };
@@ -178,7 +178,7 @@ fn entry(body: &RawValue, ts: i64) -> Entry {
 /// `max_bytes` (at least one): the rows read from SQLite (in order, after
 /// `after`) merged with its unapplied ones, which win over an older row of
 /// the same msgId. Rows are read only while the page has room.
-pub fn page_updates(
+pub(super) fn page_updates(
     from_sqlite: impl Iterator<Item = Result<UpdateEntry, rusqlite::Error>>,
     unapplied: Vec<UpdateEntry>,
     after: i64,

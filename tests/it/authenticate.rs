@@ -361,7 +361,7 @@ async fn dev_mode_with_force_user_auth_checks_tokens() {
     let ts = TestServer::with(|c| c.dev = true).await;
     let token = ts.token("alice").await;
     ts.state()
-        .cluster
+        .cluster()
         .set_force_user_auth(true)
         .await
         .expect("set forceUserAuth");
@@ -373,7 +373,7 @@ async fn dev_mode_with_force_user_auth_checks_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_user_auth_off_again_restores_dev_mode() {
     let ts = TestServer::with(|c| c.dev = true).await;
-    let cluster = &ts.state().cluster;
+    let cluster = &ts.state().cluster();
     cluster.set_force_user_auth(true).await.expect("on");
     assert_refused(&ts, json!({"uid": "alice", "token": "anything"})).await;
     cluster.set_force_user_auth(false).await.expect("off");
@@ -387,7 +387,7 @@ async fn refreshed_token_invalidates_the_old_one() {
     let old = ts.token("alice").await;
     let new = ts
         .state()
-        .accounts
+        .accounts()
         .refresh(Kind::User, "alice")
         .await
         .expect("refresh");
@@ -402,7 +402,7 @@ async fn admin_token_does_not_authenticate_a_user() {
     let ts = TestServer::start().await;
     let admin = ts
         .state()
-        .accounts
+        .accounts()
         .create(Kind::Admin, "root")
         .await
         .expect("create admin");

@@ -265,18 +265,18 @@ async fn a_full_store_queue_refuses_with_status_5() {
     .await;
     let state = ts.state().clone();
     // Another session's write holds the whole queue.
-    assert!(state.limits.store_reserve(2000));
+    assert!(state.limits().store_reserve(2000));
     let mut a = ts.login("a", "q").await;
     let ack = a.send_msg(json!({"data": 1})).await;
     assert_eq!(ack, json!({"status": 5, "data": "storage unavailable"}));
-    state.limits.store_release(2000);
+    state.limits().store_release(2000);
     let ack = a.send_msg(json!({"data": 2})).await;
     assert_eq!(ack["status"], json!(0), "{ack}");
-    assert_eq!(state.limits.store_queued(), 0, "released once stored");
+    assert_eq!(state.limits().store_queued(), 0, "released once stored");
 }
 
 /// The server's `/metrics` text.
-pub async fn metrics_text(ts: &TestServer) -> String {
+pub(crate) async fn metrics_text(ts: &TestServer) -> String {
     reqwest::get(format!("http://{}/metrics", ts.addr()))
         .await
         .expect("GET /metrics")

@@ -69,7 +69,7 @@ async fn assert_refused(ts: &TestServer, uid: &str, token: &str) {
 
 /// The value of `ao_auth_failures_total{reason="<reason>"}`.
 fn auth_failures(ts: &TestServer, reason: &str) -> u64 {
-    let text = ts.state().metrics.encode();
+    let text = ts.state().metrics().encode();
     let key = format!("ao_auth_failures_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&key))

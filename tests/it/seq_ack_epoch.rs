@@ -288,7 +288,7 @@ async fn clearing_a_room_changes_its_epoch_and_restarts_seq_at_0() {
     a.send_msg(json!({"data": "old update", "s": 1, "1": "m"}))
         .await;
     let before = epoch(&a.sync(json!({"offset": 0})).await);
-    ts.state().messages.clear("r").await.expect("clear room");
+    ts.state().messages().clear("r").await.expect("clear room");
     let cleared = a.sync(json!({"offset": 0})).await;
     assert_eq!(cleared["data"], json!([]), "history and updates are gone");
     assert_ne!(epoch(&cleared), before);
@@ -322,7 +322,7 @@ async fn clearing_one_room_leaves_another_alone() {
     b.send_msg(json!({"data": "kept"})).await;
     a.send_msg(json!({"data": "gone"})).await;
     let before = epoch(&b.sync(json!({"offset": 0})).await);
-    ts.state().messages.clear("r1").await.expect("clear room");
+    ts.state().messages().clear("r1").await.expect("clear room");
     let reply = b.sync(json!({"offset": 0})).await;
     assert_eq!(epoch(&reply), before);
     assert_eq!(reply["data"][0]["data"], json!("kept"));
@@ -334,9 +334,9 @@ async fn clearing_twice_changes_the_epoch_each_time() {
     let ts = TestServer::start().await;
     let mut a = ts.login("alice", "r").await;
     let e0 = epoch(&a.sync(json!({"offset": 0})).await);
-    ts.state().messages.clear("r").await.expect("clear room");
+    ts.state().messages().clear("r").await.expect("clear room");
     let e1 = epoch(&a.sync(json!({"offset": 0})).await);
-    ts.state().messages.clear("r").await.expect("clear room");
+    ts.state().messages().clear("r").await.expect("clear room");
     let e2 = epoch(&a.sync(json!({"offset": 0})).await);
     assert_ne!(e0, e1);
     assert_ne!(e1, e2);

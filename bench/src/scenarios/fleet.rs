@@ -417,7 +417,7 @@ impl MemberTask {
                     _ => Ok(()),
                 }
             }
-            Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+            Ok(Packet::Message(SioPacket::Disconnect { .. }) | Packet::Close) => {
                 Err("disconnected by the server".into())
             }
             _ => Ok(()),

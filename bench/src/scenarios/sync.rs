@@ -253,7 +253,7 @@ async fn preload_frame(
         return Ok(None);
     }
     match engineio::decode(frame) {
-        Ok(Packet::Message(SioPacket::Disconnect { .. })) | Ok(Packet::Close) => {
+        Ok(Packet::Message(SioPacket::Disconnect { .. }) | Packet::Close) => {
             Err("disconnected by the server".into())
         }
         Ok(Packet::Message(SioPacket::Event { nsp: "/", data, .. })) => {

@@ -6,11 +6,11 @@ use base64::Engine as _;
 
 /// A random 20-character base64url identifier, kept inline.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Id([u8; 20]);
+pub(crate) struct Id([u8; 20]);
 
 impl Id {
     /// A fresh random id (120 random bits).
-    pub fn random() -> Id {
+    pub(crate) fn random() -> Id {
         let raw: [u8; 15] = rand::random();
         let mut out = [0u8; 20];
         // 15 bytes are exactly 20 base64 characters, without padding.
@@ -19,7 +19,7 @@ impl Id {
     }
 
     /// Parses an id as a client sends it back.
-    pub fn parse(s: &str) -> Option<Id> {
+    pub(crate) fn parse(s: &str) -> Option<Id> {
         let bytes: [u8; 20] = s.as_bytes().try_into().ok()?;
         bytes
             .iter()
@@ -28,7 +28,7 @@ impl Id {
     }
 
     /// The id's text.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Only ever base64url characters (see `random` and `parse`).
         std::str::from_utf8(&self.0).unwrap_or_default()
     }

@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     pub(crate) per_address: Mutex<HashMap<IpAddr, Address>>,
     pub(crate) handshake_rate: Option<HandshakeRate>,
     pub(crate) count: AtomicUsize,
+    /// Told when [`Inner::count`] drops to zero (shutdown waits for it).
+    pub(crate) none_left: tokio::sync::Notify,
     pub(crate) closed: AtomicBool,
 }
 
@@ -76,9 +78,17 @@ impl Inner {
         self.config.max_connections_per_ip > 0 || self.handshake_rate.is_some()
     }
 
+    /// Takes one connection off [`Inner::count`], telling a shutdown that
+    /// waits once none is left.
+    pub(crate) fn uncount(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none_left.notify_waiters();
+        }
+    }
+
     /// Gives back what the admission counted.
     pub(crate) fn release(&self, peer: Option<SocketAddr>) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.uncount();
         if let (true, Some(peer)) = (self.per_address_kept(), peer) {
             let mut map = lock(&self.per_address);
             if let Some(a) = map.get_mut(&peer.ip()) {

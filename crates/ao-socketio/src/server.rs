@@ -114,6 +114,7 @@ impl Server {
                 sessions: Mutex::new(Default::default()),
                 per_address: Mutex::new(Default::default()),
                 count: AtomicUsize::new(0),
+                none_left: tokio::sync::Notify::new(),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -176,11 +177,20 @@ impl Server {
             session.close(DisconnectReason::ServerShutdown);
         }
         // Each connection's task finishes its own close; wait for them.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.inner.count.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let none_left = async {
+            loop {
+                // Registered before the count is read, so a release in
+                // between still wakes it.
+                let released = self.inner.none_left.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if self.inner.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                released.await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), none_left).await;
     }
 
     /// Handles one engine.io request (mount it at the socket.io path, e.g.
@@ -297,7 +307,7 @@ impl Server {
         let max = inner.config.max_connections;
         let count = inner.count.fetch_add(1, Ordering::AcqRel);
         if max > 0 && count >= max {
-            inner.count.fetch_sub(1, Ordering::AcqRel);
+            inner.uncount();
             return Err(refuse(
                 Refusal::ServerFull,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -337,7 +347,7 @@ impl Server {
                 map.remove(&peer.ip());
             }
             drop(map);
-            inner.count.fetch_sub(1, Ordering::AcqRel);
+            inner.uncount();
             return Err(res);
         }
         address.connections += 1;

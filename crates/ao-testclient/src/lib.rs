@@ -21,7 +21,7 @@
 //! - [`handshake`]: a websocket client's opening sequence (the open packet,
 //!   the socket.io CONNECT and its answer).
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod frame;
 pub mod handshake;

@@ -192,23 +192,23 @@ fn stored_tokens_do_not_look_like_jwts() {
 
 #[test]
 fn keys_are_checked() {
-    assert_eq!(
+    assert!(matches!(
         Verifier::hmac(b"short").err(),
         Some(KeyError::SecretTooShort(5))
-    );
-    assert_eq!(
+    ));
+    assert!(matches!(
         Verifier::public_key(&fixture("ec-private.pem")).err(),
         Some(KeyError::NotAPublicKey)
-    );
-    assert_eq!(
+    ));
+    assert!(matches!(
         Signer::private_key(&fixture("ec-public.pem")).err(),
         Some(KeyError::NotAPrivateKey)
-    );
-    assert_eq!(
+    ));
+    assert!(matches!(
         Verifier::public_key("-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
             .err(),
         Some(KeyError::NotAPublicKey)
-    );
+    ));
     let one_line = fixture("ed25519-public.pem").trim().replace('\n', "\\n");
     assert!(Verifier::public_key(&read_pem(&one_line).expect("pem")).is_ok());
     assert!(matches!(

@@ -175,7 +175,7 @@ async fn admin_credentials_in_query_or_basic_auth(backend: Backend) {
     // An admin created in the store (not from the configuration) works too.
     let ops = s
         .state()
-        .accounts
+        .accounts()
         .create(always_online::accounts::Kind::Admin, "ops")
         .await
         .expect("create admin ops");
@@ -554,7 +554,7 @@ async fn tokens_survive_a_restart(backend: Backend) {
     let current = s.refresh_user(json!("pat")).await;
     let direct = s
         .state()
-        .accounts
+        .accounts()
         .create(always_online::accounts::Kind::User, "quinn")
         .await
         .expect("create quinn");

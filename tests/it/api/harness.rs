@@ -14,17 +14,17 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use always_online::realtime::AppState;
+use always_online::app::AppState;
 use always_online::{App, Config};
 use serde_json::{json, Value};
 
 use crate::support::{self, Client};
 
 /// Uid of the admin every [`Server`] is started with.
-pub const ADMIN: &str = "root";
+pub(super) const ADMIN: &str = "root";
 
 /// The `meta.msg` of each API status.
-pub const MSGS: [&str; 8] = [
+pub(super) const MSGS: [&str; 8] = [
     "success",
     "require permission",
     "user exists, please use refresh token api",
@@ -36,23 +36,23 @@ pub const MSGS: [&str; 8] = [
 ];
 
 /// The reason of a refused authenticate with wrong credentials.
-pub const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
+pub(super) const AUTH_FAILED: &str = "auth failed, uid or token is wrong";
 
 /// A random lowercase hex string of `bytes` random bytes.
-pub fn random_hex(bytes: usize) -> String {
+pub(super) fn random_hex(bytes: usize) -> String {
     let v: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
     hex::encode(v)
 }
 
 /// A port nobody listens on right now (bound and released at once).
-pub fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`
 /// with `what` and the last value seen.
-pub async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
+pub(super) async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -78,7 +78,7 @@ where
 
 /// The `ferretdb-test` launcher: `$AO_FERRETDB_BIN`, else built once from
 /// `tests/ferretdb` into the cargo target directory.
-pub fn ferret_bin() -> PathBuf {
+pub(super) fn ferret_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("AO_FERRETDB_BIN").filter(|v| !v.is_empty()) {
@@ -139,7 +139,7 @@ impl Tail {
 }
 
 /// A FerretDB server on 127.0.0.1 with its data in a temporary directory.
-pub struct Ferret {
+pub(super) struct Ferret {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -149,7 +149,7 @@ pub struct Ferret {
 impl Ferret {
     /// Starts FerretDB on a free port (another one when the port was taken
     /// in between) and waits until it accepts TCP connections.
-    pub async fn start() -> Ferret {
+    pub(super) async fn start() -> Ferret {
         let bin = tokio::task::spawn_blocking(ferret_bin)
             .await
             .expect("build ferretdb-test");
@@ -173,22 +173,22 @@ impl Ferret {
         panic!("FerretDB did not start in 10 tries; last: {last}");
     }
 
-    pub fn port(&self) -> u16 {
+    pub(super) fn port(&self) -> u16 {
         self.port
     }
 
     /// `mongodb://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("mongodb://127.0.0.1:{}", self.port)
     }
 
     /// The process id (0 once stopped).
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// SIGTERM, then waits for the process to exit (SIGKILL after 15 s).
-    pub async fn stop(&mut self) {
+    pub(super) async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -217,7 +217,7 @@ impl Ferret {
     }
 
     /// Starts FerretDB again on the same port and data directory.
-    pub async fn start_again(&mut self) {
+    pub(super) async fn start_again(&mut self) {
         assert!(self.child.is_none(), "FerretDB is still running");
         let bin = ferret_bin();
         let mut last = String::new();
@@ -314,7 +314,7 @@ async fn spawn_ferret(bin: &Path, port: u16, dir: &Path, log: &Tail) -> Result<C
 
 /// Where the server keeps its accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(super) enum Backend {
     /// The embedded SQLite store under the data directory.
     Embedded,
     /// MongoDB (a FerretDB started for the test).
@@ -325,7 +325,7 @@ type Tweak = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 /// A server on ephemeral ports with admin `root` (token [`Server::admin_token`]),
 /// its accounts on `backend`.
-pub struct Server {
+pub(super) struct Server {
     app: Option<App>,
     pub backend: Backend,
     pub ferret: Option<Ferret>,
@@ -337,12 +337,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(backend: Backend) -> Server {
+    pub(super) async fn start(backend: Backend) -> Server {
         Self::with(backend, |_| {}).await
     }
 
     /// A server whose configuration `tweak` adjusts (also on restarts).
-    pub async fn with(
+    pub(super) async fn with(
         backend: Backend,
         tweak: impl Fn(&mut Config) + Send + Sync + 'static,
     ) -> Server {
@@ -364,7 +364,7 @@ impl Server {
     }
 
     /// The configuration this server is (re)started with.
-    pub fn config(&self) -> Config {
+    pub(super) fn config(&self) -> Config {
         let mut cfg = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -384,45 +384,45 @@ impl Server {
         self.app.as_ref().expect("the server is running")
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.app().addr()
     }
 
-    pub fn api_addr(&self) -> SocketAddr {
+    pub(super) fn api_addr(&self) -> SocketAddr {
         self.app().api_addr()
     }
 
     /// The admin listener, when `admin_listen` is configured.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
+    pub(super) fn admin_addr(&self) -> Option<SocketAddr> {
         self.app().admin_addr()
     }
 
-    pub fn state(&self) -> &Arc<AppState> {
+    pub(super) fn state(&self) -> &Arc<AppState> {
         self.app().state()
     }
 
     /// `http://<main listener><path>`.
-    pub fn main_url(&self, path: &str) -> String {
+    pub(super) fn main_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
     }
 
     /// `http://<accounts listener><path>`.
-    pub fn api_url(&self, path: &str) -> String {
+    pub(super) fn api_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api_addr())
     }
 
     /// The admin's credentials as HTTP Basic auth.
-    pub fn basic(&self) -> Creds {
+    pub(super) fn basic(&self) -> Creds {
         Creds::Basic(ADMIN.into(), self.admin_token.clone())
     }
 
     /// The admin's credentials in the query string.
-    pub fn query(&self) -> Creds {
+    pub(super) fn query(&self) -> Creds {
         Creds::Query(ADMIN.into(), self.admin_token.clone())
     }
 
     /// Gracefully stops the server.
-    pub async fn shutdown(&mut self) {
+    pub(super) async fn shutdown(&mut self) {
         if let Some(app) = self.app.take() {
             app.shutdown().await;
         }
@@ -430,7 +430,7 @@ impl Server {
 
     /// Stops the server and starts a new one on the same account store;
     /// with `fresh_data_dir` the new one gets an empty data directory.
-    pub async fn restart(&mut self, fresh_data_dir: bool) {
+    pub(super) async fn restart(&mut self, fresh_data_dir: bool) {
         self.shutdown().await;
         if fresh_data_dir {
             self.dir = support::tempdir();
@@ -439,7 +439,7 @@ impl Server {
     }
 
     /// Creates user `uid` through the accounts API; returns its token.
-    pub async fn create_user(&self, uid: Value) -> String {
+    pub(super) async fn create_user(&self, uid: Value) -> String {
         let r = post(
             &self.api_url("/user/create_token"),
             &self.basic(),
@@ -454,7 +454,7 @@ impl Server {
     }
 
     /// Refreshes user `uid`'s token through the accounts API.
-    pub async fn refresh_user(&self, uid: Value) -> String {
+    pub(super) async fn refresh_user(&self, uid: Value) -> String {
         let r = post(
             &self.api_url("/user/refresh_token"),
             &self.basic(),
@@ -469,7 +469,7 @@ impl Server {
     }
 
     /// A new client of `uid`, authenticated with `token` and joined to `room`.
-    pub async fn login(
+    pub(super) async fn login(
         &self,
         uid: impl Into<Value>,
         token: &str,
@@ -479,7 +479,7 @@ impl Server {
     }
 
     /// A new client of `uid` joined to `room` as a dummy.
-    pub async fn dummy(
+    pub(super) async fn dummy(
         &self,
         uid: impl Into<Value>,
         token: &str,
@@ -499,18 +499,23 @@ impl Server {
     }
 
     /// GET on the main listener with the admin's Basic credentials.
-    pub async fn admin_get(&self, path_and_query: &str) -> Resp {
+    pub(super) async fn admin_get(&self, path_and_query: &str) -> Resp {
         get(&self.main_url(path_and_query), &self.basic()).await
     }
 
     /// POST on the main listener with the admin's Basic credentials.
-    pub async fn admin_post(&self, path_and_query: &str, body: Body) -> Resp {
+    pub(super) async fn admin_post(&self, path_and_query: &str, body: Body) -> Resp {
         post(&self.main_url(path_and_query), &self.basic(), body).await
     }
 }
 
 /// What `authenticate {uid, token}` on a fresh connection is answered.
-pub async fn try_authenticate(addr: SocketAddr, uid: Value, token: &str, wait: Duration) -> Value {
+pub(super) async fn try_authenticate(
+    addr: SocketAddr,
+    uid: Value,
+    token: &str,
+    wait: Duration,
+) -> Value {
     let mut c = Client::connect(addr).await;
     c.emit("authenticate", json!({"uid": uid, "token": token}))
         .await;
@@ -521,13 +526,13 @@ pub async fn try_authenticate(addr: SocketAddr, uid: Value, token: &str, wait: D
 }
 
 /// Asserts that `uid` with `token` authenticates on a fresh connection.
-pub async fn assert_auth_ok(addr: SocketAddr, uid: Value, token: &str) {
+pub(super) async fn assert_auth_ok(addr: SocketAddr, uid: Value, token: &str) {
     let r = try_authenticate(addr, uid.clone(), token, support::WAIT).await;
     assert_eq!(r, json!({"status": 0, "data": "auth success"}), "uid {uid}");
 }
 
 /// Asserts that `uid` with `token` is refused as wrong credentials.
-pub async fn assert_auth_refused(addr: SocketAddr, uid: Value, token: &str) {
+pub(super) async fn assert_auth_refused(addr: SocketAddr, uid: Value, token: &str) {
     let r = try_authenticate(addr, uid.clone(), token, support::WAIT).await;
     assert_eq!(r, json!({"status": 1, "data": AUTH_FAILED}), "uid {uid}");
 }
@@ -538,7 +543,7 @@ pub async fn assert_auth_refused(addr: SocketAddr, uid: Value, token: &str) {
 
 /// Admin (or other) credentials of a request.
 #[derive(Debug, Clone)]
-pub enum Creds {
+pub(super) enum Creds {
     None,
     /// `?uid=&token=`.
     Query(String, String),
@@ -550,7 +555,7 @@ pub enum Creds {
 
 /// A request body.
 #[derive(Debug, Clone)]
-pub enum Body {
+pub(super) enum Body {
     Empty,
     /// JSON with `content-type: application/json`.
     Json(Value),
@@ -562,7 +567,7 @@ pub enum Body {
 
 /// An HTTP reply.
 #[derive(Debug, Clone)]
-pub struct Resp {
+pub(super) struct Resp {
     pub status: u16,
     pub content_type: String,
     pub text: String,
@@ -572,13 +577,13 @@ pub struct Resp {
 
 impl Resp {
     /// The body as JSON (panics when it is not).
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.text)
             .unwrap_or_else(|e| panic!("{}: body is not JSON ({e}): {}", self.request, self.text))
     }
 
     /// Asserts HTTP 200 and the envelope with `status` and its msg; returns the envelope.
-    pub fn envelope(&self, status: u64) -> Value {
+    pub(super) fn envelope(&self, status: u64) -> Value {
         assert_eq!(
             self.status, 200,
             "{}: HTTP status; body {}",
@@ -606,7 +611,7 @@ impl Resp {
     }
 
     /// Asserts the envelope with `status` and exactly `data`.
-    pub fn expect(&self, status: u64, data: Value) {
+    pub(super) fn expect(&self, status: u64, data: Value) {
         let v = self.envelope(status);
         assert_eq!(v["data"], data, "{}: data of {v}", self.request);
     }
@@ -626,7 +631,7 @@ fn http() -> reqwest::Client {
 }
 
 /// Sends one request and reads the whole reply.
-pub async fn call(method: reqwest::Method, url: &str, creds: &Creds, body: Body) -> Resp {
+pub(super) async fn call(method: reqwest::Method, url: &str, creds: &Creds, body: Body) -> Resp {
     match try_call(method, url, creds, body).await {
         Ok(r) => r,
         Err(e) => panic!("{e}"),
@@ -637,7 +642,12 @@ pub async fn call(method: reqwest::Method, url: &str, creds: &Creds, body: Body)
 /// server may close the connection before the client has finished writing,
 /// which can reset it before the reply is read; such a transport error is
 /// retried (a few times), any HTTP reply is returned.
-pub async fn call_oversized(method: reqwest::Method, url: &str, creds: &Creds, body: Body) -> Resp {
+pub(super) async fn call_oversized(
+    method: reqwest::Method,
+    url: &str,
+    creds: &Creds,
+    body: Body,
+) -> Resp {
     let mut errors = Vec::new();
     for _ in 0..5 {
         match try_call(method.clone(), url, creds, body.clone()).await {
@@ -649,7 +659,7 @@ pub async fn call_oversized(method: reqwest::Method, url: &str, creds: &Creds, b
 }
 
 /// Sends one request and reads the whole reply; `Err` on a transport error.
-pub async fn try_call(
+pub(super) async fn try_call(
     method: reqwest::Method,
     url: &str,
     creds: &Creds,
@@ -709,11 +719,11 @@ pub async fn try_call(
     })
 }
 
-pub async fn get(url: &str, creds: &Creds) -> Resp {
+pub(super) async fn get(url: &str, creds: &Creds) -> Resp {
     call(reqwest::Method::GET, url, creds, Body::Empty).await
 }
 
-pub async fn post(url: &str, creds: &Creds, body: Body) -> Resp {
+pub(super) async fn post(url: &str, creds: &Creds, body: Body) -> Resp {
     call(reqwest::Method::POST, url, creds, body).await
 }
 
@@ -722,7 +732,7 @@ pub async fn post(url: &str, creds: &Creds, body: Body) -> Resp {
 // ---------------------------------------------------------------------------
 
 /// `always-online` as a child process on ephemeral ports, every stderr line kept.
-pub struct Bin {
+pub(super) struct Bin {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub api_addr: SocketAddr,
@@ -733,7 +743,7 @@ pub struct Bin {
 }
 
 /// Removes ANSI colour escapes.
-pub fn strip_ansi(s: &str) -> String {
+pub(super) fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -771,7 +781,7 @@ impl Bin {
     /// Starts `always-online` with `args` (after `--listen`/`--api-listen`
     /// on port 0) and `envs` (no other `AO_` variable is passed on), and
     /// waits for its "listening" log line.
-    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Bin {
+    pub(super) fn start(args: &[&str], envs: &[(&str, &str)]) -> Bin {
         let mut cmd = support::binary();
         cmd.args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
             .args(args)
@@ -830,23 +840,23 @@ impl Bin {
         }
     }
 
-    pub fn main_url(&self, path: &str) -> String {
+    pub(super) fn main_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn api_url(&self, path: &str) -> String {
+    pub(super) fn api_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api_addr)
     }
 
     /// stderr so far, one entry per line.
-    pub fn stderr_lines(&self) -> Vec<String> {
+    pub(super) fn stderr_lines(&self) -> Vec<String> {
         self.lines.lock().expect("lines lock").clone()
     }
 
     /// SIGTERM, waits (at most 30 s) for the exit, and returns the exit
     /// status with the whole stderr. Blocking: call it from `spawn_blocking`
     /// when clients of this runtime must go on reading.
-    pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+    pub(super) fn terminate(mut self) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().expect("running");
         let ok = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -883,7 +893,7 @@ impl Drop for Bin {
 
 /// Runs the binary to completion with `args` and `envs`; returns
 /// (exit status, stdout, stderr). Blocking.
-pub fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String, String) {
+pub(super) fn run_cli(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let mut cmd = support::binary();
     cmd.args(args)
         .stdin(Stdio::null())
@@ -933,7 +943,7 @@ pub(crate) use backend_tests;
 
 /// Reads until event `name` arrives, skipping other events (remote_join
 /// and the like); panics on a disconnect or when nothing comes in 5 s.
-pub async fn wait_event(c: &mut Client, name: &str) -> Value {
+pub(super) async fn wait_event(c: &mut Client, name: &str) -> Value {
     loop {
         match c.recv().await {
             support::Received::Event(n, v) if n == name => return v,
@@ -944,7 +954,7 @@ pub async fn wait_event(c: &mut Client, name: &str) -> Value {
 }
 
 /// Asserts that no event `name` arrives within `wait` (others are skipped).
-pub async fn assert_no_event(c: &mut Client, name: &str, wait: Duration) {
+pub(super) async fn assert_no_event(c: &mut Client, name: &str, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

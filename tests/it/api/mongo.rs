@@ -120,7 +120,7 @@ async fn collections_hold_token_hashes_never_tokens() {
     let n1000 = s.create_user(json!(1000)).await;
     let ops = s
         .state()
-        .accounts
+        .accounts()
         .create(always_online::accounts::Kind::Admin, "ops")
         .await
         .expect("create admin ops");

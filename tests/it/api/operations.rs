@@ -227,7 +227,7 @@ async fn sigterm_closes_clients_and_keeps_acked_messages() {
         let seen = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 match client.recv_within(Duration::from_secs(20)).await {
-                    Some(Received::Disconnect) | Some(Received::Closed) | None => break,
+                    Some(Received::Disconnect | Received::Closed) | None => break,
                     Some(Received::Event(..)) => {}
                 }
             }

@@ -29,7 +29,7 @@ async fn a_dead_store_writer_makes_the_node_not_ready() {
         assert_eq!(readyz(at).await, (200, json!({"status": "ready"})));
     }
 
-    s.state().messages.crash_writer_for_tests().await;
+    s.state().messages().crash_writer_for_tests().await;
 
     // Public: not ready, and nothing more.
     assert_eq!(

@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// A certificate authority of the test's own.
-pub struct TestCa {
+pub(crate) struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     /// Its certificate, PEM.
     pub pem: String,
@@ -25,7 +25,7 @@ pub struct TestCa {
 }
 
 /// A server certificate signed by a [`TestCa`], with its key.
-pub struct Leaf {
+pub(crate) struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
     pub der: CertificateDer<'static>,
@@ -33,7 +33,7 @@ pub struct Leaf {
 
 impl TestCa {
     /// A fresh CA named `name`.
-    pub fn new(name: &str) -> TestCa {
+    pub(crate) fn new(name: &str) -> TestCa {
         let key = KeyPair::generate().expect("generate the CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -48,7 +48,7 @@ impl TestCa {
     }
 
     /// A leaf for `localhost` and 127.0.0.1, common name `cn`, serial `serial`.
-    pub fn leaf(&self, cn: &str, serial: u64) -> Leaf {
+    pub(crate) fn leaf(&self, cn: &str, serial: u64) -> Leaf {
         let key = KeyPair::generate().expect("generate a leaf key");
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
@@ -64,12 +64,12 @@ impl TestCa {
     }
 
     /// Writes the CA certificate (PEM) to `path`.
-    pub fn write(&self, path: &Path) {
+    pub(crate) fn write(&self, path: &Path) {
         std::fs::write(path, &self.pem).expect("write the CA certificate");
     }
 
     /// A rustls client configuration trusting this CA only, offering HTTP/1.1.
-    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.der.clone()).expect("trust the test CA");
         let mut config =
@@ -83,7 +83,7 @@ impl TestCa {
     }
 
     /// An HTTPS client trusting this CA only, with `localhost` at 127.0.0.1.
-    pub fn https_client(&self) -> reqwest::Client {
+    pub(crate) fn https_client(&self) -> reqwest::Client {
         reqwest::Client::builder()
             .use_preconfigured_tls((*self.client_config()).clone())
             .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -93,7 +93,7 @@ impl TestCa {
     }
 
     /// A TLS connection to `addr` checked as `localhost` against this CA.
-    pub async fn connect(&self, addr: SocketAddr) -> TlsStream<TcpStream> {
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> TlsStream<TcpStream> {
         let tcp = TcpStream::connect(addr).await.expect("TCP connect");
         let name = ServerName::try_from("localhost").expect("server name");
         tokio::time::timeout(
@@ -108,14 +108,14 @@ impl TestCa {
 
 impl Leaf {
     /// Writes the certificate and the key (PEM) to `cert` and `key`.
-    pub fn write(&self, cert: &Path, key: &Path) {
+    pub(crate) fn write(&self, cert: &Path, key: &Path) {
         std::fs::write(cert, &self.cert_pem).expect("write the certificate");
         std::fs::write(key, &self.key_pem).expect("write the key");
     }
 }
 
 /// The certificate the server presented on `stream`.
-pub fn peer_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+pub(crate) fn peer_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     stream
         .get_ref()
         .1

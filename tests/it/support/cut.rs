@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 /// Relays connections on an ephemeral port to `127.0.0.1:<target port>`
 /// until cut. Runs on the test's runtime.
-pub struct Relay {
+pub(crate) struct Relay {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
     /// Bumped by [`Relay::cut`]: every relayed connection closes.
@@ -20,7 +20,7 @@ pub struct Relay {
 
 impl Relay {
     /// Starts relaying to `target_port` on this host.
-    pub async fn start(target_port: u16) -> Relay {
+    pub(crate) async fn start(target_port: u16) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
         let addr = listener.local_addr().expect("relay address");
         let target = SocketAddr::from(([127, 0, 0, 1], target_port));
@@ -49,19 +49,19 @@ impl Relay {
     }
 
     /// A `redis://` URL through the relay.
-    pub fn redis_url(&self) -> String {
+    pub(crate) fn redis_url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
     /// Closes every relayed connection and refuses new ones until
     /// [`Relay::restore`].
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
     }
 
     /// Relays new connections again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
 }

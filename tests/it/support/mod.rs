@@ -13,9 +13,10 @@
 
 #![allow(dead_code)]
 
-pub mod certs;
-pub mod cut;
-pub mod redis;
+pub(crate) mod certs;
+pub(crate) mod cluster;
+pub(crate) mod cut;
+pub(crate) mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use always_online::accounts::Kind;
-use always_online::realtime::AppState;
+use always_online::app::AppState;
 use always_online::{App, Config};
 use ao_testclient::frame::{self, Packet, SioPacket};
 use ao_testclient::handshake::{self, HandshakeError};
@@ -40,9 +41,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// How long a test waits for something that must arrive.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a test listens to conclude that nothing arrives.
-pub const QUIET: Duration = Duration::from_millis(400);
+pub(crate) const QUIET: Duration = Duration::from_millis(400);
 
 // ---------------------------------------------------------------------------
 // In-process server
@@ -50,7 +51,7 @@ pub const QUIET: Duration = Duration::from_millis(400);
 
 /// A server running in the test's runtime on ephemeral ports, with its own
 /// data directory (deleted when the `TestServer` is dropped).
-pub struct TestServer {
+pub(crate) struct TestServer {
     app: App,
     tokens: Mutex<HashMap<String, String>>,
     _dir: tempfile::TempDir,
@@ -58,12 +59,12 @@ pub struct TestServer {
 
 impl TestServer {
     /// A server with the default configuration (short of the listeners and data dir).
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         Self::with(|_| {}).await
     }
 
     /// A server whose configuration `tweak` adjusts.
-    pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         init_test_logging();
         let dir = tempfile::tempdir().expect("create a temporary data dir");
         let mut config = Config {
@@ -82,33 +83,33 @@ impl TestServer {
     }
 
     /// The socket.io listener.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.app.addr()
     }
 
     /// The accounts API listener.
-    pub fn api_addr(&self) -> SocketAddr {
+    pub(crate) fn api_addr(&self) -> SocketAddr {
         self.app.api_addr()
     }
 
     /// The admin listener, when `admin_listen` is configured.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn admin_addr(&self) -> Option<SocketAddr> {
         self.app.admin_addr()
     }
 
     /// The server's shared state (stores, cluster state, socket.io handle).
-    pub fn state(&self) -> &Arc<AppState> {
+    pub(crate) fn state(&self) -> &Arc<AppState> {
         self.app.state()
     }
 
     /// The token of user `uid`, creating the account on first use.
-    pub async fn token(&self, uid: &str) -> String {
+    pub(crate) async fn token(&self, uid: &str) -> String {
         if let Some(t) = self.tokens.lock().expect("tokens lock").get(uid) {
             return t.clone();
         }
         let token = self
             .state()
-            .accounts
+            .accounts()
             .create(Kind::User, uid)
             .await
             .unwrap_or_else(|e| panic!("create user {uid}: {e}"));
@@ -120,14 +121,14 @@ impl TestServer {
     }
 
     /// A client of user `uid` (created if needed) authenticated and joined to `room`.
-    pub async fn login(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
+    pub(crate) async fn login(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
         let uid = uid.into();
         let token = self.token(&id_string(&uid)).await;
         login(self.addr(), uid, &token, room).await
     }
 
     /// A client of user `uid` that is authenticated but in no room.
-    pub async fn authenticated(&self, uid: impl Into<Value>) -> Client {
+    pub(crate) async fn authenticated(&self, uid: impl Into<Value>) -> Client {
         let uid = uid.into();
         let token = self.token(&id_string(&uid)).await;
         let mut c = Client::connect(self.addr()).await;
@@ -136,7 +137,7 @@ impl TestServer {
     }
 
     /// A dummy (observer) client of user `uid` joined to `room`.
-    pub async fn dummy(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
+    pub(crate) async fn dummy(&self, uid: impl Into<Value>, room: impl Into<Value>) -> Client {
         let mut c = self.authenticated(uid).await;
         let ack = c
             .request("join", json!({"roomId": room.into(), "dummy": true}))
@@ -151,7 +152,7 @@ impl TestServer {
 
     /// Checks that the server still serves: two fresh users authenticate,
     /// join a fresh room and exchange a message.
-    pub async fn assert_alive(&self) {
+    pub(crate) async fn assert_alive(&self) {
         let n = ALIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let room = format!("alive-room-{n}");
         let mut a = self.login(format!("alive-a-{n}"), room.as_str()).await;
@@ -188,7 +189,7 @@ fn init_test_logging() {
 static ALIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The string form of an id value (`"a"` → `a`, `12` → `12`).
-pub fn id_string(v: &Value) -> String {
+pub(crate) fn id_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -197,7 +198,7 @@ pub fn id_string(v: &Value) -> String {
 
 /// Connects, authenticates as `uid` with `token`, joins `room` and checks
 /// both replies. The client has read nothing after the join ack.
-pub async fn login(
+pub(crate) async fn login(
     addr: SocketAddr,
     uid: impl Into<Value>,
     token: &str,
@@ -216,7 +217,7 @@ pub async fn login(
 
 /// What the server sent, as the tests care about it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Received {
+pub(crate) enum Received {
     /// `42["name", payload]` (payload `null` when absent).
     Event(String, Value),
     /// The socket.io disconnect packet `41`.
@@ -233,13 +234,13 @@ enum Frame {
 }
 
 /// The byte stream under a test client's websocket: TCP, or TLS over TCP.
-pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
 type Ws = WebSocketStream<Box<dyn Conn>>;
 
 /// A socket.io 5 client over a raw websocket; see the module docs.
-pub struct Client {
+pub(crate) struct Client {
     ws: Ws,
     /// Socket.io session id from the connect reply.
     pub sid: String,
@@ -253,7 +254,7 @@ pub struct Client {
 impl Client {
     /// Opens the websocket, reads the engine.io handshake and connects to
     /// the default namespace.
-    pub async fn connect(addr: SocketAddr) -> Client {
+    pub(crate) async fn connect(addr: SocketAddr) -> Client {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let tcp = match timeout(WAIT, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -265,7 +266,7 @@ impl Client {
 
     /// Like [`Client::connect`], over `stream` (already connected, TLS or
     /// not) to the server `url` names (`ws://` or `wss://`).
-    pub async fn connect_over(url: &str, stream: Box<dyn Conn>) -> Client {
+    pub(crate) async fn connect_over(url: &str, stream: Box<dyn Conn>) -> Client {
         match Client::connect_with_packet(url, stream, "40").await {
             Ok(c) => c,
             Err(refused) => panic!("connect refused: {refused}"),
@@ -274,7 +275,7 @@ impl Client {
 
     /// Connects with `auth` as the CONNECT payload (socket.io 3+/4
     /// `io(url, {auth})`); a refusal gives the connect error packet's JSON.
-    pub async fn connect_with_auth(addr: SocketAddr, auth: Value) -> Result<Client, Value> {
+    pub(crate) async fn connect_with_auth(addr: SocketAddr, auth: Value) -> Result<Client, Value> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let tcp = timeout(WAIT, TcpStream::connect(addr))
             .await
@@ -324,7 +325,7 @@ impl Client {
     }
 
     /// Sends one raw text frame exactly as given.
-    pub async fn emit_raw(&mut self, text: &str) {
+    pub(crate) async fn emit_raw(&mut self, text: &str) {
         self.ws
             .send(Message::text(text.to_owned()))
             .await
@@ -332,7 +333,7 @@ impl Client {
     }
 
     /// Sends one binary frame.
-    pub async fn send_binary_frame(&mut self, bytes: Vec<u8>) {
+    pub(crate) async fn send_binary_frame(&mut self, bytes: Vec<u8>) {
         self.ws
             .send(Message::binary(bytes))
             .await
@@ -340,19 +341,19 @@ impl Client {
     }
 
     /// Emits `event` with one JSON argument.
-    pub async fn emit(&mut self, event: &str, payload: Value) {
+    pub(crate) async fn emit(&mut self, event: &str, payload: Value) {
         self.emit_raw(&frame::event_frame(event, &payload.to_string()))
             .await;
     }
 
     /// Emits `event` without any argument (`42["event"]`).
-    pub async fn emit_bare(&mut self, event: &str) {
+    pub(crate) async fn emit_bare(&mut self, event: &str) {
         let packet = json!([event]);
         self.emit_raw(&format!("42{packet}")).await;
     }
 
     /// Emits `event` asking for an ack; returns the ack id (see [`Client::wait_ack`]).
-    pub async fn emit_ack_id(&mut self, event: &str, payload: Value) -> u64 {
+    pub(crate) async fn emit_ack_id(&mut self, event: &str, payload: Value) -> u64 {
         let id = self.next_ack;
         self.next_ack += 1;
         self.emit_raw(&frame::event_frame_with_ack(
@@ -365,13 +366,13 @@ impl Client {
     }
 
     /// Emits `event` with an ack and waits for the ack's (first) argument.
-    pub async fn emit_with_ack(&mut self, event: &str, payload: Value) -> Value {
+    pub(crate) async fn emit_with_ack(&mut self, event: &str, payload: Value) -> Value {
         let id = self.emit_ack_id(event, payload).await;
         self.wait_ack(id).await
     }
 
     /// Waits for ack `id`; events that arrive meanwhile stay queued for `recv`.
-    pub async fn wait_ack(&mut self, id: u64) -> Value {
+    pub(crate) async fn wait_ack(&mut self, id: u64) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(v) = self.acks.remove(&id) {
@@ -397,7 +398,7 @@ impl Client {
 
     /// Emits a binary event: `451-["event",{"_placeholder":true,"num":0}]`
     /// followed by a binary frame with `bytes`.
-    pub async fn emit_binary(&mut self, event: &str, bytes: Vec<u8>) {
+    pub(crate) async fn emit_binary(&mut self, event: &str, bytes: Vec<u8>) {
         let packet = json!([event, {"_placeholder": true, "num": 0}]);
         self.emit_raw(&format!("451-{packet}")).await;
         self.send_binary_frame(bytes).await;
@@ -405,13 +406,13 @@ impl Client {
 
     /// Emits `event` and returns the server's reply event of the same name
     /// (authenticate, join and sync answer with an event, not an ack).
-    pub async fn request(&mut self, event: &str, payload: Value) -> Value {
+    pub(crate) async fn request(&mut self, event: &str, payload: Value) -> Value {
         self.emit(event, payload).await;
         self.expect_event(event).await
     }
 
     /// Authenticates and checks the success reply.
-    pub async fn authenticate(&mut self, uid: Value, token: &str) {
+    pub(crate) async fn authenticate(&mut self, uid: Value, token: &str) {
         let reply = self
             .request("authenticate", json!({"uid": uid, "token": token}))
             .await;
@@ -429,7 +430,7 @@ impl Client {
         }
         let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
             Err(_) => return None,
-            Ok(None) | Ok(Some(Err(_))) => {
+            Ok(None | Some(Err(_))) => {
                 self.closed = true;
                 return Some(Frame::Received(Received::Closed));
             }
@@ -491,7 +492,7 @@ impl Client {
     }
 
     /// The next event, disconnect packet or close, waiting at most `wait`.
-    pub async fn recv_within(&mut self, wait: Duration) -> Option<Received> {
+    pub(crate) async fn recv_within(&mut self, wait: Duration) -> Option<Received> {
         if let Some(r) = self.pending.pop_front() {
             return Some(r);
         }
@@ -508,7 +509,7 @@ impl Client {
     }
 
     /// The next event, disconnect packet or close (panics after 5 s).
-    pub async fn recv(&mut self) -> Received {
+    pub(crate) async fn recv(&mut self) -> Received {
         match self.recv_within(WAIT).await {
             Some(r) => r,
             None => panic!("client {}: nothing received within {WAIT:?}", self.sid),
@@ -516,7 +517,7 @@ impl Client {
     }
 
     /// The next thing received must be event `name`; returns its payload.
-    pub async fn expect_event(&mut self, name: &str) -> Value {
+    pub(crate) async fn expect_event(&mut self, name: &str) -> Value {
         match self.recv_within(WAIT).await {
             Some(Received::Event(n, v)) if n == name => v,
             Some(other) => panic!(
@@ -531,14 +532,14 @@ impl Client {
     }
 
     /// Nothing at all arrives for `wait`.
-    pub async fn expect_no_event(&mut self, wait: Duration) {
+    pub(crate) async fn expect_no_event(&mut self, wait: Duration) {
         if let Some(r) = self.recv_within(wait).await {
             panic!("expected nothing, got {r:?}");
         }
     }
 
     /// The next thing received must be the socket.io disconnect packet.
-    pub async fn expect_disconnect(&mut self) {
+    pub(crate) async fn expect_disconnect(&mut self) {
         match self.recv().await {
             Received::Disconnect => {}
             other => panic!("expected the disconnect packet 41, got {other:?}"),
@@ -548,7 +549,7 @@ impl Client {
     /// Whether the server closed this session: reads until the disconnect
     /// packet or the close, skipping any events (for bad-input tests where
     /// either outcome is fine).
-    pub async fn drain_until_closed(&mut self) -> Vec<Received> {
+    pub(crate) async fn drain_until_closed(&mut self) -> Vec<Received> {
         let mut seen = Vec::new();
         loop {
             let r = self.recv().await;
@@ -561,24 +562,24 @@ impl Client {
     }
 
     /// Closes the websocket from the client side (a plain client disconnect).
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
         // Let the close handshake finish so the server sees a clean close.
         let _ = timeout(WAIT, async { while self.ws.next().await.is_some() {} }).await;
     }
 
     /// Sends a msg with an ack and returns the ack.
-    pub async fn send_msg(&mut self, msg: Value) -> Value {
+    pub(crate) async fn send_msg(&mut self, msg: Value) -> Value {
         self.emit_with_ack("msg", msg).await
     }
 
     /// Requests one sync page.
-    pub async fn sync(&mut self, request: Value) -> Value {
+    pub(crate) async fn sync(&mut self, request: Value) -> Value {
         self.request("sync", request).await
     }
 
     /// Syncs from `offset` page after page; returns every item and the replies.
-    pub async fn sync_all(&mut self, offset: u64) -> (Vec<Value>, Vec<Value>) {
+    pub(crate) async fn sync_all(&mut self, offset: u64) -> (Vec<Value>, Vec<Value>) {
         let mut items = Vec::new();
         let mut replies = Vec::new();
         let mut offset = offset;
@@ -619,7 +620,7 @@ fn preview(s: &str) -> String {
 // ---------------------------------------------------------------------------
 
 /// The `always-online` binary built for these tests.
-pub fn binary() -> Command {
+pub(crate) fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_always-online"));
     for (key, _) in std::env::vars() {
         if key.starts_with("AO_") {
@@ -631,7 +632,7 @@ pub fn binary() -> Command {
 }
 
 /// The binary serving on ephemeral ports, its stderr drained by a thread.
-pub struct BinServer {
+pub(crate) struct BinServer {
     pub child: Child,
     pub addr: SocketAddr,
     /// The accounts API listener (`api_addr` of the same log line).
@@ -646,12 +647,16 @@ pub struct BinServer {
 impl BinServer {
     /// Starts `always-online` with JSON logs on `data_dir` (`--dev` when `dev`)
     /// and waits for its "listening" line to learn the port.
-    pub fn start(data_dir: &Path, dev: bool) -> BinServer {
+    pub(crate) fn start(data_dir: &Path, dev: bool) -> BinServer {
         Self::start_with(data_dir, dev, |_| {})
     }
 
     /// Like [`BinServer::start`], with `tweak` adding environment or flags.
-    pub fn start_with(data_dir: &Path, dev: bool, tweak: impl FnOnce(&mut Command)) -> BinServer {
+    pub(crate) fn start_with(
+        data_dir: &Path,
+        dev: bool,
+        tweak: impl FnOnce(&mut Command),
+    ) -> BinServer {
         let mut cmd = binary();
         cmd.env("AO_LOG_FORMAT", "json")
             .args(["--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
@@ -669,7 +674,7 @@ impl BinServer {
 
     /// Runs `cmd` (the binary with JSON logs, its listeners and data dir
     /// set) and waits for its "listening" line to learn the ports.
-    pub fn spawn(mut cmd: Command) -> BinServer {
+    pub(crate) fn spawn(mut cmd: Command) -> BinServer {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -717,13 +722,13 @@ impl BinServer {
     }
 
     /// SIGKILL, then reap.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().expect("kill -9 always-online");
         self.child.wait().expect("reap always-online");
     }
 
     /// SIGTERM, then wait (at most 30 s) for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -743,7 +748,7 @@ impl BinServer {
     }
 
     /// stderr lines logged so far (non-blocking).
-    pub fn stderr_lines(&self) -> Vec<String> {
+    pub(crate) fn stderr_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
     }
 }
@@ -771,12 +776,12 @@ fn listening_field(line: &str, key: &str) -> Option<SocketAddr> {
 }
 
 /// A fresh temporary directory.
-pub fn tempdir() -> tempfile::TempDir {
+pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("create a temporary dir")
 }
 
 /// A path inside `dir`.
-pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+pub(crate) fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
@@ -785,7 +790,7 @@ pub fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 /// nothing arrives for [`QUIET`]. Panics on an announcement that contradicts
 /// what the client was told before (a second join of a present uid, a
 /// leave of an absent one) or that names the client itself.
-pub async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<String> {
+pub(crate) async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<String> {
     let mut view: Vec<String> = known.to_vec();
     while let Some(r) = c.recv_within(QUIET).await {
         let Received::Event(name, payload) = r else {
@@ -818,7 +823,7 @@ pub async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<St
 
 /// Each of `members` (uid, client) sends `join` to `room` at the same
 /// moment; each must be told of every other exactly once.
-pub async fn join_at_once(room: &str, members: &mut [(String, Client)], what: &str) {
+pub(crate) async fn join_at_once(room: &str, members: &mut [(String, Client)], what: &str) {
     let uids: Vec<String> = members.iter().map(|(u, _)| u.clone()).collect();
     futures_util::future::join_all(
         members
@@ -841,7 +846,7 @@ pub async fn join_at_once(room: &str, members: &mut [(String, Client)], what: &s
 /// `going` send `leave` while `joining` send `join` to `room`, all at the
 /// same moment; every member left in the room (`staying`, which knew of
 /// `before`, and `joining`) must end up told of exactly the others in it.
-pub async fn churn(
+pub(crate) async fn churn(
     room: &str,
     before: &[String],
     staying: &mut [(String, Client)],
@@ -882,7 +887,7 @@ pub async fn churn(
 }
 
 /// The resident memory of process `pid`, in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()

@@ -49,7 +49,7 @@ const START_ATTEMPTS: usize = 5;
 /// One `redis-server` with `appendonly yes` and `appendfsync always` on a
 /// private port and directory. It survives [`RedisServer::restart`] with
 /// its data (the AOF is reloaded from the same directory).
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -57,13 +57,13 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts a node on a free port and waits until it answers PONG.
-    pub fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
         Self::start_with(&[])
     }
 
     /// Like [`RedisServer::start`], with `extra` flags after the usual ones
     /// (a later flag overrides an earlier one: `["--appendonly", "no"]`).
-    pub fn start_with(extra: &[&str]) -> RedisServer {
+    pub(crate) fn start_with(extra: &[&str]) -> RedisServer {
         let dir = tempfile::tempdir().expect("create a temporary dir for redis");
         let mut last = String::new();
         let mut args = single_args();
@@ -86,32 +86,32 @@ impl RedisServer {
     }
 
     /// The TCP port on 127.0.0.1.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// The process id (0 once stopped or killed).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// The node's working directory (AOF, log).
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// The node's log (every start appends to it).
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         read_log(self.dir.path())
     }
 
     /// Whether the process runs (it was neither stopped nor killed, nor died).
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
@@ -120,14 +120,14 @@ impl RedisServer {
 
     /// SIGTERM, then waits (at most 30 s) for the exit. Redis flushes the
     /// AOF on the way out. Does nothing when the node is not running.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(child) = self.child.take() {
             terminate(child, self.port);
         }
     }
 
     /// SIGKILL, then reaps the process. Does nothing when the node is not running.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(child) = self.child.take() {
             kill(child, self.port);
         }
@@ -138,7 +138,7 @@ impl RedisServer {
     /// stopped with [`RedisServer::stop`]; call [`RedisServer::kill`] before
     /// to restart after a crash instead. Retries for a few seconds while the
     /// port is still busy.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         let deadline = Instant::now() + PORT_BUSY_WAIT;
         loop {
@@ -166,7 +166,7 @@ impl RedisServer {
 
     /// Runs `redis-cli -p PORT args…` and returns its trimmed stdout (an
     /// error reply such as `ERR …` is returned too, not a panic).
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let port = self.port.to_string();
         let mut full = vec!["-p", port.as_str()];
         full.extend_from_slice(args);
@@ -202,7 +202,7 @@ fn single_args() -> Vec<&'static str> {
 /// One `redis-server` that speaks TLS only (`--port 0`, `--tls-port` on a
 /// free port of 127.0.0.1), without persistence, presenting the given
 /// certificate; clients need no certificate of their own.
-pub struct RedisTlsServer {
+pub(crate) struct RedisTlsServer {
     port: u16,
     child: Child,
     dir: tempfile::TempDir,
@@ -211,7 +211,7 @@ pub struct RedisTlsServer {
 impl RedisTlsServer {
     /// Starts the node with certificate `cert`, key `key` and CA file `ca`
     /// (PEM), and waits until it logs that it accepts connections.
-    pub fn start(cert: &Path, key: &Path, ca: &Path) -> RedisTlsServer {
+    pub(crate) fn start(cert: &Path, key: &Path, ca: &Path) -> RedisTlsServer {
         let dir = tempfile::tempdir().expect("create a temporary dir for redis");
         let mut last = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -266,12 +266,12 @@ impl RedisTlsServer {
     }
 
     /// `rediss://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}", self.port)
     }
 
     /// The node's log.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         read_log(self.dir.path())
     }
 }
@@ -290,7 +290,7 @@ impl Drop for RedisTlsServer {
 /// A Redis cluster of three masters without replicas, each node on its own
 /// free port (with a free cluster-bus port, port + 10000) and directory,
 /// without persistence.
-pub struct RedisCluster {
+pub(crate) struct RedisCluster {
     nodes: Vec<ClusterNode>,
 }
 
@@ -304,7 +304,7 @@ struct ClusterNode {
 impl RedisCluster {
     /// Starts three nodes, joins them with `redis-cli --cluster create` and
     /// waits (at most 20 s) until every node reports `cluster_state:ok`.
-    pub fn start() -> RedisCluster {
+    pub(crate) fn start() -> RedisCluster {
         let mut nodes = Vec::with_capacity(3);
         for _ in 0..3 {
             nodes.push(start_cluster_node());
@@ -316,20 +316,20 @@ impl RedisCluster {
     }
 
     /// The three nodes' ports; the first is the one [`RedisCluster::cli`] talks to.
-    pub fn ports(&self) -> [u16; 3] {
+    pub(crate) fn ports(&self) -> [u16; 3] {
         [self.nodes[0].port, self.nodes[1].port, self.nodes[2].port]
     }
 
     /// `redis-cluster://127.0.0.1:P1?node=127.0.0.1:P2&node=127.0.0.1:P3`,
     /// the form fred parses into a clustered configuration.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let [p1, p2, p3] = self.ports();
         format!("redis-cluster://127.0.0.1:{p1}?node=127.0.0.1:{p2}&node=127.0.0.1:{p3}")
     }
 
     /// Runs `redis-cli -c -p P1 args…` (following redirections) and returns
     /// its trimmed stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let port = self.nodes[0].port.to_string();
         let mut full = vec!["-c", "-p", port.as_str()];
         full.extend_from_slice(args);
@@ -337,7 +337,7 @@ impl RedisCluster {
     }
 
     /// Every node's log, for failure messages.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.nodes
             .iter()
             .map(|n| format!("--- node {} ---\n{}", n.port, tail(&read_log(n.dir.path()))))

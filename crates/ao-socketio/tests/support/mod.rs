@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ao_socketio::serve::HttpLimits;
 use ao_socketio::{Config, Connect, Connector, DisconnectReason, Event, Handler, Server, Socket};
-pub use ao_testclient::payload::Item;
+pub(crate) use ao_testclient::payload::Item;
 use ao_testclient::{frame, handshake, payload, Eio};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -22,11 +22,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for something that should happen at once.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// What the test application saw.
 #[derive(Debug)]
-pub enum Record {
+pub(crate) enum Record {
     Connect {
         id: String,
     },
@@ -112,18 +112,18 @@ impl Handler for AppHandler {
 }
 
 /// A server listening on 127.0.0.1 for the length of a test.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub io: Server,
     records: mpsc::UnboundedReceiver<Record>,
     _stop: oneshot::Sender<()>,
 }
 
-pub async fn start(config: Config) -> TestServer {
+pub(crate) async fn start(config: Config) -> TestServer {
     start_with(config, HttpLimits::default()).await
 }
 
-pub async fn start_with(config: Config, limits: HttpLimits) -> TestServer {
+pub(crate) async fn start_with(config: Config, limits: HttpLimits) -> TestServer {
     let (tx, records) = mpsc::unbounded_channel();
     let io = Server::new(config, App { records: tx });
     let router = axum::Router::new().route_service("/socket.io/", io.clone());
@@ -148,17 +148,17 @@ pub async fn start_with(config: Config, limits: HttpLimits) -> TestServer {
 
 impl TestServer {
     /// `http://…/socket.io/?<query>`
-    pub fn url(&self, query: &str) -> String {
+    pub(crate) fn url(&self, query: &str) -> String {
         format!("http://{}/socket.io/?{}", self.addr, query)
     }
 
     /// `ws://…/socket.io/?<query>`
-    pub fn ws_url(&self, query: &str) -> String {
+    pub(crate) fn ws_url(&self, query: &str) -> String {
         format!("ws://{}/socket.io/?{}", self.addr, query)
     }
 
     /// The next thing the application saw.
-    pub async fn record(&mut self) -> Record {
+    pub(crate) async fn record(&mut self) -> Record {
         tokio::time::timeout(WAIT, self.records.recv())
             .await
             .expect("the application saw nothing in time")
@@ -167,7 +167,7 @@ impl TestServer {
 
     /// The next event the application got (connects are skipped; a
     /// disconnect fails the test).
-    pub async fn event(&mut self) -> (String, String, Vec<Bytes>) {
+    pub(crate) async fn event(&mut self) -> (String, String, Vec<Bytes>) {
         loop {
             match self.record().await {
                 Record::Connect { .. } => {}
@@ -185,7 +185,7 @@ impl TestServer {
     }
 
     /// The reason of the next disconnect (connects and events are skipped).
-    pub async fn disconnect_reason(&mut self) -> DisconnectReason {
+    pub(crate) async fn disconnect_reason(&mut self) -> DisconnectReason {
         loop {
             if let Record::Disconnect { reason, .. } = self.record().await {
                 return reason;
@@ -194,7 +194,7 @@ impl TestServer {
     }
 
     /// Everything recorded so far, without waiting.
-    pub fn drain(&mut self) -> Vec<Record> {
+    pub(crate) fn drain(&mut self) -> Vec<Record> {
         let mut out = Vec::new();
         while let Ok(r) = self.records.try_recv() {
             out.push(r);
@@ -203,7 +203,7 @@ impl TestServer {
     }
 
     /// Fails the test if any connection ended so far.
-    pub fn assert_no_disconnect(&mut self) {
+    pub(crate) fn assert_no_disconnect(&mut self) {
         for r in self.drain() {
             if let Record::Disconnect { reason, .. } = r {
                 panic!("a connection ended: {reason:?}");
@@ -212,7 +212,7 @@ impl TestServer {
     }
 
     /// The one socket connected to the namespace (waits for it).
-    pub async fn only_socket(&self) -> Socket {
+    pub(crate) async fn only_socket(&self) -> Socket {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let mut all = self.io.sockets();
@@ -229,7 +229,7 @@ impl TestServer {
     }
 
     /// Waits until the server holds `n` connections.
-    pub async fn wait_connections(&self, n: usize) {
+    pub(crate) async fn wait_connections(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + WAIT;
         while self.io.connections() != n {
             assert!(
@@ -245,15 +245,15 @@ impl TestServer {
 // ---------------------------------------------------------------------------
 // websocket client
 
-pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A raw websocket client.
-pub struct Ws {
+pub(crate) struct Ws {
     pub inner: WsStream,
 }
 
 impl Ws {
-    pub async fn connect(url: &str) -> Ws {
+    pub(crate) async fn connect(url: &str) -> Ws {
         Ws::try_connect(url, None)
             .await
             .expect("websocket handshake")
@@ -261,7 +261,10 @@ impl Ws {
 
     /// The handshake, with an `Origin` header when given; the server's
     /// refusal comes back as `tungstenite::Error::Http`.
-    pub async fn try_connect(url: &str, origin: Option<&str>) -> Result<Ws, tungstenite::Error> {
+    pub(crate) async fn try_connect(
+        url: &str,
+        origin: Option<&str>,
+    ) -> Result<Ws, tungstenite::Error> {
         let mut req = url.into_client_request()?;
         if let Some(origin) = origin {
             req.headers_mut()
@@ -275,7 +278,7 @@ impl Ws {
 
     /// engine.io 4: the open packet, `40` sent and `40{"sid"}` read.
     /// Gives the open packet's JSON and the socket id.
-    pub async fn connect_v4(server: &TestServer) -> (Ws, Value, String) {
+    pub(crate) async fn connect_v4(server: &TestServer) -> (Ws, Value, String) {
         let mut ws = Ws::connect(&server.ws_url("EIO=4&transport=websocket")).await;
         let connected = ws.handshake(Some("40")).await;
         let open = serde_json::from_str(&connected.open).expect("open packet JSON");
@@ -283,7 +286,7 @@ impl Ws {
     }
 
     /// engine.io 3: the open packet and the `40` the server sends unasked.
-    pub async fn connect_v3(server: &TestServer) -> (Ws, Value) {
+    pub(crate) async fn connect_v3(server: &TestServer) -> (Ws, Value) {
         let mut ws = Ws::connect(&server.ws_url("EIO=3&transport=websocket")).await;
         let connected = ws.handshake(None).await;
         assert_eq!(connected.answer, "40");
@@ -293,7 +296,7 @@ impl Ws {
 
     /// The opening sequence the project's raw clients share: the open
     /// packet, `connect` sent when given, the CONNECT answer read.
-    pub async fn handshake(&mut self, connect: Option<&str>) -> handshake::Connected {
+    pub(crate) async fn handshake(&mut self, connect: Option<&str>) -> handshake::Connected {
         tokio::time::timeout(2 * WAIT, handshake::connect(&mut self.inner, connect))
             .await
             .expect("socket.io handshake in time")
@@ -301,7 +304,7 @@ impl Ws {
     }
 
     /// Reads the open packet `0{...}`.
-    pub async fn open_packet(&mut self) -> Value {
+    pub(crate) async fn open_packet(&mut self) -> Value {
         let text = self.text().await;
         let json = text
             .strip_prefix('0')
@@ -310,19 +313,19 @@ impl Ws {
     }
 
     /// Reads `40{"sid":"..."}` and gives the sid.
-    pub async fn connected_v5(&mut self) -> String {
+    pub(crate) async fn connected_v5(&mut self) -> String {
         let text = self.text().await;
         connect_sid(&text)
     }
 
-    pub async fn send(&mut self, text: &str) {
+    pub(crate) async fn send(&mut self, text: &str) {
         self.inner
             .send(Message::text(text))
             .await
             .expect("websocket send");
     }
 
-    pub async fn send_binary(&mut self, data: &[u8]) {
+    pub(crate) async fn send_binary(&mut self, data: &[u8]) {
         self.inner
             .send(Message::binary(data.to_vec()))
             .await
@@ -331,7 +334,7 @@ impl Ws {
 
     /// The next engine.io frame (websocket pings and pongs skipped), or
     /// `None` when the connection ended.
-    pub async fn next_within(&mut self, within: Duration) -> Option<Message> {
+    pub(crate) async fn next_within(&mut self, within: Duration) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.inner.next())
@@ -346,12 +349,12 @@ impl Ws {
     }
 
     /// The next frame; the connection must still be open.
-    pub async fn recv(&mut self) -> Message {
+    pub(crate) async fn recv(&mut self) -> Message {
         self.next_within(WAIT).await.expect("the connection ended")
     }
 
     /// The next frame, which must be text.
-    pub async fn text(&mut self) -> String {
+    pub(crate) async fn text(&mut self) -> String {
         match self.recv().await {
             Message::Text(t) => t.to_string(),
             other => panic!("expected a text frame, got {other:?}"),
@@ -359,7 +362,7 @@ impl Ws {
     }
 
     /// The next frame, which must be binary.
-    pub async fn binary(&mut self) -> Vec<u8> {
+    pub(crate) async fn binary(&mut self) -> Vec<u8> {
         match self.recv().await {
             Message::Binary(b) => b.to_vec(),
             other => panic!("expected a binary frame, got {other:?}"),
@@ -368,7 +371,7 @@ impl Ws {
 
     /// Reads until the TCP connection ends (a close frame is read past);
     /// `true` if it ended within `within`, `false` if it was still open.
-    pub async fn ends_within(&mut self, within: Duration) -> bool {
+    pub(crate) async fn ends_within(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.inner.next()).await {
@@ -381,7 +384,7 @@ impl Ws {
 }
 
 /// The socket id of a protocol 5 connect packet `40{"sid":"..."}`.
-pub fn connect_sid(text: &str) -> String {
+pub(crate) fn connect_sid(text: &str) -> String {
     frame::connect_sid(text).unwrap_or_else(|e| panic!("not a connect packet {text:?}: {e}"))
 }
 
@@ -389,7 +392,7 @@ pub fn connect_sid(text: &str) -> String {
 // long-polling client
 
 /// An HTTP client that uses no proxy.
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
@@ -398,7 +401,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// A long-polling session.
-pub struct Polling {
+pub(crate) struct Polling {
     pub http: reqwest::Client,
     pub addr: SocketAddr,
     /// 3 or 4.
@@ -412,7 +415,7 @@ pub struct Polling {
 impl Polling {
     /// The handshake GET with `query` (`EIO=4`, `EIO=3&b64=1`, ...); gives
     /// the session, the open packet's JSON and the packets after it.
-    pub async fn handshake(server: &TestServer, query: &str) -> (Polling, Value, Vec<Item>) {
+    pub(crate) async fn handshake(server: &TestServer, query: &str) -> (Polling, Value, Vec<Item>) {
         let http = http();
         let query = format!("{query}&transport=polling");
         let eio = if query.contains("EIO=4") { 4 } else { 3 };
@@ -446,7 +449,7 @@ impl Polling {
 
     /// engine.io 4: the handshake, `40` posted and `40{"sid"}` polled.
     /// Gives the session and the socket id.
-    pub async fn connect_v4(server: &TestServer) -> (Polling, String) {
+    pub(crate) async fn connect_v4(server: &TestServer) -> (Polling, String) {
         let (p, _, rest) = Polling::handshake(server, "EIO=4").await;
         assert!(rest.is_empty(), "more than the open packet: {rest:?}");
         p.post(&["40"]).await;
@@ -457,13 +460,13 @@ impl Polling {
     }
 
     /// engine.io 3: the handshake, whose answer carries `40` too.
-    pub async fn connect_v3(server: &TestServer, query: &str) -> Polling {
+    pub(crate) async fn connect_v3(server: &TestServer, query: &str) -> Polling {
         let (p, _, rest) = Polling::handshake(server, query).await;
         assert_eq!(rest, vec![Item::Text("40".into())]);
         p
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "http://{}/socket.io/?{}&sid={}",
             self.addr, self.query, self.sid
@@ -471,32 +474,32 @@ impl Polling {
     }
 
     /// The websocket URL that upgrades this session.
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!(
             "ws://{}/socket.io/?EIO={}&transport=websocket&sid={}",
             self.addr, self.eio, self.sid
         )
     }
 
-    pub async fn get_raw(&self) -> reqwest::Response {
+    pub(crate) async fn get_raw(&self) -> reqwest::Response {
         self.http.get(self.url()).send().await.expect("GET")
     }
 
     /// A long-poll; it must succeed.
-    pub async fn get(&self) -> Vec<Item> {
+    pub(crate) async fn get(&self) -> Vec<Item> {
         let res = self.get_raw().await;
         assert_eq!(res.status(), 200, "poll refused");
         decode_response(self.eio, res).await
     }
 
     /// Posts `packets` as one payload; it must succeed.
-    pub async fn post(&self, packets: &[&str]) {
+    pub(crate) async fn post(&self, packets: &[&str]) {
         let res = self.post_raw(encode_payload(self.eio, packets)).await;
         assert_eq!(res.status(), 200, "POST refused");
         assert_eq!(res.text().await.unwrap(), "ok");
     }
 
-    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
+    pub(crate) async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
         self.http
             .post(self.url())
             .header("Content-Type", "text/plain;charset=UTF-8")
@@ -508,7 +511,7 @@ impl Polling {
 }
 
 /// The packets of a polling answer.
-pub async fn decode_response(eio: u8, res: reqwest::Response) -> Vec<Item> {
+pub(crate) async fn decode_response(eio: u8, res: reqwest::Response) -> Vec<Item> {
     let binary = res
         .headers()
         .get("content-type")
@@ -519,26 +522,26 @@ pub async fn decode_response(eio: u8, res: reqwest::Response) -> Vec<Item> {
 }
 
 /// `\x1e`-separated packets, binary ones as `b<base64>`.
-pub fn decode_v4(body: &[u8]) -> Vec<Item> {
+pub(crate) fn decode_v4(body: &[u8]) -> Vec<Item> {
     payload::decode_v4(body).unwrap_or_else(|e| panic!("engine.io 4 payload {body:?}: {e}"))
 }
 
 /// `<length>:<packet>`, lengths in UTF-16 code units; binary packets as
 /// `b4<base64>`.
-pub fn decode_v3_text(body: &[u8]) -> Vec<Item> {
+pub(crate) fn decode_v3_text(body: &[u8]) -> Vec<Item> {
     payload::decode_v3_text(body)
         .unwrap_or_else(|e| panic!("engine.io 3 text payload {body:?}: {e}"))
 }
 
 /// engine.io 3 binary payload: kind byte (0 text, 1 binary), the length's
 /// decimal digits as byte values, 255, the packet (binary as 4 + bytes).
-pub fn decode_v3_binary(body: &[u8]) -> Vec<Item> {
+pub(crate) fn decode_v3_binary(body: &[u8]) -> Vec<Item> {
     payload::decode_v3_binary(body)
         .unwrap_or_else(|e| panic!("engine.io 3 binary payload {body:?}: {e}"))
 }
 
 /// A text payload of `packets` for a POST.
-pub fn encode_payload(eio: u8, packets: &[&str]) -> Vec<u8> {
+pub(crate) fn encode_payload(eio: u8, packets: &[&str]) -> Vec<u8> {
     payload::encode_text(generation(eio), packets)
 }
 
@@ -552,7 +555,7 @@ fn generation(eio: u8) -> Eio {
 }
 
 /// The JSON of an engine.io error answer.
-pub async fn error_body(res: reqwest::Response) -> Value {
+pub(crate) async fn error_body(res: reqwest::Response) -> Value {
     let text = res.text().await.expect("error body");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON error: {text:?}"))
 }

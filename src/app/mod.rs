@@ -1,6 +1,9 @@
 //! Builds the whole server from a [`Config`] and runs it until shutdown.
 //! Tests build the very same [`App`] on port 0.
 
+mod backends;
+mod state;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,43 +12,76 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use backends::Backends;
+pub use state::{AppState, Limits};
+
 use crate::accounts::Kind;
-use crate::cluster::local::LocalState;
-use crate::cluster::persistence::Persistence;
-use crate::cluster::redis::RedisState;
-use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::data_dir::{DataDirError, DataDirLock};
-use crate::realtime::bus::Bus;
-use crate::realtime::{self, AppState};
-use crate::redis::Redis;
-use crate::store::redis::RedisMessageStore;
-use crate::store::sqlite::SqliteMessageStore;
-use crate::store::MessageStore;
+use crate::logging::Chain;
+use crate::realtime;
 use crate::tls::{ServerCert, TlsError};
 
-/// Why the server could not start; each names the setting at fault.
+/// Why the server could not start; each names the setting at fault and
+/// keeps the cause as its [`source`](std::error::Error::source) (print it
+/// with [`crate::logging::Chain`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("config error: data_dir: {path}: {reason}")]
-    DataDir { path: String, reason: String },
-    #[error("config error: {key}: cannot listen on {addr}: {reason}")]
-    Bind {
-        key: &'static str,
-        addr: SocketAddr,
-        reason: String,
+    /// The data directory is unusable or held by another process.
+    #[error("config error: data_dir: {path}")]
+    DataDir {
+        /// The data directory.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: DataDirError,
     },
-    #[error("config error: AO_MONGODB_URL: cannot use MongoDB: {0}")]
+    /// The embedded message store cannot open its database or commit log.
+    #[error("config error: data_dir: {path}: cannot open the message store")]
+    Store {
+        /// The data directory.
+        path: String,
+        /// Why the store cannot open.
+        #[source]
+        source: crate::store::StoreError,
+    },
+    /// The embedded account store cannot open.
+    #[error("config error: data_dir: {path}: cannot open the account store")]
+    Accounts {
+        /// The data directory.
+        path: String,
+        /// Why the account store cannot open.
+        #[source]
+        source: crate::accounts::AccountError,
+    },
+    /// A listener cannot bind its address.
+    #[error("config error: {key}: cannot listen on {addr}")]
+    Bind {
+        /// The setting naming the address.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why it cannot be bound.
+        #[source]
+        source: std::io::Error,
+    },
+    /// MongoDB (the account store) is unreachable or refuses.
+    #[error("config error: AO_MONGODB_URL: cannot use MongoDB")]
     Mongo(#[source] crate::accounts::AccountError),
-    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    /// Redis is unreachable or refuses.
+    #[error("config error: AO_REDIS_URL: cannot use Redis")]
     Redis(#[source] crate::redis::RedisError),
-    #[error("config error: AO_REDIS_URL: cannot use Redis: {0}")]
+    /// Redis refuses the account store's requests.
+    #[error("config error: AO_REDIS_URL: cannot use Redis")]
     RedisAccounts(#[source] crate::accounts::AccountError),
-    #[error("config error: AO_ADMIN_UID: cannot create the admin account: {0}")]
-    Admin(String),
-    #[error("config error: {key}: {0}", key = .0.setting())]
+    /// The configured admin cannot be written to the account store.
+    #[error("config error: AO_ADMIN_UID: cannot create the admin account")]
+    Admin(#[source] crate::accounts::AccountError),
+    /// The JWT key is unusable.
+    #[error("config error: {key}", key = .0.setting())]
     Jwt(#[source] crate::grants::jwt::KeyError),
-    #[error("config error: {0}")]
+    /// The TLS certificate or key is unusable.
+    #[error("config error")]
     Tls(#[source] TlsError),
 }
 
@@ -96,50 +132,13 @@ impl App {
             Some(cert) => Some(cert.server_config().map_err(StartError::Tls)?),
             None => None,
         };
-        let redis = match &config.redis_url {
-            Some(_) => Some(Redis::connect(&config).await.map_err(StartError::Redis)?),
-            None => None,
-        };
-        let data_dir_err = |e: &dyn std::fmt::Display| StartError::DataDir {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        };
-        let redis_persistence = match &redis {
-            Some(redis) => {
-                let found = Persistence::check(redis).await;
-                found.log();
-                Some(found)
-            }
-            None => None,
-        };
-        let mut data_dir_lock = None;
-        let messages: Arc<dyn MessageStore> = match &redis {
-            Some(redis) => Arc::new(RedisMessageStore::new(redis.clone())),
-            None => {
-                // Before the store replays its commit log: one server per directory.
-                data_dir_lock = Some(lock_data_dir(&config)?);
-                Arc::new(
-                    SqliteMessageStore::open(&config.data_dir, config.commit_window)
-                        .map_err(|e| data_dir_err(&e))?,
-                )
-            }
-        };
-        let accounts = crate::accounts::open(&config, redis.as_ref())
-            .await
-            .map_err(|e| {
-                if config.mongodb_url.is_some() {
-                    StartError::Mongo(e)
-                } else if redis.is_some() {
-                    StartError::RedisAccounts(e)
-                } else {
-                    data_dir_err(&e)
-                }
-            })?;
+        let backends = Backends::open(&config).await?;
         if let Some((uid, token)) = &config.admin {
-            accounts
+            backends
+                .accounts
                 .ensure(Kind::Admin, uid, token)
                 .await
-                .map_err(|e| StartError::Admin(e.to_string()))?;
+                .map_err(StartError::Admin)?;
         }
         if config.dev {
             tracing::warn!("DEVELOPMENT MODE: any token is accepted for any uid. Never run this in production.");
@@ -147,61 +146,9 @@ impl App {
 
         let limits = http_limits(&config);
         let http = ao_socketio::serve::HttpServer::new(limits);
-        let sessions = realtime::Sessions::new();
-        let io = ao_socketio::Server::new(socket_io_config(&config), sessions.clone());
-        let metrics = Arc::new(crate::metrics::Metrics::new());
-        let mut redis_state = None;
-        let (cluster, bus): (Arc<dyn ClusterState>, Arc<Bus>) = match &redis {
-            Some(redis) => {
-                let node = hex::encode(rand::random::<[u8; 6]>());
-                let shared = RedisState::new(redis.clone(), node.clone(), config.node_ttl);
-                redis_state = Some(shared.clone());
-                let bus = Bus::redis(
-                    io.clone(),
-                    metrics.clone(),
-                    redis.clone(),
-                    messages.clone(),
-                    node.clone(),
-                )
-                .await
-                .map_err(StartError::Redis)?;
-                tracing::info!(%node, prefix = %config.redis_prefix, cluster = config.redis_cluster, "joined the cluster through redis");
-                (shared, bus)
-            }
-            None => (
-                Arc::new(LocalState::new()),
-                Bus::local(io.clone(), metrics.clone()),
-            ),
-        };
-        let state = Arc::new(AppState {
-            config: config.clone(),
-            io,
-            messages,
-            accounts,
-            cluster,
-            bus,
-            metrics,
-            limits: realtime::limits::Limits::new(&config, redis.as_ref()),
-            read_ahead: realtime::read_ahead_limit(),
-            jwt,
-            redis_persistence,
-            http: http.clone(),
-        });
-        sessions.attach(&state);
-        if let Some(shared) = redis_state {
-            let (counted, kicked) = (state.io.clone(), state.io.clone());
-            shared
-                .start(
-                    move || counted.sockets().len(),
-                    move |sid| {
-                        realtime::bus::kick_local(&kicked, sid);
-                    },
-                )
-                .await
-                .map_err(|e| match e {
-                    crate::cluster::ClusterError::Redis(e) => StartError::Redis(e),
-                })?;
-        }
+        let state = AppState::new(config.clone(), &backends, jwt, http.clone());
+        backends.start(state.io()).await?;
+        let data_dir_lock = backends.into_lock();
 
         let admin_apart = config.admin_listen.is_some();
         let main_router = crate::http::main_router(state.clone(), !admin_apart);
@@ -273,7 +220,7 @@ impl App {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "TLS certificate reload failed; keeping the old certificate");
+                tracing::error!(error = %Chain(&e), "TLS certificate reload failed; keeping the old certificate");
                 Err(e)
             }
         }
@@ -305,16 +252,16 @@ impl App {
     /// durable and waits for the listeners to close, within the configured
     /// grace period.
     pub async fn shutdown(self) {
-        let grace = self.state.config.shutdown_grace;
+        let grace = self.state.config().shutdown_grace;
         let _ = self.stop.send(true);
         let drain = async {
-            self.state.io.close().await;
+            self.state.io().close().await;
             // Members whose sessions have not announced their leave yet are
             // announced and removed now, so other nodes need not wait for
             // this node's heartbeat to expire.
-            self.state.cluster.leave_cluster().await;
-            if let Err(e) = self.state.messages.flush().await {
-                tracing::error!(error = %e, "store flush failed during shutdown");
+            self.state.cluster().leave_cluster().await;
+            if let Err(e) = self.state.messages().flush().await {
+                tracing::error!(error = %Chain(&e), "store flush failed during shutdown");
             }
             // Clients and messages are done with; requests still in flight
             // get a short while, not the whole grace period.
@@ -327,22 +274,8 @@ impl App {
     }
 }
 
-/// Checks the data directory is writable and takes its lock.
-fn lock_data_dir(config: &Config) -> Result<DataDirLock, StartError> {
-    let err = |e: DataDirError| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        reason: e.to_string(),
-    };
-    crate::data_dir::check_writable(&config.data_dir).map_err(err)?;
-    DataDirLock::acquire(&config.data_dir).map_err(err)
-}
-
-fn bind_err(key: &'static str, addr: SocketAddr, e: std::io::Error) -> StartError {
-    StartError::Bind {
-        key,
-        addr,
-        reason: e.to_string(),
-    }
+fn bind_err(key: &'static str, addr: SocketAddr, source: std::io::Error) -> StartError {
+    StartError::Bind { key, addr, source }
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
