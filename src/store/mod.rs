@@ -11,7 +11,6 @@ pub(crate) mod redis;
 mod sim_disk;
 #[cfg(any(test, debug_assertions))]
 mod sim_fs;
-#[allow(unsafe_code)] // the applier thread's CPU priority (setpriority)
 pub(crate) mod sqlite;
 mod unapplied;
 
