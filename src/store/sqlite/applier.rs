@@ -324,4 +324,110 @@ mod tests {
         assert_ne!(epoch, db_epoch, "a new epoch");
         assert_eq!(next, 3);
     }
+
+    fn insert(room: &str, seq: u64) -> Record {
+        Record::Insert {
+            room: room.into(),
+            seq,
+            ts: 1,
+            body: Arc::from(RawValue::from_string(format!("{{\"seq\":{seq}}}")).expect("json")),
+        }
+    }
+
+    fn update(msg_id: &str, ord: i64, text: &str) -> Record {
+        Record::Update {
+            room: "r".into(),
+            msg_id: msg_id.into(),
+            ord,
+            ts: 1,
+            body: Arc::from(RawValue::from_string(format!("\"{text}\"")).expect("json")),
+        }
+    }
+
+    fn counts(conn: &Connection) -> (i64, i64, i64) {
+        conn.query_row(
+            "SELECT (SELECT COUNT(*) FROM inserts), (SELECT COUNT(*) FROM updates),
+                    (SELECT next_seq FROM rooms WHERE room = 'r')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("counts")
+    }
+
+    #[test]
+    fn a_repeated_batch_changes_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = open(dir.path()).expect("db");
+        let db_epoch = database_id(&conn).expect("id");
+        let batch = [insert("r", 0), insert("r", 1), update("m", 0, "a")];
+        apply(&mut conn, &batch, &db_epoch).expect("apply");
+        let once = counts(&conn);
+        // A replay after a crash applies the same segment again.
+        apply(&mut conn, &batch, &db_epoch).expect("apply again");
+        assert_eq!(counts(&conn), once);
+        assert_eq!(once, (2, 1, 2));
+    }
+
+    #[test]
+    fn an_update_replaces_only_an_older_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = open(dir.path()).expect("db");
+        let db_epoch = database_id(&conn).expect("id");
+        let body = |conn: &Connection| -> (i64, String) {
+            conn.query_row(
+                "SELECT ord, body FROM updates WHERE room = 'r' AND msg_id = 'm'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("update")
+        };
+        apply(&mut conn, &[update("m", 5, "new")], &db_epoch).expect("apply");
+        apply(&mut conn, &[update("m", 3, "old")], &db_epoch).expect("apply older");
+        assert_eq!(body(&conn), (5, "\"new\"".to_owned()));
+        apply(&mut conn, &[update("m", 7, "newer")], &db_epoch).expect("apply newer");
+        assert_eq!(body(&conn), (7, "\"newer\"".to_owned()));
+    }
+
+    #[test]
+    fn an_applied_batch_leaves_nothing_unapplied() {
+        let dir = tempfile::tempdir().expect("dir");
+        let conn = open(dir.path()).expect("db");
+        let db_epoch = database_id(&conn).expect("id");
+        // Several removal slices, over several rooms, with updates.
+        let mut records: Vec<Record> = (0..REMOVE_SLICE as u64 * 3 + 5)
+            .map(|i| insert(&format!("r{}", i % 3), i / 3))
+            .collect();
+        records.extend((0..10).map(|i| update(&format!("m{i}"), i, "u")));
+        let unapplied = Arc::new(Mutex::new(Unapplied::default()));
+        for r in &records {
+            locked(&unapplied).add(r);
+        }
+        assert!(locked(&unapplied).bytes() > 0);
+        let applier = Applier {
+            conn,
+            fs: crate::store::log_fs::OsFs::for_store(),
+            unavailable: Arc::new(Unavailable::default()),
+            dir: dir.path().to_path_buf(),
+            db_epoch,
+            unapplied: unapplied.clone(),
+            undeleted: Vec::new(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || applier.run(rx));
+        tx.send(ApplyJob::Apply {
+            records,
+            segments: Vec::new(),
+        })
+        .expect("send");
+        let (done, flushed) = oneshot::channel();
+        tx.send(ApplyJob::Flush(done)).expect("send");
+        flushed.blocking_recv().expect("answer").expect("flush");
+        drop(tx);
+        thread.join().expect("applier");
+        let unapplied = locked(&unapplied);
+        assert_eq!(unapplied.bytes(), 0);
+        for room in ["r0", "r1", "r2", "r"] {
+            assert!(!unapplied.has_room(room), "{room} still unapplied");
+        }
+    }
 }

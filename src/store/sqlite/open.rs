@@ -149,3 +149,25 @@ pub(crate) fn database_id(conn: &Connection) -> Result<String, rusqlite::Error> 
 pub(super) fn new_epoch() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_keeps_its_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let id = database_id(&open(dir.path()).expect("db")).expect("id");
+        assert_eq!(id.len(), 16);
+        let again = database_id(&open(dir.path()).expect("db")).expect("id");
+        assert_eq!(again, id);
+    }
+
+    #[test]
+    fn the_write_probe_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        probe_write(dir.path()).expect("probe");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+        assert!(probe_write(&dir.path().join("missing")).is_err());
+    }
+}

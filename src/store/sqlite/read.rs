@@ -152,3 +152,18 @@ fn entry(row: &rusqlite::Row<'_>, first: usize) -> Result<Entry, rusqlite::Error
         ts: row.get(first + 1)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_whose_body_is_not_json_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let conn = open(dir.path()).expect("db");
+        let read = |sql: &str| conn.query_row(sql, [], |r| entry(r, 0));
+        let e = read(r#"SELECT '{"a":1}', 7"#).expect("entry");
+        assert_eq!((e.body.get(), e.ts), (r#"{"a":1}"#, 7));
+        assert!(read("SELECT '{not json', 7").is_err());
+    }
+}

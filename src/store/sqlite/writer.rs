@@ -619,4 +619,38 @@ mod tests {
         );
         assert_eq!(c.next_seq.get("r7"), Some(&1));
     }
+
+    #[test]
+    fn a_failed_first_group_forgets_the_rooms_it_numbered() {
+        let mut c = Counters::default();
+        c.begin();
+        c.set_seq("a", 1);
+        c.set_ord(1);
+        c.rollback();
+        assert!(c.next_seq.is_empty());
+        assert_eq!(c.next_ord, None, "read from SQLite again");
+        // A group that committed is not rolled back by the next begin.
+        c.begin();
+        c.set_seq("a", 1);
+        c.begin();
+        c.rollback();
+        assert_eq!(c.next_seq.get("a"), Some(&1));
+    }
+
+    #[test]
+    fn a_room_not_written_yet_is_numbered_from_sqlite() {
+        let dir = tempfile::tempdir().expect("dir");
+        let conn = crate::sqlite::open(dir.path()).expect("db");
+        conn.execute(
+            "INSERT INTO rooms (room, epoch, next_seq) VALUES ('r', 'e', 4)",
+            [],
+        )
+        .expect("room");
+        let mut c = Counters::default();
+        assert_eq!(c.next_seq(&conn, "r").expect("seq"), 4);
+        assert_eq!(c.next_seq(&conn, "new").expect("seq"), 0);
+        assert_eq!(c.next_ord(&conn).expect("ord"), 0);
+        c.set_seq("r", 9);
+        assert_eq!(c.next_seq(&conn, "r").expect("seq"), 9, "the cache first");
+    }
 }
