@@ -10,6 +10,7 @@ use rusqlite::{params, Connection};
 use tokio::sync::oneshot;
 
 use super::open::new_epoch;
+use crate::logging::Chain;
 use crate::store::journal::{self, Record};
 use crate::store::log_fs::LogFs;
 use crate::store::unapplied::Unapplied;
@@ -94,7 +95,7 @@ impl Applier {
                     }
                     self.undeleted.extend(segments);
                     if let Err(e) = self.delete_applied() {
-                        tracing::warn!(error = %e, "could not delete an applied commit log segment");
+                        tracing::warn!(error = %Chain(&e), "could not delete an applied commit log segment");
                     }
                 }
                 ApplyJob::Clear(room, reply) => {
@@ -125,9 +126,9 @@ impl Applier {
         while let Err(e) = apply(&mut self.conn, records, &self.db_epoch) {
             failures += 1;
             LOG_METRICS.apply_failures.inc();
-            self.unavailable.set_apply(&e);
+            self.unavailable.set_apply(&Chain(&e));
             if reported.is_none_or(|at| at.elapsed() >= APPLY_REPORT) {
-                tracing::error!(error = %e, records = records.len(), failures, "the database refuses the commit log's records; retrying (writes are held back once 64 MiB wait, and /readyz answers 503)");
+                tracing::error!(error = %Chain(&e), records = records.len(), failures, "the database refuses the commit log's records; retrying (writes are held back once 64 MiB wait, and /readyz answers 503)");
                 reported = Some(Instant::now());
             }
             std::thread::sleep(APPLY_RETRY);

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::applier::{ApplyJob, Unavailable};
+use crate::logging::Chain;
 use crate::protocol::StampedMsg;
 use crate::sqlite::unix_now;
 use crate::store::journal::{Journal, Record};
@@ -170,7 +171,7 @@ impl Writer {
         {
             Ok(rt) => rt,
             Err(e) => {
-                tracing::error!(error = %e, "the store writer could not start");
+                tracing::error!(error = %Chain(&e), "the store writer could not start");
                 return;
             }
         };
@@ -329,9 +330,9 @@ impl Writer {
                 LOG_METRICS.failures.inc();
                 let segment = self.log.segment();
                 self.write_failed.note(|count| {
-                    tracing::error!(error = %e, segment, failures = count, "a commit log write failed: the segment is not trusted again; the acknowledged records are rewritten into a new one before the next group (failures counted since the last such line)");
+                    tracing::error!(error = %Chain(&e), segment, failures = count, "a commit log write failed: the segment is not trusted again; the acknowledged records are rewritten into a new one before the next group (failures counted since the last such line)");
                 });
-                self.unavailable.set_log(&e);
+                self.unavailable.set_log(&Chain(&e));
                 failed = Some(StoreError::from(e));
             }
         }
@@ -340,7 +341,7 @@ impl Writer {
             self.counters.rollback();
             let writes = outcomes.len();
             self.refused.note(|count| {
-                tracing::error!(%error, writes, groups = count, "message groups failed to commit (this one and the others counted since the last such line)");
+                tracing::error!(error = %Chain(&error), writes, groups = count, "message groups failed to commit (this one and the others counted since the last such line)");
             });
             for (done, _) in outcomes {
                 done(Err(error.clone().into()));
@@ -366,7 +367,7 @@ impl Writer {
         self.failing.store(true, Ordering::Release);
         let count = writes.len();
         self.refused.note(|groups| {
-            tracing::error!(%error, writes = count, groups, "message groups refused: the commit log is broken and could not be mended yet (this one and the others counted since the last such line)");
+            tracing::error!(error = %Chain(&error), writes = count, groups, "message groups refused: the commit log is broken and could not be mended yet (this one and the others counted since the last such line)");
         });
         for w in writes {
             (w.done)(Err(error.clone().into()));
@@ -389,7 +390,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.unavailable.set_log(&e);
+                self.unavailable.set_log(&Chain(&e));
                 Err(StoreError::from(e))
             }
         }
@@ -489,7 +490,7 @@ impl Writer {
             Ok(sealed) => sealed,
             Err(e) => {
                 self.rotate_failed.note(|count| {
-                    tracing::error!(error = %e, failures = count, "could not start a new commit log segment; the records stay in the current one");
+                    tracing::error!(error = %Chain(&e), failures = count, "could not start a new commit log segment; the records stay in the current one");
                 });
                 return Err(StoreError::from(e));
             }
