@@ -38,8 +38,8 @@ pub enum StoreError {
     #[error("commit log read or write failed")]
     Log(#[source] Arc<std::io::Error>),
     /// The embedded store's commit log holds a corrupt segment.
-    #[error("{0}")]
-    LogCorrupt(String),
+    #[error("the commit log holds a corrupt segment")]
+    LogCorrupt(#[source] Arc<journal::LogError>),
     /// The embedded store takes no writes until it mends itself.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -73,7 +73,7 @@ impl From<journal::LogError> for StoreError {
     fn from(e: journal::LogError) -> Self {
         match e {
             journal::LogError::Io(e) => e.into(),
-            corrupt => StoreError::LogCorrupt(corrupt.to_string()),
+            corrupt => StoreError::LogCorrupt(Arc::new(corrupt)),
         }
     }
 }
