@@ -255,7 +255,7 @@ fn encode_group<'a>(
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("commit log: {0}")]
+    #[error("commit log I/O failed")]
     Io(#[from] io::Error),
     /// A bad frame where only intact ones may be (see [`replay`]).
     #[error(

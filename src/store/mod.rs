@@ -11,7 +11,6 @@ pub(crate) mod redis;
 mod sim_disk;
 #[cfg(any(test, debug_assertions))]
 mod sim_fs;
-#[allow(unsafe_code)] // the applier thread's CPU priority (setpriority)
 pub(crate) mod sqlite;
 mod unapplied;
 
@@ -30,17 +29,17 @@ use crate::protocol::StampedMsg;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Redis failed.
-    #[error("store backend error: {0}")]
+    #[error("message store backend failed")]
     Redis(#[from] crate::redis::RedisError),
     /// The embedded database failed.
-    #[error("database error: {0}")]
+    #[error("database request failed")]
     Sqlite(#[source] Arc<rusqlite::Error>),
     /// The embedded store's commit log could not be written or read.
-    #[error("commit log error: {0}")]
+    #[error("commit log read or write failed")]
     Log(#[source] Arc<std::io::Error>),
     /// The embedded store's commit log holds a corrupt segment.
-    #[error("{0}")]
-    LogCorrupt(String),
+    #[error("the commit log holds a corrupt segment")]
+    LogCorrupt(#[source] Arc<journal::LogError>),
     /// The embedded store takes no writes until it mends itself.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -51,7 +50,7 @@ pub enum StoreError {
     #[error("a store task ended early")]
     Join(#[source] Arc<tokio::task::JoinError>),
     /// A message's text is not JSON (it was checked on the way in).
-    #[error("message is not JSON: {0}")]
+    #[error("message is not JSON")]
     Encode(#[source] Arc<serde_json::Error>),
     /// The store is shutting down and takes no more writes.
     #[error("store is closed")]
@@ -74,7 +73,7 @@ impl From<journal::LogError> for StoreError {
     fn from(e: journal::LogError) -> Self {
         match e {
             journal::LogError::Io(e) => e.into(),
-            corrupt => StoreError::LogCorrupt(corrupt.to_string()),
+            corrupt => StoreError::LogCorrupt(Arc::new(corrupt)),
         }
     }
 }
@@ -438,4 +437,28 @@ pub trait MessageStore: Send + Sync + 'static {
     /// no such thread and do nothing.
     #[doc(hidden)]
     async fn crash_writer_for_tests(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::Chain;
+
+    #[test]
+    fn a_store_error_leaves_its_cause_to_the_chain() {
+        let io = || std::io::Error::other("disk on fire");
+        let e = StoreError::from(journal::LogError::Io(io()));
+        assert_eq!(e.to_string(), "commit log read or write failed");
+        assert_eq!(
+            Chain(&e).to_string(),
+            "commit log read or write failed: disk on fire"
+        );
+        let e = journal::LogError::Io(io());
+        assert_eq!(Chain(&e).to_string(), "commit log I/O failed: disk on fire");
+        let e = StoreError::from(rusqlite::Error::InvalidQuery);
+        assert!(!e.to_string().contains("Query is not read-only"), "{e}");
+        assert!(Chain(&e)
+            .to_string()
+            .starts_with("database request failed: "));
+    }
 }

@@ -95,14 +95,20 @@ fn a_full_disk_refuses_every_msg_with_status_5_and_the_node_recovers() {
         }
         assert_eq!(readyz(addr).await, 503, "not ready while writes fail");
         // One line per interval, not one per msg.
-        let refusals = server
+        let errors: Vec<String> = server
             .stderr_lines()
-            .iter()
+            .into_iter()
             .filter(|l| l.contains("\"level\":\"ERROR\""))
-            .count();
+            .collect();
+        let refusals = errors.len();
         assert!(
             (1..=4).contains(&refusals),
             "{refusals} error lines for 20 refused msgs"
+        );
+        // The operator reads why, not only what failed.
+        assert!(
+            errors.iter().all(|l| l.contains("No space left on device")),
+            "{errors:#?}"
         );
 
         std::fs::remove_file(&filler).expect("free the disk");
