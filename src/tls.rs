@@ -26,8 +26,11 @@ pub enum TlsError {
         key: &'static str,
         /// The file.
         path: String,
-        /// What is wrong with it.
-        reason: String,
+        /// What is wrong with it, or what could not be done with it.
+        reason: &'static str,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// No certificate authority to check a Redis server's certificate against.
     #[error(
@@ -39,11 +42,27 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-fn file_error(key: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+fn file_error(key: &'static str, path: &Path, reason: &'static str) -> TlsError {
     TlsError::File {
         key,
         path: path.display().to_string(),
-        reason: reason.to_string(),
+        reason,
+        source: None,
+    }
+}
+
+/// [`file_error`] with the error that caused it.
+fn file_cause(
+    key: &'static str,
+    path: &Path,
+    reason: &'static str,
+    cause: impl std::error::Error + Send + Sync + 'static,
+) -> TlsError {
+    TlsError::File {
+        key,
+        path: path.display().to_string(),
+        reason,
+        source: Some(Arc::new(cause)),
     }
 }
 
@@ -119,13 +138,14 @@ fn read_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsE
     let chain = read_certificates("AO_TLS_CERT", cert)?;
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
         pem::Error::NoItemsFound => file_error("AO_TLS_KEY", key, "no PEM private key in the file"),
-        e => file_error("AO_TLS_KEY", key, e),
+        e => file_cause("AO_TLS_KEY", key, "cannot read a PEM private key", e),
     })?;
     let certified = CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
-        file_error(
+        file_cause(
             "AO_TLS_KEY",
             key,
-            format!("not usable with the certificate of AO_TLS_CERT: {e}"),
+            "not usable with the certificate of AO_TLS_CERT",
+            e,
         )
     })?;
     Ok(Arc::new(certified))
@@ -137,9 +157,9 @@ fn read_certificates(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(key, path, e))?
+        .map_err(|e| file_cause(key, path, "cannot read PEM certificates", e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(key, path, e))?;
+        .map_err(|e| file_cause(key, path, "cannot read PEM certificates", e))?;
     if certs.is_empty() {
         return Err(file_error(key, path, "no PEM certificate in the file"));
     }
@@ -160,7 +180,7 @@ pub fn redis_client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsError> 
         for cert in read_certificates("AO_REDIS_CA", path)? {
             roots
                 .add(cert)
-                .map_err(|e| file_error("AO_REDIS_CA", path, e))?;
+                .map_err(|e| file_cause("AO_REDIS_CA", path, "holds an unusable certificate", e))?;
         }
     }
     if roots.is_empty() {

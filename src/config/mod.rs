@@ -241,6 +241,9 @@ pub struct ConfigError {
     /// The file key, variable or flag at fault.
     pub(crate) key: String,
     pub(crate) reason: String,
+    /// The underlying error, when there is one (reading the config file).
+    #[source]
+    source: Option<std::io::Error>,
 }
 
 impl ConfigError {
@@ -248,6 +251,7 @@ impl ConfigError {
         Self {
             key: key.into(),
             reason: reason.to_string(),
+            source: None,
         }
     }
 }
@@ -272,7 +276,10 @@ impl Config {
         let mut listen_given = false;
         if let Some(path) = &flags.config {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError {
+                    source: Some(e),
+                    ..ConfigError::new("config", path.display())
+                })?;
             let table = toml::from_str::<toml::Table>(&text).map_err(|e| file_error(&e, &text))?;
             for (key, value) in &table {
                 let setting = settings::by_key(key)
