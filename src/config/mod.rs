@@ -275,11 +275,10 @@ impl Config {
         // the loopback address instead.
         let mut listen_given = false;
         if let Some(path) = &flags.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError {
-                    source: Some(e),
-                    ..ConfigError::new("config", path.display())
-                })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                source: Some(e),
+                ..ConfigError::new("config", path.display())
+            })?;
             let table = toml::from_str::<toml::Table>(&text).map_err(|e| file_error(&e, &text))?;
             for (key, value) in &table {
                 let setting = settings::by_key(key)
