@@ -177,8 +177,12 @@ async fn polling(conn: &Arc<Session>, hb: &mut Heartbeat) -> Option<hyper::upgra
             drain_polling(conn, reason).await;
             return None;
         }
-        if let Some(up) = conn.state().upgrade.take() {
-            return Some(up);
+        {
+            let mut state = conn.state();
+            if let Some(up) = state.upgrade.take() {
+                state.probing = true;
+                return Some(up);
+            }
         }
         tokio::select! {
             _ = conn.wake.notified() => {}
@@ -251,17 +255,27 @@ async fn probe(
     on_upgrade: hyper::upgrade::OnUpgrade,
     hb: &mut Heartbeat,
 ) -> Option<Ws> {
-    let server = conn.server.upgrade()?;
+    let give_up = |conn: &Session| {
+        let mut state = conn.state();
+        state.upgrading = false;
+        state.probing = false;
+    };
+    let Some(server) = conn.server.upgrade() else {
+        give_up(conn);
+        return None;
+    };
     let deadline = Instant::now() + hb.upgrade_timeout;
     let upgraded = match tokio::time::timeout_at(deadline, on_upgrade).await {
         Ok(Ok(up)) => up,
-        _ => return None,
+        _ => {
+            give_up(conn);
+            return None;
+        }
     };
     let mut ws = crate::websocket::stream(&server, upgraded).await;
     drop(server);
     let sleep = sleep_until(hb.next);
     tokio::pin!(sleep);
-    let give_up = |conn: &Session| conn.state().upgrading = false;
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -279,7 +293,11 @@ async fn probe(
                             give_up(conn);
                             return None;
                         }
-                        conn.state().upgrading = true;
+                        {
+                            let mut state = conn.state();
+                            state.upgrading = true;
+                            state.probing = false;
+                        }
                         // A pending poll answers now (noop), so the client can pause polling.
                         conn.outbox.wake();
                     }
@@ -308,6 +326,7 @@ async fn probe(
                 // upgrade packet is on the way: the websocket delivers them.
                 let probed = conn.state().upgrading;
                 if conn.closing().is_some() && !probed {
+                    give_up(conn);
                     return None;
                 }
             }

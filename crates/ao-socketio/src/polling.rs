@@ -91,7 +91,7 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
     // the upgrade packet is in).
     let late = {
         let state = conn.state();
-        state.upgrade.is_some() || state.upgrading
+        state.upgrade.is_some() || state.probing || state.upgrading
     };
     let mut frames = Vec::new();
     let waited = std::future::poll_fn(|cx| {
@@ -153,7 +153,7 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         }
     } else if closing.is_some() && frames.is_empty() {
         frames.push(Packet::Close.encode());
-    } else if frames.is_empty() && upgrading {
+    } else if frames.is_empty() && (upgrading || late) {
         frames.push(Packet::Noop.encode());
     }
     answer(&conn, &frames)

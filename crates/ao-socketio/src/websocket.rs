@@ -118,7 +118,10 @@ pub(crate) fn upgrade(inner: Arc<Inner>, conn: Arc<Session>, req: Request<Body>)
         if state.closing.is_some() {
             return error_response(StatusCode::BAD_REQUEST, EngineError::BadRequest);
         }
-        state.transport != Transport::Polling || state.upgrading || state.upgrade.is_some()
+        state.transport != Transport::Polling
+            || state.upgrading
+            || state.probing
+            || state.upgrade.is_some()
     };
     let (res, on_upgrade) = match handshake(req) {
         Ok(ok) => ok,

@@ -404,6 +404,31 @@ async fn a_poll_that_crosses_the_close_over_polling_is_answered_with_a_noop() {
 // engine.io: upgrade
 
 #[tokio::test]
+async fn a_poll_made_after_the_websocket_opened_crosses_the_upgrade() {
+    let addr = start().await;
+    for eio in [3, 4] {
+        // The poll reaches the server before the probe sent ahead of it:
+        // it is not a poll waiting at the probe (answered with a noop) but
+        // one crossing the upgrade, refused once the upgrade is in.
+        let sid = polling_session(addr, "engine.io", eio).await;
+        let query = format!("EIO={eio}&transport=websocket&sid={sid}");
+        let mut ws = Ws::connect(&ws_url(addr, "engine.io", &query)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let crossing = {
+            let sid = sid.clone();
+            tokio::spawn(async move { poll(addr, "engine.io", eio, &sid).await.status() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ws.send("2probe").await;
+        assert_eq!(ws.text().await, "3probe");
+        ws.send("5").await;
+        assert_eq!(crossing.await.unwrap(), 400, "EIO={eio}");
+        ws.send("4hello").await;
+        assert_eq!(ws.text().await, "4hello");
+    }
+}
+
+#[tokio::test]
 async fn an_upgraded_session_refuses_polls_and_other_websockets() {
     let addr = start().await;
     for eio in [3, 4] {

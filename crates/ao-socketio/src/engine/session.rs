@@ -105,6 +105,9 @@ pub(crate) struct State {
     pub(crate) closing: Option<DisconnectReason>,
     /// A websocket probed this polling session: polls answer at once.
     pub(crate) upgrading: bool,
+    /// A websocket for this polling session is open and its probe not in
+    /// yet: a poll made now crossed the upgrade.
+    pub(crate) probing: bool,
     /// A long-poll GET is waiting.
     pub(crate) polling: bool,
     /// A POST is being read.
@@ -173,6 +176,7 @@ impl Session {
                 transport,
                 closing: None,
                 upgrading: false,
+                probing: false,
                 polling: false,
                 posting: false,
                 post_waker: None,
