@@ -231,14 +231,21 @@ async fn drain_polling(conn: &Arc<Session>, reason: DisconnectReason) {
 /// when it comes within [`CLOSE_CROSSING`].
 async fn await_crossing_poll(conn: &Arc<Session>) {
     let until = Instant::now() + CLOSE_CROSSING;
-    while Instant::now() < until {
+    loop {
         let Some(server) = conn.server.upgrade() else {
             return;
         };
         if !server.knows(conn) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(server);
+        // The poll that answers forgets the session, then wakes this.
+        if tokio::time::timeout_at(until, conn.wake.notified())
+            .await
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

@@ -147,10 +147,12 @@ pub(crate) async fn poll(conn: Arc<Conn>) -> Response<Body> {
         frames.push(Packet::Noop.encode());
         // The client's session ends with this answer: a later request
         // is refused as unknown, even before the session's task has
-        // finished it (it waits for this poll, see the driver).
+        // finished it (it waits for this poll, see the driver, and is
+        // woken now).
         if let Some(server) = conn.server.upgrade() {
             server.forget(&conn);
         }
+        conn.wake.notify_one();
     } else if closing.is_some() && frames.is_empty() {
         frames.push(Packet::Close.encode());
     } else if frames.is_empty() && (upgrading || late) {
