@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::redis::{RedisCluster, RedisServer};
-use support::{Client, Received, QUIET, WAIT};
+use support::{poll, Client, Received, QUIET, WAIT};
 use tokio::time::Instant;
 
 use support::cluster::*;

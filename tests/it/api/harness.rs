@@ -50,26 +50,15 @@ pub(super) fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit`
-/// with `what` and the last value seen.
-pub(super) async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> (T, Duration)
+/// [`crate::support::poll`], with how long it took.
+pub(super) async fn poll<T, F, Fut>(limit: Duration, what: &str, check: F) -> (T, Duration)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return (v, started.elapsed()),
-            Err(last) => {
-                assert!(
-                    started.elapsed() < limit,
-                    "{what}: not within {limit:?}; last: {last}"
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let v = crate::support::poll(limit, what, check).await;
+    (v, started.elapsed())
 }
 
 // ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 //! traffic of the Redis-restart test.
 
 use crate::support::redis::RedisServer;
-use crate::support::{login, BinServer, Client, Received};
+use crate::support::{login, poll, BinServer, Client, Received};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -256,26 +256,6 @@ pub(crate) fn assert_received_all(me: &str, got: &[Value], senders: &[&str], n: 
         );
     }
     assert!(per.is_empty(), "{me}: msgs from unknown senders {per:?}");
-}
-
-/// Polls `check` every 100 ms until it returns `Ok`, panicking after `limit`
-/// with `what` and the last complaint.
-pub(crate) async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                started.elapsed() < limit,
-                "{what}: not within {limit:?}; last: {last}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 pub(crate) fn http() -> reqwest::Client {

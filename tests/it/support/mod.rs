@@ -895,3 +895,23 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+/// Polls `check` every 100 ms until it returns `Ok`, panicking after `limit`
+/// with `what` and the last complaint.
+pub(crate) async fn poll<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
