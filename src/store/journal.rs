@@ -27,6 +27,17 @@
 //!   again;
 //! - segments are created, renamed and deleted with a directory `fsync`
 //!   after each change;
+//! - a segment SQLite has taken may be kept as the *spare* ([`SPARE`]) and
+//!   written again as a later segment: overwriting blocks a file already
+//!   has makes `fdatasync` write only the data, with no block allocation
+//!   and no inode update, which costs the disk and the kernel less than
+//!   appending to a fresh file (PostgreSQL and RocksDB recycle their logs
+//!   for the same reason). What the earlier use left after the new data
+//!   names an older segment in its group frames, so it is never read as
+//!   this segment's; a recycled segment is cut to its length (synced)
+//!   before the next one is started, so only the newest segment can end in
+//!   such leftovers, and the spare is deleted (durably) at start-up, before
+//!   any segment is made, so no leftover can name a segment of a later run;
 //! - replay ([`replay`]) takes every segment in order; a bad frame is a torn
 //!   tail only at the end of the newest segment with no intact group after
 //!   it; anywhere else it is corruption, and the store refuses to start
@@ -287,6 +298,8 @@ pub struct Journal {
     /// A write or sync failed: the segment takes nothing more, and the log
     /// takes nothing until [`Journal::recover`] succeeds.
     broken: bool,
+    /// The file was the spare: bytes of its earlier use may follow `len`.
+    recycled: bool,
 }
 
 /// What a previous run left in the log: its records in order, the
@@ -302,10 +315,22 @@ impl Journal {
     /// Starts segment `segment` in `dir`: created, and its name made
     /// durable. A failure leaves no file behind (as far as the unlink goes).
     pub fn create(fs: Arc<dyn LogFs>, dir: &Path, segment: u64) -> io::Result<Journal> {
+        Journal::start(fs, dir, segment, false)
+    }
+
+    /// [`Journal::create`], writing the spare again if there is one and
+    /// `reuse` is set.
+    fn start(fs: Arc<dyn LogFs>, dir: &Path, segment: u64, reuse: bool) -> io::Result<Journal> {
         let path = segment_path(dir, segment);
-        let created = fs
-            .create(&path)
-            .and_then(|file| fs.sync_dir(dir).map(|()| file));
+        let recycled = reuse
+            && fs.list(dir)?.iter().any(|n| n == SPARE)
+            && fs.rename(&dir.join(SPARE), &path).is_ok();
+        let opened = if recycled {
+            fs.open_existing(&path)
+        } else {
+            fs.create(&path)
+        };
+        let created = opened.and_then(|file| fs.sync_dir(dir).map(|()| file));
         let file = match created {
             Ok(file) => file,
             Err(e) => {
@@ -322,6 +347,7 @@ impl Journal {
             first: segment,
             buf: Vec::new(),
             broken: false,
+            recycled,
         })
     }
 
@@ -392,6 +418,7 @@ impl Journal {
                 self.segment = next;
                 self.len = buf.len() as u64;
                 self.broken = false;
+                self.recycled = false;
                 Ok(())
             }
             Err(e) => {
@@ -410,7 +437,20 @@ impl Journal {
                 "the commit log is broken by an earlier failure",
             ));
         }
-        let next = Journal::create(self.fs.clone(), &self.dir, self.segment + 1)?;
+        if self.recycled {
+            // Sealed at its length: what the earlier use left after it
+            // must not follow a segment that is no longer the newest.
+            let cut = self
+                .file
+                .truncate(self.len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = cut {
+                self.broken = true;
+                return Err(e);
+            }
+            self.recycled = false;
+        }
+        let next = Journal::start(self.fs.clone(), &self.dir, self.segment + 1, true)?;
         let sealed = std::mem::replace(self, next);
         Ok((sealed.first..=sealed.segment).collect())
     }
@@ -434,7 +474,27 @@ pub fn remove_segments(fs: &dyn LogFs, dir: &Path, numbers: &[u64]) -> io::Resul
     Ok(())
 }
 
+/// Deletes the segments `numbers` as [`remove_segments`] does, but keeps
+/// the last one as the spare (see the module's doc) when there is none.
+pub fn retire_segments(fs: &dyn LogFs, dir: &Path, numbers: &[u64]) -> io::Result<()> {
+    let Some((&last, older)) = numbers.split_last() else {
+        return Ok(());
+    };
+    remove_segments(fs, dir, older)?;
+    if fs.list(dir)?.iter().any(|n| n == SPARE) {
+        return remove_segments(fs, dir, &[last]);
+    }
+    match fs.retire(&segment_path(dir, last), &dir.join(SPARE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs.sync_dir(dir)
+}
+
 const PREFIX: &str = "commit-log.";
+/// A retired segment kept to be written again (see the module's doc).
+const SPARE: &str = "commit-log.spare";
 /// The temporary name of a segment being rewritten by [`Journal::recover`].
 const RECOVERING: &str = "commit-log.recovering";
 
@@ -485,6 +545,8 @@ pub fn scan(bytes: &[u8], segment: u64) -> Scan {
     let Some(bad) = read_groups(bytes, 0, segment, &mut out.records, &mut out.replaces) else {
         return out;
     };
+    let leftover = bad % BLOCK == 0
+        && matches!(next_frame(&bytes[bad..]), Some((Frame::Group { segment: s, .. }, _)) if s < segment);
     let mut damage = Damage {
         offset: bad as u64,
         ..Damage::default()
@@ -501,7 +563,7 @@ pub fn scan(bytes: &[u8], segment: u64) -> Scan {
         damage.unreadable.push(from..at);
         let mut replaces = None;
         match read_groups(bytes, at, segment, &mut damage.salvaged, &mut replaces) {
-            None => return finish(out, damage),
+            None => return finish(out, damage, leftover),
             Some(bad) => {
                 from = bad;
                 at = round_up(bad + 1);
@@ -509,7 +571,7 @@ pub fn scan(bytes: &[u8], segment: u64) -> Scan {
         }
     }
     damage.unreadable.push(from..bytes.len());
-    finish(out, damage)
+    finish(out, damage, leftover)
 }
 
 /// Reads a segment of the format before group frames (left by an older
@@ -540,8 +602,13 @@ fn scan_unframed(bytes: &[u8]) -> Scan {
     out
 }
 
-fn finish(mut out: Scan, damage: Damage) -> Scan {
-    out.damage = Some(damage);
+/// `out` with `damage`, unless the bad frame is where a recycled segment's
+/// data ends (`leftover`: an intact group of an older segment on a block
+/// boundary) and no group of this segment follows it.
+fn finish(mut out: Scan, damage: Damage, leftover: bool) -> Scan {
+    if !(leftover && damage.salvaged.is_empty()) {
+        out.damage = Some(damage);
+    }
     out
 }
 
@@ -631,6 +698,12 @@ pub fn replay(fs: &dyn LogFs, dir: &Path) -> Result<Leftover, LogError> {
     // A copy a crash interrupted before its rename: never acknowledged.
     if fs.list(dir)?.iter().any(|n| n == RECOVERING) {
         fs.remove(&dir.join(RECOVERING))?;
+    }
+    // A spare of an earlier run: its leftovers could name a segment this
+    // run will write, so it goes, durably, before any segment is made.
+    if fs.list(dir)?.iter().any(|n| n == SPARE) {
+        fs.remove(&dir.join(SPARE))?;
+        fs.sync_dir(dir)?;
     }
     let numbers = segments(fs, dir)?;
     let mut scans = Vec::with_capacity(numbers.len());
@@ -782,6 +855,81 @@ mod tests {
             let left = replay(&fs.crash(), dir()).expect("replay");
             assert_acked_then_maybe(&left.records, &acked, "cut", seed);
         }
+    }
+
+    #[test]
+    fn a_recycled_segment_reads_only_its_own_groups_across_crashes() {
+        // Segment 1, written long, becomes the spare; segment 3 writes it
+        // again, shorter: its leftovers are never read as segment 3's, not
+        // while it is the newest, nor once sealed, nor after any crash.
+        for seed in 0..200 {
+            let fs = SimFs::new(seed);
+            let (mut j, _) = open(&fs);
+            let long: Vec<Record> = (0..40)
+                .map(|i| insert("old", i, &"o".repeat(300)))
+                .collect();
+            for chunk in long.chunks(3) {
+                j.append(chunk).expect("append");
+            }
+            let sealed = j.rotate().expect("rotate");
+            retire_segments(&fs, dir(), &sealed).expect("retire");
+            assert!(fs.names().contains(&SPARE.to_owned()));
+            let mut acked = vec![insert("r", 0, "two")];
+            j.append(&acked).expect("append");
+            let sealed = j.rotate().expect("rotate to the spare");
+            assert_eq!(sealed, [2]);
+            assert!(
+                !fs.names().contains(&SPARE.to_owned()),
+                "the spare is segment 3"
+            );
+            let three = insert("r", 1, &"n".repeat(seed as usize * 37 % 5000));
+            j.append(std::slice::from_ref(&three)).expect("append");
+            acked.push(three);
+            let recycled = fs.file("commit-log.000000000003").expect("segment 3");
+            assert!(
+                recycled.len() > round_up(acked[1].size() + GROUP_FRAME),
+                "leftovers follow"
+            );
+            if seed % 2 == 1 {
+                // Sealed: cut to its length before segment 4 is made.
+                j.rotate().expect("rotate");
+                let sealed = fs.file("commit-log.000000000003").expect("segment 3");
+                assert_eq!(sealed.len(), round_up(acked[1].size() + GROUP_FRAME));
+                let four = insert("r", 2, "four");
+                j.append(std::slice::from_ref(&four)).expect("append");
+                acked.push(four);
+            }
+            fs.fail(Op::Sync, 0, libc::EIO);
+            let _ = j.append(&[insert("r", acked.len() as u64, "cut")]);
+            let after = fs.crash();
+            let left = replay(&after, dir()).expect("replay: leftovers are no corruption");
+            assert_acked_then_maybe(&left.records, &acked, "cut", seed);
+            if seed % 2 == 0 {
+                let scan = scan(&after.file("commit-log.000000000003").expect("3"), 3);
+                assert!(
+                    scan.damage.is_none() || !scan.records.is_empty(),
+                    "seed {seed}: the group cut short, or nothing but leftovers"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_spare_of_an_earlier_run_is_deleted_before_anything_is_written() {
+        let fs = SimFs::new(3);
+        let (mut j, _) = open(&fs);
+        j.append(&[insert("r", 0, "a")]).expect("append");
+        let sealed = j.rotate().expect("rotate");
+        retire_segments(&fs, dir(), &sealed).expect("retire");
+        let after = fs.crash();
+        let (_, left) = open(&after);
+        assert!(left.records.is_empty());
+        assert!(!after.names().contains(&SPARE.to_owned()));
+        let again = after.crash();
+        assert!(
+            !again.names().contains(&SPARE.to_owned()),
+            "its deletion was durable"
+        );
     }
 
     #[test]

@@ -21,10 +21,19 @@ pub trait LogFs: Send + Sync {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates the file at `path` (emptied if it exists) for writing.
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Opens the existing file at `path` for writing, keeping its bytes
+    /// (a recycled segment, see [`super::journal`]).
+    fn open_existing(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
     /// Renames `from` to `to`, replacing `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Unlinks the file at `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Takes the name `path` away from a retired segment by renaming it to
+    /// `spare`, to be written again later: for the log, the segment is
+    /// removed (fault plans count it as a remove).
+    fn retire(&self, path: &Path, spare: &Path) -> io::Result<()> {
+        self.rename(path, spare)
+    }
     /// Makes the directory's entries (creates, renames, unlinks) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
@@ -33,6 +42,9 @@ pub trait LogFs: Send + Sync {
 pub trait LogFile: Send {
     /// Writes all of `buf` at `offset`.
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Cuts the file to `len` bytes (durable with the next
+    /// [`LogFile::sync_data`]).
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes what was written durable (`fdatasync`).
     fn sync_data(&mut self) -> io::Result<()>;
 }
@@ -81,6 +93,11 @@ impl LogFs for OsFs {
         Ok(Box::new(OsFile(file)))
     }
 
+    fn open_existing(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
@@ -99,6 +116,10 @@ struct OsFile(File);
 impl LogFile for OsFile {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

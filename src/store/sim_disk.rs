@@ -88,6 +88,10 @@ impl SimState {
         if file.durable.len() < len {
             file.durable.resize(len, 0);
         }
+        // A truncation not synced yet reached the disk or not.
+        if file.durable.len() > len && self.next().is_multiple_of(2) {
+            file.durable.truncate(len);
+        }
         for block in std::mem::take(&mut file.dirty) {
             let start = block * SIM_BLOCK;
             let end = (start + SIM_BLOCK).min(len);
@@ -260,6 +264,24 @@ impl LogFs for SimFs {
         }))
     }
 
+    fn open_existing(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let mut s = self.state();
+        s.check(Op::Create)?;
+        let id = *s.entries.get(&name(path)).ok_or_else(not_found)?;
+        Ok(Box::new(SimHandle {
+            fs: self.clone(),
+            id,
+        }))
+    }
+
+    fn retire(&self, path: &Path, spare: &Path) -> io::Result<()> {
+        let mut s = self.state();
+        s.check(Op::Remove)?;
+        let id = s.entries.remove(&name(path)).ok_or_else(not_found)?;
+        s.entries.insert(name(spare), id);
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state();
         s.check(Op::Rename)?;
@@ -311,6 +333,16 @@ impl LogFile for SimHandle {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let mut s = self.fs.state();
+        s.check(Op::Write)?;
+        let file = s.files.entry(self.id).or_default();
+        let len = len as usize;
+        file.cached.truncate(len);
+        file.dirty.retain(|&b| b * SIM_BLOCK < len);
+        Ok(())
     }
 
     fn sync_data(&mut self) -> io::Result<()> {

@@ -120,9 +120,21 @@ impl<F: LogFs> LogFs for PlannedFaults<F> {
             calls: self.calls.clone(),
         }))
     }
+    fn open_existing(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        count(&self.calls, &self.plan, Op::Create)?;
+        Ok(Box::new(PlannedFile {
+            inner: self.inner.open_existing(path)?,
+            plan: self.plan.clone(),
+            calls: self.calls.clone(),
+        }))
+    }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         count(&self.calls, &self.plan, Op::Rename)?;
         self.inner.rename(from, to)
+    }
+    fn retire(&self, path: &Path, spare: &Path) -> io::Result<()> {
+        count(&self.calls, &self.plan, Op::Remove)?;
+        self.inner.retire(path, spare)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         count(&self.calls, &self.plan, Op::Remove)?;
@@ -144,6 +156,10 @@ impl LogFile for PlannedFile {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
         count(&self.calls, &self.plan, Op::Write)?;
         self.inner.write_at(buf, offset)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        count(&self.calls, &self.plan, Op::Write)?;
+        self.inner.truncate(len)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         count(&self.calls, &self.plan, Op::Sync)?;

@@ -3,10 +3,12 @@
 //! `AO_TEST_LOG_FAULTS`, which only debug builds honour), a corrupt sealed
 //! segment (byte damage from the test; `store check`, `store repair`), the
 //! block layout that keeps a torn write off acknowledged records, a clear
-//! across kill -9 and a failed start.
+//! across kill -9, a failed start, and segments written again from the
+//! spare across kill -9.
 
 use crate::support;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -305,5 +307,41 @@ async fn a_clear_holds_across_kill_9_and_a_clear_whose_deletion_fails_is_refused
     let (items, replies) = c.sync_all(0).await;
     assert_exactly(&items, &acked);
     assert_eq!(replies[0]["epoch"], epoch);
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_written_again_from_the_spare_lose_nothing_across_kill_9() {
+    let dir = support::tempdir();
+    let server = BinServer::start(dir.path(), true);
+    let mut c = login(server.addr, "alice", "any", "r").await;
+    // Long enough for segments to be sealed, taken by SQLite, kept as the
+    // spare and written again (the writer seals every 5 s).
+    let mut sent = Vec::new();
+    let spare = dir.path().join("commit-log.spare");
+    let inode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+    let mut first_spare = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    // Until a segment is the file that was the spare.
+    while !first_spare.is_some_and(|ino| segments(dir.path()).iter().any(|s| inode(s) == Some(ino)))
+    {
+        assert!(Instant::now() < deadline, "no segment was written again");
+        sent.extend(send_each(&mut c, i..i + 50).await);
+        i += 50;
+        first_spare = first_spare.or_else(|| inode(&spare));
+    }
+    // And some more in the reused segment, then the power goes.
+    sent.extend(send_each(&mut c, i..i + 30).await);
+    server.kill();
+    drop(c);
+    let acked: Vec<(u64, u64)> = sent.iter().filter_map(|&(i, s)| Some((i, s?))).collect();
+    assert_eq!(acked.len(), sent.len());
+
+    let server = BinServer::start(dir.path(), true);
+    assert!(!spare.exists(), "the spare of the run before is deleted");
+    let mut c = login(server.addr, "alice", "any", "r").await;
+    let (items, _) = c.sync_all(0).await;
+    assert_exactly(&items, &acked);
     server.kill();
 }

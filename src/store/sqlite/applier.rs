@@ -143,9 +143,9 @@ impl Applier {
     }
 
     /// Deletes the applied segments' files, in order, each deletion
-    /// durable before the next.
+    /// durable before the next; the last may be kept as the log's spare.
     fn delete_applied(&mut self) -> std::io::Result<()> {
-        let done = journal::remove_segments(&*self.fs, &self.dir, &self.undeleted);
+        let done = journal::retire_segments(&*self.fs, &self.dir, &self.undeleted);
         if done.is_ok() {
             self.undeleted.clear();
         }

@@ -117,7 +117,10 @@ impl Counters {
     }
 
     fn set_seq(&mut self, room: &str, next: u64) {
-        let before = self.next_seq.insert(room.to_owned(), next);
+        let before = match self.next_seq.get_mut(room) {
+            Some(seq) => Some(std::mem::replace(seq, next)),
+            None => self.next_seq.insert(room.to_owned(), next),
+        };
         self.undo.push((room.to_owned(), before));
     }
 
