@@ -117,17 +117,6 @@ impl Bus {
         self.fanout.emit_to(socket, ev, data)
     }
 
-    /// Emits to this node's members of `room` but `except` ([`Fanout::emit_local`]).
-    pub(crate) fn emit_local(
-        &self,
-        room: &str,
-        ev: &str,
-        data: &RawValue,
-        except: Option<&str>,
-    ) -> u64 {
-        self.fanout.emit_local(room, ev, data, except)
-    }
-
     /// Emits to this node's members of `room` but `sender` ([`Fanout::emit_from`]).
     pub(crate) fn emit_from(&self, sender: &Socket, room: &str, ev: &str, data: &RawValue) -> u64 {
         self.fanout.emit_from(sender, room, ev, data)

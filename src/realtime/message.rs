@@ -110,7 +110,7 @@ impl Session {
         let relay = Relay {
             state: self.state.clone(),
             room: room.clone(),
-            sender: self.sid.clone(),
+            sender: self.socket.clone(),
             ack,
             pending: self.pending_writes.clone(),
             bytes,
@@ -153,7 +153,8 @@ fn write_weight(body: usize, room: &str, sender: &str) -> usize {
 struct Relay {
     state: Arc<AppState>,
     room: String,
-    sender: String,
+    /// The sender's socket (not relayed to).
+    sender: ao_socketio::Socket,
     ack: AckSender,
     pending: Arc<PendingWrites>,
     /// The msg's bytes, reserved in the store's queue and the session's.
@@ -182,7 +183,7 @@ impl Relay {
                     metrics.messages_stored.inc();
                 }
                 if !stored.published {
-                    bus.emit_local(&self.room, event::MSG, &stored.body, Some(&self.sender));
+                    bus.emit_from(&self.sender, &self.room, event::MSG, &stored.body);
                 }
                 let _ = self.ack.send(&MsgAck {
                     status: 0,
@@ -196,7 +197,7 @@ impl Relay {
                 });
                 metrics.dropped("storage");
                 if let Some(body) = &failed.relay_anyway {
-                    bus.emit_local(&self.room, event::MSG, body, Some(&self.sender));
+                    bus.emit_from(&self.sender, &self.room, event::MSG, body);
                 }
                 let _ = self.ack.send(&StatusReply::fail(
                     ack_status::STORAGE_UNAVAILABLE,

@@ -17,8 +17,14 @@ pub(crate) struct Nsp {
     pub(crate) connector: Box<dyn Connector>,
     /// Its sockets by socket id.
     pub(crate) sockets: Mutex<HashMap<Id, Arc<Conn>>>,
-    pub(crate) rooms: Mutex<HashMap<Box<str>, Vec<Arc<Conn>>>>,
+    /// Each room's members, shared with the broadcasts going on: a
+    /// broadcast holds the list without copying it, and a join or leave
+    /// copies it only while a broadcast holds it.
+    pub(crate) rooms: Mutex<HashMap<Box<str>, Members>>,
 }
+
+/// A room's members on this server (see [`Nsp::rooms`]).
+pub(crate) type Members = Arc<Vec<Arc<Conn>>>;
 
 impl Nsp {
     pub(crate) fn new(name: Box<str>, connector: Box<dyn Connector>) -> Nsp {
@@ -38,10 +44,8 @@ impl Nsp {
             }
             state.rooms.push(room.into());
         }
-        lock(&self.rooms)
-            .entry(room.into())
-            .or_default()
-            .push(conn.clone());
+        let mut rooms = lock(&self.rooms);
+        Arc::make_mut(rooms.entry(room.into()).or_default()).push(conn.clone());
     }
 
     pub(crate) fn leave(&self, conn: &Arc<Conn>, room: &str) {
@@ -59,7 +63,7 @@ impl Nsp {
         let mut rooms = lock(&self.rooms);
         if let Some(members) = rooms.get_mut(room) {
             if let Some(i) = members.iter().position(|m| Arc::ptr_eq(m, conn)) {
-                members.swap_remove(i);
+                Arc::make_mut(members).swap_remove(i);
             }
             if members.is_empty() {
                 rooms.remove(room);
@@ -131,7 +135,7 @@ impl Namespace {
     pub fn broadcast(&self, room: &str, frame: &Frame, except: Option<&Socket>) -> Delivery {
         let members = lock(&self.0.rooms).get(room).cloned();
         let mut delivery = Delivery::default();
-        for conn in members.iter().flatten() {
+        for conn in members.iter().flat_map(|m| m.iter()) {
             if except.is_some_and(|x| Arc::ptr_eq(&x.0, conn)) {
                 continue;
             }
