@@ -166,7 +166,7 @@ pub static SETTINGS: &[Setting] = &[
         "the private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1)",
         |c, v| c.tls_key = optional_path(v), |c| show_path(&c.tls_key)),
     setting!("data_dir", "AO_DATA_DIR", Some(Flag::Value("data-dir")), "./data",
-        "embedded store (`always-online.db`, SQLite, and its commit log `commit-log.*`)",
+        "embedded store (`always-online.db`, SQLite, and its commit log `commit-log.*`, with at most one retired segment `commit-log.spare` kept to be written again)",
         |c, v| c.data_dir = PathBuf::from(v), |c| c.data_dir.display().to_string()),
     setting!("auth_timeout_ms", "AO_AUTH_TIMEOUT_MS", None, "10000",
         "time to authenticate after connecting",
