@@ -34,6 +34,22 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The inserts of `room` the embedded store's database holds (read-only,
+/// beside the running server).
+fn inserts_in_database(dir: &Path, room: &str) -> i64 {
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("always-online.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the database");
+    db.query_row(
+        "SELECT COUNT(*) FROM inserts WHERE room = ?1",
+        [room],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
 /// Sends inserts `{"data": i}` one at a time (each its own group commit);
 /// the seq of each acked one, `None` for each refused with status 5.
 async fn send_each(c: &mut Client, range: std::ops::Range<u64>) -> Vec<(u64, Option<u64>)> {
@@ -149,10 +165,14 @@ async fn a_corrupt_sealed_segment_stops_the_start_and_store_repair_salvages_it()
     let acked: Vec<(u64, u64)> = sent.iter().filter_map(|&(i, s)| Some((i, s?))).collect();
     assert_eq!(acked.len(), 20);
     let epoch_before = c.sync(json!({"offset": 0})).await["epoch"].clone();
-    // The writer seals its segment within its apply interval.
+    // The writer seals its segment within its apply interval, and the
+    // applier (a lower-priority thread) takes it into SQLite after that.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while segments(dir.path()).len() < 2 {
-        assert!(Instant::now() < deadline, "no segment was sealed");
+    while segments(dir.path()).len() < 2 || inserts_in_database(dir.path(), "r") < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no segment was sealed and applied"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.kill();
