@@ -104,8 +104,18 @@ impl StampedMsg {
 
     /// The JSON text with `"seq": seq` added as the last key.
     pub fn with_seq(&self, seq: u64) -> String {
+        use std::fmt::Write as _;
         let open = &self.0[..self.0.len() - 1];
-        format!("{open},\"{SEQ_KEY}\":{seq}}}")
+        let digits = seq.checked_ilog10().map_or(1, |d| d as usize + 1);
+        // Exactly sized: the text is boxed as is, never copied to shrink it.
+        let mut out = String::with_capacity(open.len() + SEQ_KEY.len() + 5 + digits);
+        out.push_str(open);
+        out.push_str(",\"");
+        out.push_str(SEQ_KEY);
+        out.push_str("\":");
+        let _ = write!(out, "{seq}");
+        out.push('}');
+        out
     }
 
     /// The JSON text, owned.
@@ -416,6 +426,11 @@ mod tests {
         let m = parse(" { } ".trim(), 100).expect("ok");
         assert_eq!(m.body.as_str(), r#"{"2":"u"}"#);
         assert_eq!(m.body.with_seq(0), r#"{"2":"u","seq":0}"#);
+        for seq in [0, 9, 10, 99, 100, 12_345, u64::MAX] {
+            let text = m.body.with_seq(seq);
+            assert_eq!(text, format!(r#"{{"2":"u","seq":{seq}}}"#));
+            assert_eq!(text.capacity(), text.len(), "exactly sized for {seq}");
+        }
         let m = parse_msg(&raw(r#"{"a":"é\u00e9"}"#), 100, &Value::from(1000)).expect("ok");
         assert_eq!(m.body.as_str(), r#"{"a":"é\u00e9","2":1000}"#);
     }

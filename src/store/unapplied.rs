@@ -66,6 +66,15 @@ impl Unapplied {
     }
 
     /// Records a durable write.
+    /// The unapplied writes of `room`, made empty if it has none (its
+    /// name copied only then: this runs for every write).
+    fn tail(&mut self, room: &str) -> &mut Tail {
+        if !self.rooms.contains_key(room) {
+            self.rooms.insert(room.to_owned(), Tail::default());
+        }
+        self.rooms.get_mut(room).expect("inserted above")
+    }
+
     pub(super) fn add(&mut self, record: &Record) {
         self.bytes += record.size();
         match record {
@@ -75,7 +84,7 @@ impl Unapplied {
                 ts,
                 body,
             } => {
-                let tail = self.rooms.entry(room.clone()).or_default();
+                let tail = self.tail(room);
                 if tail.inserts.is_empty() {
                     tail.first_seq = *seq;
                 }
@@ -88,7 +97,7 @@ impl Unapplied {
                 ts,
                 body,
             } => {
-                let tail = self.rooms.entry(room.clone()).or_default();
+                let tail = self.tail(room);
                 tail.updates
                     .insert(msg_id.clone(), (*ord, body.clone(), *ts));
             }
