@@ -915,6 +915,42 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_cut_of_a_recycled_segment_breaks_the_log_and_recovery_keeps_every_acked_record() {
+        for seed in 0..100 {
+            for failing in [Op::Write, Op::Sync] {
+                let fs = SimFs::new(seed);
+                let (mut j, _) = open(&fs);
+                let old: Vec<Record> = (0..20)
+                    .map(|i| insert("old", i, &"o".repeat(500)))
+                    .collect();
+                j.append(&old).expect("append");
+                let sealed = j.rotate().expect("rotate");
+                retire_segments(&fs, dir(), &sealed).expect("retire");
+                j.append(&[insert("r", 0, "two")]).expect("append");
+                let sealed = j.rotate().expect("rotate to the spare");
+                retire_segments(&fs, dir(), &sealed).expect("retire");
+                // Segment 3 is the recycled one; its cut at the seal fails.
+                let acked = vec![insert("r", 1, "three")];
+                j.append(&acked).expect("append");
+                fs.fail(failing, 0, libc::EIO);
+                assert!(j.rotate().is_err(), "seed {seed} {failing:?}");
+                assert!(j.is_broken(), "the segment is not trusted again");
+                j.recover(&acked).expect("recover");
+                let later = insert("r", 2, "after");
+                j.append(std::slice::from_ref(&later)).expect("append");
+                let left = replay(&fs.crash(), dir()).expect("replay");
+                let mut want = acked.clone();
+                want.push(later);
+                assert_eq!(
+                    texts(&left.records),
+                    texts(&want),
+                    "seed {seed} {failing:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn the_spare_of_an_earlier_run_is_deleted_before_anything_is_written() {
         let fs = SimFs::new(3);
         let (mut j, _) = open(&fs);
