@@ -798,6 +798,19 @@ mod tests {
         );
     }
 
+    /// Mends the broken log `j` with `acked`, appends one record more (at
+    /// `seq`), and checks that a crash then replays exactly those.
+    fn assert_recovers(fs: &SimFs, j: &mut Journal, acked: &[Record], seq: u64, case: &str) {
+        j.recover(acked).expect("recover");
+        let later = insert("r", seq, "acked later");
+        j.append(std::slice::from_ref(&later))
+            .expect("append after recovery");
+        let left = replay(&fs.crash(), dir()).expect("replay");
+        let mut want = acked.to_vec();
+        want.push(later);
+        assert_eq!(texts(&left.records), texts(&want), "{case}");
+    }
+
     fn dir() -> &'static Path {
         Path::new("/data")
     }
@@ -935,17 +948,7 @@ mod tests {
                 fs.fail(failing, 0, libc::EIO);
                 assert!(j.rotate().is_err(), "seed {seed} {failing:?}");
                 assert!(j.is_broken(), "the segment is not trusted again");
-                j.recover(&acked).expect("recover");
-                let later = insert("r", 2, "after");
-                j.append(std::slice::from_ref(&later)).expect("append");
-                let left = replay(&fs.crash(), dir()).expect("replay");
-                let mut want = acked.clone();
-                want.push(later);
-                assert_eq!(
-                    texts(&left.records),
-                    texts(&want),
-                    "seed {seed} {failing:?}"
-                );
+                assert_recovers(&fs, &mut j, &acked, 2, &format!("seed {seed} {failing:?}"));
             }
         }
     }
@@ -983,18 +986,7 @@ mod tests {
                     j.append(&[insert("r", 2, "again")]).is_err(),
                     "nothing more until mended"
                 );
-                j.recover(&acked).expect("recover");
-                let later = insert("r", 2, "acked later");
-                j.append(std::slice::from_ref(&later))
-                    .expect("append after recovery");
-                let left = replay(&fs.crash(), dir()).expect("replay");
-                let mut want = acked.clone();
-                want.push(later);
-                assert_eq!(
-                    texts(&left.records),
-                    texts(&want),
-                    "seed {seed} {failing:?}"
-                );
+                assert_recovers(&fs, &mut j, &acked, 2, &format!("seed {seed} {failing:?}"));
             }
         }
     }
