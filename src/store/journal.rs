@@ -954,6 +954,33 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_that_cannot_be_taken_leaves_a_fresh_segment_to_write() {
+        let fs = SimFs::new(5);
+        let (mut j, _) = open(&fs);
+        let mut acked = vec![insert("r", 0, "one")];
+        j.append(&acked).expect("append");
+        let sealed = j.rotate().expect("rotate");
+        retire_segments(&fs, dir(), &sealed).expect("retire");
+        acked = vec![insert("r", 1, "two")];
+        j.append(&acked).expect("append");
+        // The rename of the spare to segment 3 fails: 3 is created afresh.
+        fs.fail(Op::Rename, 0, libc::EIO);
+        assert_eq!(j.rotate().expect("rotate without the spare"), [2]);
+        assert!(fs.names().contains(&SPARE.to_owned()), "the spare stays");
+        assert!(!j.recycled);
+        let three = insert("r", 2, "three");
+        j.append(std::slice::from_ref(&three)).expect("append");
+        assert_eq!(
+            fs.file("commit-log.000000000003").expect("3").len(),
+            BLOCK,
+            "a fresh file holds only its own group"
+        );
+        acked.push(three);
+        let left = replay(&fs.crash(), dir()).expect("replay");
+        assert_eq!(texts(&left.records), texts(&acked));
+    }
+
+    #[test]
     fn the_spare_of_an_earlier_run_is_deleted_before_anything_is_written() {
         let fs = SimFs::new(3);
         let (mut j, _) = open(&fs);
