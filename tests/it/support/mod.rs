@@ -44,6 +44,8 @@ use tokio_tungstenite::WebSocketStream;
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a test listens to conclude that nothing arrives.
 pub(crate) const QUIET: Duration = Duration::from_millis(400);
+/// How long [`presence_view`] waits for the presence it expects.
+const PRESENCE_DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------
 // In-process server
@@ -787,12 +789,36 @@ pub(crate) fn path_in(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 
 /// Presence as `c` sees it: starting from `known`, every `remote_join` adds
 /// a uid and every `remote_leave` / `remote_disconnect` removes one, until
-/// nothing arrives for [`QUIET`]. Panics on an announcement that contradicts
+/// it is `expected` (or [`PRESENCE_DEADLINE`] passed) and nothing more
+/// arrives for [`QUIET`]. Panics on an announcement that contradicts
 /// what the client was told before (a second join of a present uid, a
 /// leave of an absent one) or that names the client itself.
-pub(crate) async fn presence_view(me: &str, c: &mut Client, known: &[String]) -> Vec<String> {
+pub(crate) async fn presence_view(
+    me: &str,
+    c: &mut Client,
+    known: &[String],
+    expected: &[String],
+) -> Vec<String> {
     let mut view: Vec<String> = known.to_vec();
-    while let Some(r) = c.recv_within(QUIET).await {
+    let mut expected = expected.to_vec();
+    expected.sort();
+    // Until the view is the expected one (or a deadline a loaded machine
+    // does not reach), then for a quiet spell that would show a stray or
+    // repeated event.
+    let deadline = Instant::now() + PRESENCE_DEADLINE;
+    loop {
+        let mut sorted = view.clone();
+        sorted.sort();
+        let wait = if sorted == expected {
+            QUIET
+        } else {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(QUIET)
+        };
+        let Some(r) = c.recv_within(wait).await else {
+            break;
+        };
         let Received::Event(name, payload) = r else {
             panic!("{me}: unexpected {r:?}");
         };
@@ -831,11 +857,10 @@ pub(crate) async fn join_at_once(room: &str, members: &mut [(String, Client)], w
             .map(|(_, c)| c.emit("join", json!({ "roomId": room }))),
     )
     .await;
-    let views = futures_util::future::join_all(
-        members
-            .iter_mut()
-            .map(|(uid, c)| presence_view(uid, c, &[])),
-    )
+    let views = futures_util::future::join_all(members.iter_mut().map(|(uid, c)| {
+        let others: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
+        async move { presence_view(uid, c, &[], &others).await }
+    }))
     .await;
     for (uid, view) in uids.iter().zip(views) {
         let others: Vec<String> = uids.iter().filter(|u| *u != uid).cloned().collect();
@@ -866,15 +891,17 @@ pub(crate) async fn churn(
         .chain(joining.iter())
         .map(|(u, _)| u.clone())
         .collect();
+    let others_of =
+        |uid: &str| -> Vec<String> { after.iter().filter(|u| *u != uid).cloned().collect() };
     let staying_views = futures_util::future::join_all(staying.iter_mut().map(|(uid, c)| {
         let known: Vec<String> = before.iter().filter(|u| *u != uid).cloned().collect();
-        async move { presence_view(uid, c, &known).await }
+        let others = others_of(uid);
+        async move { presence_view(uid, c, &known, &others).await }
     }));
-    let joining_views = futures_util::future::join_all(
-        joining
-            .iter_mut()
-            .map(|(uid, c)| presence_view(uid, c, &[])),
-    );
+    let joining_views = futures_util::future::join_all(joining.iter_mut().map(|(uid, c)| {
+        let others = others_of(uid);
+        async move { presence_view(uid, c, &[], &others).await }
+    }));
     let (staying_views, joining_views) = tokio::join!(staying_views, joining_views);
     for (uid, view) in after
         .iter()
