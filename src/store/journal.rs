@@ -981,6 +981,36 @@ mod tests {
     }
 
     #[test]
+    fn a_spare_that_cannot_be_opened_fails_the_rotation_and_leaves_nothing_behind() {
+        for failing in [Op::Create, Op::SyncDir] {
+            let fs = SimFs::new(11);
+            let (mut j, _) = open(&fs);
+            j.append(&[insert("r", 0, "one")]).expect("append");
+            let sealed = j.rotate().expect("rotate");
+            retire_segments(&fs, dir(), &sealed).expect("retire");
+            let mut acked = vec![insert("r", 1, "two")];
+            j.append(&acked).expect("append");
+            // Renamed to segment 3, then its open (or the directory sync) fails.
+            fs.fail(failing, 0, libc::EIO);
+            assert!(j.rotate().is_err(), "{failing:?}");
+            assert!(!j.is_broken(), "{failing:?}: the current segment is intact");
+            assert!(
+                !fs.names().contains(&"commit-log.000000000003".to_owned()),
+                "{failing:?}: no segment left behind"
+            );
+            let more = insert("r", 2, "still in segment 2");
+            j.append(std::slice::from_ref(&more)).expect("append");
+            acked.push(more);
+            assert_eq!(j.rotate().expect("rotate afresh"), [2]);
+            let three = insert("r", 3, "three");
+            j.append(std::slice::from_ref(&three)).expect("append");
+            acked.push(three);
+            let left = replay(&fs.crash(), dir()).expect("replay");
+            assert_eq!(texts(&left.records), texts(&acked), "{failing:?}");
+        }
+    }
+
+    #[test]
     fn the_spare_of_an_earlier_run_is_deleted_before_anything_is_written() {
         let fs = SimFs::new(3);
         let (mut j, _) = open(&fs);
