@@ -9,7 +9,7 @@ use serde_json::Value;
 
 mod msg;
 
-pub(crate) use msg::{parse_msg, StampedMsg, Storage, SENDER_KEY, SEQ_KEY};
+pub(crate) use msg::{parse_msg, SenderStamp, StampedMsg, Storage, SENDER_KEY, SEQ_KEY};
 
 /// Longest uid or roomId (in bytes of its string form) the server accepts.
 pub(crate) const MAX_ID_BYTES: usize = 256;

@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -124,15 +123,26 @@ impl StampedMsg {
     }
 }
 
-/// Reads a `msg` payload and stamps it with `sender` (the uid as the client
-/// sent it). `raw` is the payload's JSON text as the client sent it; its
+/// The sender stamp of a login's msgs: its uid as the client sent it,
+/// encoded once as JSON for every msg it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SenderStamp(Box<str>);
+
+impl SenderStamp {
+    /// The stamp of `uid` (a JSON string or number).
+    pub(crate) fn of(uid: &Value) -> SenderStamp {
+        SenderStamp(uid.to_string().into_boxed_str())
+    }
+}
+
+/// Reads a `msg` payload and stamps it with `sender`. `text` is the
+/// payload's JSON text as the client sent it (checked to be JSON); its
 /// length is checked against `max_bytes` (exactly the limit passes).
 pub(crate) fn parse_msg(
-    raw: &RawValue,
+    text: &str,
     max_bytes: usize,
-    sender: &Value,
+    sender: &SenderStamp,
 ) -> Result<IncomingMsg, MsgError> {
-    let text = raw.get();
     // A raw value's text starts at its first character: an object starts with `{`.
     if !text.starts_with('{') {
         return Err(MsgError::NotAnObject);
@@ -168,7 +178,7 @@ pub(crate) fn parse_msg(
     } else {
         text[1..text.len() - 1].trim().into()
     };
-    let mut body = String::with_capacity(members.len() + STAMP_ROOM);
+    let mut body = String::with_capacity(members.len() + sender.0.len() + STAMP_BYTES);
     body.push('{');
     if !members.is_empty() {
         body.push_str(&members);
@@ -177,7 +187,7 @@ pub(crate) fn parse_msg(
     body.push('"');
     body.push_str(SENDER_KEY);
     body.push_str("\":");
-    serde_json::to_writer(StrWriter(&mut body), sender).map_err(|_| MsgError::NotAnObject)?;
+    body.push_str(&sender.0);
     body.push('}');
     Ok(IncomingMsg {
         body: StampedMsg(body),
@@ -186,26 +196,9 @@ pub(crate) fn parse_msg(
     })
 }
 
-/// Bytes reserved for the sender stamp and braces: a typical uid fits.
-const STAMP_ROOM: usize = 40;
-
-/// Lets serde_json encode straight into a `String` (the sender stamp is
-/// encoded once per msg; this spares a buffer for it). serde_json writes
-/// whole tokens and string fragments cut at ASCII escapes, so every write is
-/// UTF-8; a write that were not would fail, not corrupt the text.
-struct StrWriter<'a>(&'a mut String);
-
-impl io::Write for StrWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let text = std::str::from_utf8(buf).map_err(io::Error::other)?;
-        self.0.push_str(text);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+/// The bytes of a stamped body besides the client's members and the uid:
+/// the braces, the comma and `"2":`.
+const STAMP_BYTES: usize = 3 + SENDER_KEY.len() + 3;
 
 /// Whether the JSON text `text` nests arrays and objects deeper than `max`.
 /// A scan of the bytes: the raw value does not track depth as it is read.
@@ -367,7 +360,7 @@ mod tests {
     }
 
     fn parse(text: &str, max: usize) -> Result<IncomingMsg, MsgError> {
-        parse_msg(&raw(text), max, &Value::from("u"))
+        parse_msg(raw(text).get(), max, &SenderStamp::of(&Value::from("u")))
     }
 
     #[test]
@@ -431,7 +424,12 @@ mod tests {
             assert_eq!(text, format!(r#"{{"2":"u","seq":{seq}}}"#));
             assert_eq!(text.capacity(), text.len(), "exactly sized for {seq}");
         }
-        let m = parse_msg(&raw(r#"{"a":"é\u00e9"}"#), 100, &Value::from(1000)).expect("ok");
+        let m = parse_msg(
+            r#"{"a":"é\u00e9"}"#,
+            100,
+            &SenderStamp::of(&Value::from(1000)),
+        )
+        .expect("ok");
         assert_eq!(m.body.as_str(), r#"{"a":"é\u00e9","2":1000}"#);
     }
 

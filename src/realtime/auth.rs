@@ -10,7 +10,7 @@ use crate::client_log::Clipped;
 use crate::cluster::PresenceSeq;
 use crate::grants::{jwt, Grant, JwtError};
 use crate::logging::Chain;
-use crate::protocol::{self, event, reason, StatusReply};
+use crate::protocol::{self, event, reason, SenderStamp, StatusReply};
 
 /// Outcome of checking a client's credentials.
 enum Check {
@@ -123,6 +123,7 @@ impl Session {
             let _ = mailbox.uid.set(uid.key.clone());
         }
         self.logged_in(Login {
+            stamp: SenderStamp::of(&uid.json),
             uid,
             grant,
             replaced_rooms,

@@ -1,6 +1,6 @@
 //! The message handler of every socket ([`Enqueue`]): moves each event
-//! into the session's inbox, synchronously, in arrival order, or relays an
-//! ignore msg in place ([`super::direct`]).
+//! into the session's inbox, synchronously, in arrival order, or handles a
+//! msg in place ([`super::direct`]).
 //!
 //! The socket.io layer calls it synchronously, in the order the client
 //! sent its events; nothing here waits.
@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ao_socketio::socket::packet::first_argument;
 use ao_socketio::{DisconnectReason, Event, Socket};
 use serde_json::value::RawValue;
 
@@ -57,25 +58,29 @@ impl Enqueue {
 /// Why an event with binary attachments has no payload: the protocol's
 /// payloads are JSON.
 const BINARY_REFUSED: &str = "binary payloads are not accepted";
+/// Why an event without arguments has no payload.
+const NO_ARGUMENT: &str = "first element not found";
 
 impl ao_socketio::Handler for Enqueue {
     fn event(&self, s: &Socket, ev: Event<'_>) {
-        let (event, data) = first_argument(&ev.name, ev.args);
-        let data = if ev.attachments.is_empty() {
-            data
+        // Only the first argument is read; the socket.io layer checked the
+        // whole array.
+        let first = if ev.attachments.is_empty() {
+            first_argument(ev.args).ok_or(NO_ARGUMENT)
         } else {
-            Err(BINARY_REFUSED.to_owned())
+            Err(BINARY_REFUSED)
         };
-        let ack = AckSender::new(ev.ack);
+        let event = &*ev.name;
+        let mut ack = AckSender::new(ev.ack);
         if !self.inbox.is_authenticated() {
-            let weight = event.len() + data.as_ref().map_or(0, |raw| raw.get().len());
+            let weight = event.len() + first.map_or(0, str::len);
             if weight > PRE_AUTH_MAX_EVENT {
                 // Before authentication a connection holds next to nothing,
                 // and a client that sends more is not one of ours: it is
                 // answered, logged once (clipped) and disconnected.
                 tracing::info!(
                     sid = %s.id(),
-                    event = ?Clipped(&event),
+                    event = ?Clipped(event),
                     bytes = weight,
                     "oversize event before authentication; disconnecting"
                 );
@@ -106,19 +111,22 @@ impl ao_socketio::Handler for Enqueue {
             );
             return;
         }
-        let direct = if event == event::MSG {
-            self.inbox.direct()
-        } else {
-            None
-        };
-        let (data, ack) = match direct {
-            Some(direct) => match relay_directly(&self.state, s, &direct, data, ack) {
-                Ok(()) => return,
-                Err(back) => back,
-            },
-            None => (data, ack),
-        };
-        let inbound = Box::new(Inbound { event, data, ack });
+        if event == event::MSG {
+            if let (Some(direct), Ok(payload)) = (self.inbox.direct(), first) {
+                match relay_directly(&self.state, s, &direct, payload, ack) {
+                    Ok(()) => return,
+                    Err(back) => ack = back,
+                }
+            }
+        }
+        let data = first
+            .map_err(str::to_owned)
+            .and_then(|text| RawValue::from_string(text.to_owned()).map_err(|e| e.to_string()));
+        let inbound = Box::new(Inbound {
+            event: event.to_owned(),
+            data,
+            ack,
+        });
         let weight = inbound.weight();
         let state = &self.state;
         match self
@@ -161,18 +169,6 @@ impl ao_socketio::Handler for Enqueue {
     }
 }
 
-/// The event's name and its first argument's text as sent (the socket.io
-/// layer checked the whole array; only the first argument is read here).
-fn first_argument(name: &str, args: &str) -> (String, Result<Box<RawValue>, String>) {
-    let data = if args.is_empty() {
-        Err("first element not found".to_owned())
-    } else {
-        let mut de = serde_json::Deserializer::from_str(args);
-        <Box<RawValue> as serde::Deserialize>::deserialize(&mut de).map_err(|e| e.to_string())
-    };
-    (name.to_owned(), data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,8 +177,8 @@ mod tests {
     /// as this handler reads it.
     fn split(text: &str) -> Option<(String, Result<String, String>)> {
         let (name, args) = ao_socketio::socket::packet::split_event(text).ok()?;
-        let (e, d) = first_argument(&name, args);
-        Some((e, d.map(|r| r.get().to_owned())))
+        let first = first_argument(args).map(str::to_owned).ok_or(NO_ARGUMENT);
+        Some((name.into_owned(), first.map_err(str::to_owned)))
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
@@ -103,6 +104,10 @@ pub(super) struct Inbox<T = Box<Inbound>> {
     gate: Gate,
     /// Bytes queued past which the client's reads pause.
     budget: usize,
+    /// The client authenticated: the full budget applies (before, only
+    /// [`PRE_AUTH_BUDGET`]). Outside the lock: the handler reads it for
+    /// every event.
+    authenticated: AtomicBool,
 }
 
 struct State<T> {
@@ -121,9 +126,6 @@ struct State<T> {
     gone: bool,
     /// The session is handling what it took last (until it asks for more).
     busy: bool,
-    /// The client authenticated: the full budget applies (before, only
-    /// [`PRE_AUTH_BUDGET`]).
-    authenticated: bool,
     /// Published by the session while msgs may bypass it.
     direct: Option<Arc<DirectRelay>>,
     waker: Option<Waker>,
@@ -155,13 +157,22 @@ impl<T> Inbox<T> {
                 closed: false,
                 gone: false,
                 busy: false,
-                authenticated: false,
                 direct: None,
                 waker: None,
             }),
             gate: Gate::new(),
+            authenticated: AtomicBool::new(false),
         });
         (inbox.clone(), InboxReceiver(inbox))
+    }
+
+    /// The budget that applies now: the full one once the client authenticated.
+    fn current_budget(&self) -> usize {
+        if self.is_authenticated() {
+            self.budget
+        } else {
+            self.budget.min(PRE_AUTH_BUDGET)
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State<T>> {
@@ -170,20 +181,22 @@ impl<T> Inbox<T> {
 
     /// The most the queue may hold: twice the budget and one largest
     /// message (see the module docs).
-    fn limit(&self, state: &State<T>, max_event: usize) -> usize {
-        budget(self.budget, state)
+    fn limit(&self, max_event: usize) -> usize {
+        self.current_budget()
             .saturating_mul(2)
             .saturating_add(max_event)
     }
 
     /// Whether the client authenticated.
     pub(super) fn is_authenticated(&self) -> bool {
-        self.state().authenticated
+        self.authenticated.load(Ordering::Acquire)
     }
 
     /// The client authenticated: its events get the full budget.
     pub(super) fn authenticated(&self) {
-        self.state().authenticated = true;
+        // Under the lock, so that no push or pop sees a budget between.
+        let _state = self.state();
+        self.authenticated.store(true, Ordering::Release);
     }
 
     /// Queues a client event of `weight` bytes (at most `max_event`, the
@@ -198,14 +211,14 @@ impl<T> Inbox<T> {
         if state.overflowed {
             return Err(Refused::Overflowed(event));
         }
-        if state.bytes.saturating_add(weight) > self.limit(&state, max_event) {
+        if state.bytes.saturating_add(weight) > self.limit(max_event) {
             state.overflowed = true;
             return Err(Refused::Overflow(event));
         }
         state.bytes += weight;
         state.events.push_back((event, weight));
         if let Some(read_gate) = &state.read_gate {
-            if state.bytes > budget(self.budget, &state) {
+            if state.bytes > self.current_budget() {
                 read_gate.close();
             }
         }
@@ -249,7 +262,7 @@ impl<T> Inbox<T> {
         if state.gone {
             return;
         }
-        if state.bytes > budget(self.budget, &state) {
+        if state.bytes > self.current_budget() {
             read_gate.close();
         }
         if let Some(old) = state.read_gate.replace(read_gate) {
@@ -302,7 +315,7 @@ impl<T> InboxReceiver<T> {
             } else if state.closed {
                 Some(Next::Closed)
             } else if state.ready {
-                pop(&mut state, self.0.budget).map(Next::Event)
+                pop(&mut state, self.0.current_budget()).map(Next::Event)
             } else {
                 None
             };
@@ -326,26 +339,17 @@ impl<T> InboxReceiver<T> {
 
     /// The next queued event, without waiting (to finish after [`Next::Closed`]).
     pub(super) fn try_event(&self) -> Option<T> {
-        pop(&mut self.0.state(), self.0.budget)
-    }
-}
-
-/// The budget that applies now: the full one once the client authenticated.
-fn budget<T>(full: usize, state: &State<T>) -> usize {
-    if state.authenticated {
-        full
-    } else {
-        full.min(PRE_AUTH_BUDGET)
+        pop(&mut self.0.state(), self.0.current_budget())
     }
 }
 
 /// Takes the oldest event; opens the read gate once the queue is down to half
 /// the budget, so reads resume well before the session runs dry and a
 /// steady stream does not pause and resume on every event.
-fn pop<T>(state: &mut State<T>, full_budget: usize) -> Option<T> {
+fn pop<T>(state: &mut State<T>, budget: usize) -> Option<T> {
     let (event, weight) = state.events.pop_front()?;
     state.bytes -= weight;
-    if state.bytes <= budget(full_budget, state) / 2 {
+    if state.bytes <= budget / 2 {
         if let Some(read_gate) = &state.read_gate {
             if read_gate.is_closed() {
                 read_gate.open();
@@ -511,7 +515,8 @@ mod tests {
         let (inbox, rx) = Inbox::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
-            sender: serde_json::Value::from("alice"),
+            sender: crate::protocol::SenderStamp::of(&serde_json::Value::from("alice")),
+            stores: true,
             pending: Default::default(),
         })));
         assert!(inbox.direct().is_none(), "not before ready");
@@ -538,7 +543,8 @@ mod tests {
         let (inbox, rx) = Inbox::<u32>::new(BUDGET);
         rx.publish(Some(Arc::new(DirectRelay {
             room: "r".into(),
-            sender: serde_json::Value::from(7),
+            sender: crate::protocol::SenderStamp::of(&serde_json::Value::from(7)),
+            stores: true,
             pending: Default::default(),
         })));
         inbox.signal(Control::Ready);

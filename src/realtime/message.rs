@@ -11,7 +11,7 @@ use super::pending::PendingWrites;
 use super::session::{Flow, Login, Phase, Session};
 use crate::app::AppState;
 use crate::logging::Chain;
-use crate::protocol::{self, ack_status, event, reason, MsgAck, StatusReply, Storage};
+use crate::protocol::{self, ack_status, event, reason, MsgAck, StampedMsg, StatusReply, Storage};
 use crate::store::{NotStored, Stored, Write, WriteOp};
 
 impl Session {
@@ -27,7 +27,7 @@ impl Session {
             let _ = ack.send(&reply);
             Flow::Continue
         };
-        let Phase::Joined(Login { uid, .. }, joined) = &self.phase else {
+        let Phase::Joined(Login { stamp, .. }, joined) = &self.phase else {
             return refuse(
                 ack,
                 "not_joined",
@@ -48,7 +48,7 @@ impl Session {
                 StatusReply::fail(ack_status::BAD_REQUEST, reason::MALFORMED),
             );
         };
-        let msg = match protocol::parse_msg(&payload, self.state.config().max_msg_bytes, &uid.json)
+        let msg = match protocol::parse_msg(payload.get(), self.state.config().max_msg_bytes, stamp)
         {
             Ok(m) => m,
             Err(e) => return refuse(ack, e.metric_label(), e.reply()),
@@ -61,38 +61,24 @@ impl Session {
             );
         }
 
-        let op = match (msg.storage, msg.msg_id) {
-            (Storage::Insert, _) => WriteOp::Insert,
-            (Storage::Update, Some(msg_id)) => WriteOp::Update { msg_id },
-            (Storage::Update, None) => return Flow::Continue,
-            (Storage::Ignore, _) => {
-                self.sends_ignore = true;
-                if self.pending_writes.is_idle() {
-                    // Nothing of this sender is still being stored: relay at once.
-                    match RawValue::from_string(msg.body.into_string()) {
-                        Ok(body) => {
-                            self.state
-                                .bus()
-                                .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
-                                .await;
-                            let _ = ack.send(&MsgAck {
-                                status: 0,
-                                seq: None,
-                            });
-                        }
-                        Err(_) => return refuse(ack, "malformed", unreachable_malformed()),
-                    }
-                    return Flow::Continue;
-                }
-                // Wait behind this sender's earlier writes to keep send order.
-                WriteOp::Ignore
+        self.sends_msgs = true;
+        let op = match msg.storage {
+            Storage::Ignore if self.pending_writes.is_idle() => {
+                // Nothing of this sender is still being stored: relay at once.
+                relay_ignored(&self.state, &self.socket, &joined.room, msg.body, ack);
+                return Flow::Continue;
             }
+            // Waits behind this sender's earlier writes to keep send order.
+            Storage::Ignore => WriteOp::Ignore,
+            storage => match write_op(storage, msg.msg_id) {
+                Some(op) => op,
+                None => return Flow::Continue,
+            },
         };
         // What waits for the store is bounded in bytes: this session's
         // writes (it waits, and so its reads pause) and the node's (a full
         // queue refuses).
         let bytes = write_weight(msg.body.as_str().len(), &joined.room, &self.sid);
-        let room = joined.room.clone();
         let session_max = self.state.config().session_writes_max_bytes;
         if self.pending_writes.bytes() + bytes > session_max {
             self.pending_writes
@@ -107,27 +93,97 @@ impl Session {
                 StatusReply::fail(ack_status::STORAGE_UNAVAILABLE, reason::STORAGE_UNAVAILABLE),
             );
         }
-        let relay = Relay {
-            state: self.state.clone(),
-            room: room.clone(),
-            sender: self.socket.clone(),
-            ack,
-            pending: self.pending_writes.clone(),
-            bytes,
-            started: Instant::now(),
-        };
-        self.pending_writes.started(bytes);
-        self.state
-            .messages()
-            .submit(Write {
-                room,
+        let write = reserved_write(
+            &self.state,
+            &self.socket,
+            &self.pending_writes,
+            Reserved {
+                room: joined.room.clone(),
+                sid: &self.sid,
                 op,
                 body: msg.body,
-                sender: Some(self.sid.clone()),
-                done: Box::new(move |res| relay.complete(res)),
-            })
-            .await;
+                ack,
+                bytes,
+            },
+        );
+        if let Some(write) = self.state.messages().submit_now(write) {
+            self.state.messages().submit(write).await;
+        }
         Flow::Continue
+    }
+}
+
+/// How a msg of `storage` is written; `None` for an update without a
+/// msgId, which [`protocol::parse_msg`] refuses before.
+pub(super) fn write_op(storage: Storage, msg_id: Option<String>) -> Option<WriteOp> {
+    match (storage, msg_id) {
+        (Storage::Insert, _) => Some(WriteOp::Insert),
+        (Storage::Update, Some(msg_id)) => Some(WriteOp::Update { msg_id }),
+        (Storage::Update, None) => None,
+        (Storage::Ignore, _) => Some(WriteOp::Ignore),
+    }
+}
+
+/// Relays an ignore msg to the room and acks it (nothing of its sender
+/// waits for the store).
+pub(super) fn relay_ignored(
+    state: &AppState,
+    socket: &ao_socketio::Socket,
+    room: &str,
+    body: StampedMsg,
+    ack: AckSender,
+) {
+    match RawValue::from_string(body.into_string()) {
+        Ok(body) => {
+            state.bus().emit_from(socket, room, event::MSG, &body);
+            let _ = ack.send(&MsgAck {
+                status: 0,
+                seq: None,
+            });
+        }
+        Err(_) => {
+            state.metrics().dropped("malformed");
+            let _ = ack.send(&unreachable_malformed());
+        }
+    }
+}
+
+/// A msg whose bytes are reserved in the node's store queue, ready to be
+/// written.
+pub(super) struct Reserved<'a> {
+    pub room: String,
+    pub sid: &'a str,
+    pub op: WriteOp,
+    pub body: StampedMsg,
+    pub ack: AckSender,
+    /// [`write_weight`], reserved with [`crate::realtime::limits::Limits::store_reserve`].
+    pub bytes: usize,
+}
+
+/// The store write of a reserved msg, counted as pending for its session
+/// from now until its relay and ack went out.
+pub(super) fn reserved_write(
+    state: &Arc<AppState>,
+    socket: &ao_socketio::Socket,
+    pending: &Arc<PendingWrites>,
+    msg: Reserved<'_>,
+) -> Write {
+    let relay = Relay {
+        state: state.clone(),
+        room: msg.room.clone(),
+        sender: socket.clone(),
+        ack: msg.ack,
+        pending: pending.clone(),
+        bytes: msg.bytes,
+        started: Instant::now(),
+    };
+    pending.started(msg.bytes);
+    Write {
+        room: msg.room,
+        op: msg.op,
+        body: msg.body,
+        sender: Some(msg.sid.to_owned()),
+        done: Box::new(move |res| relay.complete(res)),
     }
 }
 
@@ -138,7 +194,7 @@ impl Session {
 /// the room id and the sender's id, and an allocation overhead for each of
 /// those allocations ([`ao_socketio::held`]). An empty msg counts hundreds
 /// of bytes, not none.
-fn write_weight(body: usize, room: &str, sender: &str) -> usize {
+pub(super) fn write_weight(body: usize, room: &str, sender: &str) -> usize {
     ao_socketio::held::entry::<Write>(&[
         body,
         room.len(),

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::client_log::Refusals;
 use crate::cluster::PresenceSeq;
 use crate::logging::Chain;
-use crate::protocol::{ack_status, event, reason, StatusReply, Uid};
+use crate::protocol::{ack_status, event, reason, SenderStamp, StatusReply, Uid};
 
 /// Where a session is in the protocol, with what it has in that phase: a
 /// login once authenticated, and a room once joined.
@@ -65,6 +65,8 @@ impl Phase {
 /// Who a connection logged in as.
 pub(super) struct Login {
     pub(super) uid: Uid,
+    /// Its msgs' sender stamp.
+    pub(super) stamp: SenderStamp,
     /// What the JSON Web Token it logged in with grants; `None` for a
     /// stored-token login (any room, no observer grant).
     pub(super) grant: Option<crate::grants::Grant>,
@@ -112,8 +114,8 @@ pub(super) struct Session {
     pub(super) read_ahead: Option<Box<ReadAhead>>,
     /// What this session published to let msgs bypass its task.
     direct: Option<Arc<DirectRelay>>,
-    /// The client sent an ignore msg: later ones may bypass this task.
-    pub(super) sends_ignore: bool,
+    /// The client sent a msg: later ones may bypass this task.
+    pub(super) sends_msgs: bool,
     /// The requests refused to this client, for the log.
     pub(super) refusals: Refusals,
 }
@@ -196,7 +198,7 @@ fn start(state: Arc<AppState>, socket: Socket, credentials: Option<Value>) -> En
         deadline,
         read_ahead: None,
         direct: None,
-        sends_ignore: false,
+        sends_msgs: false,
         refusals: Refusals::default(),
     };
     tokio::spawn(session.run(receiver, credentials));
@@ -242,22 +244,22 @@ impl Session {
         }
     }
 
-    /// Lets the socket's handler relay this session's ignore msgs itself
+    /// Lets the socket's handler handle this session's msgs itself
     /// ([`super::direct::relay_directly`]) while the session is in a room
     /// as a sender and no sync is under way, on a node without Redis; stops
-    /// it otherwise. Only once the client sent an ignore msg: an idle
-    /// connection does not carry what it would need. The handler only does
-    /// so while this task waits with nothing queued, so every msg still
-    /// comes after the events before it.
+    /// it otherwise. Only once the client sent a msg: an idle connection
+    /// does not carry what it would need. The handler only does so while
+    /// this task waits with nothing queued, so every msg still comes after
+    /// the events before it.
     fn publish_direct(&mut self, inbox: &InboxReceiver) {
         let wanted = match &self.phase {
-            Phase::Joined(Login { uid, .. }, joined)
-                if self.sends_ignore
+            Phase::Joined(Login { stamp, .. }, joined)
+                if self.sends_msgs
                     && !joined.dummy
                     && self.read_ahead.is_none()
                     && self.state.bus().is_local_only() =>
             {
-                Some((&joined.room, &uid.json))
+                Some((&joined.room, stamp))
             }
             _ => None,
         };
@@ -270,6 +272,7 @@ impl Session {
                 room: room.clone(),
                 sender: sender.clone(),
                 pending: self.pending_writes.clone(),
+                stores: self.state.messages().submits_now(),
             })
         });
         inbox.publish(self.direct.clone());

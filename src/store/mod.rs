@@ -408,6 +408,18 @@ fn finish(
 pub trait MessageStore: Send + Sync + 'static {
     /// Queues a write; `write.done` is called when it is durable (or failed).
     async fn submit(&self, write: Write);
+    /// Queues a write as [`MessageStore::submit`] does, without waiting,
+    /// when this store can; gives it back when it cannot (it must be
+    /// submitted). The embedded store always can: what waits for it is
+    /// bounded by the submitters' byte reservations
+    /// (`AO_STORE_QUEUE_MAX_BYTES`), not by a queue that could be full.
+    fn submit_now(&self, write: Write) -> Option<Write> {
+        Some(write)
+    }
+    /// Whether [`MessageStore::submit_now`] always takes the write.
+    fn submits_now(&self) -> bool {
+        false
+    }
     /// Up to `limit` inserts from `offset`, oldest first, within
     /// `max_bytes` (at least one; 0 means no byte limit).
     async fn page(

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -116,8 +115,8 @@ async fn submit(
         ),
         None => (format!("{{\"id\":{id}}}"), WriteOp::Insert),
     };
-    let raw = RawValue::from_string(text).expect("json");
-    let msg = crate::protocol::parse_msg(&raw, 1 << 20, &json!("u")).expect("msg");
+    let stamp = crate::protocol::SenderStamp::of(&json!("u"));
+    let msg = crate::protocol::parse_msg(&text, 1 << 20, &stamp).expect("msg");
     store
         .submit(Write {
             room: room_name(room),

@@ -69,6 +69,7 @@ mod address;
 mod config;
 mod driver;
 pub mod engine;
+mod frame_queue;
 mod gate;
 pub mod held;
 mod http_serve;

@@ -1,13 +1,14 @@
 //! A connection's outbound queue: frames waiting for its transport,
 //! bounded in the memory they hold ([`weight`]: payload and per-frame
-//! overhead). Nothing is allocated while it is empty; the ring that a
-//! burst grew is given back once the burst is written.
+//! overhead). Nothing is allocated while it holds at most one frame
+//! ([`FrameQueue`]); the ring that a burst grew is given back once the
+//! burst is written.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use crate::engine::Frame;
+use crate::frame_queue::FrameQueue;
 use crate::held;
 
 /// Why a frame was not queued.
@@ -46,7 +47,7 @@ pub(crate) struct Outbox {
 }
 
 struct State {
-    frames: VecDeque<Frame>,
+    frames: FrameQueue,
     bytes: usize,
     closed: bool,
     /// The transport's writer, waiting for frames.
@@ -64,12 +65,9 @@ impl State {
         }
     }
 
-    /// After frames were taken: gives the ring back once empty, and wakes
-    /// whoever waits for the queue to drain, once it has.
+    /// After frames were taken: wakes whoever waits for the queue to
+    /// drain, once it has.
     fn taken(&mut self) {
-        if self.frames.is_empty() {
-            self.frames = VecDeque::new();
-        }
         if matches!(&self.drain, Some(d) if self.bytes <= d.0) {
             if let Some(d) = self.drain.take() {
                 d.1.wake();
@@ -82,7 +80,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Outbox {
         Outbox {
             state: Mutex::new(State {
-                frames: VecDeque::new(),
+                frames: FrameQueue::Empty,
                 bytes: 0,
                 closed: false,
                 waker: None,
@@ -187,7 +185,7 @@ impl Outbox {
     pub(crate) fn take_now(&self, out: &mut Vec<Frame>) {
         let mut state = self.state();
         state.bytes = 0;
-        out.extend(state.frames.drain(..));
+        state.frames.drain_into(out);
         state.taken();
     }
 

@@ -43,7 +43,10 @@ const WRITER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// SQLite-backed [`MessageStore`].
 pub(crate) struct SqliteMessageStore {
-    jobs: mpsc::Sender<Job>,
+    /// Unbounded in slots: every write a session submits holds a
+    /// reservation of its bytes (`AO_STORE_QUEUE_MAX_BYTES`), and the
+    /// other jobs come one per admin request or readiness probe.
+    jobs: mpsc::UnboundedSender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     unapplied: Arc<Mutex<Unapplied>>,
     data_dir: PathBuf,
@@ -112,7 +115,7 @@ impl SqliteMessageStore {
         }
         let (tx, rx) = oneshot::channel();
         let answered = tokio::time::timeout(WRITER_PING_TIMEOUT, async {
-            self.jobs.send(Job::Ping(tx)).await.ok()?;
+            self.jobs.send(Job::Ping(tx)).ok()?;
             rx.await.ok()
         })
         .await;
@@ -130,10 +133,19 @@ impl SqliteMessageStore {
 #[async_trait::async_trait]
 impl MessageStore for SqliteMessageStore {
     async fn submit(&self, write: Write) {
+        let _ = self.submit_now(write);
+    }
+
+    fn submit_now(&self, write: Write) -> Option<Write> {
         let job = Job::Write(write, Instant::now());
-        if let Err(mpsc::error::SendError(Job::Write(w, _))) = self.jobs.send(job).await {
+        if let Err(mpsc::error::SendError(Job::Write(w, _))) = self.jobs.send(job) {
             (w.done)(Err(StoreError::Closed.into()));
         }
+        None
+    }
+
+    fn submits_now(&self) -> bool {
+        true
     }
 
     async fn page(
@@ -171,7 +183,7 @@ impl MessageStore for SqliteMessageStore {
     }
 
     async fn crash_writer_for_tests(&self) {
-        let _ = self.jobs.send(Job::CrashForTests).await;
+        let _ = self.jobs.send(Job::CrashForTests);
         // The flag is cleared as the thread unwinds.
         while self.writer_alive.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -182,7 +194,6 @@ impl MessageStore for SqliteMessageStore {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job::Clear(room.to_owned(), tx))
-            .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -191,7 +202,6 @@ impl MessageStore for SqliteMessageStore {
         let (tx, rx) = oneshot::channel();
         self.jobs
             .send(Job::Flush(tx))
-            .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }

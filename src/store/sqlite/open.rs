@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
 use super::applier::{apply, Applier, Unavailable};
-use super::writer::{Counters, Writer, QUEUE_DEPTH};
+use super::writer::{Counters, Writer};
 use super::{Alive, SqliteMessageStore};
 use crate::sqlite::open;
 use crate::store::journal::{self, Journal};
@@ -67,7 +67,7 @@ impl SqliteMessageStore {
                 applier.run(apply_rx)
             })?;
 
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (tx, rx) = mpsc::unbounded_channel();
         let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             failing: failing.clone(),

@@ -22,8 +22,6 @@ use crate::sync::lock as locked;
 
 /// Most writes committed in one group.
 const MAX_BATCH: usize = 4096;
-/// Writes that may wait for the writer before submitters are held back.
-pub(super) const QUEUE_DEPTH: usize = 65_536;
 /// A commit log write that takes longer is logged.
 const SLOW_SYNC: Duration = Duration::from_millis(50);
 /// How long durable writes may wait for SQLite.
@@ -165,7 +163,7 @@ impl Counters {
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    pub(super) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         // Only for a receive with a timeout: the writer itself blocks on the
         // disk, never on the runtime.
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -560,7 +558,7 @@ enum Received {
 /// The next job, waiting at most until `due`.
 fn recv_until(
     rt: &tokio::runtime::Runtime,
-    rx: &mut mpsc::Receiver<Job>,
+    rx: &mut mpsc::UnboundedReceiver<Job>,
     due: Instant,
 ) -> Received {
     let due = tokio::time::Instant::from_std(due);

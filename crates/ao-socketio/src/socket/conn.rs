@@ -136,14 +136,16 @@ impl AckSender {
 
     /// Sends `data` as the ack's one argument.
     pub fn send<T: Serialize + ?Sized>(self, data: &T) -> Result<(), SendError> {
-        let mut text = Vec::with_capacity(64);
-        text.extend_from_slice(b"43");
-        write_nsp(&mut text, &self.socket.0.nsp.name);
-        write_id(&mut text, self.id);
-        text.push(b'[');
-        serde_json::to_writer(&mut text, data).map_err(|_| QueueError::Closed)?;
-        text.push(b']');
-        self.socket.0.push(Frame::Text(Bytes::from(text)))
+        let frame = encoded(|text| {
+            text.extend_from_slice(b"43");
+            write_nsp(text, &self.socket.0.nsp.name);
+            write_id(text, self.id);
+            text.push(b'[');
+            serde_json::to_writer(&mut *text, data).map_err(|_| QueueError::Closed)?;
+            text.push(b']');
+            Ok(())
+        })?;
+        self.socket.0.push(frame)
     }
 
     /// Sends the ack with any number of arguments: `args` is their JSON
@@ -180,26 +182,59 @@ pub(crate) fn event_frame_in<T: Serialize + ?Sized>(
     data: &T,
     ack: Option<u64>,
 ) -> Frame {
-    let mut text = Vec::with_capacity(32 + name.len());
-    text.extend_from_slice(b"42");
-    write_nsp(&mut text, nsp);
-    if let Some(id) = ack {
-        write_id(&mut text, id);
+    let built = encoded(|text| {
+        text.extend_from_slice(b"42");
+        write_nsp(text, nsp);
+        if let Some(id) = ack {
+            write_id(text, id);
+        }
+        text.push(b'[');
+        // Serializing a &str or a caller's Serialize into a Vec only fails for
+        // maps with non-string keys; such a value becomes null.
+        if serde_json::to_writer(&mut *text, name).is_err() {
+            text.extend_from_slice(b"\"\"");
+        }
+        text.push(b',');
+        let mark = text.len();
+        if serde_json::to_writer(&mut *text, data).is_err() {
+            text.truncate(mark);
+            text.extend_from_slice(b"null");
+        }
+        text.push(b']');
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match built {
+        Ok(frame) => frame,
+        Err(never) => match never {},
     }
-    text.push(b'[');
-    // Serializing a &str or a caller's Serialize into a Vec only fails for
-    // maps with non-string keys; such a value becomes null.
-    if serde_json::to_writer(&mut text, name).is_err() {
-        text.extend_from_slice(b"\"\"");
-    }
-    text.push(b',');
-    let mark = text.len();
-    if serde_json::to_writer(&mut text, data).is_err() {
-        text.truncate(mark);
-        text.extend_from_slice(b"null");
-    }
-    text.push(b']');
-    Frame::Text(Bytes::from(text))
+}
+
+/// Scratch space in which frames of unknown length are encoded; larger
+/// than this, it is given back after use.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A text frame written by `write`, in a buffer of exactly its length:
+/// encoded in this thread's scratch space and copied once, instead of in
+/// a buffer that grows (and is reallocated) as the encoder writes, which
+/// also leaves the queued frame holding spare room.
+fn encoded<E>(write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<Frame, E> {
+    let with_scratch = |text: &mut Vec<u8>| {
+        text.clear();
+        let result = write(text).map(|()| Frame::Text(Bytes::copy_from_slice(text)));
+        if text.capacity() > SCRATCH_KEPT {
+            *text = Vec::new();
+        }
+        result
+    };
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut text) => with_scratch(&mut text),
+        // Only if a serializer emitted a frame while being encoded.
+        Err(_) => with_scratch(&mut Vec::new()),
+    })
 }
 
 /// The frames of an event or ack with `args` (JSON text, comma-separated)

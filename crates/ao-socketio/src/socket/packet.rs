@@ -235,6 +235,44 @@ pub fn split_event(data: &str) -> Result<(std::borrow::Cow<'_, str>, &str), Data
     Ok((name, args))
 }
 
+/// The first of an event's arguments as sent (`args` as [`split_event`]
+/// gives them, checked to be JSON); `None` when there are none. A scan of
+/// token boundaries, not a second parse: the text is known to be JSON.
+pub fn first_argument(args: &str) -> Option<&str> {
+    let bytes = args.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => {
+                    in_string = false;
+                    if depth == 0 {
+                        return args.get(..=i);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return args.get(..=i);
+                }
+            }
+            b',' if depth == 0 => return args.get(..i).map(str::trim_end),
+            _ => {}
+        }
+    }
+    let all = args.trim_end();
+    (!all.is_empty()).then_some(all)
+}
+
 /// Checks an ack's data, `[arg, ...]`, and gives the arguments' text as
 /// sent (without the brackets).
 pub fn ack_args(data: &str) -> Result<&str, DataError> {
@@ -598,7 +636,83 @@ mod tests {
         Ok(())
     }
 
+    /// The first argument as a JSON parser reads it.
+    fn parsed_first(args: &str) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(args);
+        let raw = <Box<serde_json::value::RawValue> as serde::Deserialize>::deserialize(&mut de);
+        raw.ok().map(|r| r.get().to_owned())
+    }
+
+    #[test]
+    fn the_first_argument_is_found_as_sent() {
+        for (data, first) in [
+            (
+                r#"["msg",{"data":[1, 2.50]},"extra",3]"#,
+                Some(r#"{"data":[1, 2.50]}"#),
+            ),
+            (r#"[ "join" , {"roomId":1} ]"#, Some(r#"{"roomId":1}"#)),
+            (r#"["m",null]"#, Some("null")),
+            (r#"["m", 12 , 3]"#, Some("12")),
+            (r#"["m","a,\"]}",1]"#, Some(r#""a,\"]}""#)),
+            (r#"["m",[[],{"a":"]"}],1]"#, Some(r#"[[],{"a":"]"}]"#)),
+            (r#"["m",-1.5e3]"#, Some("-1.5e3")),
+            (r#"["leave"]"#, None),
+        ] {
+            let (_, args) = split_event(data).expect("an event");
+            assert_eq!(first_argument(args), first, "{data}");
+        }
+    }
+
+    /// Any JSON value, strings with quotes, escapes and brackets included.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            r#"([a-z,\]\}\[{:"\\]|\PC){0,8}"#.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(r#"[a-z,\]}"]{0,4}"#, inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check_first(text: &str) -> Result<(), TestCaseError> {
+        if let Ok((_, args)) = split_event(text) {
+            prop_assert_eq!(first_argument(args).map(str::to_owned), parsed_first(args));
+        }
+        Ok(())
+    }
+
     proptest! {
+        #[test]
+        fn the_first_argument_is_what_a_parser_reads(
+            args in proptest::collection::vec(any_json(), 0..4),
+            pretty in any::<bool>(),
+        ) {
+            let encode = |v: &serde_json::Value| if pretty {
+                serde_json::to_string_pretty(v).expect("encodes")
+            } else {
+                serde_json::to_string(v).expect("encodes")
+            };
+            let mut text = String::from(r#"["m""#);
+            for arg in &args {
+                text.push_str(if pretty { " ,\n " } else { "," });
+                text.push_str(&encode(arg));
+            }
+            text.push(']');
+            check_first(&text)?;
+            let (_, split) = split_event(&text).expect("an event");
+            prop_assert_eq!(first_argument(split).is_some(), !args.is_empty());
+        }
+
         #[test]
         fn event_data_splits_without_panicking(text in r#"\s?\[\s?("([^"\\]|\\["\\nu])*"|[0-9]{1,3})\s?(,\s?(\{\}|[0-9]|"x"|\[\]))*\s?\]?"#) {
             check_split(&text)?;
@@ -607,6 +721,7 @@ mod tests {
         #[test]
         fn any_data_splits_without_panicking(text in any::<String>()) {
             check_split(&text)?;
+            check_first(&text)?;
             let _ = ack_args(&text);
             let _ = connect_payload(&text);
         }
