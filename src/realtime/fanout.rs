@@ -22,11 +22,40 @@ use crate::sync::lock;
 /// The name of the socket.io room that holds this node's members of
 /// protocol room `room` (not to be confused with the room's Redis channel).
 pub(crate) fn members_room(room: &str) -> String {
-    // Built once per relay: a plain concatenation, not the formatting machinery.
-    let mut name = String::with_capacity(5 + room.len());
-    name.push_str("room:");
-    name.push_str(room);
+    let mut name = String::with_capacity(MEMBERS_ROOM_PREFIX.len() + room.len());
+    push_members_room(&mut name, room);
     name
+}
+
+const MEMBERS_ROOM_PREFIX: &str = "room:";
+
+/// Appends [`members_room`] of `room` to `name`: a plain concatenation, not
+/// the formatting machinery.
+fn push_members_room(name: &mut String, room: &str) {
+    name.push_str(MEMBERS_ROOM_PREFIX);
+    name.push_str(room);
+}
+
+/// Calls `f` with the name of the socket.io room of protocol room `room`
+/// ([`members_room`]), built in this thread's scratch space: a relay looks
+/// the room up once per msg and need not allocate its name to do so.
+fn with_members_room<R>(room: &str, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    NAME.with(|name| match name.try_borrow_mut() {
+        Ok(mut name) => {
+            name.clear();
+            push_members_room(&mut name, room);
+            let out = f(&name);
+            if name.capacity() > 1024 {
+                *name = String::new();
+            }
+            out
+        }
+        // Only if `f` relayed again from within.
+        Err(_) => f(&members_room(room)),
+    })
 }
 
 /// Room events to this node's members.
@@ -164,7 +193,7 @@ impl Fanout {
 
     fn broadcast(&self, room: &str, ev: &str, data: &RawValue, except: Option<&Socket>) -> u64 {
         let frame = ao_socketio::event_frame(ev, data);
-        let delivery = self.io.broadcast(&members_room(room), &frame, except);
+        let delivery = with_members_room(room, |name| self.io.broadcast(name, &frame, except));
         if delivery.dropped > 0 {
             self.metrics.dropped_by("slow_client", delivery.dropped);
             tracing::debug!(

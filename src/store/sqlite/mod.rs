@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::unapplied::Unapplied;
 use super::{MessageStore, Page, StoreError, UpdatePage, Write};
@@ -46,7 +47,7 @@ pub(crate) struct SqliteMessageStore {
     /// Unbounded in slots: every write a session submits holds a
     /// reservation of its bytes (`AO_STORE_QUEUE_MAX_BYTES`), and the
     /// other jobs come one per admin request or readiness probe.
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     readers: Arc<Mutex<Vec<Connection>>>,
     unapplied: Arc<Mutex<Unapplied>>,
     data_dir: PathBuf,
@@ -138,7 +139,7 @@ impl MessageStore for SqliteMessageStore {
 
     fn submit_now(&self, write: Write) -> Option<Write> {
         let job = Job::Write(write, Instant::now());
-        if let Err(mpsc::error::SendError(Job::Write(w, _))) = self.jobs.send(job) {
+        if let Err(mpsc::SendError(Job::Write(w, _))) = self.jobs.send(job) {
             (w.done)(Err(StoreError::Closed.into()));
         }
         None

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::mpsc;
 
 use super::applier::{apply, Applier, Unavailable};
 use super::writer::{Counters, Writer};
@@ -67,7 +66,7 @@ impl SqliteMessageStore {
                 applier.run(apply_rx)
             })?;
 
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let failing = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             failing: failing.clone(),

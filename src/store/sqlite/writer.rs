@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
 
 use super::applier::{ApplyJob, Unavailable};
 use crate::logging::Chain;
@@ -163,23 +164,11 @@ impl Counters {
 }
 
 impl Writer {
-    pub(super) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        // Only for a receive with a timeout: the writer itself blocks on the
-        // disk, never on the runtime.
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %Chain(&e), "the store writer could not start");
-                return;
-            }
-        };
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::new();
         loop {
             let first = if self.pending.is_empty() && !self.log.is_broken() {
-                rx.blocking_recv()
+                rx.recv().ok()
             } else {
                 // Durable writes wait for SQLite at most APPLY_INTERVAL; a
                 // broken log is mended as soon as it can be.
@@ -188,13 +177,13 @@ impl Writer {
                 } else {
                     self.segment_started + APPLY_INTERVAL
                 };
-                match recv_until(&rt, &mut rx, due) {
-                    Received::Job(job) => Some(job),
-                    Received::TimedOut => {
+                match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    Ok(job) => Some(job),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
                         let _ = self.hand_over();
                         continue;
                     }
-                    Received::Closed => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
                 }
             };
             let Some(first) = first else { break };
@@ -283,7 +272,7 @@ impl Writer {
         self.wait_for_applier();
         self.counters.begin();
         let ts = unix_now();
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(writes.len());
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut failed = None;
         for w in writes {
@@ -547,28 +536,6 @@ impl Writer {
         locked(&self.unapplied).clear_room(&room);
         res
     }
-}
-
-enum Received {
-    Job(Job),
-    TimedOut,
-    Closed,
-}
-
-/// The next job, waiting at most until `due`.
-fn recv_until(
-    rt: &tokio::runtime::Runtime,
-    rx: &mut mpsc::UnboundedReceiver<Job>,
-    due: Instant,
-) -> Received {
-    let due = tokio::time::Instant::from_std(due);
-    rt.block_on(async {
-        match tokio::time::timeout_at(due, rx.recv()).await {
-            Ok(Some(job)) => Received::Job(job),
-            Ok(None) => Received::Closed,
-            Err(_) => Received::TimedOut,
-        }
-    })
 }
 
 /// A message's JSON text as a raw value, checked to be JSON.
