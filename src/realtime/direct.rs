@@ -11,11 +11,14 @@ use ao_socketio::Socket;
 
 use super::ack::AckSender;
 
-use super::message::{relay_ignored, reserved_write, write_op, write_weight, Reserved};
+use super::message::{reserved_write, write_op, write_weight, Reserved};
 use super::pending::PendingWrites;
 use crate::app::AppState;
-use crate::protocol::{self, ack_status, reason, SenderStamp, StatusReply, Storage};
+use crate::protocol::{
+    self, ack_status, event, reason, MsgAck, SenderStamp, StampedMsg, StatusReply, Storage,
+};
 use crate::store::{NotStored, StoreError};
+use serde_json::value::RawValue;
 
 /// The reply to a stamped text that is not JSON, which cannot happen: it
 /// is built from a checked payload.
@@ -34,6 +37,30 @@ pub(super) struct DirectRelay {
     /// Whether stored msgs are handed to the store here too (it takes a
     /// write without waiting: [`crate::store::MessageStore::submits_now`]).
     pub stores: bool,
+}
+
+/// Relays an ignore msg to this node's members of the room and acks it
+/// (nothing of its sender waits for the store).
+fn relay_ignored(
+    state: &AppState,
+    socket: &ao_socketio::Socket,
+    room: &str,
+    body: StampedMsg,
+    ack: AckSender,
+) {
+    match RawValue::from_string(body.into_string()) {
+        Ok(body) => {
+            state.bus().emit_from(socket, room, event::MSG, &body);
+            let _ = ack.send(&MsgAck {
+                status: 0,
+                seq: None,
+            });
+        }
+        Err(_) => {
+            state.metrics().dropped("malformed");
+            let _ = ack.send(&unreachable_malformed());
+        }
+    }
 }
 
 /// Handles a msg where the client's event arrives, as the session would:

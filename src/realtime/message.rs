@@ -64,8 +64,21 @@ impl Session {
         self.sends_msgs = true;
         let op = match msg.storage {
             Storage::Ignore if self.pending_writes.is_idle() => {
-                // Nothing of this sender is still being stored: relay at once.
-                relay_ignored(&self.state, &self.socket, &joined.room, msg.body, ack);
+                // Nothing of this sender is still being stored: relay at
+                // once, to every node's members.
+                match RawValue::from_string(msg.body.into_string()) {
+                    Ok(body) => {
+                        self.state
+                            .bus()
+                            .to_room(&joined.room, event::MSG, &body, Some(&self.sid))
+                            .await;
+                        let _ = ack.send(&MsgAck {
+                            status: 0,
+                            seq: None,
+                        });
+                    }
+                    Err(_) => return refuse(ack, "malformed", unreachable_malformed()),
+                }
                 return Flow::Continue;
             }
             // Waits behind this sender's earlier writes to keep send order.
@@ -121,30 +134,6 @@ pub(super) fn write_op(storage: Storage, msg_id: Option<String>) -> Option<Write
         (Storage::Update, Some(msg_id)) => Some(WriteOp::Update { msg_id }),
         (Storage::Update, None) => None,
         (Storage::Ignore, _) => Some(WriteOp::Ignore),
-    }
-}
-
-/// Relays an ignore msg to the room and acks it (nothing of its sender
-/// waits for the store).
-pub(super) fn relay_ignored(
-    state: &AppState,
-    socket: &ao_socketio::Socket,
-    room: &str,
-    body: StampedMsg,
-    ack: AckSender,
-) {
-    match RawValue::from_string(body.into_string()) {
-        Ok(body) => {
-            state.bus().emit_from(socket, room, event::MSG, &body);
-            let _ = ack.send(&MsgAck {
-                status: 0,
-                seq: None,
-            });
-        }
-        Err(_) => {
-            state.metrics().dropped("malformed");
-            let _ = ack.send(&unreachable_malformed());
-        }
     }
 }
 
