@@ -43,7 +43,7 @@ impl FrameQueue {
             FrameQueue::Ring(ring) => ring.push_back(frame),
             FrameQueue::One(_) => {
                 if let FrameQueue::One(first) = std::mem::take(self) {
-                    *self = FrameQueue::Ring(VecDeque::from([first, frame]));
+                    *self = FrameQueue::Ring(ring_of(first, frame));
                 }
             }
         }
@@ -56,7 +56,7 @@ impl FrameQueue {
             FrameQueue::Ring(ring) => ring.push_front(frame),
             FrameQueue::One(_) => {
                 if let FrameQueue::One(second) = std::mem::take(self) {
-                    *self = FrameQueue::Ring(VecDeque::from([frame, second]));
+                    *self = FrameQueue::Ring(ring_of(frame, second));
                 }
             }
         }
@@ -101,6 +101,19 @@ impl FrameQueue {
     }
 }
 
+/// Slots of a new ring: what a queue that holds more than one frame
+/// usually holds (a group commit's relays and an ack), so that it seldom
+/// grows; as many as [`crate::outbox::FRAME_OVERHEAD`] counts for two frames.
+const RING_SLOTS: usize = 4;
+
+/// A ring holding `first` then `second`.
+fn ring_of(first: Frame, second: Frame) -> VecDeque<Frame> {
+    let mut ring = VecDeque::with_capacity(RING_SLOTS);
+    ring.push_back(first);
+    ring.push_back(second);
+    ring
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +137,11 @@ mod tests {
         q.push_back(frame(2));
         q.push_front(frame(0));
         q.push_back(frame(3));
-        assert!(q.capacity() >= 4);
+        assert_eq!(
+            q.capacity(),
+            RING_SLOTS,
+            "no growth for a third or fourth frame"
+        );
         let mut seen = Vec::new();
         while let Some(f) = q.pop_front() {
             seen.push(byte(&f));

@@ -235,7 +235,7 @@ impl Writer {
     /// Commits the writes up to the first other job as one group, then
     /// handles that job; repeats.
     fn run_batch(&mut self, batch: &mut Vec<Job>) {
-        let mut writes = Vec::new();
+        let mut writes = Vec::with_capacity(batch.len());
         for job in batch.drain(..) {
             match job {
                 Job::Write(w, _) => writes.push(w),
