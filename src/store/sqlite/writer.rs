@@ -86,9 +86,11 @@ pub(super) struct Writer {
 pub(super) struct Counters {
     next_seq: HashMap<String, u64>,
     next_ord: Option<i64>,
-    /// What the current group changed: (room, its entry before), and the
-    /// update counter before.
-    undo: Vec<(String, Option<u64>)>,
+    /// The rooms the current group added to the cache, and the update
+    /// counter before it. A cached room's count before the group is its
+    /// first insert's seq in the group: a rollback reads it from the
+    /// group's records instead of a copy of the room's name per insert.
+    added: Vec<String>,
     undo_ord: Option<Option<i64>>,
 }
 
@@ -98,17 +100,22 @@ const CACHED_ROOMS: usize = 4096;
 impl Counters {
     /// Starts a group: its changes can be rolled back.
     fn begin(&mut self) {
-        self.undo.clear();
+        self.added.clear();
         self.undo_ord = None;
     }
 
-    /// Undoes the current group's changes.
-    fn rollback(&mut self) {
-        for (room, before) in self.undo.drain(..).rev() {
-            match before {
-                Some(seq) => self.next_seq.insert(room, seq),
-                None => self.next_seq.remove(&room),
-            };
+    /// Undoes the current group's changes; `numbered` are the records it
+    /// numbered, in order.
+    fn rollback(&mut self, numbered: &[Record]) {
+        for record in numbered.iter().rev() {
+            if let Record::Insert { room, seq, .. } = record {
+                if let Some(next) = self.next_seq.get_mut(room.as_str()) {
+                    *next = *seq;
+                }
+            }
+        }
+        for room in self.added.drain(..) {
+            self.next_seq.remove(&room);
         }
         if let Some(ord) = self.undo_ord.take() {
             self.next_ord = ord;
@@ -116,11 +123,13 @@ impl Counters {
     }
 
     fn set_seq(&mut self, room: &str, next: u64) {
-        let before = match self.next_seq.get_mut(room) {
-            Some(seq) => Some(std::mem::replace(seq, next)),
-            None => self.next_seq.insert(room.to_owned(), next),
-        };
-        self.undo.push((room.to_owned(), before));
+        match self.next_seq.get_mut(room) {
+            Some(seq) => *seq = next,
+            None => {
+                self.next_seq.insert(room.to_owned(), next);
+                self.added.push(room.to_owned());
+            }
+        }
     }
 
     fn set_ord(&mut self, next: i64) {
@@ -328,7 +337,7 @@ impl Writer {
         }
         self.failing.store(failed.is_some(), Ordering::Release);
         if let Some(error) = failed {
-            self.counters.rollback();
+            self.counters.rollback(&records);
             let writes = outcomes.len();
             self.refused.note(|count| {
                 tracing::error!(error = %Chain(&error), writes, groups = count, "message groups failed to commit (this one and the others counted since the last such line)");
@@ -549,6 +558,16 @@ fn encode(text: String) -> Result<Arc<RawValue>, StoreError> {
 mod tests {
     use super::*;
 
+    /// An insert record of `room` numbered `seq`.
+    fn insert(room: &str, seq: u64) -> Record {
+        Record::Insert {
+            room: room.into(),
+            seq,
+            ts: 1,
+            body: Arc::from(RawValue::from_string("{}".into()).expect("json")),
+        }
+    }
+
     #[test]
     fn a_failed_group_rolls_back_only_its_own_numbers() {
         let mut c = Counters::default();
@@ -561,7 +580,7 @@ mod tests {
         c.set_seq("a", 7);
         c.set_ord(11);
         c.set_ord(12);
-        c.rollback();
+        c.rollback(&[insert("a", 5), insert("b", 0), insert("a", 6)]);
         assert_eq!(c.next_seq.get("a"), Some(&5));
         assert_eq!(c.next_seq.get("b"), None);
         assert_eq!(c.next_ord, Some(10));
@@ -595,14 +614,14 @@ mod tests {
         c.begin();
         c.set_seq("a", 1);
         c.set_ord(1);
-        c.rollback();
+        c.rollback(&[insert("a", 0)]);
         assert!(c.next_seq.is_empty());
         assert_eq!(c.next_ord, None, "read from SQLite again");
         // A group that committed is not rolled back by the next begin.
         c.begin();
         c.set_seq("a", 1);
         c.begin();
-        c.rollback();
+        c.rollback(&[]);
         assert_eq!(c.next_seq.get("a"), Some(&1));
     }
 
