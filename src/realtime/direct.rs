@@ -29,7 +29,7 @@ pub(super) fn unreachable_malformed() -> StatusReply<'static> {
 /// What handling a session's msgs takes, published by the session while
 /// it is in a room and has nothing else going on, so that the socket's
 /// event handler handles a msg itself instead of waking the session's
-/// task for it ([`relay_directly`]).
+/// task for it ([`handle_directly`]).
 pub(super) struct DirectRelay {
     pub room: String,
     pub sender: SenderStamp,
@@ -41,13 +41,7 @@ pub(super) struct DirectRelay {
 
 /// Relays an ignore msg to this node's members of the room and acks it
 /// (nothing of its sender waits for the store).
-fn relay_ignored(
-    state: &AppState,
-    socket: &ao_socketio::Socket,
-    room: &str,
-    body: StampedMsg,
-    ack: AckSender,
-) {
+fn relay_ignored(state: &AppState, socket: &Socket, room: &str, body: StampedMsg, ack: AckSender) {
     match RawValue::from_string(body.into_string()) {
         Ok(body) => {
             state.bus().emit_from(socket, room, event::MSG, &body);
@@ -71,7 +65,7 @@ fn relay_ignored(
 /// (an ignore msg), or one that would have to wait for room in this
 /// session's or the node's store queue. Only for a node without Redis:
 /// there a relay is a publish to await.
-pub(super) fn relay_directly(
+pub(super) fn handle_directly(
     state: &Arc<AppState>,
     socket: &Socket,
     direct: &DirectRelay,

@@ -13,7 +13,7 @@ use ao_socketio::{DisconnectReason, Event, Socket};
 use serde_json::value::RawValue;
 
 use super::ack::AckSender;
-use super::direct::relay_directly;
+use super::direct::handle_directly;
 use super::inbox::{Control, Inbound, Inbox, Refused, PRE_AUTH_MAX_EVENT};
 use crate::app::AppState;
 use crate::client_log::Clipped;
@@ -113,7 +113,7 @@ impl ao_socketio::Handler for Enqueue {
         }
         if event == event::MSG {
             if let (Some(direct), Ok(payload)) = (self.inbox.direct(), first) {
-                match relay_directly(&self.state, s, &direct, payload, ack) {
+                match handle_directly(&self.state, s, &direct, payload, ack) {
                     Ok(()) => return,
                     Err(back) => ack = back,
                 }

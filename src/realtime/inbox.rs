@@ -231,7 +231,7 @@ impl<T> Inbox<T> {
     }
 
     /// What a msg arriving now needs to be relayed without the session
-    /// ([`super::direct::relay_directly`]): only while the session published
+    /// ([`super::direct::handle_directly`]): only while the session published
     /// it and is waiting with nothing queued, so the msg keeps its place
     /// after every event before it.
     pub(super) fn direct(&self) -> Option<Arc<DirectRelay>> {

@@ -245,7 +245,7 @@ impl Session {
     }
 
     /// Lets the socket's handler handle this session's msgs itself
-    /// ([`super::direct::relay_directly`]) while the session is in a room
+    /// ([`super::direct::handle_directly`]) while the session is in a room
     /// as a sender and no sync is under way, on a node without Redis; stops
     /// it otherwise. Only once the client sent a msg: an idle connection
     /// does not carry what it would need. The handler only does so while
