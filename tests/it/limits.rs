@@ -275,6 +275,31 @@ async fn a_full_store_queue_refuses_with_status_5() {
     assert_eq!(state.limits().store_queued(), 0, "released once stored");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_queue_refuses_a_sender_already_sending_with_status_5() {
+    // A sender that already sent has its msgs handed to the store where
+    // they arrive; a full queue still refuses them as the session does.
+    let ts = TestServer::with(|c| {
+        c.max_msg_bytes = 2000;
+        c.session_writes_max_bytes = 2000;
+        c.store_queue_max_bytes = 2000;
+    })
+    .await;
+    let state = ts.state().clone();
+    let mut a = ts.login("a", "q").await;
+    for n in 0..3 {
+        let ack = a.send_msg(json!({"data": n})).await;
+        assert_eq!(ack, json!({"status": 0, "seq": n}));
+    }
+    assert!(state.limits().store_reserve(2000));
+    let ack = a.send_msg(json!({"data": 3})).await;
+    assert_eq!(ack, json!({"status": 5, "data": "storage unavailable"}));
+    state.limits().store_release(2000);
+    let ack = a.send_msg(json!({"data": 4})).await;
+    assert_eq!(ack, json!({"status": 0, "seq": 3}), "the refused msg took no seq");
+    assert_eq!(state.limits().store_queued(), 0, "released once stored");
+}
+
 /// The server's `/metrics` text.
 pub(crate) async fn metrics_text(ts: &TestServer) -> String {
     reqwest::get(format!("http://{}/metrics", ts.addr()))
