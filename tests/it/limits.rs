@@ -296,7 +296,11 @@ async fn a_full_store_queue_refuses_a_sender_already_sending_with_status_5() {
     assert_eq!(ack, json!({"status": 5, "data": "storage unavailable"}));
     state.limits().store_release(2000);
     let ack = a.send_msg(json!({"data": 4})).await;
-    assert_eq!(ack, json!({"status": 0, "seq": 3}), "the refused msg took no seq");
+    assert_eq!(
+        ack,
+        json!({"status": 0, "seq": 3}),
+        "the refused msg took no seq"
+    );
     assert_eq!(state.limits().store_queued(), 0, "released once stored");
 }
 
